@@ -1,0 +1,1 @@
+"""Runtime: command line, image I/O, and (later) backends, bridge and solver."""

@@ -1,0 +1,1 @@
+"""Torch generators as chains of stages, checkpoint loaders, and (later) the graph exporter."""

@@ -1,0 +1,1 @@
+"""Checkpoint formats: reading them into staged generators and writing them back."""

@@ -1,0 +1,3 @@
+from ilo.engine.cli import main
+
+raise SystemExit(main())
