@@ -71,7 +71,7 @@ def config_f(resolution: int, w_dim: int = 512, mapping_layers: int = 8, channel
     """The channel table of the paper's config-f (channel multiplier 2), optionally narrowed."""
     table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256, 256: 128, 512: 64, 1024: 32}
     log2 = int(math.log2(resolution))
-    channels = tuple(table[2**i] // channel_divisor for i in range(2, log2 + 1))
+    channels = tuple(max(1, table[2**i] // channel_divisor) for i in range(2, log2 + 1))
     return StyleGAN2Config(resolution, (w_dim,) * (mapping_layers + 1), channels)
 
 

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+STYLEGAN2_32 = FIXTURES / "stylegan2_rosinality_32px.pt"
+GOLDEN_32 = FIXTURES / "stylegan2_rosinality_32px_golden.pt"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # Latent statistics and exported graphs go to a per-session folder, never the user's cache.
+    monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "ilo-cache"))
+
+
+@pytest.fixture(scope="session")
+def golden() -> dict:
+    return torch.load(GOLDEN_32, weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def sg2():
+    from ilo import load_generator
+
+    return load_generator(STYLEGAN2_32)
+
+
+@pytest.fixture(scope="session")
+def dcgan():
+    from ilo import load_generator
+
+    return load_generator("default")
+
+
+def random_stylegan2(config, seed: int = 0):
+    """A StyleGAN2 with every tensor random (nothing left at its zero initial value)."""
+    from ilo.export.stylegan2 import StyleGAN2Generator
+
+    gen = StyleGAN2Generator(config)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in gen.state_dict().items():
+            t.copy_(torch.randn(t.shape, generator=g) * (0.1 if name.endswith("bias") else 1.0))
+    return gen.eval().requires_grad_(False)
