@@ -109,3 +109,16 @@ def test_console_script_is_declared():
 
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "ilo"]
     assert script.value == "ilo.engine.cli:main"
+
+
+def test_outputs_are_written_atomically_with_normal_permissions(tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    run_ok(capsys, "sample", "--n", "2", "-o", str(out))
+    assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]  # no partial files left behind
+    assert out.stat().st_mode & 0o044 == 0o044 & ~_umask()
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
