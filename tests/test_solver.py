@@ -1,0 +1,96 @@
+"""The ILO solver and its baselines on the torch reference generators."""
+
+import pytest
+import torch
+
+from ilo import IloError
+from ilo.engine.operators import Downsample, Inpainting
+from ilo.engine.solver import ILOConfig, csgm_config, pulse_config, solve
+
+
+def _truth(gen, n, seed=123):
+    with torch.no_grad():
+        if gen.has_mapping:
+            return gen.synthesize(gen.latents_from_z(torch.randn(n, gen.z_dim, generator=torch.Generator().manual_seed(seed))))
+        return gen.synthesize(torch.randn(n, 1, gen.z_dim, generator=torch.Generator().manual_seed(seed)))
+
+
+SHORT = dict(steps=[30, 15], lr=[0.1, 0.01], l1_radius=[None, 0.1])
+
+
+def test_measurement_loss_falls_round_by_round(dcgan):
+    x = _truth(dcgan, 2)
+    op = Inpainting.centre_box(64, 2)
+    result = solve(op.A(x), op, dcgan, ILOConfig(end_stage=3, **SHORT))
+    finals = [curve[-1].mean().item() for curve in result.loss_curves]
+    assert len(finals) == 4 and all(b < a for a, b in zip(finals, finals[1:]))
+    assert (result.best_round == 3).all()
+    # the returned images are the best iterates: their loss is the recorded minimum
+    from ilo.engine.losses import measurement_mse
+
+    assert torch.allclose(measurement_mse(op, result.images, op.A(x)), result.best_loss, rtol=1e-4)
+
+
+def test_ilo_beats_csgm_on_observed_pixels(dcgan):
+    x = _truth(dcgan, 1, seed=7)
+    op = Inpainting.centre_box(64, 1)
+    ilo = solve(op.A(x), op, dcgan, ILOConfig(end_stage=3, steps=[60, 30], lr=[0.1, 0.01], l1_radius=[None, 0.1]))
+    csgm = solve(op.A(x), op, dcgan, csgm_config(steps=[150], restarts=1))
+    assert ilo.best_loss.item() < csgm.best_loss.item()
+
+
+def test_result_does_not_depend_on_the_batch(sg2):
+    x = _truth(sg2, 3)
+    op = Downsample(2)
+    y = op.A(x)
+    config = ILOConfig(end_stage=2, switch="plateau", plateau_window=5, plateau_tol=0.05, **SHORT)
+    together = solve(y, op, sg2, config, image_seeds=[10, 11, 12])
+    alone = solve(y[1:2], op, sg2, config, image_seeds=[11])
+    assert torch.allclose(together.images[1:2], alone.images, atol=1e-5)
+    assert torch.allclose(together.wplus[1:2], alone.wplus, atol=1e-5)
+
+
+def test_seeded_runs_repeat_exactly(sg2):
+    x = _truth(sg2, 2)
+    op = Inpainting.random_pixels(32, 2, 0.3, generator=torch.Generator().manual_seed(0))
+    a = solve(op.A(x), op, sg2, ILOConfig(end_stage=1, **SHORT))
+    b = solve(op.A(x), op, sg2, ILOConfig(end_stage=1, **SHORT))
+    assert torch.equal(a.images, b.images) and torch.equal(a.wplus, b.wplus)
+
+
+def test_spherical_projection_keeps_latent_norms(sg2):
+    x = _truth(sg2, 1)
+    op = Downsample(2)
+    result = solve(op.A(x), op, sg2, pulse_config(steps=[20]))
+    assert len(result.loss_curves) == 1 and result.best_round.item() == 0
+
+
+def test_l1_radius_bounds_the_state_change(dcgan):
+    x = _truth(dcgan, 1)
+    op = Inpainting.centre_box(64, 1)
+    config = ILOConfig(end_stage=1, steps=[10, 20], lr=[0.1, 0.5], l1_radius=[None, 0.01])
+    result = solve(op.A(x), op, dcgan, config)
+    start, final = result.round_starts[1][0], result.states[1][0]
+    assert final.shape == (1, 512, 4, 4) and not torch.equal(start, final)
+    assert (final - start).abs().sum() <= 0.01 * start.abs().sum() * (1 + 1e-5)
+
+
+def test_divergence_is_a_clear_error(sg2):
+    x = _truth(sg2, 1)
+    op = Downsample(2)
+    with pytest.raises(IloError, match="diverged"):
+        solve(op.A(x), op, sg2, ILOConfig(end_stage=2, steps=[3, 5], lr=[0.1, 1e20], l1_radius=None))
+
+
+@pytest.mark.parametrize("lr", [float("nan"), 0.0, -1.0, float("inf")])
+def test_invalid_learning_rate_is_refused(lr):
+    with pytest.raises(IloError, match="learning rates must be positive"):
+        ILOConfig(lr=[lr, 0.01])
+
+
+def test_csgm_restarts_keep_the_best_per_image(dcgan):
+    x = _truth(dcgan, 2)
+    op = Downsample(2)
+    one = solve(op.A(x), op, dcgan, csgm_config(steps=[20], restarts=1))
+    three = solve(op.A(x), op, dcgan, csgm_config(steps=[20], restarts=3))
+    assert (three.best_loss <= one.best_loss + 1e-7).all()
