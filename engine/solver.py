@@ -219,13 +219,13 @@ def _solve_once(y, op, gen, config, latents, objective, z0, progress) -> SolveRe
                 best_loss = torch.where(improved, measured, best_loss)
                 best_images[improved] = image.detach()[improved]
                 best_round[improved] = k
-            before = [p.detach().clone() for p in params]
+            before = [p.detach().clone() for p in params] if frozen.any() else None
             optimiser.zero_grad(set_to_none=True)
             loss.sum().backward()
             optimiser.step()
             with torch.no_grad():
                 _project(z, start_norm_z, noise_vars, start_norm_noise, state, start_state, radius, config)
-                for p, old in zip(params, before):  # images that stopped keep their values
+                for p, old in zip(params, before or []):  # images that stopped keep their values
                     p[frozen] = old[frozen]
             curve.append(loss.detach())
             history.append(measured)

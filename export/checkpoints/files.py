@@ -22,7 +22,6 @@ from ilo.export.staged import StagedGenerator
 from ilo.export.stylegan2 import StyleGAN2Generator
 
 DEFAULT_MODEL = "default"
-_ASSETS = Path(__file__).resolve().parents[2] / "ilo" / "assets"
 DEFAULT_WEIGHTS_NAME = "dcgan_face64.safetensors"
 
 # Written checkpoint formats, by name and by the file suffix that implies them.
@@ -30,13 +29,12 @@ SAVE_FORMATS = {"rosinality": ".pt", "nvidia": ".pkl"}
 
 
 def default_weights_path() -> Path:
-    """The embedded 64x64 face DCGAN, in the source tree or the installed package."""
+    """The embedded 64x64 face DCGAN, shipped inside the `ilo` package."""
     import ilo
 
-    for folder in (Path(ilo.__file__).resolve().parent / "assets", _ASSETS):
-        candidate = folder / DEFAULT_WEIGHTS_NAME
-        if candidate.is_file():
-            return candidate
+    candidate = Path(ilo.__file__).resolve().parent / "assets" / DEFAULT_WEIGHTS_NAME
+    if candidate.is_file():
+        return candidate
     raise CheckpointError(f"the embedded default model ({DEFAULT_WEIGHTS_NAME}) is missing from the installation")
 
 
