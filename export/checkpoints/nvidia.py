@@ -21,7 +21,7 @@ from ilo.errors import CheckpointError
 from ilo.export.checkpoints.safe_pickle import EasyDict, PersistentRecord, dump_pickle
 from ilo.export.checkpoints.tensors import TensorRow, TensorSource, load_rows, save_rows
 from ilo.export.ops import fir_kernel
-from ilo.export.stylegan2 import StyleGAN2Config, StyleGAN2Generator, stylegan2_noise_resolution
+from ilo.export.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 
 _WRITTEN_SOURCE = "# Written by ilo-engine: structure and weights only; NVIDIA's networks.py source is not included.\n"
 
