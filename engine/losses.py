@@ -43,13 +43,17 @@ def inpainting_fill(op: Operator, image: torch.Tensor, y: torch.Tensor) -> torch
     return op.mask * y + (1 - op.mask) * image
 
 
-def add_measurement_noise(image: torch.Tensor, op: Operator, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Eq. 4: G + N(0, σ²) with fresh noise at every evaluation (σ known, per image)."""
+def add_measurement_noise(image: torch.Tensor, op: Operator, generators: list[torch.Generator] | None = None) -> torch.Tensor:
+    """Eq. 4: G + N(0, σ²) with fresh noise at every evaluation (σ known, per image). With one
+    generator per image, an image's noise does not depend on the rest of its batch."""
     std = op.noise_std(image.shape[0], image.device)
     if float(std.abs().max()) == 0:
         return image
-    noise = torch.randn(image.shape, generator=generator, dtype=image.dtype).to(image.device)
-    return image + std * noise
+    if generators is None:
+        noise = torch.randn(image.shape, dtype=image.dtype)
+    else:
+        noise = torch.stack([torch.randn(image.shape[1:], generator=g, dtype=image.dtype) for g in generators])
+    return image + std * noise.to(image.device)
 
 
 # --- LPIPS ------------------------------------------------------------------------------------

@@ -88,12 +88,14 @@ class SolveResult:
 class _Objective:
     """The per-image loss of a generated image against the measurements."""
 
-    def __init__(self, op: Operator, y: torch.Tensor, config: ILOConfig, lpips: LPIPS | None):
+    def __init__(self, op: Operator, y: torch.Tensor, config: ILOConfig, lpips: LPIPS | None, seeds: list[int]):
         self.op, self.y, self.config, self.lpips = op, y, config, lpips
+        # eq. 4's fresh noise comes from one stream per image (batch independence)
+        self.noise_streams = [torch.Generator().manual_seed(s * 7919 + 17) for s in seeds]
 
     def __call__(self, image: torch.Tensor, pre_latents: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         c = self.config
-        seen = add_measurement_noise(image, self.op)
+        seen = add_measurement_noise(image, self.op, self.noise_streams)
         loss = c.mse_weight * measurement_mse(self.op, seen, self.y)
         if c.lpips_weight:
             target = inpainting_fill(self.op, seen, self.y)
@@ -160,7 +162,7 @@ def solve(y: torch.Tensor, op: Operator, gen: StagedGenerator, config: ILOConfig
         raise IloError("lpips_weight > 0 needs an LPIPS module")
     t0 = time.perf_counter()
     latents = _Latents(gen, config)
-    objective = _Objective(op, y, config, lpips)
+    objective = _Objective(op, y, config, lpips, seeds)
     best = None
     for restart in range(config.restarts):
         run = _solve_once(y, op, gen, config, latents, objective, _initial_z(gen, seeds, restart), progress)

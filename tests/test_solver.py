@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ilo import IloError
-from ilo.engine.operators import Downsample, Inpainting
+from ilo.engine.operators import Downsample, Inpainting, Noise
 from ilo.engine.solver import ILOConfig, csgm_config, pulse_config, solve
 
 
@@ -48,6 +48,17 @@ def test_result_does_not_depend_on_the_batch(sg2):
     alone = solve(y[1:2], op, sg2, config, image_seeds=[11])
     assert torch.allclose(together.images[1:2], alone.images, atol=1e-5)
     assert torch.allclose(together.wplus[1:2], alone.wplus, atol=1e-5)
+
+
+def test_denoising_noise_draws_do_not_depend_on_the_batch(sg2):
+    # eq. 4 adds fresh noise every step; each image must draw it from its own stream
+    x = _truth(sg2, 3)
+    op = Noise(0.1)
+    y = op.measure(x, torch.Generator().manual_seed(1))
+    config = ILOConfig(end_stage=1, steps=[10, 5])
+    together = solve(y, op, sg2, config, image_seeds=[4, 5, 6])
+    alone = solve(y[2:], op, sg2, config, image_seeds=[6])
+    assert torch.allclose(together.images[2:], alone.images, atol=1e-5)
 
 
 def test_seeded_runs_repeat_exactly(sg2):
