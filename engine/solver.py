@@ -54,8 +54,8 @@ class ILOConfig:
         if self.switch not in ("fixed", "plateau"):
             raise IloError(f"switch must be 'fixed' or 'plateau', got '{self.switch}'")
         for lr in self.lr if isinstance(self.lr, (list, tuple)) else [self.lr]:
-            if not (lr > 0 and lr < float("inf")):
-                raise IloError(f"learning rates must be positive finite numbers, got {lr}")
+            if not (lr > 0 and lr <= 1e37):  # beyond float32's range Adam's step itself fails
+                raise IloError(f"learning rates must be positive numbers up to 1e37, got {lr}")
         if self.latent_space not in ("gaussian", "w"):
             raise IloError(f"latent_space must be 'gaussian' or 'w', got '{self.latent_space}'")
 
@@ -152,7 +152,11 @@ def _plateaued(history: list[torch.Tensor], window: int, tol: float) -> torch.Te
 
 def solve(y: torch.Tensor, op: Operator, gen: StagedGenerator, config: ILOConfig | None = None,
           image_seeds: list[int] | None = None, lpips: LPIPS | None = None, progress=None) -> SolveResult:  # fmt: skip
-    """Restore images from measurements y = A(x) (+ noise) by ILO over `gen`."""
+    """Restore images from measurements y = A(x) (+ noise) by ILO over `gen`.
+
+    Round 0 runs from `config.restarts` random starts; each image continues into the
+    intermediate rounds from the start whose round-0 result fits its measurements best (a poor
+    start is what intermediate rounds cannot repair, so this is where restarts pay)."""
     config = config or ILOConfig()
     batch = y.shape[0]
     seeds = image_seeds if image_seeds is not None else [config.seed + i for i in range(batch)]
@@ -160,86 +164,130 @@ def solve(y: torch.Tensor, op: Operator, gen: StagedGenerator, config: ILOConfig
         raise IloError(f"{len(seeds)} seeds for {batch} images")
     if config.lpips_weight and lpips is None:
         raise IloError("lpips_weight > 0 needs an LPIPS module")
+    if not torch.isfinite(y).all():
+        raise IloError("the measurements contain NaN or inf values")
+    if config.restarts < 1:
+        raise IloError(f"restarts must be at least 1, got {config.restarts}")
     t0 = time.perf_counter()
-    latents = _Latents(gen, config)
-    objective = _Objective(op, y, config, lpips, seeds)
-    best = None
-    for restart in range(config.restarts):
-        run = _solve_once(y, op, gen, config, latents, objective, _initial_z(gen, seeds, restart), progress)
-        if best is None:
-            best = run
-        else:  # keep, per image, the restart with the lower measurement loss
-            better = run.best_loss < best.best_loss
-            for name in ("images", "wplus", "best_round", "best_loss"):
-                mask = better.reshape(-1, *[1] * (getattr(run, name).ndim - 1))
-                setattr(best, name, torch.where(mask, getattr(run, name), getattr(best, name)))
-    best.seconds["total"] = time.perf_counter() - t0
-    return best
-
-
-def _solve_once(y, op, gen, config, latents, objective, z0, progress) -> SolveResult:
-    batch = y.shape[0]
+    run = _Run(y, op, gen, config, _Latents(gen, config), _Objective(op, y, config, lpips, seeds), progress)
     n_stages = len(gen.stages)
     end = n_stages - 1 if config.end_stage is None else min(config.end_stage, n_stages - 1)
-    z = latents.start(z0).requires_grad_(True)
-    noises = [x.expand(batch, -1, -1, -1).clone() for x in gen.stored_noises()]
-    n_opt_noise = min(config.noise_maps, len(noises))
+    chosen = None
+    for restart in range(config.restarts):
+        candidate = run.first_round(_initial_z(gen, seeds, restart))
+        chosen = candidate if chosen is None else _pick(candidate, chosen)
+    run.seconds["round 0"] = time.perf_counter() - t0
+    z, noises = chosen["z"], chosen["noises"]
     state: tuple = ()
-    best_loss = torch.full((batch,), float("inf"))
-    best_images = torch.zeros(batch, 3, gen.resolution, gen.resolution)
-    best_round = torch.zeros(batch, dtype=torch.long)
-    curves, states, starts = [], [], []
+    for k in range(1, end + 1):
+        t = time.perf_counter()
+        with torch.no_grad():  # stage k's input, from the previous round's variables
+            state = gen.run_stages(state, run.latents.wplus(z), noises, k - 1, k)
+        state = run.round(k, z, noises, state)
+        run.seconds[f"round {k}"] = time.perf_counter() - t
+    run.seconds["total"] = time.perf_counter() - t0
+    return SolveResult(run.best_images, run.latents.wplus(z).detach(), run.states, run.starts, run.curves,
+                       run.best_round, run.best_loss, run.seconds)  # fmt: skip
 
-    for k in range(end + 1):
-        if k > 0:  # initialise stage k's input from the previous round's variables
-            with torch.no_grad():
-                state = gen.run_stages(state, latents.wplus(z), noises, k - 1, k)
+
+def _pick(candidate: dict, chosen: dict) -> dict:
+    """Per image, keep the round-0 start whose final iterate fits the measurements better."""
+    better = candidate["final_loss"] < chosen["final_loss"]
+
+    def mix(new, old):
+        return torch.where(better.reshape(-1, *[1] * (new.ndim - 1)), new, old)
+
+    return {"z": mix(candidate["z"], chosen["z"]), "final_loss": torch.minimum(candidate["final_loss"], chosen["final_loss"]),
+            "noises": [mix(a, b) for a, b in zip(candidate["noises"], chosen["noises"])]}  # fmt: skip
+
+
+class _Run:
+    """The variables, per-image best iterates and records of one solve."""
+
+    def __init__(self, y, op, gen, config, latents, objective, progress):
+        self.y, self.op, self.gen, self.config = y, op, gen, config
+        self.latents, self.objective, self.progress = latents, objective, progress
+        batch = y.shape[0]
+        self.best_loss = torch.full((batch,), float("inf"))
+        self.best_images = torch.zeros(batch, 3, gen.resolution, gen.resolution)
+        self.best_round = torch.zeros(batch, dtype=torch.long)
+        self.curves, self.states, self.starts = [], [], []
+        self.seconds: dict = {}
+        self.n_opt_noise = min(config.noise_maps, len(gen.stored_noises()))
+
+    def first_round(self, z0: torch.Tensor) -> dict:
+        """Round 0 from one random start: the latents and the first noise maps."""
+        batch = self.y.shape[0]
+        z = self.latents.start(z0)
+        noises = [x.expand(batch, -1, -1, -1).clone() for x in self.gen.stored_noises()]
+        if not self.curves:  # the records keep the first start's round 0
+            self.round(0, z, noises, ())
+        else:
+            saved = self.curves, self.states, self.starts
+            self.curves, self.states, self.starts = [], [], []
+            self.round(0, z, noises, ())
+            self.curves, self.states, self.starts = saved
+        with torch.no_grad():
+            image = self.gen.synthesize(self.latents.wplus(z), noises)
+            final_loss = measurement_mse(self.op, image, self.y)
+        return {"z": z.detach(), "noises": [n.detach() for n in noises], "final_loss": final_loss}
+
+    def round(self, k: int, z: torch.Tensor, noises: list[torch.Tensor], state: tuple) -> tuple:
+        """Optimise round k's variables in place; returns the optimised input state of stage k."""
+        c, gen, batch = self.config, self.gen, self.y.shape[0]
+        z.requires_grad_(True)
         state = tuple(s.detach().clone().requires_grad_(True) for s in state)
-        noise_vars = [n.requires_grad_(True) for n in noises[:n_opt_noise]] if k == 0 else [
-            noises[i].requires_grad_(True) for s in gen.specs[k:] for i in s.noise_indices if i < n_opt_noise
+        opt_noise = range(self.n_opt_noise) if k == 0 else [
+            i for spec in gen.specs[k:] for i in spec.noise_indices if i < self.n_opt_noise
         ]  # fmt: skip
+        noise_vars = [noises[i].requires_grad_(True) for i in opt_noise]
         params = [z, *state, *noise_vars]
         start_norm_z = norms(z.detach(), 1)
         start_norm_noise = [norms(n.detach(), 3) for n in noise_vars]
         start_state = [s.detach().clone() for s in state]
-        starts.append(tuple(start_state))
-        radius = _per_round(config.l1_radius, k)
-        steps, lr0 = int(_per_round(config.steps, k)), float(_per_round(config.lr, k))
+        self.starts.append(tuple(start_state))
+        radius = _per_round(c.l1_radius, k)
+        steps, lr0 = int(_per_round(c.steps, k)), float(_per_round(c.lr, k))
         optimiser = torch.optim.Adam(params, lr=lr0, betas=(0.9, 0.999))
         frozen = torch.zeros(batch, dtype=torch.bool)
         history, curve = [], []
         for step in range(steps):
             for group in optimiser.param_groups:
                 group["lr"] = lr_ramp(step / steps, lr0)
-            image = gen.image_from_state(gen.run_stages(state, latents.wplus(z), noises, k))
-            loss = objective(image, latents.pre(z), z)
+            image = gen.image_from_state(gen.run_stages(state, self.latents.wplus(z), noises, k))
+            loss = self.objective(image, self.latents.pre(z), z)
             if not torch.isfinite(loss).all():
                 raise IloError(f"the optimisation diverged (loss is NaN/inf) in round {k}, step {step}; lower the learning rate")
             with torch.no_grad():
-                measured = measurement_mse(op, image, y)
-                improved = measured < best_loss
-                best_loss = torch.where(improved, measured, best_loss)
-                best_images[improved] = image.detach()[improved]
-                best_round[improved] = k
+                measured = measurement_mse(self.op, image, self.y)
+                improved = measured < self.best_loss
+                self.best_loss = torch.where(improved, measured, self.best_loss)
+                self.best_images[improved] = image.detach()[improved]
+                self.best_round[improved] = k
             before = [p.detach().clone() for p in params] if frozen.any() else None
             optimiser.zero_grad(set_to_none=True)
             loss.sum().backward()
             optimiser.step()
             with torch.no_grad():
-                _project(z, start_norm_z, noise_vars, start_norm_noise, state, start_state, radius, config)
+                _project(z, start_norm_z, noise_vars, start_norm_noise, state, start_state, radius, c)
                 for p, old in zip(params, before or []):  # images that stopped keep their values
                     p[frozen] = old[frozen]
+                if not all(bool(torch.isfinite(p).all()) for p in params):
+                    raise IloError(f"the optimisation diverged (variables became NaN/inf) in round {k}, step {step}; lower the learning rate")
             curve.append(loss.detach())
             history.append(measured)
-            if config.switch == "plateau":
-                frozen |= _plateaued(history, config.plateau_window, config.plateau_tol)
+            if c.switch == "plateau":
+                frozen |= _plateaued(history, c.plateau_window, c.plateau_tol)
                 if frozen.all():
                     break
-            if progress is not None:
-                progress(k, step, steps, measured)
-        curves.append(torch.stack(curve))
-        states.append(tuple(s.detach() for s in state))
-    return SolveResult(best_images, latents.wplus(z).detach(), states, starts, curves, best_round, best_loss)
+            if self.progress is not None:
+                self.progress(k, step, steps, measured)
+        z.requires_grad_(False)
+        for n in noise_vars:
+            n.requires_grad_(False)
+        self.curves.append(torch.stack(curve))
+        self.states.append(tuple(s.detach() for s in state))
+        return tuple(s.detach() for s in state)
 
 
 def _project(z, start_norm_z, noise_vars, start_norm_noise, state, start_state, radius, config):

@@ -45,3 +45,21 @@ def random_stylegan2(config, seed: int = 0):
         for name, t in gen.state_dict().items():
             t.copy_(torch.randn(t.shape, generator=g) * (0.1 if name.endswith("bias") else 1.0))
     return gen.eval().requires_grad_(False)
+
+
+def run_ok(capsys, *argv):
+    """Run the `ilo` command in-process; it must succeed. Returns its stdout."""
+    from ilo.engine.cli import main
+
+    assert main([str(a) for a in argv]) == 0
+    return capsys.readouterr().out
+
+
+def run_fail(capsys, *argv):
+    """Run the `ilo` command in-process; it must fail with one clear line. Returns that line."""
+    from ilo.engine.cli import main
+
+    assert main([str(a) for a in argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ilo: error: ") and "\n" not in err and "Traceback" not in err
+    return err

@@ -11,21 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import STYLEGAN2_32
+from conftest import STYLEGAN2_32, run_fail, run_ok
 from ilo import load_generator
 from ilo.engine.cli import main
-
-
-def run_ok(capsys, *argv):
-    assert main(list(argv)) == 0
-    return capsys.readouterr().out
-
-
-def run_fail(capsys, *argv):
-    assert main(list(argv)) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("ilo: error: ") and "\n" not in err and "Traceback" not in err
-    return err
 
 
 def test_sample_default_grid(tmp_path, capsys):

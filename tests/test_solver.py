@@ -93,7 +93,7 @@ def test_divergence_is_a_clear_error(sg2):
         solve(op.A(x), op, sg2, ILOConfig(end_stage=2, steps=[3, 5], lr=[0.1, 1e20], l1_radius=None))
 
 
-@pytest.mark.parametrize("lr", [float("nan"), 0.0, -1.0, float("inf")])
+@pytest.mark.parametrize("lr", [float("nan"), 0.0, -1.0, float("inf"), 1e38])
 def test_invalid_learning_rate_is_refused(lr):
     with pytest.raises(IloError, match="learning rates must be positive"):
         ILOConfig(lr=[lr, 0.01])

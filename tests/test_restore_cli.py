@@ -1,0 +1,153 @@
+"""`ilo degrade` and `ilo restore` end to end on the embedded DCGAN: outputs, metrics, resume,
+and bad input (clear one-line errors, nothing half-written)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import run_fail, run_ok
+from ilo.engine.images import save_png, to_uint8
+
+FAST = ["--steps", "6,3", "--end-stage", "1", "--restarts", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def clean_dir(tmp_path_factory, dcgan):
+    folder = tmp_path_factory.mktemp("clean")
+    with torch.no_grad():
+        faces = dcgan.synthesize(torch.randn(3, 1, dcgan.z_dim, generator=torch.Generator().manual_seed(11)))
+    for i, face in enumerate(to_uint8(faces)):
+        save_png(folder / f"face{i}.png", face)
+    return folder
+
+
+def _png(path):
+    return np.asarray(Image.open(path))
+
+
+def _no_partials(folder):
+    return not [p for p in folder.rglob("*") if ".partial" in p.name]
+
+
+def test_degrade_then_restore_inpainting(tmp_path, capsys, clean_dir):
+    degraded = tmp_path / "degraded"
+    run_ok(capsys, "degrade", clean_dir, "--task", "inpaint", "--centre-box", "0.5", "--out", degraded)
+    mask = _png(degraded / "masks" / "face0.png")
+    assert mask[32, 32].max() == 0 and mask[2, 2].min() == 255  # black = missing
+    assert _png(degraded / "face0.png")[32, 32].tolist() == [128, 128, 128]  # the hole holds no data
+
+    out = tmp_path / "restored"
+    run_ok(capsys, "restore", degraded, "--task", "inpaint", "--mask-dir", degraded / "masks",
+           "--truth-dir", clean_dir, "--out", out, "--strip", "--save-degraded", "--batch-size", "2", *FAST)  # fmt: skip
+    for i in range(3):
+        assert _png(out / f"face{i}.png").shape == (64, 64, 3)
+        assert _png(out / f"face{i}.strip.png").shape == (64, 3 * 64, 3)  # degraded | restored | truth
+    report = json.loads((out / "metrics.json").read_text())
+    assert [r["name"] for r in report["images"]] == ["face0", "face1", "face2"]
+    for r in report["images"]:
+        assert 5 < r["psnr"] < 60 and 0 < r["ssim"] <= 1 and r["psnr_hole"] < r["psnr"] and r["seconds"] > 0
+    assert report["summary"]["psnr"]["n"] == 3
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert len(rows) == 3 and float(rows[1]["psnr"]) == pytest.approx(report["images"][1]["psnr"])
+    assert _no_partials(out)
+
+
+def test_restore_resumes_and_refuses_other_settings(tmp_path, capsys, clean_dir):
+    out = tmp_path / "out"
+    args = ["restore", clean_dir, "--clean", "--task", "sr", "--factor", "4", "--out", out, *FAST]
+    assert "restored 3 image(s), 0 already finished" in run_ok(capsys, *args)
+    kept = (out / "face1.png").stat().st_mtime_ns
+    (out / "records" / "face0.json").unlink()  # as if the run had stopped before face0 finished
+    assert "restored 1 image(s), 2 already finished" in run_ok(capsys, *args)
+    assert (out / "face1.png").stat().st_mtime_ns == kept
+    assert len(json.loads((out / "metrics.json").read_text())["images"]) == 3
+    err = run_fail(capsys, *args[:-len(FAST)], "--steps", "7,3", "--end-stage", "1", "--restarts", "1", "--quiet")
+    assert "other settings" in err and "solver" in err
+
+
+def test_restore_is_independent_of_batching(tmp_path, capsys, clean_dir):
+    common = [clean_dir, "--clean", "--task", "denoise", "--sigma", "0.1", *FAST]
+    run_ok(capsys, "restore", *common, "--out", tmp_path / "a", "--batch-size", "3")
+    run_ok(capsys, "restore", *common, "--out", tmp_path / "b", "--batch-size", "1")
+    for i in range(3):
+        assert np.abs(_png(tmp_path / "a" / f"face{i}.png").astype(int) - _png(tmp_path / "b" / f"face{i}.png")).max() <= 1
+
+
+def test_sr_and_cs_inputs_from_degrade(tmp_path, capsys, clean_dir):
+    run_ok(capsys, "degrade", clean_dir, "--task", "sr", "--factor", "4", "--out", tmp_path / "lr")
+    assert _png(tmp_path / "lr" / "face0.png").shape == (16, 16, 3)
+    run_ok(capsys, "restore", tmp_path / "lr" / "face0.png", "--task", "sr", "--out", tmp_path / "sr", *FAST)
+    assert _png(tmp_path / "sr" / "face0.png").shape == (64, 64, 3)
+
+    run_ok(capsys, "degrade", clean_dir, "--task", "cs", "--ratio", "0.05", "--out", tmp_path / "cs")
+    y = np.load(tmp_path / "cs" / "face2.npy")
+    assert y.shape == (round(0.05 * 3 * 64 * 64),)
+    run_ok(capsys, "restore", tmp_path / "cs", "--task", "cs", "--ratio", "0.05", "--truth-dir", clean_dir,
+           "--out", tmp_path / "cs-out", *FAST)  # fmt: skip
+    assert len(json.loads((tmp_path / "cs-out" / "metrics.json").read_text())["images"]) == 3
+    err = run_fail(capsys, "restore", tmp_path / "cs", "--task", "cs", "--ratio", "0.1", "--out", tmp_path / "x", *FAST)
+    assert "face0.npy" in err and "measurements" in err
+
+
+def test_bm3d_denoises(tmp_path, capsys, clean_dir):
+    out = tmp_path / "bm3d"
+    run_ok(capsys, "restore", clean_dir / "face0.png", "--clean", "--task", "denoise", "--method", "bm3d",
+           "--out", out, "--quiet")  # fmt: skip
+    (record,) = json.loads((out / "metrics.json").read_text())["images"]
+    assert record["psnr"] > 24  # sigma 0.1 noise alone is 20 dB
+    assert "denoise" in run_fail(capsys, "restore", clean_dir, "--clean", "--task", "sr", "--method", "bm3d",
+                                 "--out", tmp_path / "x", "--quiet")  # fmt: skip
+
+
+def test_wrong_size_is_refused_unless_fitted(tmp_path, capsys, clean_dir):
+    big = tmp_path / "big.png"
+    Image.fromarray(np.full((80, 96, 3), 200, np.uint8)).save(big)
+    err = run_fail(capsys, "restore", big, "--clean", "--task", "denoise", "--out", tmp_path / "o", *FAST)
+    assert "96x80" in err and "--fit" in err
+    assert not (tmp_path / "o" / "big.png").exists()
+    run_ok(capsys, "restore", big, "--clean", "--task", "denoise", "--fit", "crop", "--out", tmp_path / "o", *FAST)
+    assert _png(tmp_path / "o" / "big.png").shape == (64, 64, 3)
+    small = tmp_path / "small.png"
+    Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(small)
+    run_ok(capsys, "degrade", small, "--task", "inpaint", "--centre-box", "0.25", "--fit", "pad", "--out", tmp_path / "p")
+    mask = _png(tmp_path / "p" / "masks" / "small.png")[..., 0]
+    assert mask[0, 0] == 0 and mask[20, 20] == 255 and mask[32, 32] == 0  # padding and the hole are missing
+
+
+def test_mask_size_mismatch(tmp_path, capsys, clean_dir):
+    mask = tmp_path / "mask.png"
+    Image.fromarray(np.full((32, 32, 3), 255, np.uint8)).save(mask)
+    out = tmp_path / "out"
+    err = run_fail(capsys, "restore", clean_dir, "--task", "inpaint", "--mask", mask, "--out", out, *FAST)
+    assert "mask.png" in err and "32x32" in err and "64x64" in err
+    assert not list(out.glob("*.png"))
+
+
+def test_unreadable_image(tmp_path, capsys, clean_dir):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes((clean_dir / "face0.png").read_bytes())
+    (folder / "b.png").write_text("not an image")
+    out = tmp_path / "out"
+    err = run_fail(capsys, "restore", folder, "--clean", "--task", "denoise", "--out", out, *FAST)
+    assert "b.png" in err and "not a readable image" in err
+    assert not (out / "a.png").exists()  # every input is checked before any work starts
+
+
+def test_divergence_is_clear_and_leaves_nothing_half_written(tmp_path, capsys, clean_dir):
+    out = tmp_path / "out"
+    err = run_fail(capsys, "restore", clean_dir, "--clean", "--task", "denoise", "--method", "csgm", "--lr", "1e30",
+                   "--steps", "5", "--restarts", "1", "--out", out, "--quiet")  # fmt: skip
+    assert "diverged" in err and "learning rate" in err and "0 image(s)" in err
+    assert not list(out.glob("*.png")) and not list(out.glob("records/*")) and _no_partials(out)
+
+
+def test_missing_inputs_and_bad_options(tmp_path, capsys, clean_dir):
+    assert "no such file" in run_fail(capsys, "restore", tmp_path / "nope.png", "--task", "denoise", "--out", tmp_path)
+    assert "matches no files" in run_fail(capsys, "restore", str(tmp_path / "*.png"), "--task", "denoise", "--out", tmp_path)
+    assert "needs a mask" in run_fail(capsys, "restore", clean_dir, "--task", "inpaint", "--out", tmp_path / "o", *FAST)
+    assert "inpaint" in run_fail(capsys, "restore", clean_dir, "--task", "sr", "--keep", "0.1", "--out", tmp_path / "o")
