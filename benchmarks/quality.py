@@ -4,9 +4,9 @@ A benchmark, not a test: it prints and writes a Markdown table, a JSON of every 
 number (mean ± std per task and method), and a figure grid of examples.
 
 Ground truths: faces the DCGAN generates from held-out seeds (never the solver's seeds), and one
-real photograph available offline, the astronaut portrait (Eileen Collins, NASA, public domain)
-shipped with scikit-image as `skimage.data.astronaut`, cropped to the face and resized to 64px
-(skipped with a note where scikit-image is not installed: `pip install -e ".[bench]"`).
+real photograph that ships with the repository, `examples/faces/astronaut.png`: the astronaut
+portrait (Eileen Collins, NASA, public domain) from scikit-image's `skimage.data.astronaut`,
+cropped to the face and resized to 64px by `examples/make_faces.py`.
 
     python benchmarks/quality.py                       # everything, writes benchmarks/results/
     python benchmarks/quality.py --tasks inpaint-box --methods ilo,csgm --generated 4
@@ -27,11 +27,11 @@ import torch
 
 from ilo import load_generator
 from ilo.engine.baselines import bm3d_denoise
+from ilo.engine.image_io import read_image
 from ilo.engine.images import save_png, to_uint8
-from ilo.engine.metrics import restoration_metrics
+from ilo.engine.metrics import mean_and_std, restoration_metrics
 from ilo.engine.operators import Inpainting
 from ilo.engine.restore import method_config
-from ilo.engine.run_dir import _std
 from ilo.engine.solver import solve
 from ilo.engine.tasks import TaskSpec, name_seed
 
@@ -43,6 +43,7 @@ TASKS = {  # name -> the task, as `ilo restore --clean` would set it up
     "cs-0.1": TaskSpec("cs", ratio=0.1),
 }
 METRICS = ("psnr", "psnr_hole", "mse_observed", "ssim", "seconds")
+PHOTO = Path(__file__).resolve().parent.parent / "examples" / "faces" / "astronaut.png"
 HELD_OUT_SEED = 90_000  # ground-truth latents; solver seeds come from image names instead
 
 
@@ -57,24 +58,19 @@ def ground_truths(gen, generated: int, real: bool) -> tuple[list[str], torch.Ten
     if real:
         photo = astronaut_face(gen.resolution)
         if photo is None:
-            note += "; the real photograph was skipped (scikit-image is not installed)"
+            note += f"; the real photograph was skipped ({PHOTO} is missing or not {gen.resolution}px)"
         else:
             images.append(photo)
             names.append("astronaut")
-            note += " + 1 real photograph (skimage.data.astronaut, face crop)"
+            note += " + 1 real photograph (examples/faces/astronaut.png: NASA's public-domain portrait from scikit-image, face crop)"
     return names, torch.cat(images), note
 
 
 def astronaut_face(size: int) -> torch.Tensor | None:
-    try:
-        from skimage.data import astronaut
-    except ImportError:
+    if not PHOTO.is_file():
         return None
-    from PIL import Image
-
-    crop = astronaut()[60:190, 160:290]  # the face, framed like the DCGAN's training faces
-    pixels = np.asarray(Image.fromarray(crop).resize((size, size), Image.LANCZOS), dtype=np.float32)
-    return torch.from_numpy(pixels / 127.5 - 1).permute(2, 0, 1)[None]
+    photo = read_image(PHOTO)
+    return photo[None] if photo.shape[-1] == size else None
 
 
 def run_task(gen, task_name: str, names, truth, methods, ilo_overrides) -> dict:
@@ -108,7 +104,7 @@ def run_task(gen, task_name: str, names, truth, methods, ilo_overrides) -> dict:
 
 
 def summarise(per_image: dict) -> dict:
-    return {k: {"mean": float(np.mean(v)), "std": _std(v)} for k, v in per_image.items() if k in METRICS}
+    return {k: mean_and_std(v) for k, v in per_image.items() if k in METRICS}
 
 
 def markdown(results: dict, note: str) -> str:

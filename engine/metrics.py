@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from ilo.engine.operators import Inpainting
 
 SSIM_C1, SSIM_C2 = 0.01**2, 0.03**2
+
+
+def mean_and_std(values) -> dict[str, float]:
+    """Mean and sample standard deviation (n - 1) of per-image numbers, for tables."""
+    values = [float(v) for v in values]
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": math.sqrt(var)}
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:

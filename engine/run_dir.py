@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 from ilo.atomic import atomic_write_bytes
+from ilo.engine.metrics import mean_and_std
 from ilo.errors import InputError
 
 SETTINGS_FILE = "run.json"
@@ -74,7 +75,7 @@ class RunDir:
         for key in TABLE_METRICS:
             values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
             if values:
-                summary[key] = {"mean": sum(values) / len(values), "std": _std(values), "n": len(values)}
+                summary[key] = {**mean_and_std(values), "n": len(values)}
         json_path, csv_path = self.root / "metrics.json", self.root / "metrics.csv"
         atomic_write_bytes(json_path, _dumps({"images": records, "summary": summary}))
         columns = ["name", "input", "output", *[k for k in TABLE_METRICS if any(k in r for r in records)], "best_round"]
@@ -85,13 +86,6 @@ class RunDir:
             writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
         atomic_write_bytes(csv_path, buffer.getvalue().encode())
         return json_path, csv_path
-
-
-def _std(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def _finite(record: dict) -> dict:

@@ -55,7 +55,9 @@ def test_denoising_noise_draws_do_not_depend_on_the_batch(sg2):
     x = _truth(sg2, 3)
     op = Noise(0.1)
     y = op.measure(x, torch.Generator().manual_seed(1))
-    config = ILOConfig(end_stage=1, steps=[10, 5])
+    # one start: with noise in the loss, later starts amplify float rounding (which differs with
+    # the batch size) to ~1e-3, which would blur what this test checks
+    config = ILOConfig(end_stage=1, steps=[10, 5], restarts=1)
     together = solve(y, op, sg2, config, image_seeds=[4, 5, 6])
     alone = solve(y[2:], op, sg2, config, image_seeds=[6])
     assert torch.allclose(together.images[2:], alone.images, atol=1e-5)
