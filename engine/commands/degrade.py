@@ -24,8 +24,7 @@ def run(args: argparse.Namespace) -> int:
     task = task_from_args(args)
     inputs = list_inputs(args.inputs)
     gen = load_generator(args.model)  # only its resolution matters here
-    options = RestoreOptions(task=task, method="bm3d" if task.task == "denoise" else "ilo", fit=args.fit,
-                             clean_inputs=True, mask=args.mask, mask_dir=args.mask_dir)  # fmt: skip
+    options = RestoreOptions(task=task, fit=args.fit, clean_inputs=True, mask=args.mask, mask_dir=args.mask_dir)
     restorer = Restorer(gen, options, args.out)
     prepared = [restorer.prepare(p) for p in inputs]  # every input checked before anything is written
     progress = Progress(len(prepared), "degrade")
