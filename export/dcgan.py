@@ -7,13 +7,15 @@ BatchNorm always runs in eval mode (running statistics): the generator is a fixe
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from ilo.export.staged import Stage, StagedGenerator, StageSpec, State
+from ilo.export import frozen_conv
+from ilo.export.staged import Stage, StagedGenerator, StageSpec, State, latent_row
 
 
 @dataclass(frozen=True)
@@ -39,15 +41,31 @@ class DCGANStage(Stage):
         else:
             self.conv = nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False)
         self.norm = None if last else nn.BatchNorm2d(c_out)
+        self.last = last
         state_in = () if first else ((c_in, res // 2, res // 2),)
         self.spec = StageSpec(k, res, 0, 1 if first else 0, 0, 0, state_in, ((c_out, res, res),))
 
     def forward(self, state: State, latents: torch.Tensor, noises: Sequence[torch.Tensor]) -> State:
-        x = latents[:, 0, :, None, None] if self.spec.index == 0 else state[0]
-        x = self.conv(x)
-        if self.norm is None:
+        x = latent_row(latents, 0)[:, :, None, None] if self.spec.index == 0 else state[0]
+        conv = self.conv
+        x = frozen_conv.conv_transpose2d(x, conv.weight, conv.bias, conv.stride, conv.padding)
+        if self.last:
             return (torch.tanh(x),)
-        return (torch.relu(self.norm(x)),)
+        return (torch.relu(self.norm(x) if self.norm is not None else x),)
+
+    def fold_batchnorm(self) -> "DCGANStage":
+        """An equal stage with BatchNorm's running statistics folded into the convolution's
+        weights and bias (what the exported graphs hold); this stage is the reference."""
+        folded = copy.deepcopy(self)
+        if self.norm is None:
+            return folded
+        norm = self.norm
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)  # per output channel
+        conv = folded.conv
+        conv.weight = nn.Parameter(self.conv.weight * scale[None, :, None, None], requires_grad=False)
+        conv.bias = nn.Parameter(norm.bias - norm.running_mean * scale, requires_grad=False)
+        folded.norm = None
+        return folded
 
 
 class DCGANGenerator(StagedGenerator):
@@ -69,6 +87,9 @@ class DCGANGenerator(StagedGenerator):
 
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         return z
+
+    def export_stages(self) -> list:
+        return [stage.fold_batchnorm() for stage in self.stages]
 
     def image_from_state(self, state: State) -> torch.Tensor:
         return state[0]

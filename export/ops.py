@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ilo.export import frozen_conv
+
 SQRT2 = math.sqrt(2.0)
 DEMODULATION_EPS = 1e-8
 
@@ -50,7 +52,7 @@ def upfirdn2d(
         x = x[:, :, max(-p0, 0) : hh - max(-p1, 0), max(-p0, 0) : ww - max(-p1, 0)]
     weight = (torch.flip(kernel, [0, 1]) * gain).to(x.dtype)
     weight = weight[None, None].expand(c, 1, *kernel.shape)
-    x = F.conv2d(x, weight, groups=c)
+    x = frozen_conv.conv2d(x, weight, groups=c)
     if down > 1:
         x = x[:, :, ::down, ::down]
     return x
@@ -117,10 +119,10 @@ class ModulatedConv2d(nn.Module):
         weight = self.weight * self.weight_gain
         x = x * styles[:, :, None, None]
         if self.up:
-            x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+            x = frozen_conv.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
             x = upfirdn2d(x, self.blur_kernel, pad=(1, 1), gain=4.0)
         else:
-            x = F.conv2d(x, weight, padding=self.padding)
+            x = frozen_conv.conv2d(x, weight, padding=self.padding)
         if self.demodulate:
             # sum_{i,kh,kw} (W[o,i,kh,kw] * s[b,i])^2 == s^2 @ (sum_{kh,kw} W^2)^T
             energy = weight.square().sum(dim=(2, 3))  # [out, in]

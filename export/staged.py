@@ -43,6 +43,12 @@ class StageSpec:
         return range(self.noise_start, self.noise_start + self.noise_count)
 
 
+def latent_row(latents: torch.Tensor, i: int) -> torch.Tensor:
+    """Row i of a stage's latents [B, L, D] -> [B, D], as a slice: indexing would export as a
+    Gather on a differentiated path, which TensorRT-bound graphs must not contain."""
+    return latents[:, i : i + 1].squeeze(1)
+
+
 class Stage(nn.Module):
     spec: StageSpec
 
@@ -118,6 +124,10 @@ class StagedGenerator(nn.Module):
 
     def image_from_state(self, state: State) -> torch.Tensor:
         raise NotImplementedError
+
+    def export_stages(self) -> list[Stage]:
+        """The stages as the exporter traces them (a family may fold constants first)."""
+        return list(self.stages)
 
     def run_stages(
         self,

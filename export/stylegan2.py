@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ilo.export.ops import EqualizedLinear, StyledConv, ToRGB, fir_kernel, upsample_rgb
-from ilo.export.staged import Stage, StagedGenerator, StageSpec, State
+from ilo.export.staged import Stage, StagedGenerator, StageSpec, State, latent_row
 
 MAPPING_LR_MULTIPLIER = 0.01
 
@@ -105,8 +105,8 @@ class InitialStage(Stage):
 
     def forward(self, state: State, latents: torch.Tensor, noises: Sequence[torch.Tensor]) -> State:
         x = self.const[None].expand(latents.shape[0], -1, -1, -1)
-        x = self.conv(x, latents[:, 0], noises[0])
-        return x, self.to_rgb(x, latents[:, 1])
+        x = self.conv(x, latent_row(latents, 0), noises[0])
+        return x, self.to_rgb(x, latent_row(latents, 1))
 
 
 class BlockStage(Stage):
@@ -133,9 +133,9 @@ class BlockStage(Stage):
 
     def forward(self, state: State, latents: torch.Tensor, noises: Sequence[torch.Tensor]) -> State:
         x, skip = state
-        x = self.conv0(x, latents[:, 0], noises[0])
-        x = self.conv1(x, latents[:, 1], noises[1])
-        return x, upsample_rgb(skip, self.skip_kernel) + self.to_rgb(x, latents[:, 2])
+        x = self.conv0(x, latent_row(latents, 0), noises[0])
+        x = self.conv1(x, latent_row(latents, 1), noises[1])
+        return x, upsample_rgb(skip, self.skip_kernel) + self.to_rgb(x, latent_row(latents, 2))
 
 
 class StyleGAN2Generator(StagedGenerator):

@@ -1,0 +1,161 @@
+"""Graph export: frozen convolutions, BatchNorm folding, per-stage forward and VJP ONNX graphs
+(checked against torch in float64 at batch 1 and 5 from one file), the TensorRT lint, and the
+artifact cache."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper
+
+from conftest import run_fail, run_ok
+from ilo.export import frozen_conv
+from ilo.export.artifacts import MAX_RELATIVE_ERROR, export_generator
+from ilo.export.graphs import generator_graphs
+from ilo.export.lint import lint
+from ilo.export.verify import ort_session
+
+
+@pytest.mark.parametrize("stride,padding,groups", [(1, 1, 1), (2, 1, 1), (2, 0, 4), (1, 2, 4)])
+def test_frozen_conv2d_gradient_matches_autograd(stride, padding, groups):
+    g = torch.Generator().manual_seed(stride * 10 + padding + groups)
+    x = torch.randn(3, 8, 9, 9, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6 if groups == 1 else 8, 8 // groups, 3, 3, generator=g, dtype=torch.float64)
+    out = frozen_conv.conv2d(x, w, None, stride, padding, 1, groups)
+    ref = F.conv2d(x, w, None, stride, padding, 1, groups)
+    cot = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    (fast,) = torch.autograd.grad(out, x, cot)
+    (slow,) = torch.autograd.grad(ref, x, cot)
+    assert torch.equal(out, ref) and torch.allclose(fast, slow, atol=1e-12)
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 0), (2, 1)])
+def test_frozen_conv_transpose2d_gradient_matches_autograd(stride, padding):
+    g = torch.Generator().manual_seed(stride + padding)
+    x = torch.randn(2, 5, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 7, 4, 4, generator=g, dtype=torch.float64)
+    b = torch.randn(7, generator=g, dtype=torch.float64)
+    out = frozen_conv.conv_transpose2d(x, w, b, stride, padding)
+    ref = F.conv_transpose2d(x, w, b, stride, padding)
+    cot = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    assert torch.allclose(torch.autograd.grad(out, x, cot)[0], torch.autograd.grad(ref, x, cot)[0], atol=1e-12)
+
+
+def test_trainable_weights_take_the_plain_path():
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    frozen_conv.conv2d(torch.randn(1, 3, 5, 5), w).sum().backward()
+    assert w.grad is not None and w.grad.abs().sum() > 0
+
+
+def test_batchnorm_folding_keeps_every_dcgan_stage(dcgan):
+    state = ()
+    z = torch.randn(2, 1, dcgan.z_dim, generator=torch.Generator().manual_seed(0))
+    for stage, folded in zip(dcgan.stages, dcgan.export_stages()):
+        ref, got = stage(state, z, []), folded(state, z, [])
+        assert folded.norm is None and torch.allclose(got[0], ref[0], atol=1e-5, rtol=1e-5)
+        state = ref
+
+
+@pytest.fixture(scope="module")
+def dcgan_export(tmp_path_factory, dcgan):
+    return export_generator(dcgan, tmp_path_factory.mktemp("graphs"))
+
+
+@pytest.fixture(scope="module")
+def sg2_export(tmp_path_factory, sg2):
+    return export_generator(sg2, tmp_path_factory.mktemp("graphs"))
+
+
+@pytest.mark.parametrize("which", ["dcgan_export", "sg2_export"])
+def test_every_stage_has_verified_forward_and_vjp_graphs(which, request):
+    result = request.getfixturevalue(which)
+    m = result.manifest
+    names = [g["name"] for g in m["graphs"]]
+    n_stages = 5 if m["family"] == "dcgan" else 4
+    for k in range(n_stages):
+        assert f"stage{k}.fwd" in names and f"stage{k}.vjp" in names
+    assert ("mapping.fwd" in names) == (m["family"] == "stylegan2")
+    for g in m["graphs"]:
+        assert g["lint"] == [], (g["name"], g["lint"])
+        assert set(g["max_relative_error"]) == {"batch1", "batch5"}  # one file, two batch sizes
+        assert max(g["max_relative_error"].values()) <= MAX_RELATIVE_ERROR, g["name"]
+        model = onnx.load(str(result.folder / g["file"]))
+        assert all(i.type.tensor_type.shape.dim[0].dim_param for i in model.graph.input)  # dynamic batch
+        assert not [i for i in model.graph.input if i.name in {t.name for t in model.graph.initializer}]
+    assert m["opset"] >= 17 and len(m["checkpoint_sha256"]) == 64
+
+
+def test_dcgan_graphs_fold_batchnorm_and_vjp_uses_plain_convolutions(dcgan_export):
+    graphs = {g["name"]: g for g in dcgan_export.manifest["graphs"]}
+    assert "BatchNormalization" not in graphs["stage1.fwd"]["ops"]
+    assert {"ConvTranspose", "Conv"} <= set(graphs["stage2.vjp"]["ops"])
+
+
+def test_stylegan2_vjp_gives_state_latent_and_noise_gradients(sg2_export, sg2):
+    graph = {g["name"]: g for g in sg2_export.manifest["graphs"]}["stage2.vjp"]
+    outputs = [o["name"] for o in graph["outputs"]]
+    assert outputs == ["grad_state_in_0", "grad_state_in_1", "grad_w", "grad_noise_3", "grad_noise_4"]
+    # the graph agrees with torch autograd through the generator as the solver uses it
+    session = ort_session(sg2_export.folder / graph["file"])
+    fn = {g.name: g for g in generator_graphs(sg2)}["stage2.vjp"]
+    inputs = fn.example(3, seed=7)
+    got = session.run(None, {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs)})
+    want = fn.fn(*inputs)
+    for a, b in zip(got, want):
+        assert np.abs(a - b.detach().numpy()).max() <= 1e-4 * max(1.0, float(b.abs().max()))
+
+
+def test_export_is_cached_and_weights_change_misses(tmp_path, dcgan, capsys):
+    first = export_generator(dcgan, tmp_path)
+    again = export_generator(dcgan, tmp_path)
+    assert not first.cache_hit and again.cache_hit and again.folder == first.folder
+    import copy
+
+    changed = copy.deepcopy(dcgan)
+    with torch.no_grad():
+        changed.stages[4].conv.weight.mul_(1.01)
+    other = export_generator(changed, tmp_path)
+    assert not other.cache_hit and other.folder != first.folder
+    out = run_ok(capsys, "export", "--model", "default", "--cache", tmp_path)
+    assert "cache hit" in out and "stage4.vjp" in out
+    manifest = json.loads((first.folder / "manifest.json").read_text())
+    assert manifest["graphs"][0]["sha256"] and manifest["versions"]["torch"] == torch.__version__
+
+
+def test_export_of_an_unsupported_checkpoint_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "model.pt"
+    torch.save({"something": torch.zeros(3)}, bad)
+    assert "model.pt" in run_fail(capsys, "export", "--model", bad, "--cache", tmp_path)
+
+
+def _model(nodes, inputs, outputs, initializers=()):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_lint_rejects_gather_on_a_differentiated_tensor():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])
+    idx = helper.make_tensor("idx", TensorProto.INT64, [], [1])
+    bad = _model([helper.make_node("Gather", ["x", "idx"], ["y"], axis=1)], [x], [y], [idx])
+    assert any("Gather" in p and "differentiated" in p for p in lint(bad))
+    starts, ends, axes = (helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("s", 1), ("e", 2), ("a", 1)))
+    sliced = helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 1, 8])
+    good = _model([helper.make_node("Slice", ["x", "s", "e", "a"], ["z"])], [x], [sliced], [starts, ends, axes])
+    assert lint(good) == []
+
+
+def test_lint_rejects_per_sample_weights_random_ops_and_old_opsets():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5])
+    w = helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 2, 3, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 3])
+    conv = _model([helper.make_node("Conv", ["x", "w"], ["y"])], [x, w], [y])
+    assert any("per-sample weights" in p for p in lint(conv))
+    noise = helper.make_tensor_value_info("n", TensorProto.FLOAT, [1, 2])
+    rand = _model([helper.make_node("RandomNormal", [], ["n"], shape=[1, 2])], [], [noise])
+    assert any("random" in p for p in lint(rand))
+    old = helper.make_model(helper.make_graph([], "g", [], []), opset_imports=[helper.make_opsetid("", 13)])
+    assert any("opset 13" in p for p in lint(old))
