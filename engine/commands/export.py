@@ -7,7 +7,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from ilo.export.artifacts import export_generator
 from ilo.export.checkpoints.files import load_generator
 
 
@@ -20,6 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ilo.export.artifacts import export_generator  # onnx and the exporter load only when used
+
     gen = load_generator(args.model)
 
     def progress(i, n, name):
