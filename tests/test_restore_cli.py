@@ -151,3 +151,22 @@ def test_missing_inputs_and_bad_options(tmp_path, capsys, clean_dir):
     assert "matches no files" in run_fail(capsys, "restore", str(tmp_path / "*.png"), "--task", "denoise", "--out", tmp_path)
     assert "needs a mask" in run_fail(capsys, "restore", clean_dir, "--task", "inpaint", "--out", tmp_path / "o", *FAST)
     assert "inpaint" in run_fail(capsys, "restore", clean_dir, "--task", "sr", "--keep", "0.1", "--out", tmp_path / "o")
+
+
+def test_lpips_metric_when_the_backbone_exists(tmp_path, capsys, clean_dir, monkeypatch):
+    import torchvision
+
+    torch.manual_seed(0)
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), hub / "alexnet-owt-7be5be79.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    out = tmp_path / "out"
+    run_ok(capsys, "restore", clean_dir / "face1.png", "--clean", "--task", "sr", "--lpips-net", "alex", "--out", out, *FAST)
+    (record,) = json.loads((out / "metrics.json").read_text())["images"]
+    assert record["lpips"] > 0
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    run_ok(capsys, "restore", clean_dir / "face1.png", "--clean", "--task", "sr", "--lpips-net", "alex", "--out", tmp_path / "o2",
+           *FAST)  # fmt: skip
+    (record,) = json.loads((tmp_path / "o2" / "metrics.json").read_text())["images"]
+    assert "lpips" not in record  # no backbone: the metric is skipped, not faked
