@@ -89,6 +89,7 @@ class LPIPS(torch.nn.Module):
 
         import lpips
 
+        self.net = net
         path = None if backbone == "random" else find_backbone(net, backbone)
         torch.manual_seed(seed)
         with warnings.catch_warnings():  # lpips still passes torchvision's deprecated `pretrained`
@@ -119,3 +120,19 @@ class LPIPS(torch.nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.model(a, b, normalize=False).reshape(a.shape[0])
+
+    def target_features(self, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The unit-normalised backbone features of a target, computed once per measurement."""
+        import lpips
+
+        outs = self.model.net.forward(self.model.scaling_layer(target))
+        return tuple(lpips.normalize_tensor(o) for o in outs)
+
+    def distance_to_features(self, image: torch.Tensor, features: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """LPIPS between `image` and a target given by its `target_features` ([B] out); equals
+        `forward(image, target)` (the exported LPIPS graphs are traced from this)."""
+        mine = self.target_features(image)
+        total = 0
+        for lin, a, b in zip(self.model.lins, mine, features):
+            total = total + lin((a - b).square()).mean(dim=(2, 3), keepdim=True)
+        return total.reshape(image.shape[0])

@@ -148,6 +148,15 @@ def keys_cubic(x: torch.Tensor, a: float = -0.5) -> torch.Tensor:
     return torch.where(x <= 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
 
 
+def reflect_pad(x: torch.Tensor, before: int, after: int, dim: int) -> torch.Tensor:
+    """`F.pad(mode="reflect")` along one axis, as slices, flips and a concat: the exported loss
+    graphs then hold Slice nodes where torch's own reflect padding would export as GatherND."""
+    n = x.shape[dim]
+    head = x.narrow(dim, 1, before).flip(dim)
+    tail = x.narrow(dim, n - 1 - after, after).flip(dim)
+    return torch.cat([head, x, tail], dim=dim)
+
+
 class Downsample(Operator):
     """Anti-aliased bicubic downsampling by an integer factor (the PULSE / ILO operator): Keys
     a = -0.5 kernel stretched by the factor, reflect padding, separable strided convolution.
@@ -176,9 +185,9 @@ class Downsample(Operator):
             raise InputError(f"factor {self.factor} is too large for {x.shape[3]}x{x.shape[2]} images")
         c = x.shape[1]
         k = self.kernel.to(x)
-        x = F.pad(x, (0, 0, *self.pad), mode="reflect")
+        x = reflect_pad(x, *self.pad, dim=2)
         x = F.conv2d(x, k.reshape(1, 1, -1, 1).expand(c, 1, -1, 1), stride=(self.factor, 1), groups=c)
-        x = F.pad(x, (*self.pad, 0, 0), mode="reflect")
+        x = reflect_pad(x, *self.pad, dim=3)
         return F.conv2d(x, k.reshape(1, 1, 1, -1).expand(c, 1, 1, -1), stride=(1, self.factor), groups=c)
 
 

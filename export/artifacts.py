@@ -21,7 +21,7 @@ import onnx
 import torch
 
 from ilo.errors import IloError
-from ilo.export.graphs import GraphFn, generator_graphs
+from ilo.export.graphs import GraphFn, generator_graphs, loss_head_graphs, lpips_graphs
 from ilo.export.lint import lint
 from ilo.export.onnx_export import OPSET, export_onnx
 from ilo.export.staged import StagedGenerator
@@ -43,8 +43,42 @@ def _versions() -> dict[str, str]:
             "onnx": onnx.__version__, "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__}  # fmt: skip
 
 
-def cache_key(gen: StagedGenerator) -> str:
-    payload = json.dumps({"weights": gen.fingerprint(), "versions": _versions(), "opset": OPSET}, sort_keys=True)
+@dataclass
+class Bundle:
+    """A set of graphs exported, checked and cached together."""
+
+    name: str  # "generator", "lpips-vgg", "loss-heads"
+    identity: dict  # what makes two bundles the same (weights hash, resolution, ...)
+    graphs: list[GraphFn]
+    references: dict[str, GraphFn]  # reference functions on plain torch autograd, by graph name
+    reference_dtype: torch.dtype = torch.float64
+
+
+def generator_bundle(gen: StagedGenerator) -> Bundle:
+    fingerprint = gen.fingerprint()
+    return Bundle("generator", {"checkpoint_sha256": fingerprint, "family": gen.family, "resolution": gen.resolution},
+                  generator_graphs(gen), reference_graphs(gen))  # fmt: skip
+
+
+def lpips_bundle(lpips, resolution: int) -> Bundle:
+    weights = hashlib.sha256()
+    for name, t in sorted(lpips.state_dict().items()):
+        weights.update(name.encode() + t.detach().cpu().contiguous().numpy().tobytes())
+    # The reference is float32 torch: LPIPS normalises features by (|f| + 1e-10), so at dead
+    # (all-zero) feature vectors its gradient is ~1e10 x the input's rounding, and a float64
+    # reference measures that ill-conditioning rather than the graph.
+    refs = {g.name: g for g in lpips_graphs(lpips, resolution, frozen=False)}
+    return Bundle(f"lpips-{lpips.net}", {"lpips_sha256": weights.hexdigest(), "resolution": resolution},
+                  lpips_graphs(lpips, resolution), refs, torch.float32)  # fmt: skip
+
+
+def loss_head_bundle(resolution: int) -> Bundle:
+    refs = {g.name: g for g in loss_head_graphs(resolution, frozen=False)}
+    return Bundle("loss-heads", {"resolution": resolution}, loss_head_graphs(resolution), refs)
+
+
+def cache_key(bundle: Bundle) -> str:
+    payload = json.dumps({"bundle": bundle.name, **bundle.identity, "versions": _versions(), "opset": OPSET}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -83,34 +117,36 @@ def _valid_cache(folder: Path) -> dict | None:
 
 
 def export_generator(gen: StagedGenerator, root: Path | None = None, progress=None, force: bool = False) -> ExportResult:
-    """Export, lint and verify every graph of `gen` into the cache (or find it there)."""
+    """Export, lint and verify every stage and mapping graph of `gen` (or find them cached)."""
+    return export_bundle(generator_bundle(gen), root, progress, force)
+
+
+def export_bundle(bundle: Bundle, root: Path | None = None, progress=None, force: bool = False) -> ExportResult:
+    """Export, lint and verify every graph of a bundle into the cache (or find it there)."""
     root = Path(root) if root is not None else cache_dir() / "graphs"
-    key = cache_key(gen)
-    folder = root / key[:24]
+    key = cache_key(bundle)
+    folder = root / f"{bundle.name}-{key[:20]}"
     if not force:
         manifest = _valid_cache(folder)
         if manifest is not None:
             return ExportResult(folder, manifest, True)
     root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{key[:24]}.", dir=root))  # renamed into place when complete
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))  # renamed into place when complete
     try:
-        graphs = generator_graphs(gen)
-        references = reference_graphs(gen)
         entries = []
-        for i, graph in enumerate(graphs):
+        for i, graph in enumerate(bundle.graphs):
             if progress is not None:
-                progress(i, len(graphs), graph.name)
-            entries.append(_export_one(graph, references[graph.name], work))
+                progress(i, len(bundle.graphs), f"{bundle.name}/{graph.name}")
+            entries.append(_export_one(graph, bundle.references[graph.name], work, bundle.reference_dtype))
         manifest = {
-            "key": key, "checkpoint_sha256": gen.fingerprint(), "family": gen.family, "resolution": gen.resolution,
-            "versions": _versions(), "opset": OPSET, "dynamic_axes": {"batch": 0},
-            "max_relative_error_allowed": MAX_RELATIVE_ERROR, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "graphs": entries,
+            "key": key, "bundle": bundle.name, **bundle.identity, "versions": _versions(), "opset": OPSET,
+            "dynamic_axes": {"batch": 0}, "max_relative_error_allowed": MAX_RELATIVE_ERROR,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "graphs": entries,
         }  # fmt: skip
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        failed = [e["name"] for e in entries if e["lint"] or max(e["max_relative_error"].values()) > MAX_RELATIVE_ERROR]
+        failed = [e["name"] for e in entries if e["lint"] or e["error"] > MAX_RELATIVE_ERROR]
         if failed:
-            keep = root / f"failed-{key[:24]}"
+            keep = root / f"failed-{folder.name}"
             shutil.rmtree(keep, ignore_errors=True)
             work.rename(keep)
             raise IloError(f"graphs failed their checks: {', '.join(failed)} (see {keep / MANIFEST})")
@@ -122,7 +158,12 @@ def export_generator(gen: StagedGenerator, root: Path | None = None, progress=No
     return ExportResult(folder, manifest, False)
 
 
-def _export_one(graph: GraphFn, reference: GraphFn, folder: Path) -> dict:
+def _errors(errors: dict, judged_by: str) -> dict:
+    return {"max_relative_error": errors["max"], "l2_relative_error": errors["l2"], "judged_by": judged_by,
+            "error": max(errors[judged_by].values())}  # fmt: skip
+
+
+def _export_one(graph: GraphFn, reference: GraphFn, folder: Path, reference_dtype: torch.dtype) -> dict:
     file = f"{graph.name.replace('.', '_')}.onnx"
     seconds = export_onnx(graph, folder / file)
     model = onnx.load(str(folder / file))
@@ -139,6 +180,7 @@ def _export_one(graph: GraphFn, reference: GraphFn, folder: Path) -> dict:
         "inputs": _io(graph.inputs), "outputs": _io(graph.outputs),
         "ops": sorted({n.op_type for n in model.graph.node}),
         "lint": lint(model, is_vjp=graph.name.endswith(".vjp")),
-        "max_relative_error": check_graph(folder / file, graph, reference),
+        **_errors(check_graph(folder / file, graph, reference, dtype=reference_dtype), graph.judged_by),
+        "reference": f"torch {str(reference_dtype).replace('torch.', '')}, plain autograd",
         "export_seconds": round(seconds, 3), "bytes": (folder / file).stat().st_size, "sha256": _sha256(folder / file),
     }  # fmt: skip

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ilo.export import frozen_conv
+from ilo.export import frozen_ops
 from ilo.export.staged import Stage, StagedGenerator, StageSpec, State, latent_row
 
 
@@ -48,7 +48,7 @@ class DCGANStage(Stage):
     def forward(self, state: State, latents: torch.Tensor, noises: Sequence[torch.Tensor]) -> State:
         x = latent_row(latents, 0)[:, :, None, None] if self.spec.index == 0 else state[0]
         conv = self.conv
-        x = frozen_conv.conv_transpose2d(x, conv.weight, conv.bias, conv.stride, conv.padding)
+        x = frozen_ops.conv_transpose2d(x, conv.weight, conv.bias, conv.stride, conv.padding)
         if self.last:
             return (torch.tanh(x),)
         return (torch.relu(self.norm(x) if self.norm is not None else x),)

@@ -9,11 +9,13 @@ axis; the VJP is derived by `torch.func.vjp` from the forward, never written by 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from ilo.export.frozen_ops import frozen_weights
 from ilo.export.latent_stats import latent_stats
 from ilo.export.staged import StagedGenerator
 
@@ -25,21 +27,30 @@ class GraphFn:
     inputs: list[tuple[str, tuple[int, ...]]]  # name, per-sample shape
     outputs: list[tuple[str, tuple[int, ...]]]
     stage: int | None = None
+    # how agreement with torch is judged: the max-norm, or (for max-pool gradients, whose argmax
+    # flips at near-ties between two float32 convolution implementations) the l2-norm
+    judged_by: str = "max"
 
     def example(self, batch: int, dtype=torch.float32, seed: int = 0) -> tuple[torch.Tensor, ...]:
         g = torch.Generator().manual_seed(seed)
         return tuple(torch.randn(batch, *shape, generator=g, dtype=dtype) for _, shape in self.inputs)
 
 
-def _vjp_of(forward: GraphFn, n_primals: int, grad_names: list[str]) -> GraphFn:
+def _vjp_of(forward: GraphFn, n_primals: int, grad_names: list[str], n_differentiated: int | None = None) -> GraphFn:
+    """The VJP of `forward` with respect to its first `n_differentiated` inputs (default: all
+    primals); the other primals are constants of the pullback (LPIPS target features, masks).
+    `frozen=False` builds the same functions on plain torch autograd: the references."""
+    n_diff = n_primals if n_differentiated is None else n_differentiated
+
     def vjp(*tensors):
         primals, cotangents = tensors[:n_primals], tensors[n_primals:]
-        _, pullback = torch.func.vjp(forward.fn, *primals)
+        rest = primals[n_diff:]
+        _, pullback = torch.func.vjp(lambda *diff: forward.fn(*diff, *rest), *primals[:n_diff])
         return tuple(pullback(tuple(cotangents)))
 
     name = forward.name.replace(".fwd", ".vjp")
     inputs = forward.inputs + [(f"grad_{n}", s) for n, s in forward.outputs]
-    outputs = [(g, s) for g, (_, s) in zip(grad_names, forward.inputs)]
+    outputs = [(g, s) for g, (_, s) in zip(grad_names, forward.inputs[:n_diff])]
     return GraphFn(name, vjp, inputs, outputs, forward.stage)
 
 
@@ -84,3 +95,52 @@ def mapping_graphs(gen: StagedGenerator) -> list[GraphFn]:
 
 def generator_graphs(gen: StagedGenerator) -> list[GraphFn]:
     return mapping_graphs(gen) + stage_graphs(gen)
+
+
+def _tracing_mode(frozen: bool):
+    return frozen_weights() if frozen else contextlib.nullcontext()
+
+
+def lpips_graphs(lpips, resolution: int, frozen: bool = True) -> list[GraphFn]:
+    """LPIPS against a fixed target: `lpips.features(target) -> feat...` runs once per
+    measurement; `lpips.fwd(image, feat...) -> distance` and its VJP w.r.t. the image only."""
+    image = (3, resolution, resolution)
+    with torch.no_grad():
+        shapes = [tuple(f.shape[1:]) for f in lpips.target_features(torch.zeros(1, *image))]
+    feats = [(f"feat_{i}", s) for i, s in enumerate(shapes)]
+
+    def features(target):
+        with _tracing_mode(frozen):
+            return lpips.target_features(target)
+
+    def distance(x, *target_features):
+        with _tracing_mode(frozen):
+            return (lpips.distance_to_features(x, target_features),)
+
+    forward = GraphFn("lpips.fwd", distance, [("image", image), *feats], [("distance", ())])
+    vjp = _vjp_of(forward, 1 + len(feats), ["grad_image"], n_differentiated=1)
+    vjp.judged_by = "l2"
+    return [GraphFn("lpips_features.fwd", features, [("target", image)], feats), forward, vjp]
+
+
+def loss_head_graphs(resolution: int, sr_factors=(2, 4, 8), frozen: bool = True) -> list[GraphFn]:
+    """Per-image measurement MSE of each image-space operator and its gradient w.r.t. the image:
+    inpainting (the mask an input), denoising (identity) and super-resolution per factor."""
+    from ilo.engine.losses import measurement_mse
+    from ilo.engine.operators import Downsample, Identity, Inpainting
+
+    image = (3, resolution, resolution)
+    mask = ("mask", (1, resolution, resolution))
+    heads = [("loss_inpaint", None, image, [mask]), ("loss_denoise", Identity(), image, [])]
+    for f in sr_factors:
+        if resolution % f == 0 and resolution // f >= 4:
+            heads.append((f"loss_sr{f}", Downsample(f), (3, resolution // f, resolution // f), []))
+    out = []
+    for name, op, y_shape, extra in heads:
+        def fn(x, y, *mask_, op=op):
+            with _tracing_mode(frozen):
+                return (measurement_mse(op if op is not None else Inpainting(mask_[0]), x, y),)
+
+        forward = GraphFn(f"{name}.fwd", fn, [("image", image), ("y", y_shape), *extra], [("loss", ())])
+        out += [forward, _vjp_of(forward, len(forward.inputs), ["grad_image"], n_differentiated=1)]
+    return out

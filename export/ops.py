@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ilo.export import frozen_conv
+from ilo.export import frozen_ops
 
 SQRT2 = math.sqrt(2.0)
 DEMODULATION_EPS = 1e-8
@@ -52,7 +52,7 @@ def upfirdn2d(
         x = x[:, :, max(-p0, 0) : hh - max(-p1, 0), max(-p0, 0) : ww - max(-p1, 0)]
     weight = (torch.flip(kernel, [0, 1]) * gain).to(x.dtype)
     weight = weight[None, None].expand(c, 1, *kernel.shape)
-    x = frozen_conv.conv2d(x, weight, groups=c)
+    x = frozen_ops.conv2d(x, weight, groups=c)
     if down > 1:
         x = x[:, :, ::down, ::down]
     return x
@@ -119,10 +119,10 @@ class ModulatedConv2d(nn.Module):
         weight = self.weight * self.weight_gain
         x = x * styles[:, :, None, None]
         if self.up:
-            x = frozen_conv.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+            x = frozen_ops.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
             x = upfirdn2d(x, self.blur_kernel, pad=(1, 1), gain=4.0)
         else:
-            x = frozen_conv.conv2d(x, weight, padding=self.padding)
+            x = frozen_ops.conv2d(x, weight, padding=self.padding)
         if self.demodulate:
             # sum_{i,kh,kw} (W[o,i,kh,kw] * s[b,i])^2 == s^2 @ (sum_{kh,kw} W^2)^T
             energy = weight.square().sum(dim=(2, 3))  # [out, in]

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper
 
 from conftest import run_fail, run_ok
-from ilo.export import frozen_conv
-from ilo.export.artifacts import MAX_RELATIVE_ERROR, export_generator
+from ilo.export import frozen_ops
+from ilo.export.artifacts import MAX_RELATIVE_ERROR, export_bundle, export_generator, loss_head_bundle, lpips_bundle
 from ilo.export.graphs import generator_graphs
 from ilo.export.lint import lint
 from ilo.export.verify import ort_session
@@ -24,7 +24,7 @@ def test_frozen_conv2d_gradient_matches_autograd(stride, padding, groups):
     g = torch.Generator().manual_seed(stride * 10 + padding + groups)
     x = torch.randn(3, 8, 9, 9, generator=g, dtype=torch.float64, requires_grad=True)
     w = torch.randn(6 if groups == 1 else 8, 8 // groups, 3, 3, generator=g, dtype=torch.float64)
-    out = frozen_conv.conv2d(x, w, None, stride, padding, 1, groups)
+    out = frozen_ops.conv2d(x, w, None, stride, padding, 1, groups)
     ref = F.conv2d(x, w, None, stride, padding, 1, groups)
     cot = torch.randn(out.shape, generator=g, dtype=torch.float64)
     (fast,) = torch.autograd.grad(out, x, cot)
@@ -38,7 +38,7 @@ def test_frozen_conv_transpose2d_gradient_matches_autograd(stride, padding):
     x = torch.randn(2, 5, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
     w = torch.randn(5, 7, 4, 4, generator=g, dtype=torch.float64)
     b = torch.randn(7, generator=g, dtype=torch.float64)
-    out = frozen_conv.conv_transpose2d(x, w, b, stride, padding)
+    out = frozen_ops.conv_transpose2d(x, w, b, stride, padding)
     ref = F.conv_transpose2d(x, w, b, stride, padding)
     cot = torch.randn(out.shape, generator=g, dtype=torch.float64)
     assert torch.allclose(torch.autograd.grad(out, x, cot)[0], torch.autograd.grad(ref, x, cot)[0], atol=1e-12)
@@ -46,7 +46,7 @@ def test_frozen_conv_transpose2d_gradient_matches_autograd(stride, padding):
 
 def test_trainable_weights_take_the_plain_path():
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
-    frozen_conv.conv2d(torch.randn(1, 3, 5, 5), w).sum().backward()
+    frozen_ops.conv2d(torch.randn(1, 3, 5, 5), w).sum().backward()
     assert w.grad is not None and w.grad.abs().sum() > 0
 
 
@@ -159,3 +159,55 @@ def test_lint_rejects_per_sample_weights_random_ops_and_old_opsets():
     assert any("random" in p for p in lint(rand))
     old = helper.make_model(helper.make_graph([], "g", [], []), opset_imports=[helper.make_opsetid("", 13)])
     assert any("opset 13" in p for p in lint(old))
+
+
+@pytest.mark.parametrize("kernel,stride,size", [(2, 2, 8), (3, 2, 15), (3, 2, 13), (2, 1, 5)])
+def test_frozen_max_pool_gradient_matches_autograd(kernel, stride, size):
+    x = torch.randn(2, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(size), requires_grad=True)
+    out = frozen_ops.max_pool2d(x, kernel, stride)
+    ref = F.max_pool2d(x, kernel, stride)
+    cot = torch.randn(out.shape, dtype=torch.float64)
+    assert torch.equal(out, ref)
+    assert torch.allclose(torch.autograd.grad(out, x, cot)[0], torch.autograd.grad(ref, x, cot)[0], atol=1e-12)
+
+
+def test_frozen_weights_mode_reroutes_module_calls():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2)).requires_grad_(False)
+    x = torch.randn(1, 3, 10, 10, requires_grad=True)
+    with frozen_ops.frozen_weights():
+        out = net(x)
+    assert out.grad_fn is not None and "FrozenMaxPool2d" in type(out.grad_fn).__name__
+    (fast,) = torch.autograd.grad(out.sum(), x)
+    (slow,) = torch.autograd.grad(net(x).sum(), x)
+    assert torch.allclose(fast, slow, atol=1e-6)
+
+
+def test_loss_head_graphs(tmp_path):
+    result = export_bundle(loss_head_bundle(32), tmp_path)
+    graphs = {g["name"]: g for g in result.manifest["graphs"]}
+    assert {"loss_inpaint.vjp", "loss_denoise.vjp", "loss_sr2.vjp", "loss_sr4.vjp", "loss_sr8.vjp"} <= set(graphs)
+    for g in graphs.values():
+        assert g["lint"] == [] and g["judged_by"] == "max" and g["error"] <= MAX_RELATIVE_ERROR, g["name"]
+    assert [o["name"] for o in graphs["loss_inpaint.vjp"]["outputs"]] == ["grad_image"]  # not the mask's
+    assert "GatherND" not in graphs["loss_sr4.vjp"]["ops"]  # reflect padding as slices
+
+
+def test_lpips_graphs_cache_target_features(tmp_path):
+    from ilo.engine.losses import LPIPS
+
+    lp = LPIPS("alex", backbone="random", seed=3)
+    result = export_bundle(lpips_bundle(lp, 64), tmp_path)
+    graphs = {g["name"]: g for g in result.manifest["graphs"]}
+    assert set(graphs) == {"lpips_features.fwd", "lpips.fwd", "lpips.vjp"}
+    for g in graphs.values():
+        assert g["lint"] == [] and g["error"] <= MAX_RELATIVE_ERROR, g["name"]
+    assert graphs["lpips.vjp"]["judged_by"] == "l2"  # see GraphFn.judged_by
+    assert "MaxPool" in graphs["lpips.fwd"]["ops"] and [o["name"] for o in graphs["lpips.vjp"]["outputs"]] == ["grad_image"]
+    # the three graphs chain: features once, then distance, equal to LPIPS itself
+    feats = ort_session(result.folder / graphs["lpips_features.fwd"]["file"])
+    dist = ort_session(result.folder / graphs["lpips.fwd"]["file"])
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1, torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    target = feats.run(None, {"target": b.numpy()})
+    got = dist.run(None, {"image": a.numpy(), **{f"feat_{i}": f for i, f in enumerate(target)}})[0]
+    assert np.allclose(got, lp(a, b).detach().numpy(), rtol=1e-4)

@@ -111,3 +111,11 @@ def test_lpips_loads_a_torchvision_backbone_file(tmp_path):
     lp = LPIPS("vgg", backbone=tmp_path / "vgg16.pth")
     assert torch.equal(lp.model.net.slice1[0].weight, vgg.features[0].weight)
     assert torch.equal(getattr(lp.model.net.slice5, "28").weight, vgg.features[28].weight)
+
+
+@pytest.mark.parametrize("net", ["vgg", "alex"])
+def test_lpips_from_cached_target_features_equals_lpips(net):
+    lp = LPIPS(net, backbone="random", seed=1)
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1, torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    assert torch.allclose(lp.distance_to_features(a, lp.target_features(b)), lp(a, b), rtol=1e-5, atol=1e-7)

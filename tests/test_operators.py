@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ilo import InputError
 from ilo.engine.operators import DenseGaussianCS, Downsample, Identity, Inpainting, Noise, PartialCirculantCS
@@ -97,3 +98,12 @@ def test_circulant_cs_per_image_and_scaled():
     # E||Ax||^2 ≈ ||x||^2 · ||filter||^2 / n: the scale is independent of m.
     ratio = op.A(x).square().sum() / x.square().sum()
     assert 0.2 < ratio.item() < 5
+
+
+@pytest.mark.parametrize("before,after,dim", [(3, 4, 2), (1, 2, 3), (0, 5, 3), (6, 6, 2)])
+def test_reflect_pad_matches_torch(before, after, dim):
+    from ilo.engine.operators import reflect_pad
+
+    x = torch.randn(2, 3, 9, 11)
+    pads = (before, after, 0, 0) if dim == 3 else (0, 0, before, after)
+    assert torch.equal(reflect_pad(x, before, after, dim), F.pad(x, pads, mode="reflect"))

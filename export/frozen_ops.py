@@ -1,4 +1,5 @@
-"""Convolutions with frozen weights whose backward pass is itself a convolution.
+"""Convolutions with frozen weights whose backward pass is itself a convolution, and a max-pool
+whose backward is a comparison mask.
 
 Why: a VJP graph traced from torch autograd contains `aten.convolution_backward`, which the
 ONNX exporter cannot translate. A generator's weights never change during ILO, so only the
@@ -6,14 +7,22 @@ input gradient is needed, and that is a transposed convolution with the same wei
 gradient of a transposed convolution is a convolution). These autograd functions say exactly
 that, so traced VJP graphs hold plain Conv / ConvTranspose nodes that TensorRT runs natively.
 
-The reference path is `F.conv2d` / `F.conv_transpose2d` under ordinary autograd; tests compare
-the two. Weights that require grad (training) take the plain path, which computes their gradient.
+Likewise a max-pool's autograd backward needs its indices (a MaxPool indices output, which
+VJP graphs must not hold): here the gradient goes to every input equal to its window's maximum,
+placed by zero insertion and padding. Ties get the gradient at each maximal position (torch
+picks one); real feature maps have no exact ties.
+
+`frozen_weights()` reroutes `F.conv2d`, `F.conv_transpose2d` and `F.max_pool2d` calls inside
+modules we do not own (LPIPS' torchvision backbone) to these versions while tracing.
+
+The reference paths are the plain torch functions under ordinary autograd; tests compare them. Weights that require grad (training) take the plain path, which computes their gradient.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 
 def _output_padding(in_size, out_size, stride, padding, kernel, dilation) -> list[int]:
@@ -79,3 +88,55 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     if weight.requires_grad or (bias is not None and bias.requires_grad):
         return F.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation)
     return FrozenConvTranspose2d.apply(x, weight, bias, _pair(stride), _pair(padding), _pair(output_padding), groups, _pair(dilation))
+
+
+class FrozenMaxPool2d(torch.autograd.Function):
+    @staticmethod
+    def forward(x, kernel, stride):
+        return F.max_pool2d(x, kernel, stride)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, kernel, stride = inputs
+        ctx.save_for_backward(x, output)
+        ctx.conf = (kernel, stride)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, pooled = ctx.saved_tensors
+        (kh, kw), (sh, sw) = ctx.conf
+        n, c, h, w = x.shape
+        ho, wo = pooled.shape[2:]
+        grad_x = torch.zeros_like(x)
+        for di in range(kh):
+            for dj in range(kw):
+                seen = x[:, :, di : di + sh * (ho - 1) + 1 : sh, dj : dj + sw * (wo - 1) + 1 : sw]
+                part = grad * (seen == pooled).to(grad.dtype)
+                # place part[i, j] at (sh*i + di, sw*j + dj): zero insertion, then padding
+                part = F.pad(part.reshape(n, c, ho, 1, wo, 1), [0, sw - 1, 0, 0, 0, sh - 1]).reshape(n, c, ho * sh, wo * sw)
+                part = part[:, :, : sh * (ho - 1) + 1, : sw * (wo - 1) + 1]
+                grad_x = grad_x + F.pad(part, [dj, w - dj - part.shape[3], di, h - di - part.shape[2]])
+        return grad_x, None, None
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """`F.max_pool2d` whose backward needs no indices (padding 0, dilation 1, floor mode only)."""
+    stride = kernel_size if stride is None or stride == [] else stride
+    if _pair(padding) != [0, 0] or _pair(dilation) != [1, 1] or ceil_mode or return_indices:
+        raise NotImplementedError("frozen max-pool supports padding 0, dilation 1, floor mode, no indices")
+    return FrozenMaxPool2d.apply(x, _pair(kernel_size), _pair(stride))
+
+
+class frozen_weights(TorchFunctionMode):
+    """Within this context, convolutions and max-pools anywhere use the versions above."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if func is F.conv2d or name == "conv2d":
+            return conv2d(*args, **kwargs)
+        if func is F.conv_transpose2d or name == "conv_transpose2d":
+            return conv_transpose2d(*args, **kwargs)
+        if name in ("max_pool2d", "_max_pool2d"):
+            return max_pool2d(*args, **kwargs)
+        return func(*args, **kwargs)
