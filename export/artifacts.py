@@ -9,6 +9,7 @@ batch size, and the export time.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import shutil
@@ -30,6 +31,7 @@ from ilo.paths import cache_dir
 
 EXPORTER_VERSION = "1"  # bump when graph functions or export settings change
 MAX_RELATIVE_ERROR = 1e-4
+KINK_L2_ERROR = 1e-2  # see _errors
 MANIFEST = "manifest.json"
 
 
@@ -97,8 +99,14 @@ class ExportResult:
     cache_hit: bool
 
 
-def _io(items, batch="batch") -> list[dict]:
-    return [{"name": n, "shape": [batch, *s]} for n, s in items]
+def _io(graph: GraphFn, items) -> list[dict]:
+    out = []
+    for name, shape in items:
+        dims = list(shape)
+        for axis, dim in graph.symbolic.get(name, {}).items():
+            dims[axis - (name not in graph.shared)] = dim
+        out.append({"name": name, "shape": dims if name in graph.shared else ["batch", *dims]})
+    return out
 
 
 def _valid_cache(folder: Path) -> dict | None:
@@ -138,13 +146,14 @@ def export_bundle(bundle: Bundle, root: Path | None = None, progress=None, force
             if progress is not None:
                 progress(i, len(bundle.graphs), f"{bundle.name}/{graph.name}")
             entries.append(_export_one(graph, bundle.references[graph.name], work, bundle.reference_dtype))
+            gc.collect()  # the exporter and the checks leave large cycles behind
         manifest = {
             "key": key, "bundle": bundle.name, **bundle.identity, "versions": _versions(), "opset": OPSET,
             "dynamic_axes": {"batch": 0}, "max_relative_error_allowed": MAX_RELATIVE_ERROR,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "graphs": entries,
         }  # fmt: skip
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        failed = [e["name"] for e in entries if e["lint"] or e["error"] > MAX_RELATIVE_ERROR]
+        failed = [e["name"] for e in entries if e["lint"] or not e["passed"]]
         if failed:
             keep = root / f"failed-{folder.name}"
             shutil.rmtree(keep, ignore_errors=True)
@@ -159,8 +168,20 @@ def export_bundle(bundle: Bundle, root: Path | None = None, progress=None, force
 
 
 def _errors(errors: dict, judged_by: str) -> dict:
-    return {"max_relative_error": errors["max"], "l2_relative_error": errors["l2"], "judged_by": judged_by,
-            "error": max(errors[judged_by].values())}  # fmt: skip
+    """A graph passes when its error is within MAX_RELATIVE_ERROR. Piecewise-linear kinks
+    (ReLU, leaky ReLU) defeat that bound in float32 for wide networks: an activation near zero
+    lands on the other side under rounding, its gradient takes the other slope, and every
+    latent gradient summed over that pixel moves. Torch's own float32 gradient misses the bound
+    the same way (`torch_float32_max_relative_error`); such a graph passes as `kink_limited`
+    when its l2 error stays within KINK_L2_ERROR — a wrong graph is off by O(1)."""
+    error = max(errors[judged_by].values())
+    torch_error = max(errors["torch_max"].values())
+    l2 = max(errors["l2"].values())
+    kink_limited = error > MAX_RELATIVE_ERROR and torch_error > MAX_RELATIVE_ERROR and l2 <= KINK_L2_ERROR
+    return {"max_relative_error": errors["max"], "l2_relative_error": errors["l2"],
+            "outlier_fraction": errors["outliers"], "torch_float32_max_relative_error": errors["torch_max"],
+            "judged_by": judged_by, "error": error, "kink_limited": kink_limited,
+            "passed": error <= MAX_RELATIVE_ERROR or kink_limited}  # fmt: skip
 
 
 def _export_one(graph: GraphFn, reference: GraphFn, folder: Path, reference_dtype: torch.dtype) -> dict:
@@ -177,7 +198,7 @@ def _export_one(graph: GraphFn, reference: GraphFn, folder: Path, reference_dtyp
         raise IloError(f"{graph.name}: exported names {names_in} -> {names_out} differ from the graph function's")
     return {
         "name": graph.name, "file": file, "kind": graph.name.split(".")[-1], "stage": graph.stage,
-        "inputs": _io(graph.inputs), "outputs": _io(graph.outputs),
+        "inputs": _io(graph, graph.inputs), "outputs": _io(graph, graph.outputs),
         "ops": sorted({n.op_type for n in model.graph.node}),
         "lint": lint(model, is_vjp=graph.name.endswith(".vjp")),
         **_errors(check_graph(folder / file, graph, reference, dtype=reference_dtype), graph.judged_by),

@@ -10,7 +10,7 @@ axis; the VJP is derived by `torch.func.vjp` from the forward, never written by 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -30,10 +30,13 @@ class GraphFn:
     # how agreement with torch is judged: the max-norm, or (for max-pool gradients, whose argmax
     # flips at near-ties between two float32 convolution implementations) the l2-norm
     judged_by: str = "max"
+    shared: tuple[str, ...] = ()  # inputs without a batch axis, one for the whole batch (a CS matrix)
+    symbolic: dict = field(default_factory=dict)  # input name -> {axis: dim name} besides the batch
 
     def example(self, batch: int, dtype=torch.float32, seed: int = 0) -> tuple[torch.Tensor, ...]:
         g = torch.Generator().manual_seed(seed)
-        return tuple(torch.randn(batch, *shape, generator=g, dtype=dtype) for _, shape in self.inputs)
+        return tuple(torch.randn(*(() if name in self.shared else (batch,)), *shape, generator=g, dtype=dtype)
+                     for name, shape in self.inputs)  # fmt: skip
 
 
 def _vjp_of(forward: GraphFn, n_primals: int, grad_names: list[str], n_differentiated: int | None = None) -> GraphFn:
@@ -51,7 +54,7 @@ def _vjp_of(forward: GraphFn, n_primals: int, grad_names: list[str], n_different
     name = forward.name.replace(".fwd", ".vjp")
     inputs = forward.inputs + [(f"grad_{n}", s) for n, s in forward.outputs]
     outputs = [(g, s) for g, (_, s) in zip(grad_names, forward.inputs[:n_diff])]
-    return GraphFn(name, vjp, inputs, outputs, forward.stage)
+    return GraphFn(name, vjp, inputs, outputs, forward.stage, shared=forward.shared, symbolic=forward.symbolic)
 
 
 def stage_graphs(gen: StagedGenerator, stages=None) -> list[GraphFn]:
@@ -143,4 +146,20 @@ def loss_head_graphs(resolution: int, sr_factors=(2, 4, 8), frozen: bool = True)
 
         forward = GraphFn(f"{name}.fwd", fn, [("image", image), ("y", y_shape), *extra], [("loss", ())])
         out += [forward, _vjp_of(forward, len(forward.inputs), ["grad_image"], n_differentiated=1)]
-    return out
+    return out + _cs_gaussian_head(resolution)
+
+
+def _cs_gaussian_head(resolution: int) -> list[GraphFn]:
+    """Dense Gaussian compressed sensing: the matrix [m, n] is an input shared by the batch (it
+    is the measurement's, not the model's), with m a dynamic axis. The partial-circulant
+    operator has no head: its FFT has no TensorRT equivalent, so its loss stays in torch."""
+    n = 3 * resolution * resolution
+    m = max(1, round(0.1 * n))  # the traced example; m is symbolic in the graph
+
+    def fn(x, y, matrix):
+        measured = x.reshape(x.shape[0], n) @ matrix.t()
+        return ((measured - y).square().mean(dim=1),)
+
+    forward = GraphFn("loss_cs_gaussian.fwd", fn, [("image", (3, resolution, resolution)), ("y", (m,)), ("matrix", (m, n))],
+                      [("loss", ())], shared=("matrix",), symbolic={"y": {1: "m"}, "matrix": {0: "m"}})  # fmt: skip
+    return [forward, _vjp_of(forward, 3, ["grad_image"], n_differentiated=1)]

@@ -36,8 +36,15 @@ def export_onnx(graph: GraphFn, path: Path) -> float:
     """Write `graph` to `path` (the caller makes it atomic); returns the seconds it took."""
     t0 = time.perf_counter()
     module = trace(graph)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    dynamic = tuple({0: batch} for _ in graph.inputs)
+    dims = {"batch": torch.export.Dim("batch", min=1, max=4096)}
+    dynamic = []
+    for name, _ in graph.inputs:
+        axes = {} if name in graph.shared else {0: dims["batch"]}
+        for axis, dim in graph.symbolic.get(name, {}).items():
+            dims.setdefault(dim, torch.export.Dim(dim, min=1))
+            axes[axis] = dims[dim]
+        dynamic.append(axes or None)
+    dynamic = tuple(dynamic)
     with warnings.catch_warnings(), _quiet_exporter():
         warnings.simplefilter("ignore")
         try:
