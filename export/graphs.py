@@ -27,9 +27,7 @@ class GraphFn:
     inputs: list[tuple[str, tuple[int, ...]]]  # name, per-sample shape
     outputs: list[tuple[str, tuple[int, ...]]]
     stage: int | None = None
-    # how agreement with torch is judged: the max-norm, or (for max-pool gradients, whose argmax
-    # flips at near-ties between two float32 convolution implementations) the l2-norm
-    judged_by: str = "max"
+    judged_by: str = "max"  # how agreement with torch is judged: "max" or "l2" norm
     shared: tuple[str, ...] = ()  # inputs without a batch axis, one for the whole batch (a CS matrix)
     symbolic: dict = field(default_factory=dict)  # input name -> {axis: dim name} besides the batch
 
@@ -122,7 +120,6 @@ def lpips_graphs(lpips, resolution: int, frozen: bool = True) -> list[GraphFn]:
 
     forward = GraphFn("lpips.fwd", distance, [("image", image), *feats], [("distance", ())])
     vjp = _vjp_of(forward, 1 + len(feats), ["grad_image"], n_differentiated=1)
-    vjp.judged_by = "l2"
     return [GraphFn("lpips_features.fwd", features, [("target", image)], feats), forward, vjp]
 
 
