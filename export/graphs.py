@@ -1,5 +1,5 @@
 """The functions the exporter turns into graphs: per stage a forward and a VJP, and the same for
-the latent mapping proxy. Each is a pure function of flat, named tensors with a leading batch
+the latent mapping proxy, LPIPS and the measurement loss heads. Each is a pure function of flat, named tensors with a leading batch
 axis; the VJP is derived by `torch.func.vjp` from the forward, never written by hand.
 
     stage{k}.fwd(state_in..., w, noise...)                 -> state_out...
@@ -27,7 +27,6 @@ class GraphFn:
     inputs: list[tuple[str, tuple[int, ...]]]  # name, per-sample shape
     outputs: list[tuple[str, tuple[int, ...]]]
     stage: int | None = None
-    judged_by: str = "max"  # how agreement with torch is judged: "max" or "l2" norm
     shared: tuple[str, ...] = ()  # inputs without a batch axis, one for the whole batch (a CS matrix)
     symbolic: dict = field(default_factory=dict)  # input name -> {axis: dim name} besides the batch
 

@@ -41,6 +41,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{bundle.name}: {state}, {len(m['graphs'])} graphs in {result.folder}")
         for g in m["graphs"]:
             limit = f" (kink-limited; l2 {max(g['l2_relative_error'].values()):.0e})" if g["kink_limited"] else ""
-            print(f"  {g['name']:20s} {g['bytes'] / 1e6:8.2f} MB  {g['judged_by']} rel. error {g['error']:.1e}{limit}  "
+            print(f"  {g['name']:20s} {g['bytes'] / 1e6:8.2f} MB  max rel. error {g['error']:.1e}{limit}  "
                   f"{g['export_seconds']:6.1f}s  {'lint ok' if not g['lint'] else 'LINT: ' + '; '.join(g['lint'])}")  # fmt: skip
     return 0
