@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import onnx
 import torch
@@ -26,7 +27,7 @@ from ilo.errors import IloError
 from ilo.export.graphs import GraphFn, generator_graphs, loss_head_graphs, lpips_graphs
 from ilo.export.lint import lint
 from ilo.export.onnx_export import OPSET, export_onnx
-from ilo.export.staged import StagedGenerator
+from ilo.export.staged import StagedGenerator, state_fingerprint
 from ilo.export.verify import check_graph, reference_graphs
 from ilo.paths import cache_dir
 
@@ -48,33 +49,38 @@ def _versions() -> dict[str, str]:
 
 @dataclass
 class Bundle:
-    """A set of graphs exported, checked and cached together."""
+    """A set of graphs exported, checked and cached together. `build` makes the graph functions
+    and their float64 references (plain torch autograd) only on a cache miss: the references
+    deep-copy the model in float64, which a cache hit must not pay for."""
 
     name: str  # "generator", "lpips-vgg", "loss-heads"
     identity: dict  # what makes two bundles the same (weights hash, resolution, ...)
-    graphs: list[GraphFn]
-    references: dict[str, GraphFn]  # float64 reference functions on plain torch autograd, by name
+    build: Callable[[], tuple[list[GraphFn], dict[str, GraphFn]]]
+
+
+def _by_name(graphs: list[GraphFn]) -> dict[str, GraphFn]:
+    return {g.name: g for g in graphs}
 
 
 def generator_bundle(gen: StagedGenerator) -> Bundle:
-    fingerprint = gen.fingerprint()
-    return Bundle("generator", {"checkpoint_sha256": fingerprint, "family": gen.family, "resolution": gen.resolution},
-                  generator_graphs(gen), reference_graphs(gen))  # fmt: skip
+    identity = {"checkpoint_sha256": gen.fingerprint(), "family": gen.family, "resolution": gen.resolution}
+    return Bundle("generator", identity, lambda: (generator_graphs(gen), reference_graphs(gen)))
 
 
 def lpips_bundle(lpips, resolution: int) -> Bundle:
-    weights = hashlib.sha256()
-    for name, t in sorted(lpips.state_dict().items()):
-        weights.update(name.encode() + t.detach().cpu().contiguous().numpy().tobytes())
-    double = copy.deepcopy(lpips).double()
-    refs = {g.name: g for g in lpips_graphs(double, resolution, frozen=False)}
-    return Bundle(f"lpips-{lpips.net}", {"lpips_sha256": weights.hexdigest(), "resolution": resolution},
-                  lpips_graphs(lpips, resolution), refs)  # fmt: skip
+    def build():
+        double = copy.deepcopy(lpips).double()
+        return lpips_graphs(lpips, resolution), _by_name(lpips_graphs(double, resolution, frozen=False))
+
+    identity = {"lpips_sha256": state_fingerprint(lpips, f"lpips-{lpips.net}"), "resolution": resolution}
+    return Bundle(f"lpips-{lpips.net}", identity, build)
 
 
 def loss_head_bundle(resolution: int) -> Bundle:
-    refs = {g.name: g for g in loss_head_graphs(resolution, frozen=False)}
-    return Bundle("loss-heads", {"resolution": resolution}, loss_head_graphs(resolution), refs)
+    def build():
+        return loss_head_graphs(resolution), _by_name(loss_head_graphs(resolution, frozen=False))
+
+    return Bundle("loss-heads", {"resolution": resolution}, build)
 
 
 def cache_key(bundle: Bundle) -> str:
@@ -140,10 +146,11 @@ def export_bundle(bundle: Bundle, root: Path | None = None, progress=None, force
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))  # renamed into place when complete
     try:
         entries = []
-        for i, graph in enumerate(bundle.graphs):
+        graphs, references = bundle.build()
+        for i, graph in enumerate(graphs):
             if progress is not None:
-                progress(i, len(bundle.graphs), f"{bundle.name}/{graph.name}")
-            entries.append(_export_one(graph, bundle.references[graph.name], work))
+                progress(i, len(graphs), f"{bundle.name}/{graph.name}")
+            entries.append(_export_one(graph, references[graph.name], work))
             gc.collect()  # the exporter and the checks leave large cycles behind
         manifest = {
             "key": key, "bundle": bundle.name, **bundle.identity, "versions": _versions(), "opset": OPSET,

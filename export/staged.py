@@ -43,6 +43,16 @@ class StageSpec:
         return range(self.noise_start, self.noise_start + self.noise_count)
 
 
+def state_fingerprint(module: nn.Module, salt: str = "") -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes of a module's state."""
+    h = hashlib.sha256(salt.encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def latent_row(latents: torch.Tensor, i: int) -> torch.Tensor:
     """Row i of a stage's latents [B, L, D] -> [B, D], as a slice: indexing would export as a
     Gather on a differentiated path, which TensorRT-bound graphs must not contain."""
@@ -153,14 +163,8 @@ class StagedGenerator(nn.Module):
         return self.image_from_state(self.run_stages((), wplus, noises))
 
     def fingerprint(self) -> str:
-        """sha256 over every tensor's name, dtype, shape and bytes: the identity of the weights,
-        whatever file format they came from (cache keys use it)."""
-        h = hashlib.sha256(self.family.encode())
-        for name, tensor in sorted(self.state_dict().items()):
-            t = tensor.detach().cpu().contiguous()
-            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        return h.hexdigest()
+        """The identity of the weights, whatever file format they came from (cache keys use it)."""
+        return state_fingerprint(self, self.family)
 
     def describe(self) -> dict:
         """A plain summary for `ilo info`: stages, shapes, latents and noise maps."""
