@@ -229,19 +229,13 @@ class _Run:
         batch = self.y.shape[0]
         z = self.latents.start(z0)
         noises = [x.expand(batch, -1, -1, -1).clone() for x in self.gen.stored_noises()]
-        if not self.curves:  # the records keep the first start's round 0
-            self.round(0, z, noises, ())
-        else:
-            saved = self.curves, self.states, self.starts
-            self.curves, self.states, self.starts = [], [], []
-            self.round(0, z, noises, ())
-            self.curves, self.states, self.starts = saved
+        self.round(0, z, noises, (), record=not self.curves)  # the records keep the first start's round 0
         with torch.no_grad():
             image = self.gen.synthesize(self.latents.wplus(z), noises)
             final_loss = measurement_mse(self.op, image, self.y)
         return {"z": z.detach(), "noises": [n.detach() for n in noises], "final_loss": final_loss}
 
-    def round(self, k: int, z: torch.Tensor, noises: list[torch.Tensor], state: tuple) -> tuple:
+    def round(self, k: int, z: torch.Tensor, noises: list[torch.Tensor], state: tuple, record: bool = True) -> tuple:
         """Optimise round k's variables in place; returns the optimised input state of stage k."""
         c, gen, batch = self.config, self.gen, self.y.shape[0]
         z.requires_grad_(True)
@@ -254,7 +248,8 @@ class _Run:
         start_norm_z = norms(z.detach(), 1)
         start_norm_noise = [norms(n.detach(), 3) for n in noise_vars]
         start_state = [s.detach().clone() for s in state]
-        self.starts.append(tuple(start_state))
+        if record:
+            self.starts.append(tuple(start_state))
         radius = _per_round(c.l1_radius, k)
         steps, lr0 = int(_per_round(c.steps, k)), float(_per_round(c.lr, k))
         optimiser = torch.optim.Adam(params, lr=lr0, betas=(0.9, 0.999))
@@ -294,8 +289,9 @@ class _Run:
         z.requires_grad_(False)
         for n in noise_vars:
             n.requires_grad_(False)
-        self.curves.append(torch.stack(curve))
-        self.states.append(tuple(s.detach() for s in state))
+        if record:
+            self.curves.append(torch.stack(curve))
+            self.states.append(tuple(s.detach() for s in state))
         return tuple(s.detach() for s in state)
 
 
