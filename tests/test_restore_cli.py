@@ -99,6 +99,9 @@ def test_bm3d_denoises(tmp_path, capsys, clean_dir):
            "--out", out, "--quiet")  # fmt: skip
     (record,) = json.loads((out / "metrics.json").read_text())["images"]
     assert record["psnr"] > 24  # sigma 0.1 noise alone is 20 dB
+    err = run_fail(capsys, "restore", clean_dir, "--clean", "--task", "denoise", "--method", "bm3d", "--steps", "5",
+                   "--out", tmp_path / "x", "--quiet")  # fmt: skip
+    assert "BM3D takes no solver settings (got steps)" in err
     assert "denoise" in run_fail(capsys, "restore", clean_dir, "--clean", "--task", "sr", "--method", "bm3d",
                                  "--out", tmp_path / "x", "--quiet")  # fmt: skip
 

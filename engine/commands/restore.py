@@ -65,10 +65,10 @@ def _lpips_metric(args) -> LPIPS | None:
 
 def run(args: argparse.Namespace) -> int:
     task = task_from_args(args)
-    config = method_config(
-        args.method, steps=args.steps, lr=args.lr, l1_radius=args.l1_radius, end_stage=args.end_stage,
-        switch=args.switch, restarts=args.restarts, lpips_weight=args.lpips_weight, seed=args.seed,
-    ) if args.method != "bm3d" else method_config("bm3d")  # fmt: skip
+    solver_flags = dict(steps=args.steps, lr=args.lr, l1_radius=args.l1_radius, end_stage=args.end_stage,
+                        switch=args.switch, restarts=args.restarts, lpips_weight=args.lpips_weight)  # fmt: skip
+    # --seed seeds the random starts and is harmless for BM3D; the other flags must not be ignored
+    config = method_config(args.method, **solver_flags, **({} if args.method == "bm3d" else {"seed": args.seed}))
     suffixes = (".npy",) if task.task == "cs" and not args.clean else IMAGE_SUFFIXES
     inputs = list_inputs(args.inputs, suffixes)
     gen = load_generator(args.model)
