@@ -43,17 +43,24 @@ def inpainting_fill(op: Operator, image: torch.Tensor, y: torch.Tensor) -> torch
     return op.mask * y + (1 - op.mask) * image
 
 
-def add_measurement_noise(image: torch.Tensor, op: Operator, generators: list[torch.Generator] | None = None) -> torch.Tensor:
-    """Eq. 4: G + N(0, σ²) with fresh noise at every evaluation (σ known, per image). With one
-    generator per image, an image's noise does not depend on the rest of its batch."""
-    std = op.noise_std(image.shape[0], image.device)
+def measurement_noise(shape: torch.Size, op: Operator, generators: list[torch.Generator] | None = None,
+                      device=None) -> torch.Tensor | None:  # fmt: skip
+    """Eq. 4's fresh noise N(0, σ²) of an image's shape (σ known, per image), or None when σ
+    is zero. With one generator per image, an image's noise does not depend on its batch."""
+    std = op.noise_std(shape[0], device)
     if float(std.abs().max()) == 0:
-        return image
+        return None
     if generators is None:
-        noise = torch.randn(image.shape, dtype=image.dtype)
+        noise = torch.randn(shape)
     else:
-        noise = torch.stack([torch.randn(image.shape[1:], generator=g, dtype=image.dtype) for g in generators])
-    return image + std * noise.to(image.device)
+        noise = torch.stack([torch.randn(shape[1:], generator=g) for g in generators])
+    return std * noise.to(device)
+
+
+def add_measurement_noise(image: torch.Tensor, op: Operator, generators: list[torch.Generator] | None = None) -> torch.Tensor:
+    """Eq. 4: G + N(0, σ²) with fresh noise at every evaluation."""
+    noise = measurement_noise(image.shape, op, generators, image.device)
+    return image if noise is None else image + noise.to(image.dtype)
 
 
 # --- LPIPS ------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ilo.errors import IloError
-from ilo.engine.losses import LPIPS, add_measurement_noise, geocross, inpainting_fill, measurement_mse
+from ilo.engine.losses import LPIPS, geocross, inpainting_fill, measurement_mse, measurement_noise
 from ilo.engine.operators import Operator
 from ilo.engine.projections import lr_ramp, norms, project_l1_ball, project_to_norm
 from ilo.export.latent_stats import LatentStats, latent_stats
@@ -96,20 +96,35 @@ class _Objective:
         # eq. 4's fresh noise comes from one stream per image (batch independence)
         self.noise_streams = [torch.Generator().manual_seed(s * 7919 + 17) for s in seeds]
 
-    def __call__(self, image: torch.Tensor, pre_latents: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def draw_noise(self, batch: int, resolution: int) -> torch.Tensor | None:
+        """This evaluation's eq. 4 noise for the generated images (None without noise)."""
+        return measurement_noise(torch.Size((batch, 3, resolution, resolution)), self.op, self.noise_streams, self.y.device)
+
+    def __call__(self, image: torch.Tensor, noise: torch.Tensor | None, pre_latents: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         c = self.config
-        seen = add_measurement_noise(image, self.op, self.noise_streams)
+        seen = image if noise is None else image + noise
         loss = c.mse_weight * measurement_mse(self.op, seen, self.y)
         if c.lpips_weight:
-            target = inpainting_fill(self.op, seen, self.y)
+            # eq. 3's target is a constant of each step (as the exported LPIPS VJP assumes)
+            target = inpainting_fill(self.op, seen, self.y).detach()
             if target.shape != seen.shape:
                 raise IloError("LPIPS needs measurements in image space (inpainting, denoising)")
             loss = loss + c.lpips_weight * self.lpips(target, seen)
+        return loss + self.prior(pre_latents, z)
+
+    def prior(self, pre_latents: torch.Tensor, z: torch.Tensor) -> torch.Tensor | float:
+        c = self.config
+        loss = 0.0
         if c.geocross_weight and pre_latents.shape[1] > 1:
             loss = loss + c.geocross_weight * geocross(pre_latents)
         if c.latent_norm_weight:
             loss = loss + c.latent_norm_weight * z.square().flatten(1).sum(1)
         return loss
+
+    def fused_data_term(self, image_noise: torch.Tensor | None):
+        """The measurement the fused graphs compare against: the data term is
+        ‖A(G + n) − y‖² = ‖A(G) − (y − A(n))‖² for a linear A, so eq. 4's noise moves into y."""
+        return self.y if image_noise is None else self.y - self.op.A(image_noise)
 
 
 def _initial_z(gen: StagedGenerator, seeds: list[int], restart: int) -> torch.Tensor:
@@ -142,7 +157,8 @@ class _Latents:
 
     def wplus(self, z: torch.Tensor) -> torch.Tensor:
         if self.stats is not None:
-            return self.stats.to_w(z)
+            to_w = getattr(self.gen, "gaussian_to_w", None) or self.stats.to_w  # engines run it as a graph
+            return to_w(z)
         return z
 
 
@@ -235,6 +251,15 @@ class _Run:
             final_loss = measurement_mse(self.op, image, self.y)
         return {"z": z.detach(), "noises": [n.detach() for n in noises], "final_loss": final_loss}
 
+    def _fused_step(self, k: int):
+        """The engine's fused evaluation of round k, where the generator is an engine with a
+        loss head for the operator and the objective has no LPIPS term (which needs the image's
+        gradient from outside the fused graph)."""
+        fused_step = getattr(self.gen, "fused_step", None)
+        if fused_step is None or self.config.lpips_weight:
+            return None
+        return fused_step(k, self.op, self.y.shape[0])
+
     def round(self, k: int, z: torch.Tensor, noises: list[torch.Tensor], state: tuple, record: bool = True) -> tuple:
         """Optimise round k's variables in place; returns the optimised input state of stage k."""
         c, gen, batch = self.config, self.gen, self.y.shape[0]
@@ -255,11 +280,18 @@ class _Run:
         optimiser = torch.optim.Adam(params, lr=lr0, betas=(0.9, 0.999))
         frozen = torch.zeros(batch, dtype=torch.bool)
         history, curve = [], []
+        fused = self._fused_step(k)
         for step in range(steps):
             for group in optimiser.param_groups:
                 group["lr"] = lr_ramp(step / steps, lr0)
-            image = gen.image_from_state(gen.run_stages(state, self.latents.wplus(z), noises, k))
-            loss = self.objective(image, self.latents.pre(z), z)
+            wplus = self.latents.wplus(z)
+            noise = self.objective.draw_noise(batch, gen.resolution)
+            if fused is not None:  # one engine call: stages, image, loss and its gradient
+                data, image = fused(state, wplus, noises, self.objective.fused_data_term(noise))
+                loss = c.mse_weight * data + self.objective.prior(self.latents.pre(z), z)
+            else:
+                image = gen.image_from_state(gen.run_stages(state, wplus, noises, k))
+                loss = self.objective(image, noise, self.latents.pre(z), z)
             if not torch.isfinite(loss).all():
                 raise IloError(f"the optimisation diverged (loss is NaN/inf) in round {k}, step {step}; lower the learning rate")
             with torch.no_grad():

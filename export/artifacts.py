@@ -24,7 +24,7 @@ import onnx
 import torch
 
 from ilo.errors import IloError
-from ilo.export.graphs import GraphFn, generator_graphs, loss_head_graphs, lpips_graphs
+from ilo.export.graphs import GraphFn, generator_graphs, loss_head_graphs, loss_heads, lpips_graphs, step_graph
 from ilo.export.lint import lint
 from ilo.export.onnx_export import OPSET, export_onnx
 from ilo.export.staged import StagedGenerator, state_fingerprint
@@ -81,6 +81,25 @@ def loss_head_bundle(resolution: int) -> Bundle:
         return loss_head_graphs(resolution), _by_name(loss_head_graphs(resolution, frozen=False))
 
     return Bundle("loss-heads", {"resolution": resolution}, build)
+
+
+def step_bundle(gen: StagedGenerator, head: str, start: int) -> Bundle:
+    """The fused step graph of round `start` with loss head `head` (export/graphs.py)."""
+    heads = loss_heads(gen.resolution)
+    if head not in heads:
+        raise IloError(f"no loss head '{head}' at {gen.resolution}px (have {', '.join(heads)})")
+    if not 0 <= start < len(gen.stages):
+        raise IloError(f"round {start} is outside the generator's {len(gen.stages)} stages")
+
+    def build():
+        double = copy.deepcopy(gen).double().requires_grad_(True)
+        reference = step_graph(double, loss_heads(gen.resolution, frozen=False)[head], start, list(double.stages))
+        graph = step_graph(gen, heads[head], start)
+        return [graph], {graph.name: reference}
+
+    identity = {"checkpoint_sha256": gen.fingerprint(), "family": gen.family, "resolution": gen.resolution,
+                "head": head, "round": start}  # fmt: skip
+    return Bundle(f"step-round{start}-{head}", identity, build)
 
 
 def cache_key(bundle: Bundle) -> str:

@@ -122,40 +122,102 @@ def lpips_graphs(lpips, resolution: int, frozen: bool = True) -> list[GraphFn]:
     return [GraphFn("lpips_features.fwd", features, [("target", image)], feats), forward, vjp]
 
 
-def loss_head_graphs(resolution: int, sr_factors=(2, 4, 8), frozen: bool = True) -> list[GraphFn]:
-    """Per-image measurement MSE of each image-space operator and its gradient w.r.t. the image:
-    inpainting (the mask an input), denoising (identity) and super-resolution per factor."""
+@dataclass(frozen=True)
+class LossHead:
+    """A per-image measurement loss on the generated image: `loss(image, y, *extra) -> [B]`."""
+
+    name: str  # "inpaint", "denoise", "sr4", "cs_gaussian"
+    y_shape: tuple[int, ...]
+    extra: tuple[tuple[str, tuple[int, ...]], ...]  # further inputs (a mask, a CS matrix)
+    loss: Callable[..., torch.Tensor]
+    shared: tuple[str, ...] = ()
+    symbolic: dict = field(default_factory=dict)
+
+
+def loss_heads(resolution: int, sr_factors=(2, 4, 8), frozen: bool = True) -> dict[str, LossHead]:
+    """The measurement MSE of each image-space operator: inpainting (the mask an input),
+    denoising (identity), super-resolution per factor, and dense Gaussian compressed sensing
+    (the matrix [m, n] an input shared by the batch, m a dynamic axis). Partial-circulant CS
+    has no head: its FFT has no TensorRT equivalent, so its loss stays in torch."""
     from ilo.engine.losses import measurement_mse
     from ilo.engine.operators import Downsample, Identity, Inpainting
 
     image = (3, resolution, resolution)
-    mask = ("mask", (1, resolution, resolution))
-    heads = [("loss_inpaint", None, image, [mask]), ("loss_denoise", Identity(), image, [])]
+
+    def mse(op):
+        def fn(x, y, *mask):
+            with _tracing_mode(frozen):
+                return measurement_mse(op if op is not None else Inpainting(mask[0]), x, y)
+
+        return fn
+
+    heads = [LossHead("inpaint", image, (("mask", (1, resolution, resolution)),), mse(None)),
+             LossHead("denoise", image, (), mse(Identity()))]  # fmt: skip
     for f in sr_factors:
         if resolution % f == 0 and resolution // f >= 4:
-            heads.append((f"loss_sr{f}", Downsample(f), (3, resolution // f, resolution // f), []))
-    out = []
-    for name, op, y_shape, extra in heads:
-        def fn(x, y, *mask_, op=op):
-            with _tracing_mode(frozen):
-                return (measurement_mse(op if op is not None else Inpainting(mask_[0]), x, y),)
-
-        forward = GraphFn(f"{name}.fwd", fn, [("image", image), ("y", y_shape), *extra], [("loss", ())])
-        out += [forward, _vjp_of(forward, len(forward.inputs), ["grad_image"], n_differentiated=1)]
-    return out + _cs_gaussian_head(resolution)
-
-
-def _cs_gaussian_head(resolution: int) -> list[GraphFn]:
-    """Dense Gaussian compressed sensing: the matrix [m, n] is an input shared by the batch (it
-    is the measurement's, not the model's), with m a dynamic axis. The partial-circulant
-    operator has no head: its FFT has no TensorRT equivalent, so its loss stays in torch."""
+            heads.append(LossHead(f"sr{f}", (3, resolution // f, resolution // f), (), mse(Downsample(f))))
     n = 3 * resolution * resolution
     m = max(1, round(0.1 * n))  # the traced example; m is symbolic in the graph
 
-    def fn(x, y, matrix):
+    def cs(x, y, matrix):
         measured = x.reshape(x.shape[0], n) @ matrix.t()
-        return ((measured - y).square().mean(dim=1),)
+        return (measured - y).square().mean(dim=1)
 
-    forward = GraphFn("loss_cs_gaussian.fwd", fn, [("image", (3, resolution, resolution)), ("y", (m,)), ("matrix", (m, n))],
-                      [("loss", ())], shared=("matrix",), symbolic={"y": {1: "m"}, "matrix": {0: "m"}})  # fmt: skip
-    return [forward, _vjp_of(forward, 3, ["grad_image"], n_differentiated=1)]
+    heads.append(LossHead("cs_gaussian", (m,), (("matrix", (m, n)),), cs, shared=("matrix",),
+                          symbolic={"y": {1: "m"}, "matrix": {0: "m"}}))  # fmt: skip
+    return {h.name: h for h in heads}
+
+
+def loss_head_graphs(resolution: int, sr_factors=(2, 4, 8), frozen: bool = True) -> list[GraphFn]:
+    """Per-image loss of each head (`loss_{head}.fwd`) and its gradient w.r.t. the image."""
+    out = []
+    for head in loss_heads(resolution, sr_factors, frozen).values():
+        def fn(x, y, *extra, head=head):
+            return (head.loss(x, y, *extra),)
+
+        inputs = [("image", (3, resolution, resolution)), ("y", head.y_shape), *head.extra]
+        forward = GraphFn(f"loss_{head.name}.fwd", fn, inputs, [("loss", ())], shared=head.shared, symbolic=head.symbolic)
+        out += [forward, _vjp_of(forward, len(inputs), ["grad_image"], n_differentiated=1)]
+    return out
+
+
+def step_graph(gen: StagedGenerator, head: LossHead, start: int, stages=None) -> GraphFn:
+    """One optimisation step's model evaluation, fused: stages start.. of the generator, the
+    image, the head's per-image loss and its gradient w.r.t. the round's variables, in one
+    graph. Chained stage graphs each recompute their forward inside their VJP and pay a call
+    per stage; this runs the forward once and is one call per step.
+
+        round{start}_{head}.step(state_in..., w, noise_i..., y, extra...)
+            -> loss [B], image, grad_state_in..., grad_w, grad_noise_i...
+
+    `w` is the whole w+ [B, n_latent, D] (rows before the round's stages get zero gradient);
+    the noise maps are those the round's stages read. The image is an output, not a
+    differentiated one: the gradient is that of the loss alone.
+    """
+    stages = gen.export_stages() if stages is None else stages
+    chain = stages[start:]
+    spec = chain[0].spec
+    noise_ids = [i for s in chain for i in s.spec.noise_indices]
+    noise_shapes = gen.noise_shapes
+    n_state, n_noise = len(spec.state_in), len(noise_ids)
+
+    def evaluate(*variables_and_rest):
+        variables, rest = variables_and_rest[: n_state + 1 + n_noise], variables_and_rest[n_state + 1 + n_noise :]
+
+        def loss_and_image(*v):
+            state, w, noises = tuple(v[:n_state]), v[n_state], dict(zip(noise_ids, v[n_state + 1 :]))
+            for stage in chain:
+                s = stage.spec
+                state = stage(state, w[:, s.latent_slice], [noises[i] for i in s.noise_indices])
+            image = gen.image_from_state(state)
+            return head.loss(image, *rest), image
+
+        loss, pullback, image = torch.func.vjp(loss_and_image, *variables, has_aux=True)
+        return (loss, image, *pullback(torch.ones_like(loss)))
+
+    res = gen.resolution
+    variables = [(f"state_in_{i}", tuple(s)) for i, s in enumerate(spec.state_in)]
+    variables += [("w", (gen.n_latent, gen.style_dim))] + [(f"noise_{i}", (1, *noise_shapes[i])) for i in noise_ids]
+    inputs = variables + [("y", head.y_shape), *head.extra]
+    outputs = [("loss", ()), ("image", (3, res, res))] + [(f"grad_{n}", s) for n, s in variables]
+    return GraphFn(f"round{start}_{head.name}.step", evaluate, inputs, outputs, start, shared=head.shared, symbolic=head.symbolic)

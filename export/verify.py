@@ -41,15 +41,6 @@ def relative_error(got: list[np.ndarray], want: tuple[torch.Tensor, ...], norm: 
     return worst
 
 
-def ort_session(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.enable_cpu_mem_arena = False  # give memory back after each check, not hold it per session
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 OUTLIER_TOLERANCE = 1e-4
 CHECK_BATCHES = (1, 5)
 CHECK_MEMORY_BYTES = 6 * 2**30  # budget of one check: ORT, float32 torch and float64 torch passes
@@ -73,7 +64,9 @@ def check_graph(path: Path, graph: GraphFn, reference: GraphFn, batches=None, dt
     leaky ReLU, max-pool) make a float32 gradient differ from the float64 one wherever an
     activation's sign flips under rounding; the torch number shows how much of that is
     float32 itself rather than the graph."""
-    session = ort_session(path)
+    from ilo.engine.backends import ort_session
+
+    session = ort_session(path, memory_arena=False)  # give memory back after each check
     names = [i.name for i in session.get_inputs()]
     errors: dict[str, dict[str, float]] = {"max": {}, "l2": {}, "outliers": {}, "torch_max": {}}
     for batch in batches or check_batches(graph):

@@ -16,7 +16,7 @@ from ilo.export import frozen_ops
 from ilo.export.artifacts import MAX_RELATIVE_ERROR, export_bundle, export_generator, loss_head_bundle, lpips_bundle
 from ilo.export.graphs import generator_graphs
 from ilo.export.lint import lint
-from ilo.export.verify import ort_session
+from ilo.engine.backends import ort_session
 
 
 @pytest.mark.parametrize("stride,padding,groups", [(1, 1, 1), (2, 1, 1), (2, 0, 4), (1, 2, 4)])
@@ -221,35 +221,3 @@ def test_lpips_graphs_cache_target_features(tmp_path):
     target = feats.run(None, {"target": b.numpy()})
     got = dist.run(None, {"image": a.numpy(), **{f"feat_{i}": f for i, f in enumerate(target)}})[0]
     assert np.allclose(got, lp(a, b).detach().numpy(), rtol=1e-4)
-
-
-def test_bridge_gradients_equal_torch_autograd(dcgan_export, dcgan):
-    from ilo.engine.bridge import EngineGenerator
-
-    engine = EngineGenerator(dcgan, dcgan_export.folder)
-    z = torch.randn(3, 1, dcgan.z_dim, generator=torch.Generator().manual_seed(4))
-    target = torch.rand(3, 3, 64, 64) * 2 - 1
-    grads = []
-    for gen in (engine, dcgan):
-        x = z.clone().requires_grad_(True)
-        whole = (gen.synthesize(x) - target).square().sum()  # every stage, latent gradient
-        s = gen.run_stages((), z, None, 0, 2)[0].detach().requires_grad_(True)  # as round 2 starts
-        part = (gen.image_from_state(gen.run_stages((s,), z, None, 2)) - target).square().sum()
-        grads.append(torch.autograd.grad(whole, x) + torch.autograd.grad(part, s))
-    for a, b in zip(*grads):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
-
-
-def test_ilo_runs_on_the_exported_graphs(dcgan_export, dcgan):
-    from ilo.engine.bridge import EngineGenerator
-    from ilo.engine.operators import Inpainting
-    from ilo.engine.solver import ILOConfig, solve
-
-    x = dcgan.synthesize(torch.randn(2, 1, dcgan.z_dim, generator=torch.Generator().manual_seed(9)))
-    op = Inpainting.centre_box(64, 2)
-    config = ILOConfig(steps=[12, 6], restarts=1)
-    on_engine = solve(op.A(x), op, EngineGenerator(dcgan, dcgan_export.folder), config)
-    on_torch = solve(op.A(x), op, dcgan, config)
-    for a, b in zip(on_engine.loss_curves, on_torch.loss_curves):
-        assert torch.allclose(a, b, rtol=1e-3)
-    assert torch.allclose(on_engine.images, on_torch.images, atol=1e-3)

@@ -1,0 +1,175 @@
+"""Backends: one interface to run an exported graph on torch tensors, batch-dynamic.
+
+    backend = get_backend("onnxruntime")          # a clear error when it is not installed
+    run = backend.load(graph_fn, onnx_path)       # graph_fn: the torch function the file was traced from
+    outputs = run(*tensors)                       # list of tensors on the backend's device
+
+- `torch`: the eager reference: runs the graph function itself, never the file.
+- `onnxruntime`: the CPU execution provider on the CPU; the CUDA provider on a CUDA device,
+  with IO binding so inputs and outputs stay on the device.
+- `onnxruntime-tensorrt`: ONNX Runtime's TensorRT provider (CUDA only), with an engine cache.
+- `tensorrt`: native TensorRT engines (engine/tensorrt_runner.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ilo.errors import IloError
+from ilo.export.graphs import GraphFn
+from ilo.paths import cache_dir
+
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-tensorrt", "tensorrt")
+Runner = Callable[..., list[torch.Tensor]]
+
+
+class BackendUnavailable(IloError):
+    """The backend asked for is not installed or cannot run on this machine."""
+
+
+def ort_session(path: Path, provider: str = "cpu", threads: int | None = None, memory_arena: bool = True, device_index: int = 0):
+    """An ONNX Runtime session. `threads` defaults to torch's thread count, so both backends
+    get the same cores; the memory arena is on for runs (it is what makes repeated calls
+    cheap) and off for one-off checks (which should give memory back)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.enable_cpu_mem_arena = memory_arena
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if provider == "cpu":
+        providers = ["CPUExecutionProvider"]
+    else:
+        stream = str(torch.cuda.current_stream(device_index).cuda_stream)  # run where torch queues its work
+        cuda = ("CUDAExecutionProvider", {"device_id": device_index, "user_compute_stream": stream})
+        providers = [cuda]
+        if provider == "tensorrt":
+            trt_cache = cache_dir() / "ort-tensorrt"
+            trt_cache.mkdir(parents=True, exist_ok=True)
+            providers.insert(0, ("TensorrtExecutionProvider", {
+                "device_id": device_index, "user_compute_stream": stream,
+                "trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_cache),
+            }))  # fmt: skip
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
+class Backend:
+    name = ""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+
+    def load(self, graph: GraphFn | None, path: Path | None) -> Runner:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"{self.name} on {self.device}"
+
+
+class TorchBackend(Backend):
+    """The graph function itself, eagerly: the reference every other backend is compared to."""
+
+    name = "torch"
+
+    def load(self, graph: GraphFn | None, path: Path | None) -> Runner:
+        if graph is None:
+            raise IloError("the torch backend runs graph functions, not ONNX files")
+        forward_only = graph.name.endswith(".fwd")
+
+        def run(*tensors):
+            with torch.no_grad() if forward_only else torch.enable_grad():
+                return [t.detach() for t in graph.fn(*tensors)]
+
+        return run
+
+
+class OnnxRuntimeBackend(Backend):
+    def __init__(self, device: torch.device | str = "cpu", provider: str | None = None, threads: int | None = None):
+        super().__init__(device)
+        import onnxruntime as ort
+
+        on_cuda = self.device.type == "cuda"
+        self.provider = provider or ("cuda" if on_cuda else "cpu")
+        self.name = "onnxruntime-tensorrt" if self.provider == "tensorrt" else "onnxruntime"
+        self.threads = threads
+        available = ort.get_available_providers()
+        if self.provider != "cpu":
+            if not on_cuda:
+                raise BackendUnavailable(f"{self.name} with the {self.provider} provider needs a CUDA device, not {self.device}")
+            wanted = "TensorrtExecutionProvider" if self.provider == "tensorrt" else "CUDAExecutionProvider"
+            if wanted not in available:
+                raise BackendUnavailable(f"this onnxruntime has no {wanted} (it has {', '.join(available)}); "
+                                         "install the GPU build: pip install -e '.[gpu]'")  # fmt: skip
+        elif on_cuda:
+            raise BackendUnavailable("the onnxruntime CPU provider runs on the CPU; use --device cpu")
+
+    def load(self, graph: GraphFn | None, path: Path | None) -> Runner:
+        if path is None:
+            raise IloError(f"{self.name} runs exported ONNX files; none was given")
+        session = ort_session(path, self.provider, self.threads, device_index=self.device.index or 0)
+        if self.provider == "cpu":
+            return _CpuRunner(session)
+        return _CudaRunner(session, self.device)
+
+
+class _CpuRunner:
+    """Tensors cross as numpy views of the same memory: no copies either way."""
+
+    def __init__(self, session):
+        self.session = session
+        self.inputs = [i.name for i in session.get_inputs()]
+
+    def __call__(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        feeds = {n: _as_float32(t).numpy() for n, t in zip(self.inputs, tensors)}
+        return [torch.from_numpy(out) for out in self.session.run(None, feeds)]
+
+
+class _CudaRunner:
+    """IO binding: inputs are read from, and outputs written to, torch CUDA memory in place."""
+
+    def __init__(self, session, device: torch.device):
+        self.session, self.device = session, device
+        self.inputs = [i.name for i in session.get_inputs()]
+        self.outputs = [(o.name, o.shape) for o in session.get_outputs()]
+
+    def __call__(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        binding = self.session.io_binding()
+        index = self.device.index or 0
+        tensors = [_as_float32(t.to(self.device)) for t in tensors]
+        for name, t in zip(self.inputs, tensors):
+            binding.bind_input(name, "cuda", index, np.float32, tuple(t.shape), t.data_ptr())
+        batch = tensors[0].shape[0]
+        outputs = []
+        for name, shape in self.outputs:  # symbolic output dims are the batch axis
+            out = torch.empty([batch if not isinstance(d, int) else d for d in shape], device=self.device)
+            binding.bind_output(name, "cuda", index, np.float32, tuple(out.shape), out.data_ptr())
+            outputs.append(out)
+        self.session.run_with_iobinding(binding)
+        return outputs
+
+
+def _as_float32(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to(torch.float32).contiguous()
+
+
+def get_backend(name: str, device: torch.device | str = "cpu", threads: int | None = None) -> Backend:
+    """The backend called `name` on `device`, or BackendUnavailable saying what is missing."""
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailable("no CUDA device is available to torch here; use --device cpu")
+    if name == "torch":
+        return TorchBackend(device)
+    if name == "onnxruntime":
+        return OnnxRuntimeBackend(device, threads=threads)
+    if name == "onnxruntime-tensorrt":
+        return OnnxRuntimeBackend(device, provider="tensorrt")
+    if name == "tensorrt":
+        from ilo.engine.tensorrt_runner import TensorRTBackend
+
+        return TensorRTBackend(device)
+    raise IloError(f"unknown backend '{name}' (choose from {', '.join(BACKENDS)})")
