@@ -25,18 +25,10 @@ RESULTS = Path(__file__).parent / "results"
 
 def export_once(resolution: int, cache: Path) -> dict:
     """Runs in the child process: build, export, report."""
-    import torch
-
     from ilo.export.artifacts import export_generator
-    from ilo.export.stylegan2 import StyleGAN2Generator, config_f
+    from ilo.export.stylegan2 import config_f, random_stylegan2
 
-    torch.manual_seed(0)
-    gen = StyleGAN2Generator(config_f(resolution))
-    g = torch.Generator().manual_seed(resolution)
-    with torch.no_grad():
-        for name, t in gen.state_dict().items():
-            t.copy_(torch.randn(t.shape, generator=g) * (0.1 if name.endswith("bias") else 1.0))
-    gen.eval().requires_grad_(False)
+    gen = random_stylegan2(config_f(resolution), seed=resolution)
     t0 = time.perf_counter()
     result = export_generator(gen, cache)
     seconds = time.perf_counter() - t0

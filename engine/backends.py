@@ -42,6 +42,9 @@ def ort_session(path: Path, provider: str = "cpu", threads: int | None = None, m
     options.enable_cpu_mem_arena = memory_arena
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle pool threads must not spin: between runs torch does the solver's work (Adam, the
+    # projections) on the same cores, and spinning threads would take them from it.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if provider == "cpu":
         providers = ["CPUExecutionProvider"]
     else:

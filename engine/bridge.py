@@ -61,9 +61,9 @@ class FusedStep(torch.autograd.Function):
     per-image gradient. The image is not differentiable: its gradient is not in the graph."""
 
     @staticmethod
-    def forward(ctx, runner: Runner, n_variables: int, *inputs):
+    def forward(ctx, runner: Runner, *inputs):
         loss, image, *grads = runner(*inputs)
-        ctx.n_rest = len(inputs) - n_variables
+        ctx.n_rest = len(inputs) - len(grads)  # the graph's gradients are for its first inputs
         ctx.save_for_backward(*grads)
         ctx.mark_non_differentiable(image)
         return loss, image
@@ -71,7 +71,7 @@ class FusedStep(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss, _grad_image):
         scaled = [g * grad_loss.reshape(-1, *[1] * (g.ndim - 1)) for g in ctx.saved_tensors]
-        return (None, None, *scaled, *[None] * ctx.n_rest)
+        return (None, *scaled, *[None] * ctx.n_rest)
 
 
 def head_for(op: Operator, batch: int) -> tuple[str, list[torch.Tensor]] | None:
@@ -115,7 +115,7 @@ class EngineGenerator:
         self.stage_pairs = [GraphPair(runners[f"stage{k}.fwd"], runners[f"stage{k}.vjp"]) for k in range(len(gen.stages))]
         self.mapping_pair = GraphPair(runners["mapping.fwd"], runners["mapping.vjp"]) if "mapping.fwd" in runners else None
         self._heads = loss_heads(gen.resolution)
-        self._steps: dict[tuple[int, str], Runner] = {}
+        self._steps: dict[tuple[int, str, int], Runner] = {}
 
     def __getattr__(self, name):  # shapes, specs, noise maps, statistics: the torch model's
         return getattr(self.torch_generator, name)
@@ -144,18 +144,21 @@ class EngineGenerator:
         return self.mapping_pair(z)[0]
 
     # --- fused --------------------------------------------------------------------------------
-    def fused_step(self, start: int, op: Operator, batch: int) -> Callable | None:
-        """evaluate(state, wplus, noises, y) -> (per-image loss, image) for round `start`, or
-        None when no loss head matches `op`. Exports the round's graph on first use."""
+    def fused_step(self, start: int, op: Operator, batch: int, optimised_noises: int = 0) -> Callable | None:
+        """evaluate(state, wplus, noises, y) -> (per-image loss, image) for round `start`, with
+        gradients for the state, the latents and the noise maps below index `optimised_noises`,
+        or None when no loss head matches `op`. Exports the round's graph on first use."""
         found = head_for(op, batch)
         if found is None or found[0] not in self._heads:
             return None
         head, extra = found
-        key = (start, head)
+        n_noise = len(self.torch_generator.noise_shapes)
+        optimised_noises = min(optimised_noises, n_noise)  # one graph for every count >= all of them
+        key = (start, head, optimised_noises)
         if key not in self._steps:
             gen = self.torch_generator
-            runners = load_graphs(self.backend, lambda: step_bundle(gen, head, start),
-                                  lambda: [step_graph(gen, self._heads[head], start)], self.cache, self.progress)  # fmt: skip
+            runners = load_graphs(self.backend, lambda: step_bundle(gen, head, start, optimised_noises),
+                                  lambda: [step_graph(gen, self._heads[head], start, optimised_noises)], self.cache, self.progress)  # fmt: skip
             (self._steps[key],) = runners.values()
         runner = self._steps[key]
         chain = self.torch_generator.specs[start:]
@@ -163,7 +166,7 @@ class EngineGenerator:
 
         def evaluate(state: State, wplus: torch.Tensor, noises: Sequence[torch.Tensor], y: torch.Tensor):
             variables = [*state, wplus, *(noises[i].expand(batch, -1, -1, -1) for i in noise_ids)]
-            return FusedStep.apply(runner, len(variables), *variables, y, *extra)
+            return FusedStep.apply(runner, *variables, y, *extra)
 
         return evaluate
 

@@ -7,10 +7,10 @@ import sys
 from typing import Sequence
 
 from ilo import __version__
-from ilo.engine.commands import convert, degrade, export, info, restore, sample
+from ilo.engine.commands import bench, convert, degrade, export, info, restore, sample
 from ilo.errors import IloError
 
-SUBCOMMANDS = (restore, degrade, export, sample, info, convert)
+SUBCOMMANDS = (restore, degrade, export, bench, sample, info, convert)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ name, and then serve as the ground truth for the metrics.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,7 @@ class RestoreOptions:
     overwrite: bool = False
     lpips_metric: LPIPS | None = None
     show_progress: bool = True
+    device: str = "cpu"  # where the solver runs; inputs are read and outputs written on the CPU
     extra_settings: dict = field(default_factory=dict)  # e.g. the model's identity, for resume checks
 
     def __post_init__(self):
@@ -218,8 +220,9 @@ class Restorer:
             def report(k, step, steps, measured):
                 progress.note(f"round {k} step {step + 1}/{steps} loss {float(measured.mean()):.3g}")
 
-            result = solve(y, op, self.gen, o.config, image_seeds=seeds, lpips=self.loss_lpips, progress=report)
-            images, seconds = result.images, result.seconds["total"]
+            device_op = copy.deepcopy(op).to(o.device)
+            result = solve(y.to(o.device), device_op, self.gen, o.config, image_seeds=seeds, lpips=self.loss_lpips, progress=report)
+            images, seconds = result.images.cpu(), result.seconds["total"]
             best_round = [int(r) for r in result.best_round]
         with torch.no_grad():
             fit = measurement_mse(op, images, y)

@@ -139,11 +139,12 @@ def _initial_z(gen: StagedGenerator, seeds: list[int], restart: int) -> torch.Te
 class _Latents:
     """Map the optimised variable z to w+ (and to the pre-activation geocross measures)."""
 
-    def __init__(self, gen: StagedGenerator, config: ILOConfig):
+    def __init__(self, gen: StagedGenerator, config: ILOConfig, device: torch.device):
         self.gen = gen
         self.stats: LatentStats | None = None
         if gen.has_mapping and config.latent_space == "gaussian":
-            self.stats = latent_stats(gen)
+            stats = latent_stats(gen)
+            self.stats = LatentStats(stats.mean.to(device), stats.std.to(device), stats.samples, stats.seed)
         self.direct_w = gen.has_mapping and config.latent_space == "w"
 
     def start(self, z: torch.Tensor) -> torch.Tensor:
@@ -188,12 +189,12 @@ def solve(y: torch.Tensor, op: Operator, gen: StagedGenerator, config: ILOConfig
     if config.restarts < 1:
         raise IloError(f"restarts must be at least 1, got {config.restarts}")
     t0 = time.perf_counter()
-    run = _Run(y, op, gen, config, _Latents(gen, config), _Objective(op, y, config, lpips, seeds), progress)
+    run = _Run(y, op, gen, config, _Latents(gen, config, y.device), _Objective(op, y, config, lpips, seeds), progress)
     n_stages = len(gen.stages)
     end = n_stages - 1 if config.end_stage is None else min(config.end_stage, n_stages - 1)
     chosen = None
     for restart in range(config.restarts):
-        candidate = run.first_round(_initial_z(gen, seeds, restart))
+        candidate = run.first_round(_initial_z(gen, seeds, restart).to(y.device))  # same starts on any device
         chosen = candidate if chosen is None else _pick(candidate, chosen)
     run.seconds["round 0"] = time.perf_counter() - t0
     z, noises = chosen["z"], chosen["noises"]
@@ -233,9 +234,10 @@ class _Run:
         self.y, self.op, self.gen, self.config = y, op, gen, config
         self.latents, self.objective, self.progress = latents, objective, progress
         batch = y.shape[0]
-        self.best_loss = torch.full((batch,), float("inf"))
-        self.best_images = torch.zeros(batch, 3, gen.resolution, gen.resolution)
-        self.best_round = torch.zeros(batch, dtype=torch.long)
+        device = y.device
+        self.best_loss = torch.full((batch,), float("inf"), device=device)
+        self.best_images = torch.zeros(batch, 3, gen.resolution, gen.resolution, device=device)
+        self.best_round = torch.zeros(batch, dtype=torch.long, device=device)
         self.curves, self.states, self.starts = [], [], []
         self.seconds: dict = {}
         self.n_opt_noise = min(config.noise_maps, len(gen.stored_noises()))
@@ -258,7 +260,7 @@ class _Run:
         fused_step = getattr(self.gen, "fused_step", None)
         if fused_step is None or self.config.lpips_weight:
             return None
-        return fused_step(k, self.op, self.y.shape[0])
+        return fused_step(k, self.op, self.y.shape[0], self.n_opt_noise)
 
     def round(self, k: int, z: torch.Tensor, noises: list[torch.Tensor], state: tuple, record: bool = True) -> tuple:
         """Optimise round k's variables in place; returns the optimised input state of stage k."""
@@ -278,7 +280,7 @@ class _Run:
         radius = _per_round(c.l1_radius, k)
         steps, lr0 = int(_per_round(c.steps, k)), float(_per_round(c.lr, k))
         optimiser = torch.optim.Adam(params, lr=lr0, betas=(0.9, 0.999))
-        frozen = torch.zeros(batch, dtype=torch.bool)
+        frozen = torch.zeros(batch, dtype=torch.bool, device=self.y.device)
         history, curve = [], []
         fused = self._fused_step(k)
         for step in range(steps):

@@ -31,7 +31,7 @@ from ilo.export.staged import StagedGenerator, state_fingerprint
 from ilo.export.verify import check_graph, reference_graphs
 from ilo.paths import cache_dir
 
-EXPORTER_VERSION = "1"  # bump when graph functions or export settings change
+EXPORTER_VERSION = "2"  # bump when graph functions or export settings change
 MAX_RELATIVE_ERROR = 1e-4
 KINK_L2_ERROR = 1e-2  # see _errors
 MANIFEST = "manifest.json"
@@ -83,7 +83,7 @@ def loss_head_bundle(resolution: int) -> Bundle:
     return Bundle("loss-heads", {"resolution": resolution}, build)
 
 
-def step_bundle(gen: StagedGenerator, head: str, start: int) -> Bundle:
+def step_bundle(gen: StagedGenerator, head: str, start: int, optimised_noises: int) -> Bundle:
     """The fused step graph of round `start` with loss head `head` (export/graphs.py)."""
     heads = loss_heads(gen.resolution)
     if head not in heads:
@@ -93,12 +93,12 @@ def step_bundle(gen: StagedGenerator, head: str, start: int) -> Bundle:
 
     def build():
         double = copy.deepcopy(gen).double().requires_grad_(True)
-        reference = step_graph(double, loss_heads(gen.resolution, frozen=False)[head], start, list(double.stages))
-        graph = step_graph(gen, heads[head], start)
+        reference = step_graph(double, loss_heads(gen.resolution, frozen=False)[head], start, optimised_noises, list(double.stages))
+        graph = step_graph(gen, heads[head], start, optimised_noises)
         return [graph], {graph.name: reference}
 
     identity = {"checkpoint_sha256": gen.fingerprint(), "family": gen.family, "resolution": gen.resolution,
-                "head": head, "round": start}  # fmt: skip
+                "head": head, "round": start, "optimised_noises": optimised_noises}  # fmt: skip
     return Bundle(f"step-round{start}-{head}", identity, build)
 
 
@@ -191,17 +191,18 @@ def export_bundle(bundle: Bundle, root: Path | None = None, progress=None, force
     return ExportResult(folder, manifest, False)
 
 
-def _errors(errors: dict) -> dict:
+def _errors(errors: dict, is_vjp: bool) -> dict:
     """A graph passes when its error is within MAX_RELATIVE_ERROR. Piecewise-linear kinks
-    (ReLU, leaky ReLU, max-pool) defeat that bound in float32 for wide networks: an activation
-    near zero (or a near-tie in a pooling window) lands on the other side under rounding, its
-    gradient takes the other path, and every gradient summed over that pixel moves. Torch's own float32 gradient misses the bound
-    the same way (`torch_float32_max_relative_error`); such a graph passes as `kink_limited`
-    when its l2 error stays within KINK_L2_ERROR — a wrong graph is off by O(1)."""
+    (ReLU, leaky ReLU, max-pool) defeat that bound in float32 for the gradients of wide
+    networks: an activation near zero (or a near-tie in a pooling window) lands on the other
+    side under rounding, its gradient takes the other path, and every gradient summed over that
+    pixel moves. Torch's own float32 gradient misses the bound the same way, by chance at some
+    batches and not others (`torch_float32_max_relative_error` records it). A VJP graph passes
+    as `kink_limited` when its l2 error stays within KINK_L2_ERROR: a wrong graph is off by
+    O(1) in l2, a kink flip by 1e-4 to 1e-3."""
     error = max(errors["max"].values())
-    torch_error = max(errors["torch_max"].values())
     l2 = max(errors["l2"].values())
-    kink_limited = error > MAX_RELATIVE_ERROR and torch_error > MAX_RELATIVE_ERROR and l2 <= KINK_L2_ERROR
+    kink_limited = is_vjp and error > MAX_RELATIVE_ERROR and l2 <= KINK_L2_ERROR
     return {"max_relative_error": errors["max"], "l2_relative_error": errors["l2"],
             "outlier_fraction": errors["outliers"], "torch_float32_max_relative_error": errors["torch_max"],
             "error": error, "kink_limited": kink_limited,
@@ -225,7 +226,7 @@ def _export_one(graph: GraphFn, reference: GraphFn, folder: Path) -> dict:
         "inputs": _io(graph, graph.inputs), "outputs": _io(graph, graph.outputs),
         "ops": sorted({n.op_type for n in model.graph.node}),
         "lint": lint(model, is_vjp=graph.name.endswith(".vjp")),
-        **_errors(check_graph(folder / file, graph, reference)),
+        **_errors(check_graph(folder / file, graph, reference), is_vjp=graph.name.endswith((".vjp", ".step"))),
         "reference": "torch float64, plain autograd",
         "export_seconds": round(seconds, 3), "bytes": (folder / file).stat().st_size, "sha256": _sha256(folder / file),
     }  # fmt: skip

@@ -51,7 +51,7 @@ class DCGANStage(Stage):
         x = frozen_ops.conv_transpose2d(x, conv.weight, conv.bias, conv.stride, conv.padding)
         if self.last:
             return (torch.tanh(x),)
-        return (torch.relu(self.norm(x) if self.norm is not None else x),)
+        return (frozen_ops.leaky_relu(self.norm(x) if self.norm is not None else x),)
 
     def fold_batchnorm(self) -> "DCGANStage":
         """An equal stage with BatchNorm's running statistics folded into the convolution's

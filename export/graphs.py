@@ -181,31 +181,36 @@ def loss_head_graphs(resolution: int, sr_factors=(2, 4, 8), frozen: bool = True)
     return out
 
 
-def step_graph(gen: StagedGenerator, head: LossHead, start: int, stages=None) -> GraphFn:
+def step_graph(gen: StagedGenerator, head: LossHead, start: int, optimised_noises: int, stages=None) -> GraphFn:
     """One optimisation step's model evaluation, fused: stages start.. of the generator, the
     image, the head's per-image loss and its gradient w.r.t. the round's variables, in one
     graph. Chained stage graphs each recompute their forward inside their VJP and pay a call
     per stage; this runs the forward once and is one call per step.
 
         round{start}_{head}.step(state_in..., w, noise_i..., y, extra...)
-            -> loss [B], image, grad_state_in..., grad_w, grad_noise_i...
+            -> loss [B], image, grad_state_in..., grad_w, grad_noise_j...
 
     `w` is the whole w+ [B, n_latent, D] (rows before the round's stages get zero gradient);
-    the noise maps are those the round's stages read. The image is an output, not a
-    differentiated one: the gradient is that of the loss alone.
+    the noise maps are those the round's stages read, and gradients are computed only for the
+    optimised ones (index < `optimised_noises`), as autograd would. The image is an output,
+    not a differentiated one: the gradient is that of the loss alone.
     """
     stages = gen.export_stages() if stages is None else stages
     chain = stages[start:]
     spec = chain[0].spec
     noise_ids = [i for s in chain for i in s.spec.noise_indices]
+    n_diff_noise = sum(i < optimised_noises for i in noise_ids)  # a prefix: ids ascend
     noise_shapes = gen.noise_shapes
     n_state, n_noise = len(spec.state_in), len(noise_ids)
+    n_diff = n_state + 1 + n_diff_noise
 
-    def evaluate(*variables_and_rest):
-        variables, rest = variables_and_rest[: n_state + 1 + n_noise], variables_and_rest[n_state + 1 + n_noise :]
+    def evaluate(*tensors):
+        variables, fixed_noises = tensors[:n_diff], tensors[n_diff : n_state + 1 + n_noise]
+        rest = tensors[n_state + 1 + n_noise :]
 
         def loss_and_image(*v):
-            state, w, noises = tuple(v[:n_state]), v[n_state], dict(zip(noise_ids, v[n_state + 1 :]))
+            state, w = tuple(v[:n_state]), v[n_state]
+            noises = dict(zip(noise_ids, (*v[n_state + 1 :], *fixed_noises)))
             for stage in chain:
                 s = stage.spec
                 state = stage(state, w[:, s.latent_slice], [noises[i] for i in s.noise_indices])
@@ -216,8 +221,8 @@ def step_graph(gen: StagedGenerator, head: LossHead, start: int, stages=None) ->
         return (loss, image, *pullback(torch.ones_like(loss)))
 
     res = gen.resolution
-    variables = [(f"state_in_{i}", tuple(s)) for i, s in enumerate(spec.state_in)]
-    variables += [("w", (gen.n_latent, gen.style_dim))] + [(f"noise_{i}", (1, *noise_shapes[i])) for i in noise_ids]
-    inputs = variables + [("y", head.y_shape), *head.extra]
-    outputs = [("loss", ()), ("image", (3, res, res))] + [(f"grad_{n}", s) for n, s in variables]
+    inputs = [(f"state_in_{i}", tuple(s)) for i, s in enumerate(spec.state_in)]
+    inputs += [("w", (gen.n_latent, gen.style_dim))] + [(f"noise_{i}", (1, *noise_shapes[i])) for i in noise_ids]
+    outputs = [("loss", ()), ("image", (3, res, res))] + [(f"grad_{n}", s) for n, s in inputs[:n_diff]]
+    inputs += [("y", head.y_shape), *head.extra]
     return GraphFn(f"round{start}_{head.name}.step", evaluate, inputs, outputs, start, shared=head.shared, symbolic=head.symbolic)

@@ -69,7 +69,7 @@ def bias_act(
     if bias is not None:
         shape = [1, -1] + [1] * (x.ndim - 2)
         x = x + bias.reshape(shape)
-    x = F.leaky_relu(x, alpha) * gain
+    x = frozen_ops.leaky_relu(x, alpha) * gain
     if clamp is not None:
         x = x.clamp(-clamp, clamp)
     return x

@@ -177,3 +177,14 @@ class StyleGAN2Generator(StagedGenerator):
     def image_from_state(self, state: State) -> torch.Tensor:
         return state[1]
 
+
+
+def random_stylegan2(config: StyleGAN2Config, seed: int = 0) -> StyleGAN2Generator:
+    """A StyleGAN2 with every tensor random (nothing left at its zero initial value): the
+    stand-in for a checkpoint in tests and in the export and latency benchmarks."""
+    gen = StyleGAN2Generator(config)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in gen.state_dict().items():
+            t.copy_(torch.randn(t.shape, generator=g) * (0.1 if name.endswith("bias") else 1.0))
+    return gen.eval().requires_grad_(False)

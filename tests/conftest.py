@@ -36,15 +36,9 @@ def dcgan():
 
 
 def random_stylegan2(config, seed: int = 0):
-    """A StyleGAN2 with every tensor random (nothing left at its zero initial value)."""
-    from ilo.export.stylegan2 import StyleGAN2Generator
+    from ilo.export.stylegan2 import random_stylegan2 as make
 
-    gen = StyleGAN2Generator(config)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in gen.state_dict().items():
-            t.copy_(torch.randn(t.shape, generator=g) * (0.1 if name.endswith("bias") else 1.0))
-    return gen.eval().requires_grad_(False)
+    return make(config, seed)
 
 
 def run_ok(capsys, *argv):

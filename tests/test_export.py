@@ -2,6 +2,7 @@
 (checked against torch in float64 at batch 1 and 5 from one file), the TensorRT lint, and the
 artifact cache."""
 
+import contextlib
 import json
 
 import numpy as np
@@ -19,15 +20,17 @@ from ilo.export.lint import lint
 from ilo.engine.backends import ort_session
 
 
+@pytest.mark.parametrize("graph_forms", [False, True])
 @pytest.mark.parametrize("stride,padding,groups", [(1, 1, 1), (2, 1, 1), (2, 0, 4), (1, 2, 4)])
-def test_frozen_conv2d_gradient_matches_autograd(stride, padding, groups):
+def test_frozen_conv2d_gradient_matches_autograd(stride, padding, groups, graph_forms):
     g = torch.Generator().manual_seed(stride * 10 + padding + groups)
     x = torch.randn(3, 8, 9, 9, generator=g, dtype=torch.float64, requires_grad=True)
     w = torch.randn(6 if groups == 1 else 8, 8 // groups, 3, 3, generator=g, dtype=torch.float64)
-    out = frozen_ops.conv2d(x, w, None, stride, padding, 1, groups)
-    ref = F.conv2d(x, w, None, stride, padding, 1, groups)
-    cot = torch.randn(out.shape, generator=g, dtype=torch.float64)
-    (fast,) = torch.autograd.grad(out, x, cot)
+    with frozen_ops.graph_forms() if graph_forms else contextlib.nullcontext():  # stride 1: backward as a conv
+        out = frozen_ops.conv2d(x, w, None, stride, padding, 1, groups)
+        ref = F.conv2d(x, w, None, stride, padding, 1, groups)
+        cot = torch.randn(out.shape, generator=g, dtype=torch.float64)
+        (fast,) = torch.autograd.grad(out, x, cot)
     (slow,) = torch.autograd.grad(ref, x, cot)
     assert torch.equal(out, ref) and torch.allclose(fast, slow, atol=1e-12)
 
@@ -42,6 +45,32 @@ def test_frozen_conv_transpose2d_gradient_matches_autograd(stride, padding):
     ref = F.conv_transpose2d(x, w, b, stride, padding)
     cot = torch.randn(out.shape, generator=g, dtype=torch.float64)
     assert torch.allclose(torch.autograd.grad(out, x, cot)[0], torch.autograd.grad(ref, x, cot)[0], atol=1e-12)
+
+
+@pytest.mark.parametrize("stride,padding,output_padding,groups,k", [(1, 1, 0, 1, 3), (1, 0, 0, 1, 1), (1, 2, 0, 3, 4), (2, 1, 1, 1, 3)])
+def test_conv_transpose_as_conv_equals_conv_transpose(stride, padding, output_padding, groups, k):
+    g = torch.Generator().manual_seed(k + groups)
+    x = torch.randn(2, 6, 7, 7, generator=g, dtype=torch.float64)
+    w = torch.randn(6, 4, k, k, generator=g, dtype=torch.float64)
+    b = torch.randn(4 * groups, generator=g, dtype=torch.float64)
+    pair, op = [stride, stride], [output_padding, output_padding]
+    got = frozen_ops.conv_transpose_as_conv(x, w, b, pair, [padding, padding], op, groups, [1, 1])
+    want = F.conv_transpose2d(x, w, b, stride, padding, output_padding, groups)
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-12)
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+def test_masked_leaky_relu_equals_leaky_relu(slope):
+    x = torch.randn(1000, dtype=torch.float64)
+    x[:10] = 0.0  # at zero both take the negative side's slope
+    cot = torch.randn(1000, dtype=torch.float64)
+    with frozen_ops.graph_forms():
+        a = x.clone().requires_grad_(True)
+        fast = frozen_ops.leaky_relu(a, slope)
+        (grad_fast,) = torch.autograd.grad(fast, a, cot)
+    b = x.clone().requires_grad_(True)
+    ref = F.leaky_relu(b, slope)
+    assert torch.equal(fast, ref) and torch.equal(grad_fast, torch.autograd.grad(ref, b, cot)[0])
 
 
 def test_trainable_weights_take_the_plain_path():

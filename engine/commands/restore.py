@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ilo.engine.backends import BACKENDS
 from ilo.engine.commands.task_args import add_task_arguments, task_from_args
 from ilo.engine.image_io import IMAGE_SUFFIXES, list_inputs
 from ilo.engine.losses import LPIPS, find_backbone
@@ -43,6 +44,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0, help="seed of the random starts (per image, from its name)")
     p.add_argument("--lpips-net", choices=("vgg", "alex"), default="vgg", help="LPIPS network for the loss and the metric")
     p.add_argument("--lpips-backbone", type=Path, help="torchvision backbone file (default: the torch hub cache)")
+    p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
+                   help="what runs the generator: 'auto' (default) = the exported graphs on onnxruntime, exported on first use "
+                        "and cached, falling back to torch with a note if they cannot be; 'torch' = the eager reference")  # fmt: skip
+    p.add_argument("--device", default="cpu", help="cpu, or cuda[:N] for the GPU backends")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--save-degraded", action="store_true", help="also write the measurements (and masks)")
     p.add_argument("--strip", action="store_true", help="also write degraded | restored | truth side by side")
@@ -63,6 +68,32 @@ def _lpips_metric(args) -> LPIPS | None:
     return LPIPS(args.lpips_net, args.lpips_backbone)
 
 
+def _engines(args, gen, lpips):
+    """The generator (and LPIPS loss) the solver runs: exported graphs on a backend, or torch.
+    `auto` takes onnxruntime and falls back to torch, with a note, where the graphs cannot be
+    exported or run; a backend named explicitly must work or the run stops."""
+    from ilo.engine.backends import get_backend
+    from ilo.engine.bridge import EngineGenerator, EngineLPIPS
+
+    gen = gen.to(args.device)
+    if args.method == "bm3d" or args.backend == "torch":
+        return gen, lpips
+
+    def progress(i, n, name):
+        if not args.quiet:
+            print(f"export (first use, cached after): {i + 1}/{n} {name}", file=sys.stderr, flush=True)
+
+    try:
+        backend = get_backend("onnxruntime" if args.backend == "auto" else args.backend, args.device)
+        engine = EngineGenerator(gen, backend, progress=progress)
+        return engine, lpips if lpips is None else EngineLPIPS(lpips, gen.resolution, backend, progress=progress)
+    except IloError as e:
+        if args.backend != "auto":
+            raise
+        print(f"ilo: note: running on torch: the engine is unavailable ({e})", file=sys.stderr)
+        return gen, lpips
+
+
 def run(args: argparse.Namespace) -> int:
     task = task_from_args(args)
     solver_flags = dict(steps=args.steps, lr=args.lr, l1_radius=args.l1_radius, end_stage=args.end_stage,
@@ -79,9 +110,10 @@ def run(args: argparse.Namespace) -> int:
         mask_dir=args.mask_dir, truth_dir=args.truth_dir, batch_size=args.batch_size, seed=args.seed,
         save_degraded=args.save_degraded, save_strip=args.strip, overwrite=args.overwrite,
         lpips_metric=lpips if truth_needed else None, show_progress=not args.quiet,
-        extra_settings={"model": gen.fingerprint()},
+        extra_settings={"model": gen.fingerprint()}, device=args.device,
     )  # fmt: skip
-    restorer = Restorer(gen, options, args.out, loss_lpips=lpips if args.lpips_weight else None)
+    solver_gen, loss_lpips = _engines(args, gen, lpips if args.lpips_weight else None)
+    restorer = Restorer(solver_gen, options, args.out, loss_lpips=loss_lpips)
     summary = restorer.run(inputs)
     print(
         f"restored {summary['restored']} image(s), {summary['skipped']} already finished; "
