@@ -94,11 +94,11 @@ def main(argv=None) -> int:
                                    repeats=args.repeats, steps=args.steps, stage_repeats=args.stage_repeats, device=args.device)  # fmt: skip
         results[name] = measure(model(name), settings, report=lambda line, n=name: print(f"{n}: {line}", file=sys.stderr, flush=True))
         text += [markdown(name, results[name], machine(args.device)), *verdicts(name, results[name]), ""]
-    suffix = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"
-    args.out.mkdir(parents=True, exist_ok=True)
-    save(args.out / f"latency{suffix}.md", "\n".join(text) + "\n")
-    save(args.out / f"latency{suffix}.json", json.dumps({"machine": machine(args.device), "results": results}, indent=2) + "\n")
-    plot(results, args.out / f"latency{suffix}.png")
+        suffix = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"
+        args.out.mkdir(parents=True, exist_ok=True)  # written after each model: a long run keeps what it measured
+        save(args.out / f"latency{suffix}.md", "\n".join(text) + "\n")
+        save(args.out / f"latency{suffix}.json", json.dumps({"machine": machine(args.device), "results": results}, indent=2) + "\n")
+        plot(results, args.out / f"latency{suffix}.png")
     print("\n".join(text))
     return 0
 

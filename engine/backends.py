@@ -40,6 +40,9 @@ def ort_session(path: Path, provider: str = "cpu", threads: int | None = None, m
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.enable_cpu_mem_arena = memory_arena
+    if memory_arena:  # one arena for every session: memory is the largest run's, not the sum over graphs
+        _shared_cpu_arena()
+        options.add_session_config_entry("session.use_env_allocators", "1")
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Idle pool threads must not spin: between runs torch does the solver's work (Adam, the
@@ -59,6 +62,23 @@ def ort_session(path: Path, provider: str = "cpu", threads: int | None = None, m
                 "trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_cache),
             }))  # fmt: skip
     return ort.InferenceSession(str(path), options, providers=providers)
+
+
+_ARENA_REGISTERED = False
+
+
+def _shared_cpu_arena() -> None:
+    """Register one CPU arena with ONNX Runtime's environment, once per process. Without it
+    each session keeps its own arena at its own peak: 7 StyleGAN2-256 VJP sessions at batch 4
+    held 4.2 GB, against 2.7 GB shared."""
+    global _ARENA_REGISTERED
+    if _ARENA_REGISTERED:
+        return
+    import onnxruntime as ort
+
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
+    _ARENA_REGISTERED = True
 
 
 class Backend:
@@ -107,7 +127,7 @@ class OnnxRuntimeBackend(Backend):
             wanted = "TensorrtExecutionProvider" if self.provider == "tensorrt" else "CUDAExecutionProvider"
             if wanted not in available:
                 raise BackendUnavailable(f"this onnxruntime has no {wanted} (it has {', '.join(available)}); "
-                                         "install the GPU build: pip install -e '.[gpu]'")  # fmt: skip
+                                         "install the GPU build: pip uninstall onnxruntime && pip install -e '.[gpu]'")  # fmt: skip
         elif on_cuda:
             raise BackendUnavailable("the onnxruntime CPU provider runs on the CPU; use --device cpu")
 
@@ -160,11 +180,25 @@ def _as_float32(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to(torch.float32).contiguous()
 
 
+def check_device(device: torch.device | str) -> torch.device:
+    """`device` as a torch device that exists here, or a one-line error saying why not."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise IloError(f"unknown device '{device}' (use cpu or cuda[:N])") from None
+    if device.type not in ("cpu", "cuda"):
+        raise IloError(f"unsupported device '{device}' (use cpu or cuda[:N])")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendUnavailable("no CUDA device is available to torch here; use --device cpu")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise BackendUnavailable(f"{device} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
 def get_backend(name: str, device: torch.device | str = "cpu", threads: int | None = None) -> Backend:
     """The backend called `name` on `device`, or BackendUnavailable saying what is missing."""
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailable("no CUDA device is available to torch here; use --device cpu")
+    device = check_device(device)
     if name == "torch":
         return TorchBackend(device)
     if name == "onnxruntime":

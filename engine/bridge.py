@@ -97,7 +97,20 @@ def load_graphs(backend: Backend, make_bundle: Callable, functions: Callable[[],
     if backend.name == "torch":
         return {g.name: backend.load(g, None) for g in functions()}
     result = export_bundle(make_bundle(), cache, progress=progress)
-    return {g["name"]: backend.load(None, result.folder / g["file"]) for g in result.manifest["graphs"]}
+    return {g["name"]: LazyRunner(backend, result.folder / g["file"]) for g in result.manifest["graphs"]}
+
+
+class LazyRunner:
+    """Loads its graph on first call: a solve on the fused graphs never calls the per-stage
+    VJPs, and an unused session would hold its weights for nothing."""
+
+    def __init__(self, backend: Backend, path: Path):
+        self.backend, self.path, self.runner = backend, path, None
+
+    def __call__(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        if self.runner is None:
+            self.runner = self.backend.load(None, self.path)
+        return self.runner(*tensors)
 
 
 class EngineGenerator:

@@ -68,6 +68,7 @@ class RestoreOptions:
     lpips_metric: LPIPS | None = None
     show_progress: bool = True
     device: str = "cpu"  # where the solver runs; inputs are read and outputs written on the CPU
+    backend: str = "torch"  # what runs the generator (recorded per image)
     extra_settings: dict = field(default_factory=dict)  # e.g. the model's identity, for resume checks
 
     def __post_init__(self):
@@ -230,7 +231,7 @@ class Restorer:
             record = {
                 "name": b.stem, "input": str(path), "output": f"{b.stem}.png", "task": self.task.task,
                 "method": o.method, "measurement_mse": float(fit[i]), "best_round": best_round[i],
-                "seconds": seconds / len(batch), "batch_size": len(batch),
+                "seconds": seconds / len(batch), "batch_size": len(batch), "backend": o.backend, "device": o.device,
             }  # fmt: skip
             if b.truth is not None:
                 record.update(self._metrics(images[i : i + 1], b.truth, b.mask))

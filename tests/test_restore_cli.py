@@ -77,6 +77,28 @@ def test_restore_is_independent_of_batching(tmp_path, capsys, clean_dir):
         assert np.abs(_png(tmp_path / "a" / f"face{i}.png").astype(int) - _png(tmp_path / "b" / f"face{i}.png")).max() <= 1
 
 
+def test_restore_runs_on_the_engine_by_default_and_matches_torch(tmp_path, capsys, clean_dir):
+    common = [clean_dir, "--clean", "--task", "inpaint", "--centre-box", "0.5", *FAST]
+    run_ok(capsys, "restore", *common, "--out", tmp_path / "engine")
+    run_ok(capsys, "restore", *common, "--out", tmp_path / "torch", "--backend", "torch")
+    backends = {r["backend"] for r in json.loads((tmp_path / "engine" / "metrics.json").read_text())["images"]}
+    assert backends == {"onnxruntime on cpu"}
+    assert {r["backend"] for r in json.loads((tmp_path / "torch" / "metrics.json").read_text())["images"]} == {"torch"}
+    for i in range(3):
+        a, b = _png(tmp_path / "engine" / f"face{i}.png"), _png(tmp_path / "torch" / f"face{i}.png")
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 2  # 9 steps: float32 rounding, not more
+
+
+def test_a_backend_that_cannot_run_here_is_a_clear_error(tmp_path, capsys, clean_dir):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    err = run_fail(capsys, "restore", clean_dir, "--clean", "--task", "sr", "--out", tmp_path / "o", "--backend", "tensorrt", *FAST)
+    assert "tensorrt" in err and "CUDA" in err
+    err = run_fail(capsys, "restore", clean_dir, "--clean", "--task", "sr", "--out", tmp_path / "o", "--device", "cuda", *FAST)
+    assert "no CUDA device" in err
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.png"))
+
+
 def test_sr_and_cs_inputs_from_degrade(tmp_path, capsys, clean_dir):
     run_ok(capsys, "degrade", clean_dir, "--task", "sr", "--factor", "4", "--out", tmp_path / "lr")
     assert _png(tmp_path / "lr" / "face0.png").shape == (16, 16, 3)

@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    if not backends:
+        raise IloError("--backends names no backend")
     for name in backends:
         get_backend(name, args.device)  # a missing backend fails here, before any work
     if args.repeats < 1 or args.steps < 2:

@@ -95,6 +95,9 @@ def _engines(args, gen, lpips):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ilo.engine.backends import check_device
+
+    check_device(args.device)  # before any work
     task = task_from_args(args)
     solver_flags = dict(steps=args.steps, lr=args.lr, l1_radius=args.l1_radius, end_stage=args.end_stage,
                         switch=args.switch, restarts=args.restarts, lpips_weight=args.lpips_weight)  # fmt: skip
@@ -113,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         extra_settings={"model": gen.fingerprint()}, device=args.device,
     )  # fmt: skip
     solver_gen, loss_lpips = _engines(args, gen, lpips if args.lpips_weight else None)
+    options.backend = solver_gen.backend.describe() if hasattr(solver_gen, "backend") else "torch"
     restorer = Restorer(solver_gen, options, args.out, loss_lpips=loss_lpips)
     summary = restorer.run(inputs)
     print(
