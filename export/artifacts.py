@@ -217,6 +217,7 @@ def _export_one(graph: GraphFn, reference: GraphFn, folder: Path) -> dict:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as e:
         raise IloError(f"{graph.name}: the ONNX checker rejects the graph ({str(e).splitlines()[0]})") from e
+    is_vjp = graph.name.endswith((".vjp", ".step"))  # graphs that carry gradients
     names_in = [i.name for i in model.graph.input]
     names_out = [o.name for o in model.graph.output]
     if names_in != [n for n, _ in graph.inputs] or names_out != [n for n, _ in graph.outputs]:
@@ -225,8 +226,8 @@ def _export_one(graph: GraphFn, reference: GraphFn, folder: Path) -> dict:
         "name": graph.name, "file": file, "kind": graph.name.split(".")[-1], "stage": graph.stage,
         "inputs": _io(graph, graph.inputs), "outputs": _io(graph, graph.outputs),
         "ops": sorted({n.op_type for n in model.graph.node}),
-        "lint": lint(model, is_vjp=graph.name.endswith(".vjp")),
-        **_errors(check_graph(folder / file, graph, reference), is_vjp=graph.name.endswith((".vjp", ".step"))),
+        "lint": lint(model, is_vjp=is_vjp),
+        **_errors(check_graph(folder / file, graph, reference), is_vjp=is_vjp),
         "reference": "torch float64, plain autograd",
         "export_seconds": round(seconds, 3), "bytes": (folder / file).stat().st_size, "sha256": _sha256(folder / file),
     }  # fmt: skip

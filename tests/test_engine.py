@@ -47,6 +47,7 @@ def test_tensorrt_missing_names_the_package(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_tensorrt)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(BackendUnavailable, match="TensorRT Python package.*pip install"):
         get_backend("tensorrt", "cuda")
 
