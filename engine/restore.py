@@ -221,7 +221,8 @@ class Restorer:
             def report(k, step, steps, measured):
                 progress.note(f"round {k} step {step + 1}/{steps} loss {float(measured.mean()):.3g}")
 
-            device_op = copy.deepcopy(op).to(o.device)
+            # Operator.to moves in place; the CPU operator is still needed for the outputs
+            device_op = op if torch.device(o.device).type == "cpu" else copy.deepcopy(op).to(o.device)
             result = solve(y.to(o.device), device_op, self.gen, o.config, image_seeds=seeds, lpips=self.loss_lpips, progress=report)
             images, seconds = result.images.cpu(), result.seconds["total"]
             best_round = [int(r) for r in result.best_round]
