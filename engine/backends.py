@@ -23,7 +23,7 @@ from ilo.errors import IloError
 from ilo.export.graphs import GraphFn
 from ilo.paths import cache_dir
 
-BACKENDS = ("torch", "onnxruntime", "onnxruntime-tensorrt", "tensorrt")
+BACKENDS = ("torch", "cuda", "onnxruntime", "onnxruntime-tensorrt", "tensorrt")
 Runner = Callable[..., list[torch.Tensor]]
 
 
@@ -83,6 +83,7 @@ def _shared_cpu_arena() -> None:
 
 class Backend:
     name = ""
+    runs_functions = False  # True: runs the graph functions in torch, needs no exported files
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
@@ -98,6 +99,7 @@ class TorchBackend(Backend):
     """The graph function itself, eagerly: the reference every other backend is compared to."""
 
     name = "torch"
+    runs_functions = True
 
     def load(self, graph: GraphFn | None, path: Path | None) -> Runner:
         if graph is None:
@@ -109,6 +111,54 @@ class TorchBackend(Backend):
                 return [t.detach() for t in graph.fn(*tensors)]
 
         return run
+
+
+class KernelBackend(TorchBackend):
+    """The graph functions in torch with StyleGAN2's layers (modulated convs, to-RGB, skip
+    upsampling) on the fused kernels of ilo.kernels, forward and VJP. Everything else (mapping
+    proxy, loss heads, LPIPS, DCGAN) is the torch reference."""
+
+    name = "cuda"
+
+    def __init__(self, device: torch.device | str = "cuda", library=None):
+        super().__init__(device)
+        from ilo.kernels.fast_path import KernelOps
+        from ilo.kernels.library import KernelLibraryError, load_library
+
+        try:
+            library = library or load_library()
+        except KernelLibraryError as e:
+            raise BackendUnavailable(str(e)) from None
+        if library.device_type != self.device.type:
+            raise BackendUnavailable(f"the kernel library {library.path} ({library.build_info}) runs on "
+                                     f"{library.device_type} tensors, not on {self.device}")  # fmt: skip
+        self.library, self.layers = library, KernelOps(library)
+
+    def load(self, graph: GraphFn | None, path: Path | None) -> Runner:
+        from ilo.export.ops import fast_layers
+
+        run = super().load(graph, path)
+
+        def run_fast(*tensors):
+            with fast_layers(self.layers):
+                return run(*tensors)
+
+        return run_fast
+
+    def describe(self) -> str:
+        return f"cuda kernels ({self.library.build_info}) on {self.device}"
+
+
+def auto_backend_name(device: torch.device | str, family: str) -> str:
+    """What `--backend auto` runs: the fused kernels for a StyleGAN2 on a GPU when the library
+    is built, else the exported graphs on onnxruntime."""
+    if torch.device(device).type == "cuda" and family == "stylegan2":
+        from ilo.kernels.library import available_library
+
+        library = available_library()
+        if library is not None and library.device_type == "cuda":
+            return "cuda"
+    return "onnxruntime"
 
 
 class OnnxRuntimeBackend(Backend):
@@ -201,6 +251,8 @@ def get_backend(name: str, device: torch.device | str = "cpu", threads: int | No
     device = check_device(device)
     if name == "torch":
         return TorchBackend(device)
+    if name == "cuda":
+        return KernelBackend(device)
     if name == "onnxruntime":
         return OnnxRuntimeBackend(device, threads=threads)
     if name == "onnxruntime-tensorrt":

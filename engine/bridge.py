@@ -94,7 +94,7 @@ def load_graphs(backend: Backend, make_bundle: Callable, functions: Callable[[],
     """Graph name -> runner for a bundle of graphs. File backends export the bundle on a cache
     miss (verified, then cached) and load the files; the torch backend runs the graph
     functions themselves and needs no files."""
-    if backend.name == "torch":
+    if backend.runs_functions:
         return {g.name: backend.load(g, None) for g in functions()}
     result = export_bundle(make_bundle(), cache, progress=progress)
     return {g["name"]: LazyRunner(backend, result.folder / g["file"]) for g in result.manifest["graphs"]}

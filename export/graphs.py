@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from ilo.export import ops
 from ilo.export.frozen_ops import frozen_weights
 from ilo.export.latent_stats import latent_stats
 from ilo.export.staged import StagedGenerator
@@ -36,6 +37,27 @@ class GraphFn:
                      for name, shape in self.inputs)  # fmt: skip
 
 
+def vjp_pullback(fn: Callable, *primals: torch.Tensor, has_aux: bool = False):
+    """torch.func.vjp's contract (what graph export traces). Inside `ops.fast_layers` it runs
+    on plain autograd instead: functorch cannot see through the kernels' opaque autograd
+    Functions (it hands their backward wrapped tensors without storage)."""
+    if not ops.fast_layers_active():
+        return torch.func.vjp(fn, *primals, has_aux=has_aux)
+    leaves = [p.detach().requires_grad_(True) for p in primals]
+    with torch.enable_grad():
+        result = fn(*leaves)
+    out, aux = result if has_aux else (result, None)
+    outputs = out if isinstance(out, tuple) else (out,)
+
+    def pullback(cotangents):
+        cotangents = cotangents if isinstance(cotangents, tuple) else (cotangents,)
+        grads = torch.autograd.grad(outputs, leaves, cotangents, allow_unused=True)
+        return tuple(torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads))
+
+    detach = lambda t: tuple(x.detach() for x in t) if isinstance(t, tuple) else t.detach()  # noqa: E731
+    return (detach(out), pullback, detach(aux)) if has_aux else (detach(out), pullback)
+
+
 def _vjp_of(forward: GraphFn, n_primals: int, grad_names: list[str], n_differentiated: int | None = None) -> GraphFn:
     """The VJP of `forward` with respect to its first `n_differentiated` inputs (default: all
     primals); the other primals are constants of the pullback (LPIPS target features, masks).
@@ -45,7 +67,7 @@ def _vjp_of(forward: GraphFn, n_primals: int, grad_names: list[str], n_different
     def vjp(*tensors):
         primals, cotangents = tensors[:n_primals], tensors[n_primals:]
         rest = primals[n_diff:]
-        _, pullback = torch.func.vjp(lambda *diff: forward.fn(*diff, *rest), *primals[:n_diff])
+        _, pullback = vjp_pullback(lambda *diff: forward.fn(*diff, *rest), *primals[:n_diff])
         return tuple(pullback(tuple(cotangents)))
 
     name = forward.name.replace(".fwd", ".vjp")
@@ -217,7 +239,7 @@ def step_graph(gen: StagedGenerator, head: LossHead, start: int, optimised_noise
             image = gen.image_from_state(state)
             return head.loss(image, *rest), image
 
-        loss, pullback, image = torch.func.vjp(loss_and_image, *variables, has_aux=True)
+        loss, pullback, image = vjp_pullback(loss_and_image, *variables, has_aux=True)
         return (loss, image, *pullback(torch.ones_like(loss)))
 
     res = gen.resolution

@@ -7,6 +7,8 @@ is what ONNX / TensorRT handle well and what the fused CUDA kernels are checked 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 import torch
@@ -17,6 +19,25 @@ from ilo.export import frozen_ops
 
 SQRT2 = math.sqrt(2.0)
 DEMODULATION_EPS = 1e-8
+
+# A fast implementation of the StyleGAN2 layers below (ilo.kernels.fast_path.KernelOps), set
+# only inside `fast_layers()`: graph export and every other caller run the references here.
+_FAST_LAYERS: contextvars.ContextVar = contextvars.ContextVar("ilo_fast_layers", default=None)
+
+
+def fast_layers_active() -> bool:
+    return _FAST_LAYERS.get() is not None
+
+
+@contextlib.contextmanager
+def fast_layers(implementation):
+    """Within this block StyledConv, ToRGB and upsample_rgb call `implementation` (which may
+    return None for an input it does not take, to run the reference)."""
+    token = _FAST_LAYERS.set(implementation)
+    try:
+        yield
+    finally:
+        _FAST_LAYERS.reset(token)
 
 
 def fir_kernel(taps: list[float] | tuple[float, ...] = (1, 3, 3, 1)) -> torch.Tensor:
@@ -142,6 +163,9 @@ class StyledConv(nn.Module):
         self.conv_clamp = conv_clamp
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        fast = _FAST_LAYERS.get()
+        if fast is not None and (y := fast.styled_conv(self, x, w, noise)) is not None:
+            return y
         x = self.conv(x, w)
         x = x + self.noise_strength * noise
         return bias_act(x, self.bias, clamp=self.conv_clamp)
@@ -157,6 +181,9 @@ class ToRGB(nn.Module):
         self.conv_clamp = conv_clamp
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        fast = _FAST_LAYERS.get()
+        if fast is not None and (y := fast.to_rgb(self, x, w)) is not None:
+            return y
         x = self.conv(x, w) + self.bias[None, :, None, None]
         if self.conv_clamp is not None:
             x = x.clamp(-self.conv_clamp, self.conv_clamp)
@@ -165,4 +192,7 @@ class ToRGB(nn.Module):
 
 def upsample_rgb(skip: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """The 2x FIR upsampling of the rgb skip path between StyleGAN2 blocks."""
+    fast = _FAST_LAYERS.get()
+    if fast is not None and (y := fast.upsample_rgb(skip, kernel)) is not None:
+        return y
     return upfirdn2d(skip, kernel, up=2, pad=(2, 1), gain=4.0)

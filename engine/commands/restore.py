@@ -45,8 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lpips-net", choices=("vgg", "alex"), default="vgg", help="LPIPS network for the loss and the metric")
     p.add_argument("--lpips-backbone", type=Path, help="torchvision backbone file (default: the torch hub cache)")
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
-                   help="what runs the generator: 'auto' (default) = the exported graphs on onnxruntime, exported on first use "
-                        "and cached, falling back to torch with a note if they cannot be; 'torch' = the eager reference")  # fmt: skip
+                   help="what runs the generator: 'auto' (default) = the fused CUDA kernels for a StyleGAN2 on a GPU where "
+                        "the kernel library is built, else the exported graphs on onnxruntime, exported on first use and "
+                        "cached; falls back to torch with a note if neither can run. 'torch' = the eager reference")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu, or cuda[:N] for the GPU backends")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--save-degraded", action="store_true", help="also write the measurements (and masks)")
@@ -70,9 +71,9 @@ def _lpips_metric(args) -> LPIPS | None:
 
 def _engines(args, gen, lpips):
     """The generator (and LPIPS loss) the solver runs: exported graphs on a backend, or torch.
-    `auto` takes onnxruntime and falls back to torch, with a note, where the graphs cannot be
+    `auto` takes the kernels (StyleGAN2 on a GPU, library built) or onnxruntime and falls back to torch, with a note, where the graphs cannot be
     exported or run; a backend named explicitly must work or the run stops."""
-    from ilo.engine.backends import get_backend
+    from ilo.engine.backends import auto_backend_name, get_backend
     from ilo.engine.bridge import EngineGenerator, EngineLPIPS
 
     gen = gen.to(args.device)
@@ -84,7 +85,8 @@ def _engines(args, gen, lpips):
             print(f"export (first use, cached after): {i + 1}/{n} {name}", file=sys.stderr, flush=True)
 
     try:
-        backend = get_backend("onnxruntime" if args.backend == "auto" else args.backend, args.device)
+        name = auto_backend_name(args.device, gen.family) if args.backend == "auto" else args.backend
+        backend = get_backend(name, args.device)
         engine = EngineGenerator(gen, backend, progress=progress)
         return engine, lpips if lpips is None else EngineLPIPS(lpips, gen.resolution, backend, progress=progress)
     except IloError as e:

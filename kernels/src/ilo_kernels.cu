@@ -1,0 +1,19 @@
+// The CUDA build of the kernels.
+#include <cstdarg>
+
+#define ILO_BUILD_INFO "cuda " ILO_CUDA_ARCHS
+#include "platform.h"
+
+namespace ilo {
+bool launch_failed(const char* what);
+}
+#include "api.inc"
+
+namespace ilo {
+bool launch_failed(const char* what) {
+    const cudaError_t err = cudaGetLastError();
+    if (err == cudaSuccess) return false;
+    fail(ILO_ERR_LAUNCH, "%s: %s", what, cudaGetErrorString(err));
+    return true;
+}
+}  // namespace ilo
