@@ -122,7 +122,9 @@ class EngineGenerator:
     def __init__(self, gen: StagedGenerator, backend: Backend | str = "onnxruntime", cache: Path | None = None,
                  progress: Callable | None = None):  # fmt: skip
         self.torch_generator = gen
-        self.backend = get_backend(backend) if isinstance(backend, str) else backend
+        if isinstance(backend, str):  # on the device the generator is on
+            backend = get_backend(backend, next(iter(gen.state_dict().values())).device)
+        self.backend = backend
         self.cache, self.progress = cache, progress
         runners = load_graphs(self.backend, lambda: generator_bundle(gen), lambda: mapping_graphs(gen) + stage_graphs(gen), cache, progress)
         self.stage_pairs = [GraphPair(runners[f"stage{k}.fwd"], runners[f"stage{k}.vjp"]) for k in range(len(gen.stages))]

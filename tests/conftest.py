@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,69 @@ def run_fail(capsys, *argv):
     err = capsys.readouterr().err.strip()
     assert err.startswith("ilo: error: ") and "\n" not in err and "Traceback" not in err
     return err
+
+
+def cmake_build(build_dir: Path, *options: str) -> Path:
+    """Configure and build the repository's CMake project into build_dir; returns the library
+    folder. A failure shows CMake's own output."""
+    import shutil
+    import subprocess
+    import sys
+
+    cmake = shutil.which("cmake", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    if cmake is None:
+        pytest.fail("cmake is not installed: pip install -e '.[test]' brings it")
+    lib = build_dir / "lib"
+    root = Path(__file__).resolve().parents[1]
+    for cmd in ([cmake, "-S", str(root), "-B", str(build_dir), f"-DILO_KERNELS_OUTPUT_DIR={lib}", *options],
+                [cmake, "--build", str(build_dir), "-j2"]):  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            pytest.fail(f"{' '.join(cmd)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return lib
+
+
+@pytest.fixture(scope="session")
+def emulated_kernels(tmp_path_factory):
+    """The kernels' own source built for host emulation (kernels/src/emulation.h) and loaded."""
+    from ilo.kernels.library import EMULATED_LIBRARY, open_library
+
+    lib = cmake_build(tmp_path_factory.mktemp("kernels-emulated"), "-DILO_KERNELS_CUDA=OFF")
+    return open_library(lib / EMULATED_LIBRARY)
+
+
+def assert_fused_step_equals_torch(gen, engine, op, batch: int = 2, k: int = 1) -> None:
+    """One fused graph call of `engine` against torch autograd on `gen`: the per-image loss,
+    the image and the gradients w.r.t. the round's state, latents and noise maps (the first
+    three optimised), scaled per image by the incoming gradient."""
+    from ilo.engine.losses import measurement_mse
+
+    def relative(a, b):
+        return float((a - b).abs().max()) / (float(b.abs().max()) or 1.0)
+
+    g = torch.Generator().manual_seed(2)
+    wplus = torch.randn(batch, gen.n_latent, gen.style_dim, generator=g)
+    noises = [torch.randn(batch, 1, h, w, generator=g) for h, w in gen.noise_shapes]
+    state = gen.run_stages((), wplus, noises, 0, k)
+    y = op.A(torch.rand(batch, 3, gen.resolution, gen.resolution, generator=g) * 2 - 1)
+    weights = torch.arange(1.0, batch + 1.0)  # per-image gradient scale
+    results = []
+    for run in ("torch", "engine"):
+        leaves = [t.detach().clone().requires_grad_(True) for t in (*state, wplus, *noises)]
+        st, w, nz = tuple(leaves[: len(state)]), leaves[len(state)], leaves[len(state) + 1 :]
+        if run == "torch":
+            image = gen.image_from_state(gen.run_stages(st, w, nz, k))
+            loss = measurement_mse(op, image, y)
+        else:
+            loss, image = engine.fused_step(k, op, batch, optimised_noises=3)(st, w, nz, y)
+            assert not image.requires_grad
+        (loss * weights).sum().backward()
+        results.append((loss.detach(), image.detach(), [t.grad for t in leaves]))
+    (la, ia, ga), (lb, ib, gb) = results
+    assert relative(lb, la) <= 1e-4 and relative(ib, ia) <= 1e-4
+    n = len(state) + 1
+    for i, (a, b) in enumerate(zip(ga, gb)):
+        if a is None or i >= n + 3:  # noise maps of earlier stages, or not optimised: no gradient
+            assert b is None
+        else:
+            assert relative(b, a) <= 1e-4

@@ -13,6 +13,8 @@ from ilo.engine.operators import DenseGaussianCS, Downsample, Inpainting, Noise,
 from ilo.engine.solver import ILOConfig, solve
 from ilo.errors import IloError
 
+from conftest import assert_fused_step_equals_torch
+
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max()) / (float(b.abs().max()) or 1.0)
@@ -89,34 +91,7 @@ def test_fused_step_equals_torch_loss_image_and_gradients(engines, head):
     """One fused graph call: the per-image loss, the image and the gradients w.r.t. the round's
     state, latents and noise maps, scaled per image by the incoming gradient."""
     gen, engine = engines["stylegan2"]
-    batch, k = 2, 1
-    op = _operators(gen.resolution, batch)[head]
-    g = torch.Generator().manual_seed(2)
-    wplus = torch.randn(batch, gen.n_latent, gen.style_dim, generator=g)
-    noises = [torch.randn(batch, 1, h, w, generator=g) for h, w in gen.noise_shapes]
-    state = gen.run_stages((), wplus, noises, 0, k)
-    y = op.A(torch.rand(batch, 3, gen.resolution, gen.resolution, generator=g) * 2 - 1)
-    weights = torch.tensor([1.0, 3.0])  # per-image gradient scale
-    results = []
-    for run in ("torch", "engine"):
-        leaves = [t.detach().clone().requires_grad_(True) for t in (*state, wplus, *noises)]
-        st, w, nz = tuple(leaves[: len(state)]), leaves[len(state)], leaves[len(state) + 1 :]
-        if run == "torch":
-            image = gen.image_from_state(gen.run_stages(st, w, nz, k))
-            loss = measurement_mse(op, image, y)
-        else:
-            loss, image = engine.fused_step(k, op, batch, optimised_noises=3)(st, w, nz, y)
-            assert not image.requires_grad
-        (loss * weights).sum().backward()
-        results.append((loss.detach(), image.detach(), [t.grad for t in leaves]))
-    (la, ia, ga), (lb, ib, gb) = results
-    assert relative(lb, la) <= 1e-4 and relative(ib, ia) <= 1e-4
-    n = len(state) + 1
-    for i, (a, b) in enumerate(zip(ga, gb)):
-        if a is None or i >= n + 3:  # noise maps of earlier stages, or not optimised: no gradient
-            assert b is None
-        else:
-            assert relative(b, a) <= 1e-4
+    assert_fused_step_equals_torch(gen, engine, _operators(gen.resolution, 2)[head])
 
 
 def test_operators_without_a_head_run_the_chained_path(engines):
