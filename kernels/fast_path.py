@@ -7,6 +7,8 @@ give no weight gradients; ILO never needs them).
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from ilo.export import ops as reference
@@ -17,6 +19,17 @@ from ilo.kernels.library import KernelLibrary
 class KernelOps:
     def __init__(self, library: KernelLibrary):
         self.library = library
+        self._weights = weakref.WeakKeyDictionary()  # layer -> (version key, LayerWeights)
+
+    def _layer_weights(self, layer, conv, spec) -> kernel_ops.LayerWeights:
+        """The layer's constants, derived again only when a weight changed (in place, or moved)."""
+        key = tuple((t.data_ptr(), t._version) for t in (conv.weight, layer.bias))
+        cached = self._weights.get(layer)
+        if cached is None or cached[0] != key:
+            blur = conv.blur_kernel if conv.up else None
+            cached = key, kernel_ops.layer_weights(spec, conv.weight * conv.weight_gain, layer.bias, blur)
+            self._weights[layer] = cached
+        return cached[1]
 
     def _takes(self, x: torch.Tensor, *modules: torch.nn.Module) -> bool:
         if x.device.type != self.library.device_type or not self.library.supports(x.dtype):
@@ -28,18 +41,16 @@ class KernelOps:
             return None
         conv = layer.conv
         spec = kernel_ops.LayerSpec("up" if conv.up else "conv", clamp=layer.conv_clamp)
-        blur = kernel_ops._taps(conv.blur_kernel, 4.0, x) if conv.up else None
         noise_term = (layer.noise_strength * noise).to(x.dtype)
-        return kernel_ops.modulated_layer(self.library, spec, x, conv.affine(w), noise_term,
-                                          conv.weight * conv.weight_gain, layer.bias, blur)  # fmt: skip
+        weights = self._layer_weights(layer, conv, spec)
+        return kernel_ops.modulated_layer(self.library, spec, weights, x, conv.affine(w), noise_term)
 
     def to_rgb(self, layer: reference.ToRGB, x: torch.Tensor, w: torch.Tensor):
         if not self._takes(x, layer):
             return None
         conv = layer.conv
         spec = kernel_ops.LayerSpec("rgb", alpha=1.0, gain=1.0, clamp=layer.conv_clamp)
-        return kernel_ops.modulated_layer(self.library, spec, x, conv.affine(w), None,
-                                          conv.weight * conv.weight_gain, layer.bias)  # fmt: skip
+        return kernel_ops.modulated_layer(self.library, spec, self._layer_weights(layer, conv, spec), x, conv.affine(w), None)
 
     def upsample_rgb(self, skip: torch.Tensor, kernel: torch.Tensor):
         if not self._takes(skip):

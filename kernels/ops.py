@@ -190,71 +190,92 @@ class LayerSpec:
 DEMODULATION_EPS = 1e-8
 
 
+@dataclass(frozen=True)
+class LayerWeights:
+    """A layer's constants in the forms the kernels take, derived once per weight version:
+    the gain-scaled weight, the weight of the input's VJP (transposed, and flipped for the
+    stride-1 layers), the demodulation energies E[o, i] = sum over taps of W^2, the bias and
+    the up layer's FIR taps."""
+
+    weight: torch.Tensor
+    adjoint: torch.Tensor
+    energy: torch.Tensor | None
+    bias: torch.Tensor | None
+    blur: torch.Tensor | None
+
+
+def layer_weights(spec: LayerSpec, weight, bias, blur_kernel=None) -> LayerWeights:
+    """weight: the gain-scaled [Cout, Cin, k, k]; blur_kernel: the up layer's FIR kernel."""
+    if weight.requires_grad or (bias is not None and bias.requires_grad):
+        raise KernelLibraryError("the kernel layers are for frozen generators: weights and biases must not require grad")
+    weight = weight.detach().float().contiguous()
+    adjoint = weight.transpose(0, 1) if spec.kind == "up" else weight.transpose(0, 1).flip(2, 3)
+    return LayerWeights(
+        weight,
+        adjoint.contiguous(),
+        weight.square().sum(dim=(2, 3)) if spec.demodulate else None,
+        None if bias is None else bias.detach().float().contiguous(),
+        _taps(blur_kernel, 4.0, weight) if spec.kind == "up" else None,
+    )
+
+
 class _ModulatedLayer(torch.autograd.Function):
     """y = act(d * L(x * s) + noise + bias); L is the layer's linear map, d its demodulation."""
 
     @staticmethod
-    def forward(lib, spec, x, styles, noise, weight, energy, bias, blur):
+    def forward(lib, spec, weights, x, styles, noise):
         x, styles = x.contiguous(), styles.contiguous().float()
-        d = torch.rsqrt(styles.square() @ energy.t() + DEMODULATION_EPS).contiguous() if spec.demodulate else None
+        d = torch.rsqrt(styles.square() @ weights.energy.t() + DEMODULATION_EPS).contiguous() if spec.demodulate else None
         noise = _broadcast_noise(noise)
-        keep_z = spec.demodulate  # the pre-demodulation map, for d's gradient
+        n, co = x.shape[0], weights.weight.shape[0]
+        out_hw = tuple(2 * s for s in x.shape[2:]) if spec.kind == "up" else tuple(x.shape[2:])
+        # z, the pre-demodulation map, is kept for d's gradient
+        z = torch.empty(n, co, *out_hw, dtype=x.dtype, device=x.device) if spec.demodulate else None
+        ep = epilogue(d, z, noise, weights.bias, spec.alpha, spec.gain, spec.clamp)
         if spec.kind == "up":
-            c = conv(lib, x, weight, in_scale=styles, stride=2, transposed=True)
-            z = torch.empty(x.shape[0], weight.shape[0], *(s * 2 for s in x.shape[2:]), dtype=x.dtype, device=x.device)
-            ep = epilogue(d, z, noise, bias, spec.alpha, spec.gain, spec.clamp)
-            y = upfirdn(lib, c, blur, pad=(1, 1), ep=ep)
+            c = conv(lib, x, weights.weight, in_scale=styles, stride=2, transposed=True)
+            y = upfirdn(lib, c, weights.blur, pad=(1, 1), ep=ep)
         else:
-            k = weight.shape[-1]
-            z = torch.empty(x.shape[0], weight.shape[0], *x.shape[2:], dtype=x.dtype, device=x.device) if keep_z else None
-            ep = epilogue(d, z, noise, bias, spec.alpha, spec.gain, spec.clamp)
-            y = conv(lib, x, weight, in_scale=styles, pad=k // 2, ep=ep)
+            y = conv(lib, x, weights.weight, in_scale=styles, pad=weights.weight.shape[-1] // 2, ep=ep)
         return y, z, d
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        lib, spec, x, styles, noise, weight, energy, bias, blur = inputs
+        lib, spec, weights, x, styles, noise = inputs
         y, z, d = output
         ctx.mark_non_differentiable(*(t for t in (z, d) if t is not None))
-        ctx.lib, ctx.spec, ctx.noise_batch = lib, spec, None if noise is None else noise.shape[0]
-        ctx.save_for_backward(x.contiguous(), styles.contiguous().float(), weight, energy, blur, y, z, d)
+        ctx.lib, ctx.spec, ctx.weights = lib, spec, weights
+        ctx.noise_batch = None if noise is None else noise.shape[0]
+        ctx.save_for_backward(x.contiguous(), styles.contiguous().float(), y, z, d)
 
     @staticmethod
     def backward(ctx, dy, _dz, _dd):
-        x, styles, weight, energy, blur, y, z, d = ctx.saved_tensors
-        lib, spec = ctx.lib, ctx.spec
-        want_noise = ctx.noise_batch is not None and ctx.needs_input_grad[4]
+        x, styles, y, z, d = ctx.saved_tensors
+        lib, spec, weights = ctx.lib, ctx.spec, ctx.weights
+        want_noise = ctx.noise_batch is not None and ctx.needs_input_grad[5]
         g, dd, dnoise = act_grad(lib, dy.contiguous(), y, alpha=spec.alpha, gain=spec.gain, clamp=spec.clamp,
                                  scale=d, ref=z, row_sum=spec.demodulate, channel_sum=want_noise)  # fmt: skip
         ds = torch.zeros_like(styles)
         ep = epilogue(scale=styles, reduce_ref=x, reduce_out=ds)  # dx = s * L^T(g), ds = sum_p x * L^T(g)
-        wt = weight.transpose(0, 1)
         if spec.kind == "up":
-            gc = upfirdn(lib, g, blur, pad=(1, 1), adjoint=True, in_size=tuple(2 * s + 1 for s in x.shape[2:]))
-            dx = conv(lib, gc, wt.contiguous(), stride=2, ep=ep)
+            gc = upfirdn(lib, g, weights.blur, pad=(1, 1), adjoint=True, in_size=tuple(2 * s + 1 for s in x.shape[2:]))
+            dx = conv(lib, gc, weights.adjoint, stride=2, ep=ep)
         else:
-            k = weight.shape[-1]
-            dx = conv(lib, g, wt.flip(2, 3).contiguous(), pad=k // 2, ep=ep)
+            dx = conv(lib, g, weights.adjoint, pad=weights.weight.shape[-1] // 2, ep=ep)
         if spec.demodulate:  # d = (s^2 E^T + eps)^-1/2  =>  ds -= s * ((dd * d^3) E)
-            ds = ds - styles * ((dd * d.pow(3)) @ energy)
+            ds = ds - styles * ((dd * d.pow(3)) @ weights.energy)
         if dnoise is not None:
             dnoise = dnoise.to(dy.dtype)
             if ctx.noise_batch == 1:
                 dnoise = dnoise.sum(0, keepdim=True)
-        return None, None, dx, ds, dnoise, None, None, None, None
+        return None, None, None, dx, ds, dnoise
 
 
-def modulated_layer(lib, spec: LayerSpec, x, styles, noise, weight, bias, blur=None) -> torch.Tensor:
+def modulated_layer(lib, spec: LayerSpec, weights: LayerWeights, x, styles, noise) -> torch.Tensor:
     """One StyleGAN2 layer on the kernels: styles [B, Cin] (the affine output), noise the
-    already-scaled noise term [B|1, 1, H, W] or None, weight the gain-scaled [Cout, Cin, k, k],
-    blur the up layer's FIR taps (flipped, gain 4)."""
-    if weight.requires_grad or (bias is not None and bias.requires_grad):
-        raise KernelLibraryError("the kernel layers are for frozen generators: weights and biases must not require grad")
-    weight = weight.float().contiguous()
-    energy = weight.square().sum(dim=(2, 3)) if spec.demodulate else None
-    bias = None if bias is None else bias.float().contiguous()
-    y, _, _ = _ModulatedLayer.apply(lib, spec, x, styles, noise, weight, energy, bias, blur)
+    already-scaled noise term [B|1, 1, H, W] or None."""
+    y, _, _ = _ModulatedLayer.apply(lib, spec, weights, x, styles, noise)
     return y
 
 
-__all__ = ["LayerSpec", "bias_act", "modulated_layer", "upfirdn2d"]
+__all__ = ["LayerSpec", "LayerWeights", "bias_act", "layer_weights", "modulated_layer", "upfirdn2d"]

@@ -142,6 +142,19 @@ def test_kernel_outputs_are_deterministic(emulated_kernels):
     assert torch.equal(a, b)
 
 
+def test_cached_layer_constants_follow_in_place_weight_changes(emulated_kernels):
+    layer = _layer("up", 12, 9, None)
+    x, w, noise = torch.randn(2, 12, 4, 4), torch.randn(2, 8), torch.randn(2, 1, 8, 8)
+    fast = KernelOps(emulated_kernels)  # one instance: its cache is what is tested
+    for scale in (1.0, -0.5):
+        with torch.no_grad():
+            layer.conv.weight.mul_(scale)
+            layer.bias.add_(scale)
+        with R.fast_layers(fast):
+            y = layer(x, w, noise)
+        assert relative(y, layer(x, w, noise)) <= 1e-5
+
+
 def test_weights_that_require_grad_run_the_reference(emulated_kernels):
     layer = _layer("conv", 10, 12, None).requires_grad_(True)
     x, w, noise = torch.randn(2, 10, 6, 6), torch.randn(2, 8), torch.randn(2, 1, 6, 6)
