@@ -1,33 +1,41 @@
-// Modulated direct convolution with a fused epilogue: the style scales the input as it is staged
-// into shared memory and demodulation, noise, bias, activation and clamp are applied to the
-// accumulators before the single store, so a StyleGAN2 layer reads its input once and writes
-// its output once (the scale -> conv -> scale form of torch makes three passes, the grouped form
-// rebuilds per-sample weights).
+// Modulated convolution as an implicit GEMM with a fused epilogue: the style scales the input
+// as it is gathered into shared memory, and demodulation, noise, bias, activation and clamp are
+// applied to the accumulators before the single store, so a StyleGAN2 layer reads its input
+// once and writes its output once (torch's scale -> conv -> scale form makes three passes over
+// memory, its grouped form rebuilds per-sample weights).
 //
-// A block computes a TC (output channels) x TPY x TPX (output pixels) tile of one sample,
-// stepping over the input channels CK at a time; each thread owns 4 channels x 4 adjacent
-// pixels of the tile in registers.
+// A block computes a TC (output channels) x TPY x TPX (output pixels) tile of one sample. For
+// each chunk of CK input channels it gathers the chunk's weights, wt[k][co], and the
+// style-scaled input under every tap, bt[k][pixel] (im2col, k = channel x tap), into shared
+// memory; every stride, padding and transposed-conv case is resolved in that gather, so the
+// inner loop is a plain GEMM: each thread owns 4 channels x 4 adjacent pixels and reads them
+// as two 16-byte vectors per k.
+
 #pragma once
 
 #include "epilogue.cuh"
 
 namespace ilo {
 
-template <int K, int S, int TC, int TPY, int TPX, int CK>
+template <int K, int TC, int TPY, int TPX, int CK>
 struct ConvTile {
     static constexpr int kTaps = K * K;
-    static constexpr int kPixelGroups = TPY * TPX / 4;
+    static constexpr int kDepth = CK * kTaps;  // GEMM k per chunk
+    static constexpr int kPixels = TPY * TPX;
+    static constexpr int kPixelGroups = kPixels / 4;
     static constexpr int kThreads = (TC / 4) * kPixelGroups;
-    static constexpr int kPatchH = (TPY - 1) * S + K;  // S: the largest stride (or transposed stride) served
-    static constexpr int kPatchW = (TPX - 1) * S + K;
     static_assert(TPX % 4 == 0 && TC % 4 == 0, "threads own 4 x 4 sub-tiles");
 };
 
-template <class T, int K, int S, int TC, int TPY, int TPX, int CK>
+struct alignas(16) Vec4 {
+    float v[4];
+};
+
+template <class T, int K, int TC, int TPY, int TPX, int CK>
 __global__ void conv_kernel(IloConvArgs a) {
-    using Tile = ConvTile<K, S, TC, TPY, TPX, CK>;
-    __shared__ float patch[CK][Tile::kPatchH][Tile::kPatchW];
-    __shared__ float wtile[CK][Tile::kTaps][TC];
+    using Tile = ConvTile<K, TC, TPY, TPX, CK>;
+    alignas(16) __shared__ float wt[Tile::kDepth][TC];
+    alignas(16) __shared__ float bt[Tile::kDepth][Tile::kPixels];
 
     const int tid = threadIdx.x;
     const int tiles_x = (a.wo + TPX - 1) / TPX;
@@ -37,66 +45,50 @@ __global__ void conv_kernel(IloConvArgs a) {
     const int py = pg / (TPX / 4), px = (pg % (TPX / 4)) * 4;  // this thread's row and first column
     const int oy = oy0 + py;
 
-    // Where the patch starts in the input, and how output (row, tap) maps into it.
-    const int iy0 = a.transposed ? floor_div(oy0 + a.pad - (K - 1), a.stride) : oy0 * a.stride - a.pad;
-    const int ix0 = a.transposed ? floor_div(ox0 + a.pad - (K - 1), a.stride) : ox0 * a.stride - a.pad;
-    const int patch_h = a.transposed ? floor_div(oy0 + TPY - 1 + a.pad, a.stride) - iy0 + 1 : (TPY - 1) * a.stride + K;
-    const int patch_w = a.transposed ? floor_div(ox0 + TPX - 1 + a.pad, a.stride) - ix0 + 1 : (TPX - 1) * a.stride + K;
-
     const T* x = static_cast<const T*>(a.x) + int64_t(n) * a.ci * a.hi * a.wi;
+    const float* scale = a.in_scale ? a.in_scale + int64_t(n) * a.ci : nullptr;
     float acc[4][4] = {};
 
     for (int c0 = 0; c0 < a.ci; c0 += CK) {
-        // Stage the style-scaled input patch (zero outside the image) and the weights.
-        for (int i = tid; i < CK * patch_h * patch_w; i += Tile::kThreads) {
-            const int cl = i / (patch_h * patch_w), r = (i / patch_w) % patch_h, q = i % patch_w;
-            const int ci = c0 + cl, iy = iy0 + r, ix = ix0 + q;
-            float v = 0.f;
-            if (ci < a.ci && iy >= 0 && iy < a.hi && ix >= 0 && ix < a.wi) {
-                v = load(x, (int64_t(ci) * a.hi + iy) * a.wi + ix);
-                if (a.in_scale) v *= a.in_scale[int64_t(n) * a.ci + ci];
-            }
-            patch[cl][r][q] = v;
-        }
-        for (int i = tid; i < CK * Tile::kTaps * TC; i += Tile::kThreads) {
+        for (int i = tid; i < Tile::kDepth * TC; i += Tile::kThreads) {
             // tap fastest, then input channel: consecutive threads read consecutive weights
-            const int tap = i % Tile::kTaps, cl = (i / Tile::kTaps) % CK, ol = i / (Tile::kTaps * CK);
-            const int ci = c0 + cl, co = co0 + ol;
-            wtile[cl][tap][ol] = (ci < a.ci && co < a.co) ? a.weight[(int64_t(co) * a.ci + ci) * Tile::kTaps + tap] : 0.f;
+            const int k = i % Tile::kDepth, ol = i / Tile::kDepth;
+            const int ci = c0 + k / Tile::kTaps, co = co0 + ol;
+            wt[k][ol] = (ci < a.ci && co < a.co) ? a.weight[(int64_t(co) * a.ci + ci) * Tile::kTaps + k % Tile::kTaps] : 0.f;
+        }
+        for (int i = tid; i < Tile::kDepth * Tile::kPixels; i += Tile::kThreads) {
+            const int k = i / Tile::kPixels, p = i % Tile::kPixels;
+            const int ci = c0 + k / Tile::kTaps, ky = (k % Tile::kTaps) / K, kx = k % K;
+            const int y = oy0 + p / TPX, xo = ox0 + p % TPX;  // the output pixel
+            int iy, ix;
+            bool inside = ci < a.ci;
+            if (a.transposed) {  // y = iy * stride + ky - pad
+                const int ty = y + a.pad - ky, tx = xo + a.pad - kx;
+                iy = floor_div(ty, a.stride);
+                ix = floor_div(tx, a.stride);
+                inside = inside && iy * a.stride == ty && ix * a.stride == tx;
+            } else {
+                iy = y * a.stride + ky - a.pad;
+                ix = xo * a.stride + kx - a.pad;
+            }
+            inside = inside && iy >= 0 && iy < a.hi && ix >= 0 && ix < a.wi;
+            float v = 0.f;
+            if (inside) {
+                v = load(x, (int64_t(ci) * a.hi + iy) * a.wi + ix);
+                if (scale) v *= scale[ci];
+            }
+            bt[k][p] = v;
         }
         __syncthreads();
 
-        for (int cl = 0; cl < CK; ++cl) {
-            for (int ky = 0; ky < K; ++ky) {
-                int r;  // patch row of output row oy under tap ky, or -1
-                if (a.transposed) {
-                    const int t = oy + a.pad - ky;
-                    r = (t - floor_div(t, a.stride) * a.stride) ? -1 : floor_div(t, a.stride) - iy0;
-                } else {
-                    r = py * a.stride + ky;
-                }
-                if (r < 0 || r >= patch_h) continue;
-                for (int kx = 0; kx < K; ++kx) {
-                    float w[4], v[4];
-                    for (int j = 0; j < 4; ++j) w[j] = wtile[cl][ky * K + kx][cg * 4 + j];
-                    for (int q = 0; q < 4; ++q) {
-                        int col;
-                        if (a.transposed) {
-                            const int t = ox0 + px + q + a.pad - kx;
-                            col = (t - floor_div(t, a.stride) * a.stride) ? -1 : floor_div(t, a.stride) - ix0;
-                        } else {
-                            col = (px + q) * a.stride + kx;
-                        }
-                        v[q] = (col >= 0 && col < patch_w) ? patch[cl][r][col] : 0.f;
-                    }
-                    for (int j = 0; j < 4; ++j)
-                        for (int q = 0; q < 4; ++q) acc[j][q] += w[j] * v[q];
-                }
-            }
+        for (int k = 0; k < Tile::kDepth; ++k) {
+            const Vec4 w = *reinterpret_cast<const Vec4*>(&wt[k][cg * 4]);
+            const Vec4 v = *reinterpret_cast<const Vec4*>(&bt[k][pg * 4]);
+            for (int j = 0; j < 4; ++j)
+                for (int q = 0; q < 4; ++q) acc[j][q] += w.v[j] * v.v[q];
         }
         __syncthreads();
     }
-
     const int64_t hw = int64_t(a.ho) * a.wo;
     for (int j = 0; j < 4; ++j) {
         const int co = co0 + cg * 4 + j;
