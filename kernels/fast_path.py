@@ -3,6 +3,9 @@
 KernelOps answers None (run the reference) for anything it does not take: tensors on another
 device than the library's, dtypes the build lacks, or weights that require grad (the kernels
 give no weight gradients; ILO never needs them).
+
+Convolutions run on TF32 tensor cores exactly when torch's would: `tf32=None` follows
+torch.backends.cudnn.allow_tf32 (on by default) on a GPU, and is off on the CPU emulation.
 """
 
 from __future__ import annotations
@@ -17,9 +20,15 @@ from ilo.kernels.library import KernelLibrary
 
 
 class KernelOps:
-    def __init__(self, library: KernelLibrary):
-        self.library = library
+    def __init__(self, library: KernelLibrary, tf32: bool | None = None):
+        self.library, self._tf32 = library, tf32
         self._weights = weakref.WeakKeyDictionary()  # layer -> (version key, LayerWeights)
+
+    @property
+    def tf32(self) -> bool:
+        if self._tf32 is not None:
+            return self._tf32
+        return not self.library.emulated and torch.backends.cudnn.allow_tf32
 
     def _layer_weights(self, layer, conv, spec) -> kernel_ops.LayerWeights:
         """The layer's constants, derived again only when a weight changed (in place, or moved)."""
@@ -40,7 +49,7 @@ class KernelOps:
         if not self._takes(x, layer):
             return None
         conv = layer.conv
-        spec = kernel_ops.LayerSpec("up" if conv.up else "conv", clamp=layer.conv_clamp)
+        spec = kernel_ops.LayerSpec("up" if conv.up else "conv", clamp=layer.conv_clamp, tf32=self.tf32)
         noise_term = (layer.noise_strength * noise).to(x.dtype)
         weights = self._layer_weights(layer, conv, spec)
         return kernel_ops.modulated_layer(self.library, spec, weights, x, conv.affine(w), noise_term)
@@ -49,7 +58,7 @@ class KernelOps:
         if not self._takes(x, layer):
             return None
         conv = layer.conv
-        spec = kernel_ops.LayerSpec("rgb", alpha=1.0, gain=1.0, clamp=layer.conv_clamp)
+        spec = kernel_ops.LayerSpec("rgb", alpha=1.0, gain=1.0, clamp=layer.conv_clamp, tf32=self.tf32)
         return kernel_ops.modulated_layer(self.library, spec, self._layer_weights(layer, conv, spec), x, conv.affine(w), None)
 
     def upsample_rgb(self, skip: torch.Tensor, kernel: torch.Tensor):

@@ -51,7 +51,7 @@ def _int_fields(*names: str) -> list:
 
 class ConvArgs(ctypes.Structure):
     _fields_ = [
-        *_int_fields("dtype", "n", "ci", "hi", "wi", "co", "ho", "wo", "k", "stride", "pad", "transposed"),
+        *_int_fields("dtype", "n", "ci", "hi", "wi", "co", "ho", "wo", "k", "stride", "pad", "transposed", "math"),
         ("x", ctypes.c_void_p),
         ("in_scale", ctypes.c_void_p),
         ("weight", ctypes.c_void_p),

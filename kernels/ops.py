@@ -63,8 +63,9 @@ def _broadcast_noise(noise: torch.Tensor | None) -> torch.Tensor | None:
 
 
 # --- raw kernel calls -------------------------------------------------------------------------
-def conv(lib, x, weight, *, in_scale=None, stride=1, pad=0, transposed=False, ep=None, out=None) -> torch.Tensor:
-    """Direct conv (or conv_transpose2d with weight^T) of x * in_scale[:, :, None, None]."""
+def conv(lib, x, weight, *, in_scale=None, stride=1, pad=0, transposed=False, ep=None, out=None, tf32=False) -> torch.Tensor:
+    """Direct conv (or conv_transpose2d with weight^T) of x * in_scale[:, :, None, None], on
+    TF32 tensor cores where tf32 (and the layer has more than 4 output channels)."""
     n, ci, hi, wi = x.shape
     co, _, k, _ = weight.shape
     if transposed:
@@ -73,7 +74,7 @@ def conv(lib, x, weight, *, in_scale=None, stride=1, pad=0, transposed=False, ep
         ho, wo = (hi + 2 * pad - k) // stride + 1, (wi + 2 * pad - k) // stride + 1
     y = torch.empty(n, co, ho, wo, dtype=x.dtype, device=x.device) if out is None else out
     _check(lib, x, weight, in_scale, y)
-    args = ConvArgs(_dtype(x), n, ci, hi, wi, co, ho, wo, k, stride, pad, int(transposed),
+    args = ConvArgs(_dtype(x), n, ci, hi, wi, co, ho, wo, k, stride, pad, int(transposed), int(tf32),
                     _ptr(x), _ptr(in_scale), _ptr(weight), _ptr(y), ep or epilogue())  # fmt: skip
     lib.call("ilo_conv", args, x.device)
     return y
@@ -175,12 +176,14 @@ def upfirdn2d(lib, x, kernel, up=1, down=1, pad=(0, 0), gain=1.0) -> torch.Tenso
 @dataclass(frozen=True)
 class LayerSpec:
     """Which StyleGAN2 layer: 'conv' (3x3), 'up' (transposed 3x3 stride 2 + FIR blur) or 'rgb'
-    (1x1, no demodulation, no activation), and its activation."""
+    (1x1, no demodulation, no activation), its activation, and whether its convolutions may run
+    on TF32 tensor cores."""
 
     kind: str
     alpha: float = 0.2
     gain: float = math.sqrt(2.0)
     clamp: float | None = None
+    tf32: bool = False
 
     @property
     def demodulate(self) -> bool:
@@ -233,10 +236,10 @@ class _ModulatedLayer(torch.autograd.Function):
         z = torch.empty(n, co, *out_hw, dtype=x.dtype, device=x.device) if spec.demodulate else None
         ep = epilogue(d, z, noise, weights.bias, spec.alpha, spec.gain, spec.clamp)
         if spec.kind == "up":
-            c = conv(lib, x, weights.weight, in_scale=styles, stride=2, transposed=True)
+            c = conv(lib, x, weights.weight, in_scale=styles, stride=2, transposed=True, tf32=spec.tf32)
             y = upfirdn(lib, c, weights.blur, pad=(1, 1), ep=ep)
         else:
-            y = conv(lib, x, weights.weight, in_scale=styles, pad=weights.weight.shape[-1] // 2, ep=ep)
+            y = conv(lib, x, weights.weight, in_scale=styles, pad=weights.weight.shape[-1] // 2, ep=ep, tf32=spec.tf32)
         return y, z, d
 
     @staticmethod
@@ -259,9 +262,9 @@ class _ModulatedLayer(torch.autograd.Function):
         ep = epilogue(scale=styles, reduce_ref=x, reduce_out=ds)  # dx = s * L^T(g), ds = sum_p x * L^T(g)
         if spec.kind == "up":
             gc = upfirdn(lib, g, weights.blur, pad=(1, 1), adjoint=True, in_size=tuple(2 * s + 1 for s in x.shape[2:]))
-            dx = conv(lib, gc, weights.adjoint, stride=2, ep=ep)
+            dx = conv(lib, gc, weights.adjoint, stride=2, ep=ep, tf32=spec.tf32)
         else:
-            dx = conv(lib, g, weights.adjoint, pad=weights.weight.shape[-1] // 2, ep=ep)
+            dx = conv(lib, g, weights.adjoint, pad=weights.weight.shape[-1] // 2, ep=ep, tf32=spec.tf32)
         if spec.demodulate:  # d = (s^2 E^T + eps)^-1/2  =>  ds -= s * ((dd * d^3) E)
             ds = ds - styles * ((dd * d.pow(3)) @ weights.energy)
         if dnoise is not None:

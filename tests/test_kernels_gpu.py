@@ -42,6 +42,10 @@ def relative(a, b):
     return float((a.double() - b.double()).abs().max()) / (float(b.abs().max()) or 1.0)
 
 
+def relative_l2(a, b):
+    return float((a.double() - b.double()).norm()) / (float(b.double().norm()) or 1.0)
+
+
 def _layer(shape, seed=0):
     if shape.kind == "rgb":
         layer = R.ToRGB(shape.cin, 512)
@@ -57,7 +61,13 @@ def _layer(shape, seed=0):
 @pytest.mark.parametrize("batch", [1, 8])
 @pytest.mark.parametrize("shape", config_f_layers(), ids=lambda s: s.name.replace(" ", ""))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-def test_config_f_layers_match_the_reference(cuda_kernels, shape, batch, dtype):
+@pytest.mark.parametrize("tf32", [False, True], ids=["cuda-cores", "tf32-tensor-cores"])
+def test_config_f_layers_match_the_reference(cuda_kernels, shape, batch, dtype, tf32):
+    """Against float32 torch (TF32 off) from the same rounded inputs: 1e-4 for float32 on the
+    CUDA cores, 5e-3 on TF32 tensor cores, 1e-2 for fp16 / bf16. Outputs by their largest
+    error; reduced-precision gradients by the relative L2 norm, because a pre-activation that
+    rounding moves across zero changes its gradient by (1 - alpha) = 80 %, which is a
+    property of leaky ReLU rather than an error of the kernel."""
     layer = _layer(shape)
     g = torch.Generator(device="cuda").manual_seed(1)
     x = torch.randn(batch, shape.cin, shape.res, shape.res, device="cuda", generator=g).to(dtype).requires_grad_(True)
@@ -66,16 +76,17 @@ def test_config_f_layers_match_the_reference(cuda_kernels, shape, batch, dtype):
     run = (lambda x, w, n: layer(x, w)) if shape.kind == "rgb" else layer
     inputs = (x, w) if shape.kind == "rgb" else (x, w, noise)
     ref = run(x.float(), w, noise.float())  # float32 from the same (rounded) inputs
-    with R.fast_layers(KernelOps(cuda_kernels)):
+    with R.fast_layers(KernelOps(cuda_kernels, tf32=tf32)):
         y = run(x, w, noise)
     assert y.dtype == dtype
     dy = torch.randn(ref.shape, device="cuda", generator=g)
-    tol = 1e-4 if dtype == torch.float32 else 1e-2
+    tol = 1e-2 if dtype != torch.float32 else (5e-3 if tf32 else 1e-4)
     assert relative(y, ref) <= tol
     got = torch.autograd.grad(y, inputs, dy.to(dtype))
     want = torch.autograd.grad(ref, inputs, dy)
+    exact = dtype == torch.float32 and not tf32
     for name, a, b in zip(("x", "w", "noise"), got, want):
-        assert relative(a, b) <= tol, name
+        assert (relative if exact else relative_l2)(a, b) <= tol, name
 
 
 def test_kernel_engine_on_the_gpu_equals_torch(sg2, cuda_kernels):

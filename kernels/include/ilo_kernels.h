@@ -24,6 +24,7 @@ extern "C" {
 #define ILO_ABI_VERSION 1
 
 enum { ILO_F32 = 0, ILO_F16 = 1, ILO_BF16 = 2 };
+enum { ILO_MATH_FP32 = 0, ILO_MATH_TF32 = 1 };
 enum { ILO_OK = 0, ILO_ERR_ARGUMENT = 1, ILO_ERR_DTYPE = 2, ILO_ERR_LAUNCH = 3 };
 
 /* What happens to each accumulated value v at (n, c, p), in this order:
@@ -51,11 +52,16 @@ typedef struct {
  *   transposed = 0: y[n,o,oy,ox] = sum_{i,ky,kx} w[o,i,ky,kx] s[n,i] x[n,i,oy*stride+ky-pad, ox*stride+kx-pad]
  *   transposed = 1: y[n,o,oy,ox] = sum over (i,ky,kx) with oy+pad-ky = iy*stride (and the same in x)
  *                   of w[o,i,ky,kx] s[n,i] x[n,i,iy,ix]    (conv_transpose2d with weight w^T)
- * Out-of-range input reads are zero. in_scale may be NULL. */
+ * Out-of-range input reads are zero. in_scale may be NULL.
+ * math = ILO_MATH_FP32: fp32 FMAs on the CUDA cores (exact to float rounding);
+ *        ILO_MATH_TF32: TF32 tensor cores (sm_80+), inputs rounded to 10-bit mantissas, fp32
+ *        accumulation: what torch's convolutions do by default. 1x1 to-RGB layers (co <= 4)
+ *        always run fp32. */
 typedef struct {
     int32_t dtype;
     int32_t n, ci, hi, wi, co, ho, wo;
     int32_t k, stride, pad, transposed;
+    int32_t math;
     const void* x;
     const float* in_scale;
     const float* weight; /* [co, ci, k, k] */

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <cstdint>
 #include <memory>
 #include <tuple>
@@ -44,6 +45,7 @@ struct Fiber {
 struct Block {
     std::vector<Fiber> fibers;
     std::vector<float> warp_slots;
+    std::vector<float> mma_slots;  // per warp: 32 lanes x (4 a + 2 b) fragment registers
     ucontext_t scheduler;
     Fiber* current = nullptr;
     dim3 block, block_dim, grid_dim;
@@ -92,6 +94,7 @@ void launch(Kernel kernel, dim3 grid, dim3 block_dim, Args... args) {
     b.grid_dim = grid;
     b.fibers.resize(threads);
     b.warp_slots.assign(32 * ((threads + 31) / 32), 0.f);
+    b.mma_slots.assign(32 * 6 * ((threads + 31) / 32), 0.f);
     for (auto& f : b.fibers) f.stack.reset(new char[kStack]);
     Block* saved = active;
     active = &b;
@@ -142,6 +145,31 @@ void launch(Kernel kernel, dim3 grid, dim3 block_dim, Args... args) {
                 }
             }
     active = saved;
+}
+
+// One warp's mma.sync m16n8k8 (TF32 inputs, fp32 accumulate): every lane publishes its A and
+// B fragment registers, then computes its own four outputs from the whole tiles, reading each
+// element from the lane and register PTX's fragment layout assigns it to.
+inline void mma_tf32_m16n8k8(float d[4], const float a[4], const float b[2]) {
+    Fiber* f = active->current;
+    float* slots = active->mma_slots.data() + 32 * 6 * f->warp;
+    const unsigned lane = f->lane;
+    for (int i = 0; i < 4; ++i) slots[lane * 6 + i] = a[i];
+    for (int i = 0; i < 2; ++i) slots[lane * 6 + 4 + i] = b[i];
+    wait_at(Wait::warp);
+    f = active->current;
+    auto A = [&](int row, int k) { return slots[((row % 8) * 4 + k % 4) * 6 + (row >= 8) + 2 * (k >= 4)]; };
+    auto B = [&](int k, int col) { return slots[(col * 4 + k % 4) * 6 + 4 + (k >= 4)]; };
+    const int g = int(lane) / 4, t = int(lane) % 4;
+    float out[4];
+    for (int i = 0; i < 4; ++i) {
+        const int row = g + 8 * (i >= 2), col = 2 * t + (i & 1);
+        float sum = d[i];
+        for (int k = 0; k < 8; ++k) sum += A(row, k) * B(k, col);
+        out[i] = sum;
+    }
+    wait_at(Wait::warp);  // nobody overwrites the slots before every lane has read them
+    for (int i = 0; i < 4; ++i) d[i] = out[i];
 }
 
 }  // namespace ilo_emu

@@ -6,7 +6,13 @@
 
 namespace ilo {
 bool launch_failed(const char* what);
+
+bool tensor_cores_available() {
+    int device = 0, major = 0;
+    return cudaGetDevice(&device) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 8;
 }
+}  // namespace ilo
 #include "api.inc"
 
 namespace ilo {

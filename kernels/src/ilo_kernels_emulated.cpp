@@ -11,5 +11,6 @@
 
 namespace ilo {
 bool launch_failed(const char*) { return false; }
+bool tensor_cores_available() { return true; }  // emulated, with PTX's fragment layouts
 }  // namespace ilo
 #include "api.inc"
