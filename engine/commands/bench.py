@@ -26,7 +26,7 @@ def _ints(text: str) -> tuple[int, ...]:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="time the engine's backends (per stage, per ILO step, images/s)", description=__doc__)
     p.add_argument("--model", default="default", help="'default' (embedded 64px face DCGAN) or a checkpoint path")
-    p.add_argument("--backends", default="torch,onnxruntime", help="comma-separated: torch, onnxruntime, onnxruntime-tensorrt, tensorrt")
+    p.add_argument("--backends", default="torch,onnxruntime", help="comma-separated: torch, cuda (the fused kernels), onnxruntime, onnxruntime-tensorrt, tensorrt")
     p.add_argument("--batch", type=_ints, default=(1, 4, 16), help="batch sizes, e.g. 1,4,16")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions per backend")
     p.add_argument("--steps", type=int, default=4, help="ILO steps per round per repetition (the first is warm-up)")

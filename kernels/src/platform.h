@@ -47,9 +47,13 @@ __host__ __device__ __forceinline__ int floor_div(int a, int b) { return (a >= 0
 // Round to TF32 (10-bit mantissa), to nearest with ties away from zero: the tensor cores' input.
 #if defined(__CUDACC__)
 __device__ __forceinline__ float to_tf32(float v) {
+#if __CUDA_ARCH__ >= 800
     uint32_t r;
     asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
     return __uint_as_float(r);
+#else
+    return v;  // never reached: no tensor-core kernel runs below sm_80
+#endif
 }
 
 // d += A * B for one warp's 16x8x8 TF32 tile; fragment layouts as in conv_mma_kernel.

@@ -15,11 +15,11 @@ __global__ void upfirdn2d_kernel(IloUpfirdnArgs a) {
     for (int i = threadIdx.x; i < a.fh * a.fw; i += blockDim.x) taps[i] = a.filter[i];
     __syncthreads();
 
-    const int plane = blockIdx.y;  // n * c + channel
+    const int plane = blockIdx.y + blockIdx.z * gridDim.y;  // n * c + channel (grid y is capped at 65535)
     const int out_h = a.adjoint ? a.hi : a.ho, out_w = a.adjoint ? a.wi : a.wo;
     const int in_h = a.adjoint ? a.ho : a.hi, in_w = a.adjoint ? a.wo : a.wi;
     const int64_t p = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    const bool live = p < int64_t(out_h) * out_w;
+    const bool live = p < int64_t(out_h) * out_w && plane < a.n * a.c;
     const T* x = static_cast<const T*>(a.x) + int64_t(plane) * in_h * in_w;
     float acc = 0.f;
     if (live) {
@@ -47,7 +47,7 @@ __global__ void upfirdn2d_kernel(IloUpfirdnArgs a) {
         }
     }
     const int channels = a.c;
-    const int n = plane / channels, c = plane % channels;
+    const int n = plane / channels, c = plane % channels;  // (n may be out of range where !live)
     float part = 0.f;
     if (live) {
         const int64_t hw = int64_t(out_h) * out_w;
