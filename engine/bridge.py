@@ -92,8 +92,8 @@ def head_for(op: Operator, batch: int) -> tuple[str, list[torch.Tensor]] | None:
 def load_graphs(backend: Backend, make_bundle: Callable, functions: Callable[[], list[GraphFn]],
                 cache: Path | None = None, progress: Callable | None = None) -> dict[str, Runner]:  # fmt: skip
     """Graph name -> runner for a bundle of graphs. File backends export the bundle on a cache
-    miss (verified, then cached) and load the files; the torch backend runs the graph
-    functions themselves and needs no files."""
+    miss (verified, then cached) and load the files; the torch and cuda backends run the
+    graph functions themselves and need no files."""
     if backend.runs_functions:
         return {g.name: backend.load(g, None) for g in functions()}
     result = export_bundle(make_bundle(), cache, progress=progress)
