@@ -72,6 +72,23 @@ def plot(results: dict, path: Path) -> None:
     img.save(path)
 
 
+def available_backends(names: list[str], device: str) -> tuple[str, ...]:
+    """The named backends that load here; the others are skipped with the reason (a device
+    image may lack onnxruntime-gpu or TensorRT), so one missing package costs one row, not the run."""
+    from ilo.engine.backends import BackendUnavailable, get_backend
+
+    usable = []
+    for name in names:
+        try:
+            get_backend(name, device)
+            usable.append(name)
+        except BackendUnavailable as e:
+            print(f"latency: skipping {name}: {e}", file=sys.stderr)
+    if "torch" not in usable:
+        raise SystemExit("latency: torch is the baseline every speed-up is measured against; include it")
+    return tuple(usable)
+
+
 def main(argv=None) -> int:
     from ilo.engine.commands.bench import machine
     from ilo.engine.latency import LatencySettings, markdown, measure, save
@@ -88,9 +105,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    backends = available_backends(args.backends.split(","), args.device)
     results, text = {}, ["# Engine latency", ""]
     for name in args.models.split(","):
-        settings = LatencySettings(backends=tuple(args.backends.split(",")), batches=tuple(int(b) for b in args.batches.split(",")),
+        settings = LatencySettings(backends=backends, batches=tuple(int(b) for b in args.batches.split(",")),
                                    repeats=args.repeats, steps=args.steps, stage_repeats=args.stage_repeats, device=args.device)  # fmt: skip
         results[name] = measure(model(name), settings, report=lambda line, n=name: print(f"{n}: {line}", file=sys.stderr, flush=True))
         text += [markdown(name, results[name], machine(args.device)), *verdicts(name, results[name]), ""]
