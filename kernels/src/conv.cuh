@@ -38,13 +38,38 @@ struct alignas(16) Vec4 {
     float v[4];
 };
 
+// Where each (tap, output pixel) of the block's tile reads in an input channel plane, or -1
+// (padding, or no input sample under a transposed conv's tap): every stride, padding and
+// transposed case is resolved here, once per block, so the per-chunk gather is a table lookup.
+template <class Tile, int TPX>
+__device__ __forceinline__ void build_offsets(const IloConvArgs& a, int* offsets, int oy0, int ox0, int tid, int threads) {
+    constexpr int K = Tile::kTaps == 9 ? 3 : 1;
+    for (int i = tid; i < Tile::kTaps * Tile::kPixels; i += threads) {
+        const int tap = i / Tile::kPixels, p = i % Tile::kPixels;
+        const int ky = tap / K, kx = tap % K;
+        const int y = oy0 + p / TPX, xo = ox0 + p % TPX;  // the output pixel
+        int iy, ix;
+        bool inside = true;
+        if (a.transposed) {  // y = iy * stride + ky - pad
+            const int ty = y + a.pad - ky, tx = xo + a.pad - kx;
+            iy = floor_div(ty, a.stride);
+            ix = floor_div(tx, a.stride);
+            inside = iy * a.stride == ty && ix * a.stride == tx;
+        } else {
+            iy = y * a.stride + ky - a.pad;
+            ix = xo * a.stride + kx - a.pad;
+        }
+        inside = inside && iy >= 0 && iy < a.hi && ix >= 0 && ix < a.wi;
+        offsets[i] = inside ? iy * a.wi + ix : -1;
+    }
+}
+
 // Gathers input-channel chunk c0 into shared memory: wt[k][co] (weights) and bt[k][pixel]
 // (the style-scaled input under tap k of each output pixel, zero outside the image), with
 // k = channel * taps + tap. Values are rounded to TF32 for the tensor-core kernel.
-template <class T, class Tile, int TC, int TPX, bool kTf32>
-__device__ __forceinline__ void stage_chunk(const IloConvArgs& a, float* wt, float* bt, int c0, int co0, int oy0, int ox0,
+template <class T, class Tile, int TC, bool kTf32>
+__device__ __forceinline__ void stage_chunk(const IloConvArgs& a, float* wt, float* bt, const int* offsets, int c0, int co0,
                                             const T* x, const float* scale, int tid, int threads) {
-    constexpr int K = Tile::kTaps == 9 ? 3 : 1;
     for (int i = tid; i < Tile::kDepth * TC; i += threads) {
         // tap fastest, then input channel: consecutive threads read consecutive weights
         const int k = i % Tile::kDepth, ol = i / Tile::kDepth;
@@ -52,27 +77,17 @@ __device__ __forceinline__ void stage_chunk(const IloConvArgs& a, float* wt, flo
         const float w = (ci < a.ci && co < a.co) ? a.weight[(int64_t(co) * a.ci + ci) * Tile::kTaps + k % Tile::kTaps] : 0.f;
         wt[k * Tile::kWStride + ol] = kTf32 ? to_tf32(w) : w;
     }
+    constexpr int kPlane = Tile::kTaps * Tile::kPixels;  // (tap, pixel) pairs of one channel
+    const int64_t hw = int64_t(a.hi) * a.wi;
     for (int i = tid; i < Tile::kDepth * Tile::kPixels; i += threads) {
-        const int k = i / Tile::kPixels, p = i % Tile::kPixels;
-        const int ci = c0 + k / Tile::kTaps, ky = (k % Tile::kTaps) / K, kx = k % K;
-        const int y = oy0 + p / TPX, xo = ox0 + p % TPX;  // the output pixel
-        int iy, ix;
-        bool inside = ci < a.ci;
-        if (a.transposed) {  // y = iy * stride + ky - pad
-            const int ty = y + a.pad - ky, tx = xo + a.pad - kx;
-            iy = floor_div(ty, a.stride);
-            ix = floor_div(tx, a.stride);
-            inside = inside && iy * a.stride == ty && ix * a.stride == tx;
-        } else {
-            iy = y * a.stride + ky - a.pad;
-            ix = xo * a.stride + kx - a.pad;
-        }
-        inside = inside && iy >= 0 && iy < a.hi && ix >= 0 && ix < a.wi;
+        const int cl = i / kPlane, rest = i % kPlane;  // rest = tap * pixels + pixel = the bt row offset
+        const int ci = c0 + cl, offset = offsets[rest];
         float v = 0.f;
-        if (inside) {
-            v = load(x, (int64_t(ci) * a.hi + iy) * a.wi + ix);
+        if (ci < a.ci && offset >= 0) {
+            v = load(x, ci * hw + offset);
             if (scale) v *= scale[ci];
         }
+        const int k = cl * Tile::kTaps + rest / Tile::kPixels, p = rest % Tile::kPixels;
         bt[k * Tile::kBStride + p] = kTf32 ? to_tf32(v) : v;
     }
 }
@@ -99,6 +114,7 @@ __global__ void conv_kernel(IloConvArgs a) {
     using Tile = ConvTile<K, TC, TPY, TPX, CK>;
     alignas(16) __shared__ float wt[Tile::kDepth * Tile::kWStride];
     alignas(16) __shared__ float bt[Tile::kDepth * Tile::kBStride];
+    __shared__ int offsets[Tile::kTaps * Tile::kPixels];
 
     const int tid = threadIdx.x;
     const int tiles_x = (a.wo + TPX - 1) / TPX;
@@ -110,9 +126,11 @@ __global__ void conv_kernel(IloConvArgs a) {
     const T* x = static_cast<const T*>(a.x) + int64_t(n) * a.ci * a.hi * a.wi;
     const float* scale = a.in_scale ? a.in_scale + int64_t(n) * a.ci : nullptr;
     float acc[4][4] = {};
+    build_offsets<Tile, TPX>(a, offsets, oy0, ox0, tid, Tile::kThreads);
+    __syncthreads();
 
     for (int c0 = 0; c0 < a.ci; c0 += CK) {
-        stage_chunk<T, Tile, TC, TPX, false>(a, wt, bt, c0, co0, oy0, ox0, x, scale, tid, Tile::kThreads);
+        stage_chunk<T, Tile, TC, false>(a, wt, bt, offsets, c0, co0, x, scale, tid, Tile::kThreads);
         __syncthreads();
         ILO_UNROLL
         for (int k = 0; k < Tile::kDepth; ++k) {
@@ -151,6 +169,7 @@ __global__ void conv_mma_kernel(IloConvArgs a) {
     static_assert(Tile::kDepth % 8 == 0, "k-steps of 8");
     alignas(16) __shared__ float wt[Tile::kDepth * Tile::kWStride];
     alignas(16) __shared__ float bt[Tile::kDepth * Tile::kBStride];
+    __shared__ int offsets[Tile::kTaps * Tile::kPixels];
 
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
     const int g = lane / 4, t = lane % 4;
@@ -162,9 +181,11 @@ __global__ void conv_mma_kernel(IloConvArgs a) {
     const T* x = static_cast<const T*>(a.x) + int64_t(n) * a.ci * a.hi * a.wi;
     const float* scale = a.in_scale ? a.in_scale + int64_t(n) * a.ci : nullptr;
     float acc[2][4][4] = {};
+    build_offsets<Tile, TPX>(a, offsets, oy0, ox0, tid, kThreads);
+    __syncthreads();
 
     for (int c0 = 0; c0 < a.ci; c0 += CK) {
-        stage_chunk<T, Tile, TC, TPX, true>(a, wt, bt, c0, co0, oy0, ox0, x, scale, tid, kThreads);
+        stage_chunk<T, Tile, TC, true>(a, wt, bt, offsets, c0, co0, x, scale, tid, kThreads);
         __syncthreads();
         ILO_UNROLL
         for (int k0 = 0; k0 < Tile::kDepth; k0 += 8) {
