@@ -36,6 +36,21 @@ def test_library_reports_its_build_and_struct_layouts(emulated_kernels):
     assert emulated_kernels.build_info.startswith("host-emulation fp32")
 
 
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+def test_the_c_abi_works_from_plain_c(emulated_kernels, tmp_path):
+    """kernels/tests/abi_check.c: the header compiles as C99 and the library answers a C caller."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    exe = tmp_path / "abi_check"
+    lib = emulated_kernels.path
+    subprocess.run(["cc", "-std=c99", "-Wall", "-Werror", f"-I{root / 'kernels' / 'include'}", str(root / "kernels" / "tests" / "abi_check.c"),
+                    "-o", str(exe), f"-L{lib.parent}", f"-l:{lib.name}", f"-Wl,-rpath,{lib.parent}", "-lm"], check=True)  # fmt: skip
+    done = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok: host-emulation")
+
+
 @pytest.mark.parametrize("clamp", [None, 0.7])
 @pytest.mark.parametrize("shape", [(2, 5, 3, 7), (3, 6)])
 def test_bias_act_forward_and_gradients_match_the_reference(emulated_kernels, clamp, shape):
