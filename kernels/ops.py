@@ -1,10 +1,11 @@
 """The kernels as torch ops, with VJPs: the fast paths of `ilo.export.ops`.
 
 Each public function has the same meaning as its reference there and is checked against it
-(tests/test_kernels.py). The autograd Functions use the setup_context form, so torch.func.vjp
-(what the engine's graph functions call) differentiates through them. Gradients are those ILO
-needs: activations, styles and noise maps; weights and biases are frozen (a Function refuses
-weights that require grad rather than return no gradient for them).
+(tests/test_kernels.py). The autograd Functions use the setup_context form; torch.func still
+cannot look inside them (their pointers need real storage), so the engine's graph functions
+take plain autograd while the kernels are active (`ilo.export.graphs.vjp_pullback`). Gradients
+are those ILO needs: activations, styles and noise maps; weights and biases are frozen
+(`layer_weights` refuses weights that require grad rather than return no gradient for them).
 """
 
 from __future__ import annotations
@@ -36,14 +37,19 @@ def _dtype(t: torch.Tensor) -> int:
     return DTYPES[t.dtype]
 
 
-def _check(lib: KernelLibrary, *tensors: torch.Tensor | None) -> None:
-    for t in tensors:
+def _check(lib: KernelLibrary, *tensors: torch.Tensor | None, fp32: tuple = ()) -> None:
+    """Every tensor on the library's device and contiguous; those in `fp32` (weights, styles,
+    filters: the C side reads them as float*) in float32."""
+    for t in (*tensors, *fp32):
         if t is None:
             continue
         if t.device.type != lib.device_type:
             raise KernelLibraryError(f"the {lib.build_info} kernel library takes {lib.device_type} tensors, got one on {t.device}")
         if not t.is_contiguous():
             raise KernelLibraryError("kernel inputs must be contiguous")
+    for t in fp32:
+        if t is not None and t.dtype != torch.float32:
+            raise KernelLibraryError(f"kernel weights, styles and filters are float32, got {t.dtype}")
 
 
 def epilogue(scale=None, z=None, noise=None, bias=None, alpha=1.0, gain=1.0, clamp=None, reduce_ref=None, reduce_out=None) -> Epilogue:
@@ -73,7 +79,7 @@ def conv(lib, x, weight, *, in_scale=None, stride=1, pad=0, transposed=False, ep
     else:
         ho, wo = (hi + 2 * pad - k) // stride + 1, (wi + 2 * pad - k) // stride + 1
     y = torch.empty(n, co, ho, wo, dtype=x.dtype, device=x.device) if out is None else out
-    _check(lib, x, weight, in_scale, y)
+    _check(lib, x, y, fp32=(weight, in_scale))
     args = ConvArgs(_dtype(x), n, ci, hi, wi, co, ho, wo, k, stride, pad, int(transposed), int(tf32),
                     _ptr(x), _ptr(in_scale), _ptr(weight), _ptr(y), ep or epilogue())  # fmt: skip
     lib.call("ilo_conv", args, x.device)
@@ -91,7 +97,7 @@ def upfirdn(lib, x, taps, *, up=1, down=1, pad=(0, 0), adjoint=False, in_size=No
         hi, wi = x.shape[2:]
         ho, wo = (hi * up + pad[0] + pad[1] - fh) // down + 1, (wi * up + pad[0] + pad[1] - fw) // down + 1
     y = torch.empty(n, c, *((hi, wi) if adjoint else (ho, wo)), dtype=x.dtype, device=x.device)
-    _check(lib, x, taps, y)
+    _check(lib, x, y, fp32=(taps,))
     args = UpfirdnArgs(_dtype(x), n, c, hi, wi, ho, wo, up, down, pad[0], pad[1], fh, fw, int(adjoint),
                        _ptr(taps), _ptr(x), _ptr(y), ep or epilogue())  # fmt: skip
     lib.call("ilo_upfirdn2d", args, x.device)
@@ -105,7 +111,7 @@ def act_grad(lib, dy, y, *, alpha, gain, clamp, scale=None, want_dx=True, ref=No
     dx = torch.empty_like(y) if want_dx else None
     rows = torch.empty(n, c, dtype=torch.float32, device=y.device) if row_sum else None
     channels = torch.empty(n, 1, *y.shape[2:], dtype=torch.float32, device=y.device) if channel_sum else None
-    _check(lib, dy, y, scale, ref)
+    _check(lib, dy, y, ref, fp32=(scale,))
     args = ActGradArgs(_dtype(y), n, c, hw, _ptr(dy), _ptr(y), alpha, gain, NO_CLAMP if clamp is None else clamp,
                        _ptr(scale), _ptr(dx), _ptr(ref), _ptr(rows), _ptr(channels))  # fmt: skip
     lib.call("ilo_act_grad", args, y.device)
@@ -118,7 +124,7 @@ class _BiasAct(torch.autograd.Function):
     def forward(lib, x, bias, alpha, gain, clamp):
         x = x.contiguous()
         y = torch.empty_like(x)
-        _check(lib, x, bias)
+        _check(lib, x, fp32=(bias,))
         n, c = x.shape[:2]
         args = BiasActArgs(_dtype(x), n, c, x[0, 0].numel(), _ptr(x), _ptr(y),
                            epilogue(bias=bias, alpha=alpha, gain=gain, clamp=clamp))  # fmt: skip
@@ -137,12 +143,12 @@ class _BiasAct(torch.autograd.Function):
         alpha, gain, clamp = ctx.params
         want_bias = ctx.has_bias and ctx.needs_input_grad[2]
         dx, rows, _ = act_grad(ctx.lib, dy.contiguous(), y, alpha=alpha, gain=gain, clamp=clamp, row_sum=want_bias)
-        return None, dx, (rows.sum(0).to(y.dtype) if want_bias else None), None, None, None
+        return None, dx, (rows.sum(0) if want_bias else None), None, None, None
 
 
 def bias_act(lib, x, bias=None, gain=math.sqrt(2.0), alpha=0.2, clamp=None) -> torch.Tensor:
     """ilo.export.ops.bias_act on the kernel: bias -> leaky ReLU -> gain -> clamp, in one pass."""
-    return _BiasAct.apply(lib, x, bias, alpha, gain, clamp)
+    return _BiasAct.apply(lib, x, None if bias is None else bias.float().contiguous(), alpha, gain, clamp)
 
 
 # --- upfirdn2d --------------------------------------------------------------------------------
