@@ -5,10 +5,10 @@ input, the latent and the noise map), of
   - torch grouped:  per-sample weights, one grouped conv (StyleGAN2's fused_modconv form),
   - torch scaled:   scale -> conv -> scale (ilo.export.ops, the engine's reference),
   - kernels:        the fused kernels (ilo.kernels),
-the torch forms with TF32 off and on; then whole synthesis blocks (up conv, conv, to-RGB and
-skip upsampling), fused forward + VJP, where the target is kernels >= 1.5x the best torch form
-at batch 8 for resolutions >= 128. Reported with the card, its measured fp32 matmul peak and
-the fraction of it each kernel reaches. Timings are medians of CUDA-event-timed repeats, all
+each with TF32 off and on; then whole synthesis blocks (up conv, conv, to-RGB and skip
+upsampling), forward + VJP, where the target is the best kernels >= 1.5x the best torch form
+at batch 8 for resolutions >= 128. Reported with the card, its measured fp32 and TF32 matmul
+peaks and the fraction of them each kernel reaches. Timings are medians of CUDA-event-timed repeats, all
 formulations interleaved in one process; no timing is ever asserted in a test.
 
     cmake -S . -B build && cmake --build build -j         # the library, into kernels/lib
@@ -109,14 +109,16 @@ def timed(fn, device: torch.device, repeats: int) -> float:
     return statistics.median(times)
 
 
-def fp32_peak_tflops(device: torch.device) -> float | None:
-    """The card's measured fp32 (TF32 off) matmul rate: the yardstick for the kernels, which
-    are fp32 CUDA-core code."""
+def matmul_peak_tflops(device: torch.device, tf32: bool) -> float | None:
+    """The card's measured float32 matmul rate (cuBLAS, 8192^3), TF32 off (the CUDA cores) or
+    on (the tensor cores): the yardsticks for the two kinds of kernel."""
     if device.type != "cuda":
         return None
-    torch.backends.cuda.matmul.allow_tf32 = False
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
     a = torch.randn(8192, 8192, device=device)
     ms = timed(lambda: a @ a, device, 10)
+    torch.backends.cuda.matmul.allow_tf32 = saved
     return 2 * 8192**3 / ms / 1e9
 
 
@@ -186,7 +188,7 @@ def max_relative(a, b) -> float:
     return max(float((x.double() - y.double()).abs().max()) / (float(y.abs().max()) or 1.0) for x, y in zip(a, b))
 
 
-def measure_layers(shapes, batch, device, library, repeats, peak):
+def measure_layers(shapes, batch, device, library, repeats, peaks):
     rows = []
     for shape in shapes:
         run, inputs = layer_case(shape, batch, device)
@@ -209,7 +211,8 @@ def measure_layers(shapes, batch, device, library, repeats, peak):
         for tf32 in (False, True):
             label = form_label("kernels", tf32)
             row[f"fwd TFLOP/s {label}"] = flops / row[f"fwd {label}"] / 1e9
-        row["fwd fraction of fp32 peak"] = row["fwd TFLOP/s kernels (fp32)"] / peak if peak else None
+            peak = peaks["TF32" if tf32 else "fp32"]
+            row[f"fwd fraction of peak {label}"] = row[f"fwd TFLOP/s {label}"] / peak if peak else None
         rows.append(row)
         print(f"{shape.name}: fwd+vjp {row['best kernels']} {row['fwd+vjp speed-up']:.2f}x {row['best torch']}", flush=True)
     return rows
@@ -245,10 +248,11 @@ def environment(device: torch.device, library) -> dict:
 
 def markdown(result: dict) -> str:
     env, layers, blocks = result["environment"], result["layers"], result["blocks"]
-    peak = result["fp32 peak TFLOP/s"]
+    peaks = result["matmul peak TFLOP/s"]
     out = [f"# Kernels against torch ({env['card']})", "",
            f"`{result['command']}`", "",
-           ", ".join(f"{k} {v}" for k, v in env.items()) + (f"; measured fp32 matmul peak {peak:.1f} TFLOP/s" if peak else ""), "",
+           ", ".join(f"{k} {v}" for k, v in env.items())
+           + (f"; measured matmul peaks: fp32 {peaks['fp32']:.1f}, TF32 {peaks['TF32']:.1f} TFLOP/s" if peaks["fp32"] else ""), "",
            "## Synthesis blocks, forward + VJP (ms)", ""]  # fmt: skip
     labels = [form_label(n, t) for n, t in FORMS]
     out += ["| block | batch | " + " | ".join(labels) + " | best kernels over best torch | target |",
@@ -259,13 +263,14 @@ def markdown(result: dict) -> str:
             target = f"{BLOCK_TARGET}×: {'meets' if r['speed-up'] >= BLOCK_TARGET else 'MISSES'}"
         out.append(f"| {r['block']} | {r['batch']} | " + " | ".join(f"{r[lab]:.3f}" for lab in labels)
                    + f" | **{r['speed-up']:.2f}×** ({r['best kernels']} / {r['best torch']}) | {target} |")  # fmt: skip
-    out += ["", "## Layers (ms; the fp32 kernels' forward TFLOP/s as a fraction of the fp32 peak)", "",
+    out += ["", "## Layers (ms; the kernels' forward TFLOP/s, and as a fraction of the measured fp32 / TF32 matmul peak)", "",
             "| layer | " + " | ".join(f"fwd {lab}" for lab in labels) + " | " + " | ".join(f"fwd+vjp {lab}" for lab in labels)
-            + " | fwd+vjp best kernels over best torch | fwd TFLOP/s fp32 / TF32 | fp32 of peak | max rel. error fp32 / TF32 |",
+            + " | fwd+vjp best kernels over best torch | fwd TFLOP/s fp32 / TF32 | of peak fp32 / TF32 | max rel. error fp32 / TF32 |",
             "| --- | " + " | ".join("---" for _ in range(2 * len(labels) + 4)) + " |"]  # fmt: skip
     for r in layers:
-        frac = f"{100 * r['fwd fraction of fp32 peak']:.0f} %" if r["fwd fraction of fp32 peak"] is not None else "n/a"
         k32, ktf = form_label("kernels", False), form_label("kernels", True)
+        fractions = [r[f"fwd fraction of peak {k}"] for k in (k32, ktf)]
+        frac = " / ".join(f"{100 * f:.0f} %" for f in fractions) if fractions[0] is not None else "n/a"
         out.append(f"| {r['layer']} | " + " | ".join(f"{r['fwd ' + lab]:.3f}" for lab in labels) + " | "
                    + " | ".join(f"{r['fwd+vjp ' + lab]:.3f}" for lab in labels)
                    + f" | {r['fwd+vjp speed-up']:.2f}× | {r['fwd TFLOP/s ' + k32]:.2f} / {r['fwd TFLOP/s ' + ktf]:.2f} | {frac}"
@@ -298,13 +303,13 @@ def main(argv=None) -> int:
     channels = config_f(args.max_res, channel_divisor=divisor).channels
     shapes = [s.__class__(s.kind, max(1, s.cin // divisor), 3 if s.kind == "rgb" else max(1, s.cout // divisor), s.res)
               for s in config_f_layers(args.max_res)]  # fmt: skip
-    peak = fp32_peak_tflops(device)
+    peaks = {"fp32": matmul_peak_tflops(device, False), "TF32": matmul_peak_tflops(device, True)}
     repeats = 1 if args.smoke else args.repeats
     result = {"command": "python benchmarks/kernels.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "environment": environment(device, library), "fp32 peak TFLOP/s": peak}  # fmt: skip
+              "environment": environment(device, library), "matmul peak TFLOP/s": peaks}  # fmt: skip
     resolutions = [4 * 2**k for k in range(1, len(channels))]
     result["blocks"] = measure_blocks(resolutions, args.batch, device, library, repeats, channels)
-    result["layers"] = measure_layers(shapes, args.batch, device, library, repeats, peak)
+    result["layers"] = measure_layers(shapes, args.batch, device, library, repeats, peaks)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "kernels" if device.type == "cuda" else "kernels_smoke"
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1))
