@@ -23,7 +23,7 @@ from ilo.errors import IloError
 from ilo.export.graphs import GraphFn
 from ilo.paths import cache_dir
 
-BACKENDS = ("torch", "cuda", "onnxruntime", "onnxruntime-tensorrt", "tensorrt")
+from ilo.choices import BACKENDS  # noqa: E402  (re-exported)
 Runner = Callable[..., list[torch.Tensor]]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from typing import Sequence
 
@@ -11,6 +12,7 @@ from ilo.engine.commands import bench, convert, degrade, export, info, restore, 
 from ilo.errors import IloError
 
 SUBCOMMANDS = (restore, degrade, export, bench, sample, info, convert)
+_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +40,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"ilo: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        # the machine refused a write or read (permissions, a read-only or full disk): the
+        # user's to fix, so one line; any other OSError is a bug and keeps its traceback
+        if args.debug or e.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        print(f"ilo: error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("ilo: interrupted", file=sys.stderr)

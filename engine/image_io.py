@@ -7,6 +7,10 @@ Pixels come back as float tensors in the generator's [-1, 1] range; masks as {0,
 from __future__ import annotations
 
 import glob
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +20,7 @@ import torch.nn.functional as F
 from ilo.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-FIT_MODES = ("crop", "resize", "pad")
+from ilo.choices import DEFAULT_MAX_PIXELS, FIT_MODES  # noqa: E402  (re-exported)
 
 
 def list_inputs(specs: list[str], suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
@@ -45,32 +49,126 @@ def list_inputs(specs: list[str], suffixes: tuple[str, ...] = IMAGE_SUFFIXES) ->
     return unique
 
 
-def _open_rgb(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
 
+
+@dataclass(frozen=True)
+class Picture:
+    """An image file as read: pixels (possibly reduced early, see `read_picture`), the size the
+    file declares, and the SHA-256 of its bytes (what a resumed run compares)."""
+
+    pixels: np.ndarray  # [H, W, 3] float64 in [0, 255]
+    size: tuple[int, int]  # (width, height) of the file
+    sha256: str
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks (inputs can be large)."""
+    digest = hashlib.sha256()
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I"):  # 16-bit greyscale: keep the precision, then scale
-                a = np.asarray(im, dtype=np.float64)
-                return np.repeat((a / 65535.0 * 255.0)[..., None], 3, axis=2)
-            return np.asarray(im.convert("RGB"), dtype=np.float64)
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except OSError as e:
+        raise InputError(f"{path}: unreadable ({e.strerror or e})") from None
+    return digest.hexdigest()
+
+
+def read_picture(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, fit: tuple[str | None, int] | None = None) -> Picture:
+    """Read an image file once: its bytes are hashed and decoded from the same buffer.
+
+    The size in the file's header is checked against `max_pixels` before anything is decoded
+    (a 48 KB PNG can declare 20000x20000). With `fit=(mode, size)` a large image is reduced
+    while still 8-bit: `crop` cuts the centre square, `resize` shrinks by a whole factor
+    (box filter) to no less than twice `size`, so `fit_to`'s antialiased resize finishes it
+    from a small array instead of a full-size float one."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, not an image") from None
+    except OSError as e:
+        raise InputError(f"{path}: unreadable ({e.strerror or e})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap decides
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+                if width * height > max_pixels:
+                    raise InputError(
+                        f"{path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
+                        f"{max_pixels / 1e6:.0f}; raise it with --max-pixels if the file is genuine"
+                    )
+                im = _prefit(im, fit)
+                pixels = _rgb_array(im, path)
+    except InputError:
+        raise
+    except Image.DecompressionBombError:
+        raise InputError(f"{path}: declares more pixels than the image library will decode; raise --max-pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
         raise InputError(f"{path}: not a readable image ({e})") from None
+    return Picture(pixels, (width, height), hashlib.sha256(data).hexdigest())
 
 
-def read_image(path: str | Path) -> torch.Tensor:
-    """An image file as [3, H, W] float32 in [-1, 1] (alpha dropped, greyscale repeated)."""
-    pixels = _open_rgb(Path(path))
+def _prefit(im, fit: tuple[str | None, int] | None):
+    if fit is None or fit[0] not in ("crop", "resize"):
+        return im
+    mode, size = fit
+    width, height = im.size
+    if mode == "crop" and min(width, height) >= size and (width, height) != (size, size):
+        left, top = (width - size) // 2, (height - size) // 2
+        return im.crop((left, top, left + size, top + size))
+    factor = min(width, height) // (2 * size)
+    if mode == "resize" and factor >= 2:
+        if im.mode not in ("RGB", "L", "RGBA", "LA"):
+            im = im.convert("RGB")
+        return im.reduce(factor)
+    return im
+
+
+def _rgb_array(im, path: Path) -> np.ndarray:
+    """Decoded pixels as [H, W, 3] float64 in [0, 255], whatever the file's pixel format."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale: keep the precision, then scale
+        a = np.asarray(im, dtype=np.float64)
+        return np.repeat((a / 65535.0 * 255.0)[..., None], 3, axis=2)
+    if im.mode == "F":  # floating-point TIFFs hold [0, 1], the convention of every tool that writes them
+        a = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise InputError(f"{path}: the floating-point image holds NaN or inf values")
+        low, high = float(a.min()), float(a.max())
+        if low < -1e-3 or high > 1 + 1e-3:
+            raise InputError(f"{path}: floating-point pixels must lie in [0, 1], these span [{low:.4g}, {high:.4g}]")
+        return np.repeat((a.clip(0, 1) * 255.0)[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"), dtype=np.float64)
+
+
+def _to_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(pixels / 127.5 - 1.0).float().permute(2, 0, 1).contiguous()
 
 
-def read_mask(path: str | Path) -> torch.Tensor:
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """An image file as [3, H, W] float32 in [-1, 1] (alpha dropped, greyscale repeated)."""
+    return _to_tensor(read_picture(path, max_pixels).pixels)
+
+
+def image_tensor(picture: Picture) -> torch.Tensor:
+    """A read picture's pixels as [3, h, w] float32 in [-1, 1]."""
+    return _to_tensor(picture.pixels)
+
+
+def mask_tensor(picture: Picture) -> torch.Tensor:
+    """A read mask's pixels as [1, h, w] in {0, 1}: dark pixels (< half brightness) are missing."""
+    return torch.from_numpy((picture.pixels.mean(axis=2) >= 127.5).astype(np.float32))[None]
+
+
+def read_mask(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """A mask image as [1, H, W] in {0, 1}: dark pixels (< half brightness) are missing."""
-    pixels = _open_rgb(Path(path))
-    return torch.from_numpy((pixels.mean(axis=2) >= 127.5).astype(np.float32))[None]
+    return mask_tensor(read_picture(path, max_pixels))
 
 
 def fit_to(image: torch.Tensor, size: int, mode: str | None, name: str, what: str = "image") -> tuple[torch.Tensor, torch.Tensor]:

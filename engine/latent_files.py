@@ -10,7 +10,7 @@ import torch
 from ilo.errors import InputError
 from ilo.export.staged import StagedGenerator
 
-INPUT_SPACES = ("z", "wplus")
+from ilo.choices import INPUT_SPACES  # noqa: E402  (re-exported)
 
 
 def _read_array(path: Path, key: str) -> torch.Tensor:

@@ -108,7 +108,11 @@ class LPIPS(torch.nn.Module):
         self.model.eval().requires_grad_(False)
 
     def _load_backbone(self, path: Path) -> None:
-        state = torch.load(path, weights_only=True, map_location="cpu")
+        from ilo.export.checkpoints.files import read_checkpoint
+
+        state = read_checkpoint(path)  # never runs code from the file, and says why it refuses one
+        if not isinstance(state, dict):
+            raise IloError(f"{path}: not a torchvision backbone for LPIPS (holds a {type(state).__name__}, not a state dict)")
         target = self.model.net
         slices = {}
         for name, module in target.named_modules():

@@ -202,6 +202,7 @@ class DenseGaussianCS(Operator):
             raise InputError(f"compressed sensing needs 0 < m <= n, got m={m}, n={n}")
         g = torch.Generator().manual_seed(seed)
         self.matrix = torch.randn(m, n, generator=g) / math.sqrt(m)
+        self.n, self.m = n, m
 
     def A(self, x):
         return x.reshape(x.shape[0], -1) @ self.matrix.t()

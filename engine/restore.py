@@ -1,37 +1,37 @@
 """Restoring files: inputs -> measurements -> solver -> restored PNGs, records and metric tables.
 
-Two kinds of input. Degraded images (the default) are what a camera delivered: the holed
-image plus its mask, the low-resolution image, the noisy image, or a `.npy` of CS measurements
-from `ilo degrade`. Clean images (`clean_inputs`) are degraded here, reproducibly per image
-name, and then serve as the ground truth for the metrics.
+The inputs are read by `ilo.engine.measurements`; the output folder is an `ilo.engine.run_dir.RunDir`.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ilo.engine.baselines import bm3d_denoise
-from ilo.engine.image_io import IMAGE_SUFFIXES, fit_mask, fit_to, read_image, read_mask
+from ilo.engine.image_io import DEFAULT_MAX_PIXELS, file_sha256
 from ilo.engine.images import save_png, to_uint8
 from ilo.engine.losses import LPIPS, measurement_mse
 from ilo.engine.metrics import restoration_metrics
 from ilo.engine.operators import Inpainting, Operator
 from ilo.engine.progress import Progress
-from ilo.engine.run_dir import RunDir
+from ilo.engine.measurements import InputSpec, MeasurementReader, Prepared
+from ilo.engine.run_dir import RunDir, check_output_layout
 from ilo.engine.solver import ILOConfig, csgm_config, pulse_config, solve
 from ilo.engine.tasks import TaskSpec, name_seed
 from ilo.atomic import atomic_path
 from ilo.errors import IloError, InputError
 from ilo.export.staged import StagedGenerator
 
-METHODS = ("ilo", "csgm", "pulse", "bm3d")
+from ilo.choices import METHODS  # noqa: E402  (re-exported)
 
 
 def method_config(method: str, **overrides) -> ILOConfig | None:
@@ -60,6 +60,7 @@ class RestoreOptions:
     mask: Path | None = None  # one mask for every image
     mask_dir: Path | None = None  # per image, same stem
     truth_dir: Path | None = None  # ground truths for the metrics of degraded inputs
+    max_pixels: int = DEFAULT_MAX_PIXELS
     batch_size: int = 8
     seed: int = 0
     save_degraded: bool = False
@@ -70,6 +71,7 @@ class RestoreOptions:
     device: str = "cpu"  # where the solver runs; inputs are read and outputs written on the CPU
     backend: str = "torch"  # what runs the generator (recorded per image)
     extra_settings: dict = field(default_factory=dict)  # e.g. the model's identity, for resume checks
+    notes: list[str] = field(default_factory=list)  # shown once every input has been checked
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -78,20 +80,19 @@ class RestoreOptions:
             raise InputError("BM3D is a denoiser: use it with --task denoise")
         if self.config is None:
             self.config = method_config(self.method)
-        if self.mask is not None and self.mask_dir is not None:
-            raise InputError("give --mask or --mask-dir, not both")
-        if self.task.task != "inpaint" and (self.mask or self.mask_dir):
-            raise InputError("--mask / --mask-dir belong to --task inpaint")
+
+    def input_spec(self, resolution: int) -> InputSpec:
+        return InputSpec(self.task, resolution, self.fit, self.clean_inputs, self.mask, self.mask_dir,
+                         self.truth_dir, self.max_pixels)  # fmt: skip
 
 
-@dataclass
-class Prepared:
-    """One image's measurements and what the outputs need."""
+# Prepared measurements kept between the up-front check and the solve, so small inputs are read
+# once; beyond this the rest are read again when their batch comes (each read is hashed anyway).
+PREPARED_CACHE_BYTES = 256 << 20
 
-    stem: str
-    y: torch.Tensor  # [1, ...] measurements
-    mask: torch.Tensor | None  # [1, 1, H, W] for inpainting
-    truth: torch.Tensor | None  # [1, 3, H, W] in [-1, 1]
+# Builds what the solver runs once the inputs are checked (exporting graphs can take minutes):
+# returns the generator, the LPIPS loss module (or None) and the backend's description.
+SolverFactory = Callable[[], "tuple[StagedGenerator, LPIPS | None, str]"]
 
 
 class Restorer:
@@ -102,67 +103,10 @@ class Restorer:
         self.loss_lpips = loss_lpips
         self.run_dir = RunDir(out)
         self.task = options.task
-        self.cs_op = self.task.operator(self.res) if self.task.task == "cs" else None
-
-    # --- inputs -------------------------------------------------------------------------------
+        self.reader = MeasurementReader(options.input_spec(self.res))
 
     def prepare(self, path: Path) -> Prepared:
-        o, stem = self.options, path.stem
-        if self.task.task == "cs" and not o.clean_inputs:
-            return Prepared(stem, self._read_cs_measurements(path), None, self._truth(stem))
-        image = read_image(path)
-        if o.clean_inputs:
-            clean, valid = fit_to(image, self.res, o.fit, str(path))
-            mask = self._mask(path, image, valid)
-            op = self.task.operator(self.res, mask) if mask is not None else self._shared_operator()
-            y = self.task.measure(op, clean[None], [stem])
-            return Prepared(stem, y, mask, clean[None])
-        size = self.task.measurement_size(self.res)
-        seen, valid = fit_to(image, size, o.fit, str(path))
-        mask = self._mask(path, image, valid)
-        y = seen[None] * mask if mask is not None else seen[None]  # whatever is in a hole is unknown
-        return Prepared(stem, y, mask, self._truth(stem))
-
-    def _shared_operator(self) -> Operator:
-        return self.cs_op if self.cs_op is not None else self.task.operator(self.res)
-
-    def _mask(self, path: Path, image: torch.Tensor, valid: torch.Tensor) -> torch.Tensor | None:
-        if self.task.task != "inpaint":
-            return None
-        o = self.options
-        source = o.mask if o.mask is not None else _find_by_stem(o.mask_dir, path.stem, "mask") if o.mask_dir else None
-        if source is not None:
-            mask = read_mask(source)
-            if tuple(mask.shape[1:]) != tuple(image.shape[1:]):
-                raise InputError(
-                    f"{path}: the mask {source} is {mask.shape[2]}x{mask.shape[1]} "
-                    f"but the image is {image.shape[2]}x{image.shape[1]}"
-                )
-            mask = fit_mask(mask, self.res, o.fit, str(source))
-        else:
-            mask = self.task.built_in_mask(self.res, path.stem)
-        return (mask * valid)[None]  # padding invented by --fit pad is unobserved
-
-    def _truth(self, stem: str) -> torch.Tensor | None:
-        if self.options.truth_dir is None:
-            return None
-        path = _find_by_stem(self.options.truth_dir, stem, "ground truth")
-        truth, _ = fit_to(read_image(path), self.res, self.options.fit, str(path))
-        return truth[None]
-
-    def _read_cs_measurements(self, path: Path) -> torch.Tensor:
-        if path.suffix != ".npy":
-            raise InputError(f"{path}: compressed-sensing input must be a .npy of measurements (from `ilo degrade`), or pass --clean")
-        try:
-            y = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise InputError(f"{path}: unreadable measurements ({e})") from None
-        y = torch.from_numpy(np.asarray(y, dtype=np.float32)).reshape(1, -1)
-        if y.shape[1] != self.cs_op.m:
-            raise InputError(f"{path}: holds {y.shape[1]} measurements but --ratio {self.task.ratio} at {self.res}px means {self.cs_op.m}")
-        return y
-
-    # --- the run ------------------------------------------------------------------------------
+        return self.reader.prepare(path)
 
     def outputs(self, stem: str) -> list[Path]:
         root = self.run_dir.root
@@ -183,36 +127,90 @@ class Restorer:
             **o.extra_settings,
         }  # fmt: skip
 
-    def run(self, inputs: list[Path]) -> dict:
-        """Restore every input not already finished; returns a summary."""
-        settings = self.settings()
-        self.run_dir.check(settings, self.options.overwrite)
-        pending = [p for p in inputs if self.options.overwrite or not self.run_dir.finished(p.stem, self.outputs(p.stem))]
-        for path in pending:  # check every input before writing or spending time on any
-            self.prepare(path)
-        self.run_dir.start(settings, self.options.overwrite)
-        progress = Progress(len(pending), "restore", enabled=self.options.show_progress)
+    def run(self, inputs: list[Path], solver: SolverFactory | None = None) -> dict:
+        """Restore every input not already finished; returns a summary.
+
+        Before anything is written: the settings, the output folder and every input of this
+        run (read, checked and hashed) are checked. An image counts as finished only if its
+        record, its outputs and the hashes of its input files (image, mask, ground truth) all
+        still match; an edited or replaced input is restored again."""
+        o, settings = self.options, self.settings()
+        if o.config is not None:
+            o.config.check_for(len(self.gen.stages))
+        sources = {p.stem: self.reader.sources(p) for p in inputs}
+        self.run_dir.check_usable()
+        check_output_layout(
+            {p.stem: [*self.outputs(p.stem), self.run_dir.record_path(p.stem)] for p in inputs},
+            {stem: list(files.values()) for stem, files in sources.items()},
+            self.run_dir.fixed_files(),
+        )
+        with self.run_dir.open():
+            self.run_dir.check(settings, o.overwrite)
+            records = {} if o.overwrite else self.run_dir.records()
+            pending, notes = self._pending(inputs, sources, records)
+            prepared = self._check_inputs(pending)
+            for note in [*o.notes, *notes]:
+                print(f"ilo: note: {note}", file=sys.stderr)
+            if solver is not None:
+                self.gen, self.loss_lpips, o.backend = solver()
+            self.run_dir.start(settings, o.overwrite)
+            return self._restore_all(pending, prepared, records, skipped=len(inputs) - len(pending))
+
+    def _pending(self, inputs: list[Path], sources: dict, records: dict) -> tuple[list[Path], list[str]]:
+        pending, changed = [], []
+        for path in inputs:
+            record = records.get(path.stem)
+            if record is None or not self.run_dir.finished(path.stem, self.outputs(path.stem)):
+                pending.append(path)
+                continue
+            now = {role: file_sha256(f) for role, f in sources[path.stem].items()}
+            if record.get("sources") != now:
+                pending.append(path)
+                changed.append(path.stem)
+        notes = []
+        if changed:
+            shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+            notes.append(f"{len(changed)} finished image(s) have other input files than when they were restored "
+                         f"(image, mask or ground truth), so they are restored again: {shown}")  # fmt: skip
+        return pending, notes
+
+    def _check_inputs(self, pending: list[Path]) -> dict[Path, Prepared]:
+        """Read and check every pending input before any work; keep what fits the cache."""
+        kept, size = {}, 0
+        for path in pending:
+            item = self.prepare(path)
+            size += item.nbytes()
+            if size <= PREPARED_CACHE_BYTES:
+                kept[path] = item
+        return kept
+
+    def _restore_all(self, pending: list[Path], prepared: dict, records: dict, skipped: int) -> dict:
+        o = self.options
+        progress = Progress(len(pending), "restore", enabled=o.show_progress)
         done = 0
         try:
-            for start in range(0, len(pending), self.options.batch_size):
-                batch = [self.prepare(p) for p in pending[start : start + self.options.batch_size]]
-                paths = pending[start : start + len(batch)]
-                self._restore_batch(batch, paths, progress)
+            for start in range(0, len(pending), o.batch_size):
+                paths = pending[start : start + o.batch_size]
+                batch = [prepared.pop(p, None) or self.prepare(p) for p in paths]
+                self._restore_batch(batch, paths, progress, records)
+                self.run_dir.write_tables(_in_file_order(records))  # a killed run still leaves its tables
                 done += len(batch)
                 progress.advance(len(batch))
-        except IloError as e:
-            raise IloError(f"{e}; {done} image(s) of this run finished and are kept in {self.run_dir.root}, rerun to resume") from e
-        finally:
-            records = self.run_dir.records()
-            if records:
-                self.run_dir.write_tables(records)
-        return {"restored": done, "skipped": len(inputs) - len(pending), "records": len(records)}
+        except BaseException as e:
+            if records:  # with the images of the failed batch that did finish
+                self.run_dir.write_tables(_in_file_order(records))
+            if isinstance(e, IloError):
+                raise IloError(f"{e}; {done} image(s) of this run finished and are kept in {self.run_dir.root}, rerun to resume") from e
+            raise
+        if not pending and records:
+            self.run_dir.write_tables(_in_file_order(records))
+        return {"restored": done, "skipped": skipped, "records": len(records)}
 
-    def _restore_batch(self, batch: list[Prepared], paths: list[Path], progress: Progress) -> None:
+    def _restore_batch(self, batch: list[Prepared], paths: list[Path], progress: Progress, records: dict) -> None:
         o = self.options
         y = torch.cat([b.y for b in batch])
         masks = torch.cat([b.mask for b in batch]) if batch[0].mask is not None else None
-        op = self.task.operator(self.res, masks) if masks is not None else self._shared_operator()
+        op = self.task.operator(self.res, masks) if masks is not None else self.reader.shared_operator()
         seeds = [name_seed(o.seed, b.stem) for b in batch]
         if o.method == "bm3d":
             images, seconds = bm3d_denoise(y, self.task.sigma)
@@ -233,11 +231,12 @@ class Restorer:
                 "name": b.stem, "input": str(path), "output": f"{b.stem}.png", "task": self.task.task,
                 "method": o.method, "measurement_mse": float(fit[i]), "best_round": best_round[i],
                 "seconds": seconds / len(batch), "batch_size": len(batch), "backend": o.backend, "device": o.device,
+                "sources": b.sources,
             }  # fmt: skip
             if b.truth is not None:
                 record.update(self._metrics(images[i : i + 1], b.truth, b.mask))
             self._write_outputs(b, images[i : i + 1], op)
-            self.run_dir.write_record(b.stem, record)
+            records[b.stem] = self.run_dir.write_record(b.stem, record)
 
     def _metrics(self, restored, truth, mask) -> dict:
         op = Inpainting(mask) if mask is not None else None
@@ -257,12 +256,8 @@ class Restorer:
         save_png(root / f"{b.stem}.png", to_uint8(restored)[0])
 
 
-def _find_by_stem(folder: Path, stem: str, what: str) -> Path:
-    for suffix in IMAGE_SUFFIXES:
-        for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
-            if candidate.is_file():
-                return candidate
-    raise InputError(f"no {what} for '{stem}' in {folder} (expected {folder / (stem + '.png')})")
+def _in_file_order(records: dict[str, dict]) -> list[dict]:
+    return [records[stem] for stem in sorted(records, key=lambda stem: f"{stem}.json")]
 
 
 # --- degraded files (shared with `ilo degrade`) ------------------------------------------------

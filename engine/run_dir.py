@@ -1,21 +1,36 @@
 """An output folder of a restoration run: its settings, one record per finished image, and the
 metric tables. An image is finished once its record exists; the record is written after the
-image files, each atomically, so an interrupted run resumes without redoing or half-writing."""
+image files, each atomically, so an interrupted run resumes without redoing or half-writing.
+
+One run writes to a folder at a time (an advisory lock, held for the run), and a run that fails
+before it has written anything leaves the folder as it found it."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
 import math
+import os
 from pathlib import Path
+from typing import Iterator
 
 from ilo.atomic import atomic_write_bytes
 from ilo.engine.metrics import mean_and_std
-from ilo.errors import InputError
+from ilo.engine.outputs import check_folder_path
+from ilo.errors import IloError, InputError
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: runs there are not locked against each other
+    fcntl = None  # type: ignore[assignment]
 
 SETTINGS_FILE = "run.json"
 RECORDS_DIR = "records"
+LOCK_FILE = ".ilo.lock"
+TABLE_FILES = ("metrics.json", "metrics.csv")
 TABLE_METRICS = ("psnr", "psnr_hole", "ssim", "lpips", "mse_observed", "measurement_mse", "seconds")
 
 
@@ -26,6 +41,27 @@ def _dumps(obj) -> bytes:
 class RunDir:
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.written = False  # set once the run has written its settings
+
+    def check_usable(self) -> None:
+        """--out must be a folder, or a path where one can be made."""
+        check_folder_path(self.root, "--out")
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator["RunDir"]:
+        """Hold the folder for one run: create it, take the lock, drop what a killed run left
+        half-written. If the run fails before it wrote anything, the folder is left as it was."""
+        created = _make_folders(self.root)
+        try:
+            with _exclusive_lock(self.root / LOCK_FILE, self.root):
+                remove_partials(self.root)
+                yield self
+        except BaseException:
+            if not self.written:
+                for folder in reversed(created):
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()  # only if empty: it never held anything but the lock
+            raise
 
     def check(self, settings: dict, overwrite: bool = False) -> None:
         """Refuse to mix runs: a folder holding another run's settings needs --overwrite."""
@@ -49,6 +85,7 @@ class RunDir:
         if overwrite:
             for record in (self.root / RECORDS_DIR).glob("*.json"):
                 record.unlink()
+        self.written = True
         atomic_write_bytes(self.root / SETTINGS_FILE, _dumps(settings))
 
     def record_path(self, stem: str) -> Path:
@@ -57,17 +94,24 @@ class RunDir:
     def finished(self, stem: str, outputs: list[Path]) -> bool:
         return self.record_path(stem).is_file() and all(p.is_file() for p in outputs)
 
-    def write_record(self, stem: str, record: dict) -> None:
-        atomic_write_bytes(self.record_path(stem), _dumps(_finite(record)))
+    def write_record(self, stem: str, record: dict) -> dict:
+        """Write one finished image's record (last, after its files); returns it as stored."""
+        record = _finite(record)
+        atomic_write_bytes(self.record_path(stem), _dumps(record))
+        return record
 
-    def records(self) -> list[dict]:
-        out = []
+    def records(self) -> dict[str, dict]:
+        """The finished images' records by stem, in file-name order."""
+        out = {}
         for path in sorted((self.root / RECORDS_DIR).glob("*.json")):
             try:
-                out.append(json.loads(path.read_text()))
+                out[path.stem] = json.loads(path.read_text())
             except (OSError, ValueError):
                 raise InputError(f"{path}: unreadable record; delete it to redo that image") from None
         return out
+
+    def fixed_files(self) -> list[Path]:
+        return [self.root / SETTINGS_FILE, *(self.root / name for name in TABLE_FILES)]
 
     def write_tables(self, records: list[dict]) -> tuple[Path, Path]:
         """metrics.json (per image + mean/std) and metrics.csv (per image)."""
@@ -91,3 +135,81 @@ class RunDir:
 def _finite(record: dict) -> dict:
     """JSON has no inf: an exact reconstruction's PSNR is written as null."""
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+
+
+def check_output_layout(outputs: dict[str, list[Path]], sources: dict[str, list[Path]], fixed: list[Path]) -> None:
+    """No output may overwrite an input, a mask or a ground truth, and no two outputs may share
+    a path (an input named `x.strip.png` beside `x.png`, with --strip)."""
+    readers = {}
+    for name, paths in sources.items():
+        for path in paths:
+            readers.setdefault(_key(path), (name, path))
+    claimed: dict[Path, str] = {_key(p): "the run's own files" for p in fixed}
+    for name, paths in outputs.items():
+        for path in paths:
+            key = _key(path)
+            if key in readers:
+                owner, source = readers[key]
+                raise InputError(
+                    f"{path} would overwrite the input {source} (of '{owner}'); choose an --out folder apart from the inputs"
+                )
+            if key in claimed:
+                raise InputError(f"{path} would be written for both '{claimed[key]}' and '{name}'; rename one input or use another --out")
+            claimed[key] = name
+
+
+def _key(path: Path) -> Path:
+    return Path(os.path.abspath(path)).resolve()
+
+
+def remove_partials(root: Path) -> list[Path]:
+    """Delete the temporary files of writes a killed run left behind (`.<name>.*.partial*`)."""
+    removed = []
+    for folder in (root, root / RECORDS_DIR, root / "masks"):
+        for path in folder.glob(".*.partial*") if folder.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def _make_folders(root: Path) -> list[Path]:
+    """mkdir -p, returning the folders it made (outermost first)."""
+    missing = [p for p in (root, *root.parents) if not p.exists()][::-1]
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InputError(f"{root}: a file is in the way of the output folder") from None
+    except OSError as e:
+        raise IloError(f"cannot create the output folder {root} ({e.strerror or e})") from None
+    return missing
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path, root: Path) -> Iterator[None]:
+    if fcntl is None:
+        yield
+        return
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise IloError(f"cannot write to the output folder {root} ({e.strerror or e})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise IloError(f"another ilo run is writing to {root}; wait for it to finish, or use another --out") from None
+            raise
+        # the holder before us may have removed the file after we opened it: lock the live one
+        with contextlib.suppress(FileNotFoundError):
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)

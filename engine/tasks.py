@@ -12,8 +12,7 @@ import torch
 from ilo.engine.operators import DenseGaussianCS, Downsample, Inpainting, Noise, Operator, PartialCirculantCS
 from ilo.errors import InputError
 
-TASKS = ("inpaint", "sr", "denoise", "cs")
-CS_MATRICES = ("circulant", "gaussian")
+from ilo.choices import CS_MATRICES, TASKS  # noqa: E402  (re-exported)
 
 
 def name_seed(seed: int, name: str) -> int:
@@ -40,7 +39,9 @@ class TaskSpec:
             self.sigma = 0.1 if self.task == "denoise" else 0.0
         if not 0 <= self.sigma < 1:
             raise InputError(f"--sigma is a std in [0, 1] pixel units, got {self.sigma}")
-        if self.task == "cs" and not 0 < self.ratio <= 1:
+        if isinstance(self.factor, bool) or not isinstance(self.factor, int) or self.factor < 1:
+            raise InputError(f"--factor is a whole downsampling factor of at least 1, got {self.factor}")
+        if self.task == "cs" and not (0 < self.ratio <= 1):
             raise InputError(f"--ratio (m/n) must be in (0, 1], got {self.ratio}")
         if self.cs_matrix not in CS_MATRICES:
             raise InputError(f"unknown CS matrix '{self.cs_matrix}' (choose from {', '.join(CS_MATRICES)})")
@@ -62,6 +63,10 @@ class TaskSpec:
                 raise InputError(f"--factor {self.factor} does not divide the generator's {resolution}px")
             return resolution // self.factor
         return resolution
+
+    def measurement_count(self, resolution: int) -> int:
+        """m, the number of compressed-sensing measurements of one image."""
+        return max(1, round(self.ratio * 3 * resolution * resolution))
 
     def built_in_mask(self, resolution: int, name: str) -> torch.Tensor:
         """The [1, H, W] mask that --centre-box / --box / --keep describe for image `name`."""
@@ -88,8 +93,7 @@ class TaskSpec:
             return Downsample(self.factor, sigma=self.sigma)
         if self.task == "denoise":
             return Noise(self.sigma)
-        n = 3 * resolution * resolution
-        m = max(1, round(self.ratio * n))
+        n, m = 3 * resolution * resolution, self.measurement_count(resolution)
         if self.cs_matrix == "gaussian":
             return DenseGaussianCS(n, m, seed=self.op_seed, sigma=self.sigma)
         return PartialCirculantCS(n, m, batch=1, seed=self.op_seed, sigma=self.sigma)

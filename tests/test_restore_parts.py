@@ -107,10 +107,10 @@ def test_run_dir_settings_records_tables(tmp_path):
     run.write_record("a", {"name": "a", "psnr": 20.0, "seconds": 1.0})
     run.write_record("b", {"name": "b", "psnr": float("inf"), "seconds": 3.0})
     assert run.finished("a", []) and not run.finished("c", [])
-    json_path, csv_path = run.write_tables(run.records())
+    json_path, csv_path = run.write_tables(list(run.records().values()))
     summary = json.loads(json_path.read_text())["summary"]
     assert summary["seconds"] == {"mean": 2.0, "std": pytest.approx(2**0.5), "n": 2}
     assert summary["psnr"]["n"] == 1  # the exact reconstruction's infinite PSNR is null, not averaged
     assert csv_path.read_text().splitlines()[0].startswith("name,input,output,psnr")
     run.start({"task": "cs"}, overwrite=True)
-    assert run.records() == []
+    assert run.records() == {}

@@ -39,6 +39,15 @@ def test_ilo_beats_csgm_on_observed_pixels(dcgan):
     assert ilo.best_loss.item() < csgm.best_loss.item()
 
 
+# Float rounding in torch's CPU kernels depends on the batch size, and Adam carries it along, so
+# runs of one image alone and in a batch agree only to a rounding-sized amount, measured on a
+# 2-core AMD EPYC (Zen 3): 4.8e-6 here, 6.5e-4 with eq. 4's noise. A different random start (or
+# another image's noise stream) moves the result by more than 1 (1.7 and 2.3), so these bounds
+# still tell "same start, same noise" from "different" by three orders of magnitude.
+BATCH_ROUNDING = 1e-3
+BATCH_ROUNDING_NOISY = 1e-2
+
+
 def test_result_does_not_depend_on_the_batch(sg2):
     x = _truth(sg2, 3)
     op = Downsample(2)
@@ -46,21 +55,32 @@ def test_result_does_not_depend_on_the_batch(sg2):
     config = ILOConfig(end_stage=2, switch="plateau", plateau_window=5, plateau_tol=0.05, **SHORT)
     together = solve(y, op, sg2, config, image_seeds=[10, 11, 12])
     alone = solve(y[1:2], op, sg2, config, image_seeds=[11])
-    assert torch.allclose(together.images[1:2], alone.images, atol=1e-5)
-    assert torch.allclose(together.wplus[1:2], alone.wplus, atol=1e-5)
+    assert torch.allclose(together.images[1:2], alone.images, atol=BATCH_ROUNDING)
+    assert torch.allclose(together.wplus[1:2], alone.wplus, atol=BATCH_ROUNDING)
 
 
-def test_denoising_noise_draws_do_not_depend_on_the_batch(sg2):
-    # eq. 4 adds fresh noise every step; each image must draw it from its own stream
+def test_each_image_draws_its_own_denoising_noise_stream(sg2):
+    # eq. 4 adds fresh noise at every evaluation; an image's draws must be exactly the same
+    # whichever batch it is in, evaluation after evaluation
+    from ilo.engine.solver import _Objective
+
+    op, config = Noise(0.1), ILOConfig()
+    y = torch.zeros(3, 3, 32, 32)
+    together = _Objective(op, y, config, None, [4, 5, 6])
+    alone = _Objective(op, y[2:], config, None, [6])
+    for _ in range(3):
+        a, b = together.draw_noise(3, 32), alone.draw_noise(1, 32)
+        assert torch.equal(a[2:], b) and not torch.equal(a[1:2], b)
+
+
+def test_denoising_result_does_not_depend_on_the_batch(sg2):
     x = _truth(sg2, 3)
     op = Noise(0.1)
     y = op.measure(x, torch.Generator().manual_seed(1))
-    # one start: with noise in the loss, later starts amplify float rounding (which differs with
-    # the batch size) to ~1e-3, which would blur what this test checks
     config = ILOConfig(end_stage=1, steps=[10, 5], restarts=1)
     together = solve(y, op, sg2, config, image_seeds=[4, 5, 6])
     alone = solve(y[2:], op, sg2, config, image_seeds=[6])
-    assert torch.allclose(together.images[2:], alone.images, atol=1e-5)
+    assert torch.allclose(together.images[2:], alone.images, atol=BATCH_ROUNDING_NOISY)
 
 
 def test_seeded_runs_repeat_exactly(sg2):

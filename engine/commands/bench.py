@@ -10,8 +10,6 @@ import platform
 import sys
 from pathlib import Path
 
-import torch
-
 
 def _ints(text: str) -> tuple[int, ...]:
     try:
@@ -37,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def machine(device: str) -> str:
+    import torch
+
     if device.startswith("cuda") and torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(torch.device(device))}, torch {torch.__version__}"
     import os
@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from ilo.engine.latency import LatencySettings, markdown, measure
     from ilo.errors import IloError
     from ilo.export.checkpoints.files import load_generator
+    import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -5,18 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from ilo.atomic import atomic_write_bytes
-from ilo.errors import CheckpointError
-from ilo.export.checkpoints.files import (
-    SAVE_FORMATS,
-    checkpoint_bytes,
-    decode_checkpoint,
-    format_for_path,
-    generator_from_data,
-    load_generator,
-)
+from ilo.choices import SAVE_FORMATS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +17,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ilo.atomic import atomic_write_bytes
+    from ilo.engine.outputs import check_output_file
+    from ilo.errors import CheckpointError
+    from ilo.export.checkpoints.files import checkpoint_bytes, decode_checkpoint, format_for_path, generator_from_data, load_generator
+
+    check_output_file(args.destination, "the destination")
     fmt = args.to or format_for_path(args.destination)
     gen = load_generator(args.source)
     data = checkpoint_bytes(gen, fmt)

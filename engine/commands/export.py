@@ -8,14 +8,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from ilo.export.checkpoints.files import load_generator
+from ilo.choices import LPIPS_NETS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export stage graphs (forward + VJP) to ONNX, verified and cached", description=__doc__)
     p.add_argument("--model", default="default", help="'default' (embedded 64px face DCGAN) or a checkpoint path")
     p.add_argument("--cache", type=Path, help="cache folder (default: $ILO_CACHE_DIR/graphs or ~/.cache/ilo/graphs)")
-    p.add_argument("--lpips", choices=("vgg", "alex"), help="also export LPIPS (features, distance, VJP) at the model's size")
+    p.add_argument("--lpips", choices=LPIPS_NETS, help="also export LPIPS (features, distance, VJP) at the model's size")
     p.add_argument("--lpips-backbone", type=Path, help="torchvision backbone file (default: the torch hub cache)")
     p.add_argument("--force", action="store_true", help="export again even when the cache holds these graphs")
     p.set_defaults(run=run)
@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     # onnx and the exporter load only when used
     from ilo.engine.losses import LPIPS
     from ilo.export.artifacts import export_bundle, generator_bundle, loss_head_bundle, lpips_bundle
+    from ilo.export.checkpoints.files import load_generator
 
     gen = load_generator(args.model)
     bundles = [generator_bundle(gen), loss_head_bundle(gen.resolution)]

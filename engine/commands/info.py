@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ilo.export.checkpoints.files import load_generator
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a generator's stages, latents and noise maps", description=__doc__)
@@ -16,6 +14,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ilo.export.checkpoints.files import load_generator
+
     gen = load_generator(args.model)
     d = gen.describe()
     d["fingerprint"] = gen.fingerprint()

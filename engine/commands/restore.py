@@ -7,13 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ilo.engine.backends import BACKENDS
+from ilo.choices import BACKENDS, LPIPS_NETS, METHODS
 from ilo.engine.commands.task_args import add_task_arguments, task_from_args
-from ilo.engine.image_io import IMAGE_SUFFIXES, list_inputs
-from ilo.engine.losses import LPIPS, find_backbone
-from ilo.engine.restore import METHODS, Restorer, RestoreOptions, method_config
 from ilo.errors import IloError
-from ilo.export.checkpoints.files import load_generator
 
 
 def _per_round(cast):
@@ -42,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--restarts", type=int, help="random restarts; the best per image is kept")
     s.add_argument("--lpips-weight", type=float, help="weight of LPIPS in the loss (needs the backbone file)")
     s.add_argument("--seed", type=int, default=0, help="seed of the random starts (per image, from its name)")
-    p.add_argument("--lpips-net", choices=("vgg", "alex"), default="vgg", help="LPIPS network for the loss and the metric")
+    p.add_argument("--lpips-net", choices=LPIPS_NETS, default="vgg", help="LPIPS network for the loss and the metric")
     p.add_argument("--lpips-backbone", type=Path, help="torchvision backbone file (default: the torch hub cache)")
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
                    help="what runs the generator: 'auto' (default) = the fused CUDA kernels for a StyleGAN2 on a GPU where "
@@ -57,28 +53,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _lpips_metric(args) -> LPIPS | None:
+def _lpips_metric(args, notes: list[str]):
+    """The LPIPS module for the metric (and the loss), or None with a note where its backbone is
+    missing and nothing asked for it explicitly."""
+    from ilo.engine.losses import LPIPS, find_backbone
+
     try:
         find_backbone(args.lpips_net, args.lpips_backbone)
     except IloError as e:
         if args.lpips_backbone is not None or args.lpips_weight:
             raise
         if not args.quiet:
-            print(f"ilo: note: LPIPS metric skipped: {e}", file=sys.stderr)
+            notes.append(f"LPIPS metric skipped: {e}")
         return None
     return LPIPS(args.lpips_net, args.lpips_backbone)
 
 
 def _engines(args, gen, lpips):
     """The generator (and LPIPS loss) the solver runs: exported graphs on a backend, or torch.
-    `auto` takes the kernels (StyleGAN2 on a GPU, library built) or onnxruntime and falls back to torch, with a note, where the graphs cannot be
-    exported or run; a backend named explicitly must work or the run stops."""
+    `auto` takes the kernels (StyleGAN2 on a GPU, library built) or onnxruntime and falls back to
+    torch, with a note, where the graphs cannot be exported or run; a backend named explicitly
+    must work or the run stops. Returns them with the backend's description."""
     from ilo.engine.backends import auto_backend_name, get_backend
     from ilo.engine.bridge import EngineGenerator, EngineLPIPS
 
     gen = gen.to(args.device)
     if args.method == "bm3d" or args.backend == "torch":
-        return gen, lpips
+        return gen, lpips, "torch"
 
     def progress(i, n, name):
         if not args.quiet:
@@ -88,16 +89,20 @@ def _engines(args, gen, lpips):
         name = auto_backend_name(args.device, gen.family) if args.backend == "auto" else args.backend
         backend = get_backend(name, args.device)
         engine = EngineGenerator(gen, backend, progress=progress)
-        return engine, lpips if lpips is None else EngineLPIPS(lpips, gen.resolution, backend, progress=progress)
+        engine_lpips = lpips if lpips is None else EngineLPIPS(lpips, gen.resolution, backend, progress=progress)
+        return engine, engine_lpips, engine.backend.describe()
     except IloError as e:
         if args.backend != "auto":
             raise
         print(f"ilo: note: running on torch: the engine is unavailable ({e})", file=sys.stderr)
-        return gen, lpips
+        return gen, lpips, "torch"
 
 
 def run(args: argparse.Namespace) -> int:
     from ilo.engine.backends import check_device
+    from ilo.engine.image_io import IMAGE_SUFFIXES, list_inputs
+    from ilo.engine.restore import Restorer, RestoreOptions, method_config
+    from ilo.export.checkpoints.files import load_generator
 
     check_device(args.device)  # before any work
     task = task_from_args(args)
@@ -109,18 +114,18 @@ def run(args: argparse.Namespace) -> int:
     inputs = list_inputs(args.inputs, suffixes)
     gen = load_generator(args.model)
     truth_needed = args.clean or args.truth_dir is not None
-    lpips = _lpips_metric(args) if truth_needed or args.lpips_weight else None
+    notes: list[str] = []
+    lpips = _lpips_metric(args, notes) if truth_needed or args.lpips_weight else None
     options = RestoreOptions(
         task=task, method=args.method, config=config, fit=args.fit, clean_inputs=args.clean, mask=args.mask,
-        mask_dir=args.mask_dir, truth_dir=args.truth_dir, batch_size=args.batch_size, seed=args.seed,
-        save_degraded=args.save_degraded, save_strip=args.strip, overwrite=args.overwrite,
+        mask_dir=args.mask_dir, truth_dir=args.truth_dir, max_pixels=args.max_pixels, batch_size=args.batch_size,
+        seed=args.seed, save_degraded=args.save_degraded, save_strip=args.strip, overwrite=args.overwrite,
         lpips_metric=lpips if truth_needed else None, show_progress=not args.quiet,
-        extra_settings={"model": gen.fingerprint()}, device=args.device,
+        extra_settings={"model": gen.fingerprint()}, device=args.device, notes=notes,
     )  # fmt: skip
-    solver_gen, loss_lpips = _engines(args, gen, lpips if args.lpips_weight else None)
-    options.backend = solver_gen.backend.describe() if hasattr(solver_gen, "backend") else "torch"
-    restorer = Restorer(solver_gen, options, args.out, loss_lpips=loss_lpips)
-    summary = restorer.run(inputs)
+    restorer = Restorer(gen, options, args.out)
+    # the engine is built (graphs exported on first use) only once every input has passed its checks
+    summary = restorer.run(inputs, solver=lambda: _engines(args, gen, lpips if args.lpips_weight else None))
     print(
         f"restored {summary['restored']} image(s), {summary['skipped']} already finished; "
         f"outputs and metrics.json / metrics.csv in {args.out}"

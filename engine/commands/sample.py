@@ -5,15 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from ilo.atomic import atomic_path
-from ilo.engine.images import make_grid, save_png, to_uint8
-from ilo.engine.latent_files import INPUT_SPACES, read_latents, read_noises
-from ilo.engine.progress import Progress
+from ilo.choices import INPUT_SPACES
 from ilo.errors import InputError
-from ilo.export.checkpoints.files import load_generator
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +30,19 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("nothing to write: give -o GRID.png and/or --save-array OUT.npy")
     if args.batch_size < 1 or (args.latents is None and args.n < 1):
         raise InputError("--n and --batch-size must be at least 1")
+    import numpy as np
+    import torch
+
+    from ilo.atomic import atomic_path
+    from ilo.engine.images import make_grid, save_png, to_uint8
+    from ilo.engine.latent_files import read_latents, read_noises
+    from ilo.engine.outputs import check_output_file
+    from ilo.engine.progress import Progress
+    from ilo.export.checkpoints.files import load_generator
+
+    for path, what in ((args.output, "-o"), (args.save_array, "--save-array")):
+        if path is not None:
+            check_output_file(path, what)
     gen = load_generator(args.model)
     if args.latents is not None:
         latents = read_latents(args.latents, gen, args.input_space)

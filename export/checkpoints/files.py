@@ -24,8 +24,7 @@ from ilo.export.stylegan2 import StyleGAN2Generator
 DEFAULT_MODEL = "default"
 DEFAULT_WEIGHTS_NAME = "dcgan_face64.safetensors"
 
-# Written checkpoint formats, by name and by the file suffix that implies them.
-SAVE_FORMATS = {"rosinality": ".pt", "nvidia": ".pkl"}
+from ilo.choices import SAVE_FORMATS  # noqa: E402  (re-exported)
 
 
 def default_weights_path() -> Path:
@@ -42,12 +41,14 @@ def sniff_format(data: bytes) -> str:
     """'zip' (torch.save), 'pickle', 'safetensors' or 'unknown', from the leading bytes."""
     if data[:4] == b"PK\x03\x04":
         return "zip"
-    if data[:1] == b"\x80":
-        return "pickle"
+    # safetensors first: its header length is any 8 bytes, so its first byte can be 0x80 too,
+    # while a pickle's second byte (the protocol) is never followed by 6 bytes and a '{'
     if len(data) > 9:
         (header_len,) = struct.unpack("<Q", data[:8])
-        if 0 < header_len < len(data) and data[8:9] == b"{":
+        if 0 < header_len <= len(data) - 8 and data[8:9] == b"{":
             return "safetensors"
+    if data[:1] == b"\x80":
+        return "pickle"
     return "unknown"
 
 

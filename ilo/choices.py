@@ -1,0 +1,12 @@
+"""The names the command line and the library accept, in one module that imports nothing heavy,
+so building the `ilo` parser (and `ilo --help`) does not load torch."""
+
+TASKS = ("inpaint", "sr", "denoise", "cs")
+CS_MATRICES = ("circulant", "gaussian")
+FIT_MODES = ("crop", "resize", "pad")
+METHODS = ("ilo", "csgm", "pulse", "bm3d")
+BACKENDS = ("torch", "cuda", "onnxruntime", "onnxruntime-tensorrt", "tensorrt")
+INPUT_SPACES = ("z", "wplus")
+SAVE_FORMATS = {"rosinality": ".pt", "nvidia": ".pkl"}  # written checkpoint formats, by name and implied suffix
+LPIPS_NETS = ("vgg", "alex")
+DEFAULT_MAX_PIXELS = 64_000_000  # an 8000x8000 photo: larger images are refused before decoding (--max-pixels)
