@@ -125,7 +125,9 @@ def _prefit(im, fit: tuple[str | None, int] | None):
         return im.crop((left, top, left + size, top + size))
     factor = min(width, height) // (2 * size)
     if mode == "resize" and factor >= 2:
-        if im.mode not in ("RGB", "L", "RGBA", "LA"):
+        if im.mode.startswith("I;16"):  # reduce() needs 32-bit integers; the values are kept
+            im = im.convert("I")
+        elif im.mode in ("P", "1"):
             im = im.convert("RGB")
         return im.reduce(factor)
     return im

@@ -42,10 +42,9 @@ class Prepared:
 
 @dataclass
 class InputSpec:
-    """How the inputs of one run are read."""
+    """How the inputs of one run are read (`RestoreOptions` extends it with the solve's settings)."""
 
     task: TaskSpec
-    resolution: int
     fit: str | None = None
     clean_inputs: bool = False
     mask: Path | None = None  # one mask for every image
@@ -67,15 +66,15 @@ class InputSpec:
             raise InputError("--fit pad invents pixels that only inpainting can treat as missing; use --fit crop or resize")
         if self.max_pixels < 1:
             raise InputError(f"--max-pixels must be at least 1, got {self.max_pixels}")
-        t.measurement_size(self.resolution)  # e.g. a factor that does not divide the resolution
 
 
 class MeasurementReader:
     """Turns input files into `Prepared` measurements for one task and generator resolution."""
 
-    def __init__(self, spec: InputSpec):
-        self.spec, self.task, self.res = spec, spec.task, spec.resolution
-        self.cs_measurements = self.task.measurement_count(self.res) if self.task.task == "cs" else None
+    def __init__(self, spec: InputSpec, resolution: int):
+        self.spec, self.task, self.res = spec, spec.task, resolution
+        self.task.measurement_size(resolution)  # e.g. a factor that does not divide the resolution
+        self.cs_measurements = self.task.measurement_count(resolution) if self.task.task == "cs" else None
         self._cs_op: Operator | None = None
 
     def shared_operator(self) -> Operator:

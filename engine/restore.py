@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ilo.engine.baselines import bm3d_denoise
-from ilo.engine.image_io import DEFAULT_MAX_PIXELS, file_sha256
+from ilo.engine.image_io import file_sha256
 from ilo.engine.images import save_png, to_uint8
 from ilo.engine.losses import LPIPS, measurement_mse
 from ilo.engine.metrics import restoration_metrics
@@ -51,16 +51,11 @@ def method_config(method: str, **overrides) -> ILOConfig | None:
 
 
 @dataclass
-class RestoreOptions:
-    task: TaskSpec
+class RestoreOptions(InputSpec):
+    """How inputs are read (`InputSpec`'s fields: task, fit, masks, ...) and how they are solved."""
+
     method: str = "ilo"
     config: ILOConfig | None = None  # None: the method's defaults
-    fit: str | None = None
-    clean_inputs: bool = False
-    mask: Path | None = None  # one mask for every image
-    mask_dir: Path | None = None  # per image, same stem
-    truth_dir: Path | None = None  # ground truths for the metrics of degraded inputs
-    max_pixels: int = DEFAULT_MAX_PIXELS
     batch_size: int = 8
     seed: int = 0
     save_degraded: bool = False
@@ -74,16 +69,13 @@ class RestoreOptions:
     notes: list[str] = field(default_factory=list)  # shown once every input has been checked
 
     def __post_init__(self):
+        super().__post_init__()
         if self.batch_size < 1:
             raise InputError("--batch-size must be at least 1")
         if self.method == "bm3d" and self.task.task != "denoise":
             raise InputError("BM3D is a denoiser: use it with --task denoise")
         if self.config is None:
             self.config = method_config(self.method)
-
-    def input_spec(self, resolution: int) -> InputSpec:
-        return InputSpec(self.task, resolution, self.fit, self.clean_inputs, self.mask, self.mask_dir,
-                         self.truth_dir, self.max_pixels)  # fmt: skip
 
 
 # Prepared measurements kept between the up-front check and the solve, so small inputs are read
@@ -103,7 +95,7 @@ class Restorer:
         self.loss_lpips = loss_lpips
         self.run_dir = RunDir(out)
         self.task = options.task
-        self.reader = MeasurementReader(options.input_spec(self.res))
+        self.reader = MeasurementReader(options, self.res)
 
     def prepare(self, path: Path) -> Prepared:
         return self.reader.prepare(path)

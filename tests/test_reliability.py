@@ -100,7 +100,7 @@ def test_gaussian_cs_measurements_restore(tmp_path, capsys):
 
 def test_nothing_half_written_a_killed_run_resumes_to_the_same_bytes(tmp_path):
     faces = _copy_faces(tmp_path / "faces")
-    common = ["-m", "ilo.engine.cli", "restore", str(faces), *CLEAN_INPAINT, "--steps", "40,20", "--end-stage", "1",
+    common = ["-m", "ilo.engine.cli", "restore", str(faces), *CLEAN_INPAINT, "--steps", "20,10", "--end-stage", "1",
               "--restarts", "1", "--batch-size", "1", "--backend", "torch"]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     subprocess.run([sys.executable, *common, "--out", str(tmp_path / "whole")], check=True, capture_output=True, env=env)
@@ -221,3 +221,18 @@ def test_safetensors_whose_header_length_starts_with_0x80(tmp_path, capsys):
     assert path.read_bytes()[0] == 0x80
     assert sniff_format(path.read_bytes()) == "safetensors"
     assert "dcgan" in run_ok(capsys, "info", path)
+
+
+@pytest.mark.parametrize("mode, pixels, expected", [
+    ("F", np.full((600, 600), 0.5, np.float32), 127.5),
+    ("I;16", np.full((600, 600), 30000, np.uint16), 30000 / 65535 * 255),
+    ("P", np.full((600, 600), 200, np.uint8), 200.0),
+])  # fmt: skip
+def test_early_reduction_keeps_every_pixel_format(tmp_path, mode, pixels, expected):
+    from ilo.engine.image_io import read_picture
+
+    image = Image.fromarray(pixels)
+    image = image.convert("P") if mode == "P" else image
+    image.save(tmp_path / "x.tif")
+    picture = read_picture(tmp_path / "x.tif", fit=("resize", 64))
+    assert picture.pixels.shape == (150, 150, 3) and picture.pixels.mean() == pytest.approx(expected, abs=0.5)

@@ -28,9 +28,8 @@ def run(args: argparse.Namespace) -> int:
     task = task_from_args(args)
     inputs = list_inputs(args.inputs)
     gen = load_generator(args.model)  # only its resolution matters here
-    spec = InputSpec(task, gen.resolution, fit=args.fit, clean_inputs=True, mask=args.mask, mask_dir=args.mask_dir,
-                     max_pixels=args.max_pixels)  # fmt: skip
-    reader = MeasurementReader(spec)
+    spec = InputSpec(task, fit=args.fit, clean_inputs=True, mask=args.mask, mask_dir=args.mask_dir, max_pixels=args.max_pixels)
+    reader = MeasurementReader(spec, gen.resolution)
     out = RunDir(args.out)
     out.check_usable()
     check_output_layout(
