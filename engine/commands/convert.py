@@ -1,4 +1,8 @@
-"""`ilo convert`: StyleGAN2 checkpoints between rosinality .pt and NVIDIA .pkl, verified lossless."""
+"""`ilo convert`: StyleGAN2 checkpoints between rosinality .pt and NVIDIA .pkl, verified lossless.
+
+A .pkl written here holds NVIDIA's structure and weights but not NVIDIA's networks.py source
+(their loader executes it, and its licence does not let this project ship it): it loads in ilo,
+not in NVIDIA's `legacy.load_network_pkl`. Use the .pt format to share a model with other tools."""
 
 from __future__ import annotations
 
@@ -9,9 +13,10 @@ from ilo.choices import SAVE_FORMATS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="convert a StyleGAN2 checkpoint between formats", description=__doc__)
+    p = sub.add_parser("convert", help="convert a StyleGAN2 checkpoint between formats", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="checkpoint to read (any supported format)")
-    p.add_argument("destination", type=Path, help="file to write (.pt: rosinality, .pkl: NVIDIA)")
+    p.add_argument("destination", type=Path, help="file to write (.pt: rosinality; .pkl: NVIDIA's layout, loads in ilo only)")
     p.add_argument("--to", choices=sorted(SAVE_FORMATS), help="output format (default: from the suffix)")
     p.set_defaults(run=run)
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import collections
 
+import numpy as np
 import torch
 
 from ilo.errors import CheckpointError
 from ilo.export.checkpoints.safe_pickle import EasyDict, PersistentRecord, dump_pickle
 from ilo.export.checkpoints.tensors import TensorRow, TensorSource, load_rows, save_rows
 from ilo.export.ops import fir_kernel
-from ilo.export.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+from ilo.export.stylegan2 import MAPPING_LR_MULTIPLIER, StyleGAN2Config, StyleGAN2Generator
 
 _WRITTEN_SOURCE = "# Written by ilo-engine: structure and weights only; NVIDIA's networks.py source is not included.\n"
 
@@ -81,32 +82,122 @@ def _refuse_unsupported(g: PersistentRecord, origin: str) -> tuple[PersistentRec
         raise CheckpointError(f"{origin}: only RGB generators are supported (img_channels = {g.attr('img_channels')})")
     if synthesis.child("b4") is None:
         raise CheckpointError(f"{origin}: no 4x4 synthesis block; StyleGAN3 and other generators are not supported")
-    for name, block in (synthesis.state.get("_modules") or {}).items():
-        arch = block.attr("architecture", "skip")
-        if arch != "skip":
-            raise CheckpointError(f"{origin}: synthesis block {name} uses the '{arch}' architecture; only 'skip' is supported")
     return mapping, synthesis
+
+
+# Every setting of NVIDIA's layers that changes what a generator computes, and what this loader
+# does with it. A stored value other than the one named is refused by name; settings that only
+# change how a layer runs (channels_last, fused_modconv_default, use_fp16: fp16 layers run in
+# fp32 here), or only training (w_avg_beta, bias_init, the discriminator), need no check.
+_FIXED_SETTINGS = {
+    # class: {attribute: (the value this loader computes, a description for the error)}
+    "SynthesisBlock": {"architecture": ("skip", "the block architecture")},
+    "SynthesisLayer": {"activation": ("lrelu", "the activation"), "act_gain": (2**0.5, "the activation gain")},
+}
+_MAPPING_FC = {"activation": ("lrelu", "the mapping activation")}
+_AFFINE_FC = {"activation": ("linear", "the style affine's activation"), "bias_gain": (1.0, "the style affine's learning-rate multiplier")}
+_FIR = fir_kernel()  # [1, 3, 3, 1], the filter of every released model
+
+
+def _same(a, b) -> bool:
+    if isinstance(b, float) and isinstance(a, (int, float, np.floating, np.integer)):
+        return abs(float(a) - b) <= 1e-6 * max(1.0, abs(b))
+    return a == b
+
+
+def _check_fixed(record: PersistentRecord, where: str, fixed: dict, origin: str) -> None:
+    for name, (expected, what) in fixed.items():
+        value = record.attr(name, expected)
+        if not _same(value, expected):
+            raise CheckpointError(f"{origin}: {where} has {what} {name} = {value!r}; ilo supports only {expected!r}")
+
+
+def _check_filter(record: PersistentRecord, where: str, origin: str) -> None:
+    stored = (record.state.get("_buffers") or {}).get("resample_filter")
+    if stored is None:
+        return
+    stored = stored.detach().float()
+    if stored.shape != _FIR.shape or not torch.allclose(stored, _FIR, atol=1e-6):
+        taps = stored.sum(0).tolist() if stored.ndim == 2 else stored.tolist()
+        raise CheckpointError(
+            f"{origin}: {where}.resample_filter is {[round(t, 4) for t in taps]} (normalised), not [1, 3, 3, 1]; "
+            "ilo's layers implement only the filter every released StyleGAN2 uses"
+        )
+
+
+def _audit_synthesis(synthesis: PersistentRecord, origin: str) -> tuple[float | None, set[str]]:
+    """Check every block and layer; returns the conv clamp they share and the layers that were
+    built without noise (`use_noise=False`), whose noise strength is then zero."""
+    clamps, quiet = set(), set()
+    for block_name, block in (synthesis.state.get("_modules") or {}).items():
+        where = f"synthesis.{block_name}"
+        _check_fixed(block, where, _FIXED_SETTINGS["SynthesisBlock"], origin)
+        _check_filter(block, where, origin)
+        for name, layer in (block.state.get("_modules") or {}).items():
+            if not isinstance(layer, PersistentRecord):
+                continue
+            at = f"{where}.{name}"
+            if layer.class_name in _FIXED_SETTINGS:
+                _check_fixed(layer, at, _FIXED_SETTINGS[layer.class_name], origin)
+            _check_filter(layer, at, origin)
+            clamps.add(layer.attr("conv_clamp"))
+            if layer.class_name == "SynthesisLayer" and not layer.attr("use_noise", True):
+                quiet.add(at)
+            affine = layer.child("affine")
+            if affine is not None:
+                _check_fixed(affine, f"{at}.affine", _AFFINE_FC, origin)
+    clamps = {None if c is None else float(c) for c in clamps}
+    if len(clamps) > 1:
+        raise CheckpointError(f"{origin}: layers use different conv_clamp values {sorted(clamps, key=str)}; ilo applies one to all")
+    return (clamps.pop() if clamps else None), quiet
+
+
+def _mapping_lr(mapping: PersistentRecord, n_fc: int, origin: str) -> float:
+    """The mapping's learning-rate multiplier: NVIDIA's layers keep it as `bias_gain` (and in
+    `weight_gain = lr / sqrt(fan_in)`); ilo's writer also stores `lr_multiplier`."""
+    if mapping.child("embed") is not None:
+        raise CheckpointError(f"{origin}: the mapping network has a label embedding (a conditional generator); not supported")
+    rates = set()
+    for i in range(n_fc):
+        fc = mapping.child(f"fc{i}")
+        if fc is None:
+            continue
+        _check_fixed(fc, f"mapping.fc{i}", _MAPPING_FC, origin)
+        rates.add(float(fc.attr("bias_gain", fc.attr("lr_multiplier", MAPPING_LR_MULTIPLIER))))
+    if len(rates) > 1:
+        raise CheckpointError(f"{origin}: mapping layers use different learning-rate multipliers {sorted(rates)}; ilo uses one")
+    return rates.pop() if rates else MAPPING_LR_MULTIPLIER
+
+
+def _without_noise(tensors: dict, quiet: set[str], resolutions: dict[str, int]) -> dict:
+    """A layer built with `use_noise=False` adds no noise: the same as strength zero."""
+    tensors = dict(tensors)
+    for layer in quiet:
+        res = resolutions[layer.split(".")[1]]
+        tensors.setdefault(f"{layer}.noise_strength", torch.zeros(()))
+        tensors.setdefault(f"{layer}.noise_const", torch.zeros(res, res))
+    return tensors
 
 
 def load_nvidia(obj: dict, origin: str) -> StyleGAN2Generator:
     """Build a generator from an unpickled NVIDIA network pickle (from `safe_load_pickle`)."""
     g = obj["G_ema"]
     mapping, synthesis = _refuse_unsupported(g, origin)
-    src = TensorSource(g.named_tensors(), origin)
+    conv_clamp, quiet = _audit_synthesis(synthesis, origin)
+    blocks = {name: int(name[1:]) for name in synthesis.state["_modules"]}
+    src = TensorSource(_without_noise(g.named_tensors(), quiet, blocks), origin)
     n_fc = src.count("mapping.fc{}.weight")
     if n_fc == 0:
         raise CheckpointError(f"{origin}: missing tensor 'mapping.fc0.weight'")
     features = (src.get("mapping.fc0.weight", 2).shape[1],)
     features += tuple(src.get(f"mapping.fc{i}.weight", 2).shape[0] for i in range(n_fc))
-    resolutions = sorted(int(name[1:]) for name in synthesis.state["_modules"])
+    resolutions = sorted(blocks.values())
     channels = (src.get("synthesis.b4.const", 3).shape[0],)
     channels += tuple(src.get(f"synthesis.b{r}.conv0.weight", 4).shape[0] for r in resolutions[1:])
     resolution = resolutions[-1]
     if resolutions != [2**i for i in range(2, len(resolutions) + 2)] or not 8 <= resolution <= 1024:
         raise CheckpointError(f"{origin}: unsupported block resolutions {resolutions}")
-    conv_clamp = synthesis.child("b4").child("conv1").attr("conv_clamp")
-    lr = mapping.child("fc0").attr("lr_multiplier", 0.01)
-    config = StyleGAN2Config(resolution, features, channels, conv_clamp=conv_clamp, mapping_lr=float(lr))
+    config = StyleGAN2Config(resolution, features, channels, conv_clamp=conv_clamp, mapping_lr=_mapping_lr(mapping, n_fc, origin))
     gen = StyleGAN2Generator(config)
     load_rows(gen, src, nvidia_rows(config))
     return gen.eval()

@@ -15,6 +15,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch._utils
 
@@ -80,8 +81,53 @@ def _load_storage_bytes(data: bytes) -> Any:
     return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
 
 
+# NVIDIA's layers keep numpy values in their __dict__ (`weight_gain = lr / np.sqrt(fan_in)`,
+# `act_gain = np.sqrt(2)`), so every real pickle holds numpy scalars: `scalar(dtype, raw bytes)`
+# and `dtype(name, align, copy)` followed by a BUILD of its byte order. Both are rebuilt here
+# from a short list of numeric types and their raw bytes; nothing else of numpy is reachable.
+_NUMERIC_DTYPES = frozenset("b1 i1 i2 i4 i8 u1 u2 u4 u8 f2 f4 f8 c8 c16".split())
+
+
+class _NumericDtype:
+    """Stand-in for `numpy.dtype(name, align, copy)`: accepts numeric type names only; the
+    BUILD that follows in the pickle sets the byte order (and nothing else)."""
+
+    def __init__(self, name: Any, align: Any = False, copy: Any = False):
+        if not isinstance(name, str) or name not in _NUMERIC_DTYPES:
+            raise UnsafeCheckpointError(f"refusing to load: the pickle asks for a numpy dtype {name!r}, not a plain number type")
+        self.name, self.byte_order = name, "="
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) >= 2 and state[1] in ("<", ">", "|", "="):
+            self.byte_order = state[1]
+
+    def numpy(self) -> np.dtype:
+        order = "" if self.byte_order in ("|", "=") else self.byte_order
+        return np.dtype(order + self.name)
+
+
+def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
+    """Stand-in for `numpy.core.multiarray.scalar(dtype, raw bytes)`: the number, as numpy
+    holds it, read from its bytes."""
+    if not isinstance(dtype, _NumericDtype):
+        raise UnsafeCheckpointError("refusing to load: a numpy scalar of a non-numeric type")
+    if isinstance(data, str):  # written by Python 2-era numpy: bytes travel as latin-1 text
+        data = data.encode("latin-1")
+    kind = dtype.numpy()
+    if not isinstance(data, bytes) or len(data) != kind.itemsize:
+        raise CheckpointError("corrupt numpy scalar in the pickle (wrong number of bytes)")
+    return np.frombuffer(data, dtype=kind, count=1)[0]
+
+
+_NUMPY_GLOBALS = {
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,  # numpy 2 writers
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,  # numpy 1 writers: every released 2020-21 pickle
+    ("numpy", "dtype"): _NumericDtype,
+}
+
 # The only globals a network pickle may name. Each maps to the object the reader calls.
 _ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
+    **_NUMPY_GLOBALS,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
@@ -103,8 +149,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 "(NVIDIA stylegan2-ada-pytorch: legacy.py --source=FILE.pkl --dest=OUT.pkl)"
             )
         raise UnsafeCheckpointError(
-            f"refusing to load: the pickle asks for '{module}.{name}', which a network pickle does not need "
-            "(nothing from the file was run)"
+            f"refusing to load: the pickle asks for '{module}.{name}', which is not part of a network pickle "
+            "(only tensors, numbers and NVIDIA's persistence records are; nothing from the file was run)"
         )
 
     def persistent_load(self, pid: Any) -> Any:
