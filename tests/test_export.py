@@ -14,7 +14,9 @@ from onnx import TensorProto, helper
 
 from conftest import run_fail, run_ok
 from ilo.export import frozen_ops
-from ilo.export.artifacts import MAX_RELATIVE_ERROR, export_bundle, export_generator, loss_head_bundle, lpips_bundle
+from ilo.export.artifacts import (
+    MAX_RELATIVE_ERROR, cache_key, export_bundle, export_generator, generator_bundle, loss_head_bundle, lpips_bundle,
+)  # fmt: skip
 from ilo.export.graphs import generator_graphs
 from ilo.export.lint import lint
 from ilo.engine.backends import ort_session
@@ -94,6 +96,12 @@ def dcgan_export(tmp_path_factory, dcgan):
 
 
 @pytest.fixture(scope="module")
+def loss_heads(dcgan_export):
+    """The default model's loss heads, beside its generator graphs (as `ilo export` writes them)."""
+    return export_bundle(loss_head_bundle(64), dcgan_export.folder.parent)
+
+
+@pytest.fixture(scope="module")
 def sg2_export(tmp_path_factory, sg2):
     return export_generator(sg2, tmp_path_factory.mktemp("graphs"))
 
@@ -138,7 +146,7 @@ def test_stylegan2_vjp_gives_state_latent_and_noise_gradients(sg2_export, sg2):
         assert np.abs(a - b.detach().numpy()).max() <= 1e-4 * max(1.0, float(b.abs().max()))
 
 
-def test_export_is_cached_and_weights_change_misses(dcgan_export, dcgan, capsys):
+def test_export_is_cached_and_weights_change_misses(dcgan_export, loss_heads, dcgan, capsys):
     first, root = dcgan_export, dcgan_export.folder.parent  # exported once by the fixture
     again = export_generator(dcgan, root)
     assert not first.cache_hit and again.cache_hit and again.folder == first.folder
@@ -147,9 +155,9 @@ def test_export_is_cached_and_weights_change_misses(dcgan_export, dcgan, capsys)
     changed = copy.deepcopy(dcgan)
     with torch.no_grad():
         changed.stages[4].conv.weight.mul_(1.01)
-    other = export_generator(changed, root)
-    assert not other.cache_hit and other.folder != first.folder
-    run_ok(capsys, "export", "--model", "default", "--cache", root)  # writes the loss heads
+    # the folder is named by the key (checked above): other weights, another key, a miss
+    assert cache_key(generator_bundle(changed)) != cache_key(generator_bundle(dcgan))
+    assert not loss_heads.cache_hit
     out = run_ok(capsys, "export", "--model", "default", "--cache", root)
     assert "generator: cache hit" in out and "loss-heads: cache hit" in out and "stage4.vjp" in out
     manifest = json.loads((first.folder / "manifest.json").read_text())
@@ -213,8 +221,8 @@ def test_frozen_weights_mode_reroutes_module_calls():
     assert torch.allclose(fast, slow, atol=1e-6)
 
 
-def test_loss_head_graphs(tmp_path):
-    result = export_bundle(loss_head_bundle(32), tmp_path)
+def test_loss_head_graphs(loss_heads):
+    result = loss_heads
     graphs = {g["name"]: g for g in result.manifest["graphs"]}
     assert {"loss_inpaint.vjp", "loss_denoise.vjp", "loss_sr2.vjp", "loss_sr4.vjp", "loss_sr8.vjp"} <= set(graphs)
     for g in graphs.values():
@@ -225,8 +233,8 @@ def test_loss_head_graphs(tmp_path):
     from ilo.engine.losses import measurement_mse
     from ilo.engine.operators import DenseGaussianCS
 
-    op = DenseGaussianCS(3 * 32 * 32, 100, seed=1)
-    x, y = torch.randn(4, 3, 32, 32), torch.randn(4, 100)
+    op = DenseGaussianCS(3 * 64 * 64, 100, seed=1)
+    x, y = torch.randn(4, 3, 64, 64), torch.randn(4, 100)
     session = ort_session(result.folder / graphs["loss_cs_gaussian.fwd"]["file"])
     (got,) = session.run(None, {"image": x.numpy(), "y": y.numpy(), "matrix": op.matrix.numpy()})
     assert np.allclose(got, measurement_mse(op, x, y).numpy(), rtol=1e-4)
