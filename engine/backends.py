@@ -19,11 +19,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ilo.choices import BACKENDS  # noqa: F401  (re-exported)
 from ilo.errors import IloError
 from ilo.export.graphs import GraphFn
 from ilo.paths import cache_dir
 
-from ilo.choices import BACKENDS  # noqa: E402  (re-exported)
 Runner = Callable[..., list[torch.Tensor]]
 
 

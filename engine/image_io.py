@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ilo.choices import DEFAULT_MAX_PIXELS, FIT_MODES  # noqa: F401  (FIT_MODES re-exported)
 from ilo.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-from ilo.choices import DEFAULT_MAX_PIXELS, FIT_MODES  # noqa: E402  (re-exported)
 
 
 def list_inputs(specs: list[str], suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
@@ -47,8 +47,6 @@ def list_inputs(specs: list[str], suffixes: tuple[str, ...] = IMAGE_SUFFIXES) ->
     if clashes:  # outputs are named by stem, so two inputs must not share one
         raise InputError(f"several inputs share the name(s) {', '.join(clashes)}; outputs would collide")
     return unique
-
-
 
 
 @dataclass(frozen=True)
@@ -94,6 +92,9 @@ def read_picture(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, fit: tu
         raise InputError(f"{path}: is a folder, not an image") from None
     except OSError as e:
         raise InputError(f"{path}: unreadable ({e.strerror or e})") from None
+    if max_pixels > (Image.MAX_IMAGE_PIXELS or 0) * 2:
+        # the image library refuses above twice its own limit: a user who raised ours raises it too
+        Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap decides
@@ -104,6 +105,8 @@ def read_picture(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, fit: tu
                         f"{path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
                         f"{max_pixels / 1e6:.0f}; raise it with --max-pixels if the file is genuine"
                     )
+                if fit is not None and fit[0] is None and (width, height) != (fit[1], fit[1]):
+                    _refuse_size(path, (width, height), fit[1])  # before decoding what would be refused
                 im = _prefit(im, fit)
                 pixels = _rgb_array(im, path)
     except InputError:
@@ -181,10 +184,7 @@ def fit_to(image: torch.Tensor, size: int, mode: str | None, name: str, what: st
     if (h, w) == (size, size):
         return image, valid
     if mode is None:
-        raise InputError(
-            f"{name}: {what} is {w}x{h} but this task needs {size}x{size}; "
-            "resize it yourself or pass --fit crop|resize|pad"
-        )
+        _refuse_size(name, (w, h), size, what)
     if mode == "crop":
         if h < size or w < size:
             raise InputError(f"{name}: {w}x{h} is smaller than {size}x{size}, so it cannot be cropped; use --fit pad or resize")
@@ -206,6 +206,13 @@ def fit_to(image: torch.Tensor, size: int, mode: str | None, name: str, what: st
         valid[:, top : top + h, left : left + w] = 1
         return out, valid
     raise InputError(f"unknown --fit mode '{mode}' (choose from {', '.join(FIT_MODES)})")
+
+
+def _refuse_size(name, size: tuple[int, int], wanted: int, what: str = "image") -> None:
+    raise InputError(
+        f"{name}: {what} is {size[0]}x{size[1]} but this task needs {wanted}x{wanted}; "
+        "resize it yourself or pass --fit crop|resize|pad"
+    )
 
 
 def fit_mask(mask: torch.Tensor, size: int, mode: str | None, name: str) -> torch.Tensor:

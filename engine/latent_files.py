@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ilo.choices import INPUT_SPACES  # noqa: F401  (re-exported)
 from ilo.errors import InputError
 from ilo.export.staged import StagedGenerator
-
-from ilo.choices import INPUT_SPACES  # noqa: E402  (re-exported)
 
 
 def _read_array(path: Path, key: str) -> torch.Tensor:

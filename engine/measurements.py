@@ -129,7 +129,7 @@ class MeasurementReader:
             return None
         s = self.spec
         if source is not None:
-            picture = read_picture(source, s.max_pixels, (s.fit, self.res))
+            picture = read_picture(source, s.max_pixels, (s.fit, self.res) if s.fit else None)
             if picture.size != image_size:
                 raise InputError(
                     f"{path}: the mask {source} is {picture.size[0]}x{picture.size[1]} "
@@ -149,7 +149,7 @@ class MeasurementReader:
         path = files.get("truth")
         if path is None:
             return None
-        picture = read_picture(path, self.spec.max_pixels, (self.spec.fit, self.res))
+        picture = read_picture(path, self.spec.max_pixels, (self.spec.fit, self.res) if self.spec.fit else None)
         truth, _ = fit_to(image_tensor(picture), self.res, self.spec.fit, str(path), what="ground truth")
         return truth[None], picture.sha256
 
@@ -161,8 +161,10 @@ class MeasurementReader:
             y = np.load(io.BytesIO(data), allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
             raise InputError(f"{path}: unreadable measurements ({e})") from None
-        if not isinstance(y, np.ndarray) or y.dtype.kind not in "fiu":
-            kind = "complex numbers" if getattr(y, "dtype", None) is not None and y.dtype.kind == "c" else f"{y.dtype} values"
+        if not isinstance(y, np.ndarray):  # e.g. an .npz archive under a .npy name
+            raise InputError(f"{path}: holds a {type(y).__name__}, not one array of measurements (from `ilo degrade`)")
+        if y.dtype.kind not in "fiu":
+            kind = "complex numbers" if y.dtype.kind == "c" else f"{y.dtype} values"
             raise InputError(f"{path}: holds {kind}; measurements are real numbers (float32 from `ilo degrade`)")
         y = torch.from_numpy(np.asarray(y, dtype=np.float32)).reshape(1, -1)
         if not torch.isfinite(y).all():

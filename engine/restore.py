@@ -28,10 +28,9 @@ from ilo.engine.run_dir import RunDir, check_output_layout
 from ilo.engine.solver import ILOConfig, csgm_config, pulse_config, solve
 from ilo.engine.tasks import TaskSpec, name_seed
 from ilo.atomic import atomic_path
+from ilo.choices import METHODS  # noqa: F401  (re-exported)
 from ilo.errors import IloError, InputError
 from ilo.export.staged import StagedGenerator
-
-from ilo.choices import METHODS  # noqa: E402  (re-exported)
 
 
 def method_config(method: str, **overrides) -> ILOConfig | None:
@@ -115,7 +114,8 @@ class Restorer:
             "task": self.task.describe(), "method": o.method,
             "solver": dataclasses.asdict(o.config) if o.config is not None else None,
             "fit": o.fit, "clean_inputs": o.clean_inputs, "seed": o.seed,
-            "mask": str(o.mask) if o.mask else None, "mask_dir": str(o.mask_dir) if o.mask_dir else None,
+            # mask files are matched by content, per image (each record's sources), not by path
+            "mask_files": o.mask is not None or o.mask_dir is not None,
             **o.extra_settings,
         }  # fmt: skip
 
@@ -127,11 +127,10 @@ class Restorer:
         record, its outputs and the hashes of its input files (image, mask, ground truth) all
         still match; an edited or replaced input is restored again."""
         o, settings = self.options, self.settings()
-        if o.config is not None:
-            o.config.check_for(len(self.gen.stages))
         sources = {p.stem: self.reader.sources(p) for p in inputs}
         self.run_dir.check_usable()
         check_output_layout(
+            self.run_dir.root,
             {p.stem: [*self.outputs(p.stem), self.run_dir.record_path(p.stem)] for p in inputs},
             {stem: list(files.values()) for stem, files in sources.items()},
             self.run_dir.fixed_files(),
@@ -145,25 +144,28 @@ class Restorer:
                 print(f"ilo: note: {note}", file=sys.stderr)
             if solver is not None:
                 self.gen, self.loss_lpips, o.backend = solver()
-            self.run_dir.start(settings, o.overwrite)
+            self.run_dir.start(settings, o.overwrite, outputs={p.name for i in inputs for p in self.outputs(i.stem)})
             return self._restore_all(pending, prepared, records, skipped=len(inputs) - len(pending))
 
     def _pending(self, inputs: list[Path], sources: dict, records: dict) -> tuple[list[Path], list[str]]:
-        pending, changed = [], []
+        pending, changed, unhashed = [], [], []
         for path in inputs:
             record = records.get(path.stem)
             if record is None or not self.run_dir.finished(path.stem, self.outputs(path.stem)):
                 pending.append(path)
-                continue
-            now = {role: file_sha256(f) for role, f in sources[path.stem].items()}
-            if record.get("sources") != now:
+            elif "sources" not in record:  # written before records held input hashes
+                pending.append(path)
+                unhashed.append(path.stem)
+            elif record["sources"] != {role: file_sha256(f) for role, f in sources[path.stem].items()}:
                 pending.append(path)
                 changed.append(path.stem)
         notes = []
         if changed:
-            shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
             notes.append(f"{len(changed)} finished image(s) have other input files than when they were restored "
-                         f"(image, mask or ground truth), so they are restored again: {shown}")  # fmt: skip
+                         f"(image, mask or ground truth), so they are restored again: {_some(changed)}")  # fmt: skip
+        if unhashed:
+            notes.append(f"{len(unhashed)} finished image(s) have records from an older ilo, without the hashes that "
+                         f"tell whether their inputs changed, so they are restored again: {_some(unhashed)}")  # fmt: skip
         return pending, notes
 
     def _check_inputs(self, pending: list[Path]) -> dict[Path, Prepared]:
@@ -179,26 +181,27 @@ class Restorer:
     def _restore_all(self, pending: list[Path], prepared: dict, records: dict, skipped: int) -> dict:
         o = self.options
         progress = Progress(len(pending), "restore", enabled=o.show_progress)
-        done = 0
+        finished: list[str] = []  # this run's, in order (a batch that fails may have finished some)
         try:
             for start in range(0, len(pending), o.batch_size):
                 paths = pending[start : start + o.batch_size]
                 batch = [prepared.pop(p, None) or self.prepare(p) for p in paths]
-                self._restore_batch(batch, paths, progress, records)
+                self._restore_batch(batch, paths, progress, records, finished)
                 self.run_dir.write_tables(_in_file_order(records))  # a killed run still leaves its tables
-                done += len(batch)
                 progress.advance(len(batch))
         except BaseException as e:
-            if records:  # with the images of the failed batch that did finish
+            if records:
                 self.run_dir.write_tables(_in_file_order(records))
             if isinstance(e, IloError):
-                raise IloError(f"{e}; {done} image(s) of this run finished and are kept in {self.run_dir.root}, rerun to resume") from e
+                raise IloError(f"{e}; {len(finished)} image(s) of this run finished and are kept in {self.run_dir.root}, "
+                               "rerun to resume") from e  # fmt: skip
             raise
         if not pending and records:
             self.run_dir.write_tables(_in_file_order(records))
-        return {"restored": done, "skipped": skipped, "records": len(records)}
+        return {"restored": len(finished), "skipped": skipped, "records": len(records)}
 
-    def _restore_batch(self, batch: list[Prepared], paths: list[Path], progress: Progress, records: dict) -> None:
+    def _restore_batch(self, batch: list[Prepared], paths: list[Path], progress: Progress, records: dict,
+                       finished: list[str]) -> None:  # fmt: skip
         o = self.options
         y = torch.cat([b.y for b in batch])
         masks = torch.cat([b.mask for b in batch]) if batch[0].mask is not None else None
@@ -229,6 +232,7 @@ class Restorer:
                 record.update(self._metrics(images[i : i + 1], b.truth, b.mask))
             self._write_outputs(b, images[i : i + 1], op)
             records[b.stem] = self.run_dir.write_record(b.stem, record)
+            finished.append(b.stem)
 
     def _metrics(self, restored, truth, mask) -> dict:
         op = Inpainting(mask) if mask is not None else None
@@ -246,6 +250,10 @@ class Restorer:
             panels = [p for p in (degraded_view(self.task, b.y, self.res), restored, b.truth) if p is not None]
             save_png(root / f"{b.stem}.strip.png", np.concatenate(list(to_uint8(torch.cat(panels))), axis=1))
         save_png(root / f"{b.stem}.png", to_uint8(restored)[0])
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def _in_file_order(records: dict[str, dict]) -> list[dict]:

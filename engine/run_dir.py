@@ -14,12 +14,13 @@ import io
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
 from ilo.atomic import atomic_write_bytes
 from ilo.engine.metrics import mean_and_std
-from ilo.engine.outputs import check_folder_path
+from ilo.engine.outputs import check_folder_path, file_identity as _identity
 from ilo.errors import IloError, InputError
 
 try:
@@ -49,12 +50,11 @@ class RunDir:
 
     @contextlib.contextmanager
     def open(self) -> Iterator["RunDir"]:
-        """Hold the folder for one run: create it, take the lock, drop what a killed run left
-        half-written. If the run fails before it wrote anything, the folder is left as it was."""
+        """Hold the folder for one run: create it and take the lock. If the run fails before it
+        wrote anything, the folder is left as it was (and removed if this run made it)."""
         created = _make_folders(self.root)
         try:
             with _exclusive_lock(self.root / LOCK_FILE, self.root):
-                remove_partials(self.root)
                 yield self
         except BaseException:
             if not self.written:
@@ -79,14 +79,24 @@ class RunDir:
                 "use another --out, or --overwrite to redo every image"
             )
 
-    def start(self, settings: dict, overwrite: bool = False) -> None:
-        """Record the settings (after `check`); --overwrite forgets the old run's records."""
+    def start(self, settings: dict, overwrite: bool = False, outputs: set[str] = frozenset()) -> None:
+        """Record the settings (after `check` and every input check): from here on the folder is
+        the run's. Drops the temporary files a killed run left (of `outputs` and the run's own
+        files); --overwrite forgets the old run's records and tables."""
         self.check(settings, overwrite)
+        names = {*outputs, SETTINGS_FILE, *TABLE_FILES} | {p.name for p in self._record_files()}
+        remove_partials(self.root, names)
         if overwrite:
-            for record in (self.root / RECORDS_DIR).glob("*.json"):
-                record.unlink()
-        self.written = True
+            for path in [*self._record_files(), *(self.root / name for name in TABLE_FILES)]:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         atomic_write_bytes(self.root / SETTINGS_FILE, _dumps(settings))
+        self.written = True
+
+    def _record_files(self) -> list[Path]:
+        folder = self.root / RECORDS_DIR
+        # not the hidden temporary files of a record being written
+        return sorted(p for p in folder.glob("*.json") if not p.name.startswith(".")) if folder.is_dir() else []
 
     def record_path(self, stem: str) -> Path:
         return self.root / RECORDS_DIR / f"{stem}.json"
@@ -103,7 +113,7 @@ class RunDir:
     def records(self) -> dict[str, dict]:
         """The finished images' records by stem, in file-name order."""
         out = {}
-        for path in sorted((self.root / RECORDS_DIR).glob("*.json")):
+        for path in self._record_files():
             try:
                 out[path.stem] = json.loads(path.read_text())
             except (OSError, ValueError):
@@ -137,17 +147,21 @@ def _finite(record: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
 
 
-def check_output_layout(outputs: dict[str, list[Path]], sources: dict[str, list[Path]], fixed: list[Path]) -> None:
-    """No output may overwrite an input, a mask or a ground truth, and no two outputs may share
-    a path (an input named `x.strip.png` beside `x.png`, with --strip)."""
+def check_output_layout(root: Path, outputs: dict[str, list[Path]], sources: dict[str, list[Path]], fixed: list[Path]) -> None:
+    """No output may overwrite an input, a mask or a ground truth (the output folder may not
+    be a folder the inputs are in: outputs beside their inputs become inputs of the next run),
+    and no two outputs may share a path (an input named `x.strip.png` beside `x.png`, with --strip)."""
     readers = {}
     for name, paths in sources.items():
         for path in paths:
-            readers.setdefault(_key(path), (name, path))
-    claimed: dict[Path, str] = {_key(p): "the run's own files" for p in fixed}
+            readers.setdefault(_identity(path), (name, path))
+            folder = _identity(path.parent)
+            if folder == _identity(root):
+                raise InputError(f"--out {root} is the folder of the input {path}; choose an output folder apart from the inputs")
+    claimed: dict[object, str] = {_identity(p): "the run's own files" for p in fixed}
     for name, paths in outputs.items():
         for path in paths:
-            key = _key(path)
+            key = _identity(path)
             if key in readers:
                 owner, source = readers[key]
                 raise InputError(
@@ -158,18 +172,20 @@ def check_output_layout(outputs: dict[str, list[Path]], sources: dict[str, list[
             claimed[key] = name
 
 
-def _key(path: Path) -> Path:
-    return Path(os.path.abspath(path)).resolve()
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.partial")
 
 
-def remove_partials(root: Path) -> list[Path]:
-    """Delete the temporary files of writes a killed run left behind (`.<name>.*.partial*`)."""
+def remove_partials(root: Path, names: set[str]) -> list[Path]:
+    """Delete the temporary files (`.<name>.<random>.partial…`) that a killed write of one of
+    `names` left behind; other programs' temporary files in the folder are left alone."""
     removed = []
     for folder in (root, root / RECORDS_DIR, root / "masks"):
-        for path in folder.glob(".*.partial*") if folder.is_dir() else ():
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                removed.append(path)
+        for path in folder.iterdir() if folder.is_dir() else ():
+            match = _PARTIAL.match(path.name)
+            if match and match["name"] in names and path.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
     return removed
 
 
@@ -193,6 +209,9 @@ def _exclusive_lock(path: Path, root: Path) -> Iterator[None]:
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # a run that made the folder failed and removed it: make it again
+            _make_folders(root)
+            continue
         except OSError as e:
             raise IloError(f"cannot write to the output folder {root} ({e.strerror or e})") from None
         try:

@@ -13,6 +13,7 @@ else is in its batch.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 
@@ -63,14 +64,14 @@ class ILOConfig:
             if not (lr > 0 and lr <= 1e37):  # beyond float32's range Adam's step itself fails
                 raise IloError(f"learning rates must be positive numbers up to 1e37, got {lr}")
         for steps in _as_list(self.steps):
-            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
                 raise IloError(f"steps per round must be whole numbers of at least 1, got {steps}")
         for radius in _as_list(self.l1_radius):
             if radius is not None and not (math.isfinite(radius) and radius > 0):
                 raise IloError(f"l1 radii must be positive numbers (or none), got {radius}")
         if self.end_stage is not None and (isinstance(self.end_stage, bool) or self.end_stage < 0):
             raise IloError(f"end_stage must be a stage index of at least 0, got {self.end_stage}")
-        if isinstance(self.restarts, bool) or not isinstance(self.restarts, int) or self.restarts < 1:
+        if isinstance(self.restarts, bool) or not isinstance(self.restarts, numbers.Integral) or self.restarts < 1:
             raise IloError(f"restarts must be a whole number of at least 1, got {self.restarts}")
         if self.plateau_window < 1 or not (self.plateau_tol >= 0):
             raise IloError(f"the plateau window must be at least 1 and its tolerance at least 0, "
@@ -83,11 +84,6 @@ class ILOConfig:
             raise IloError(f"noise_maps must be at least 0, got {self.noise_maps}")
         if self.latent_space not in ("gaussian", "w"):
             raise IloError(f"latent_space must be 'gaussian' or 'w', got '{self.latent_space}'")
-
-    def check_for(self, n_stages: int) -> None:
-        """Settings that depend on the generator: the last stage must exist."""
-        if self.end_stage is not None and self.end_stage >= n_stages:
-            raise IloError(f"end_stage {self.end_stage} does not exist: this generator has stages 0..{n_stages - 1}")
 
 
 def _as_list(value) -> list:
@@ -217,11 +213,11 @@ def solve(y: torch.Tensor, op: Operator, gen: StagedGenerator, config: ILOConfig
         raise IloError("lpips_weight > 0 needs an LPIPS module")
     if not torch.isfinite(y).all():
         raise IloError("the measurements contain NaN or inf values")
-    config.check_for(len(gen.stages))
     t0 = time.perf_counter()
     run = _Run(y, op, gen, config, _Latents(gen, config, y.device), _Objective(op, y, config, lpips, seeds), progress)
     n_stages = len(gen.stages)
-    end = n_stages - 1 if config.end_stage is None else config.end_stage
+    # the default (2) is meant for deep generators: a shallower one stops at its last stage
+    end = n_stages - 1 if config.end_stage is None else min(config.end_stage, n_stages - 1)
     chosen = None
     for restart in range(config.restarts):
         candidate = run.first_round(_initial_z(gen, seeds, restart).to(y.device))  # same starts on any device

@@ -10,9 +10,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ilo.engine.operators import DenseGaussianCS, Downsample, Inpainting, Noise, Operator, PartialCirculantCS
+from ilo.choices import CS_MATRICES, TASKS  # noqa: F401  (re-exported)
 from ilo.errors import InputError
-
-from ilo.choices import CS_MATRICES, TASKS  # noqa: E402  (re-exported)
 
 
 def name_seed(seed: int, name: str) -> int:

@@ -47,11 +47,24 @@ def _snapshot(*folders: Path) -> dict:
     return state
 
 
+class _Npz:  # writes an .npz archive where an .npy array belongs
+    pass
+
+
+def _npz(y):
+    return _Npz()
+
+
 def _cs_inputs(tmp: Path, bad) -> Path:
     n = 3 * 64 * 64
     good = np.zeros(round(0.1 * n), dtype=np.float32)
     _npy(tmp / "cs" / "a.npy", good)
-    _npy(tmp / "cs" / "b.npy", bad(good.copy()))
+    made = bad(good.copy())
+    if isinstance(made, _Npz):
+        with open(tmp / "cs" / "b.npy", "wb") as f:
+            np.savez(f, y=good)
+    else:
+        _npy(tmp / "cs" / "b.npy", made)
     return tmp / "cs"
 
 
@@ -108,6 +121,18 @@ def _cases():
     def read_only_out(t):
         return ["restore", str(_faces(t)), *CLEAN_INPAINT, "--out", "/sys/ilo-test-out", *FAST], Path("/sys/ilo-test-out")
 
+    def convert_onto_source(t):
+        model = t / "g.pt"
+        shutil.copy(Path(__file__).parent / "fixtures" / "stylegan2_rosinality_32px.pt", model)
+        return ["convert", str(model), str(model)], out(t)
+
+    def sample_over_latents(t):
+        _npy(t / "z.npy", np.zeros((1, 100), np.float32))
+        return ["sample", "--latents", str(t / "z.npy"), "--save-array", str(t / "z.npy")], out(t)
+
+    def sample_twice(t):
+        return ["sample", "--n", "1", "-o", str(t / "x"), "--save-array", str(t / "x")], out(t)
+
     def sample_into_folder(t):
         (t / "out").mkdir()
         return ["sample", "--n", "1", "-o", str(t / "out")], out(t)
@@ -126,15 +151,19 @@ def _cases():
         return ["restore", str(_faces(t)), *CLEAN_INPAINT, "--lpips-backbone", str(t / "evil.pt"), "--out", str(out(t)), *FAST], out(t)
 
     return [
-        ("out is the input folder (restore)", same_folder_restore, "would overwrite the input"),
-        ("out is the input folder (degrade)", same_folder_degrade, "would overwrite the input"),
+        ("out is the input folder (restore)", same_folder_restore, "is the folder of the input"),
+        ("out is the input folder (degrade)", same_folder_degrade, "is the folder of the input"),
+        ("convert onto its source", convert_onto_source, "is also an input of this command"),
+        ("sample over its latents", sample_over_latents, "is also an input of this command"),
+        ("sample -o and --save-array one file", sample_twice, "name the same file"),
+        (".npz under a .npy name", restore("--task", "cs", *FAST, inputs=lambda t: _cs_inputs(t, _npz)), "b.npy: holds a NpzFile"),
         ("x.strip.png beside x.png with --strip", strip_collision, "would be written for both"),
         ("--save-degraded masks over --mask-dir", mask_dir_is_out, "would overwrite the input"),
         ("--steps 0", restore(*CLEAN_INPAINT, "--steps", "0", "--restarts", "1"), "steps per round"),
         ("--steps -3", restore(*CLEAN_INPAINT, "--steps", "-3"), "steps per round"),
         ("--steps 5,0", restore(*CLEAN_INPAINT, "--steps", "5,0"), "steps per round"),
         ("--restarts 0", restore(*CLEAN_INPAINT, "--restarts", "0"), "restarts must be"),
-        ("--end-stage 99", restore(*CLEAN_INPAINT, "--end-stage", "99"), "end_stage 99 does not exist"),
+        ("--end-stage 99", restore(*CLEAN_INPAINT, "--end-stage", "99"), "--end-stage 99 does not exist"),
         ("--end-stage -1", restore(*CLEAN_INPAINT, "--end-stage", "-1"), "end_stage must be"),
         ("--l1-radius nan", restore(*CLEAN_INPAINT, "--l1-radius", "none,nan"), "l1 radii must be positive"),
         ("--l1-radius -1", restore(*CLEAN_INPAINT, "--l1-radius", "-1"), "l1 radii must be positive"),
@@ -153,7 +182,7 @@ def _cases():
         ("decompression bomb", bomb, "megapixels, over the limit"),
         ("--out is a file", out_is_file, "is a file, not a folder"),
         ("--out below a file", out_below_file, "is a file, not a folder"),
-        ("--out on a read-only file system", read_only_out, "/sys/ilo-test-out"),
+        ("--out on a read-only file system", read_only_out, "cannot create the output folder /sys/ilo-test-out"),
         ("sample -o a folder", sample_into_folder, "is a folder; give a file name"),
         ("--lpips-backbone that would run code", evil_backbone, "refusing to load"),
     ]

@@ -102,7 +102,7 @@ def test_layers_without_noise_are_honoured(tmp_path, g_ema):
 
 @pytest.mark.parametrize("options, message", [
     (dict(resample_filter=(1, 2, 1)), "resample_filter is .* not \\[1, 3, 3, 1\\]"),
-    (dict(layer_overrides={"activation": "relu"}), "activation activation = 'relu'"),
+    (dict(layer_overrides={"activation": "relu"}), "conv1.activation = 'relu' \\(the activation\\)"),
     (dict(layer_overrides={"act_gain": 1.0}), "act_gain = 1.0"),
 ])  # fmt: skip
 def test_settings_that_change_the_output_are_refused_by_name(tmp_path, g_ema, options, message):
@@ -153,3 +153,43 @@ def test_a_refused_snapshot_is_one_line(tmp_path, capsys, g_ema):
     path = _write(tmp_path, g_ema, resample_filter=(1, 2, 1))
     err = run_fail(capsys, "info", path)
     assert "resample_filter" in err
+
+
+def _edited(tmp_path, g_ema, edit):
+    """A snapshot whose G_ema records `edit` changed (re-pickled in NVIDIA's layout)."""
+    from ilo.export.checkpoints.safe_pickle import dump_pickle
+
+    snapshot = safe_load_pickle(_write(tmp_path, g_ema, conv_clamp=256.0).read_bytes())
+    edit(snapshot["G_ema"])
+    path = tmp_path / "edited.pkl"
+    path.write_bytes(dump_pickle(snapshot))
+    return path
+
+
+def _layer(g, block="b8", name="conv1"):
+    return g.child("synthesis").child(block).child(name)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda g: g.child("mapping").child("fc2").state.update(bias_gain=0.02), "different learning-rate multipliers"),
+    (lambda g: g.child("mapping").child("fc0").state.update(bias_gain=float("nan")), "fc0.bias_gain = nan is not a finite positive"),
+    (lambda g: _layer(g).state.update(conv_clamp=128.0), "different conv_clamp values"),
+    (lambda g: _layer(g).state.update(conv_clamp="256"), "conv_clamp = '256' is not a finite positive"),
+    (lambda g: _layer(g).child("affine").state.update(bias_gain=0.5), "affine.bias_gain = 0.5"),
+    (lambda g: g.child("mapping").state["_modules"].update(embed=g.child("mapping").child("fc0")), "label embedding"),
+    (lambda g: _layer(g).state["_buffers"].update(resample_filter=[1, 3, 3, 1]), "resample_filter is a list"),
+])  # fmt: skip
+def test_other_output_changing_settings_are_refused_by_name(tmp_path, g_ema, edit, message):
+    with pytest.raises(CheckpointError, match=message):
+        load_generator(_edited(tmp_path, g_ema, edit))
+
+
+def test_a_pickle_cannot_change_the_loaders_own_functions(tmp_path):
+    # BUILD on an allowed global would set attributes on it for every later load in the process
+    from ilo.export.checkpoints import safe_pickle
+
+    evil = b"\x80\x02cnumpy.core.multiarray\nscalar\nN}X\x0c\x00\x00\x00__defaults__X\x03\x00\x00\x00evi\x85s\x86b0N."
+    (tmp_path / "evil.pkl").write_bytes(evil)
+    with pytest.raises(UnsafeCheckpointError, match="sets the state of a function"):
+        load_generator(tmp_path / "evil.pkl")
+    assert safe_pickle._numpy_scalar.__defaults__ == (None,)

@@ -25,11 +25,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ilo.atomic import atomic_write_bytes
-    from ilo.engine.outputs import check_output_file
+    from ilo.engine.outputs import check_distinct, check_output_file
     from ilo.errors import CheckpointError
     from ilo.export.checkpoints.files import checkpoint_bytes, decode_checkpoint, format_for_path, generator_from_data, load_generator
 
     check_output_file(args.destination, "the destination")
+    check_distinct([(args.destination, "the destination")], [Path(args.source)])
     fmt = args.to or format_for_path(args.destination)
     gen = load_generator(args.source)
     data = checkpoint_bytes(gen, fmt)

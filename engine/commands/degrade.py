@@ -33,16 +33,17 @@ def run(args: argparse.Namespace) -> int:
     out = RunDir(args.out)
     out.check_usable()
     check_output_layout(
+        args.out,
         {p.stem: degraded_paths(args.out, p.stem, task, tag="") for p in inputs},
         {p.stem: list(reader.sources(p).values()) for p in inputs},
         [args.out / "degrade.json"],
     )
     prepared = [reader.prepare(p) for p in inputs]  # every input checked before anything is written
     with out.open():
-        out.written = True
         progress = Progress(len(prepared), "degrade")
         for item in prepared:
             write_degraded(args.out, item.stem, task, item.y, item.mask, tag="")
+            out.written = True  # from the first file on, the folder holds this run's outputs
             progress.advance()
         summary = {"task": task.describe(), "resolution": gen.resolution, "inputs": [str(p) for p in inputs]}
         atomic_write_bytes(args.out / "degrade.json", (json.dumps(summary, indent=2) + "\n").encode())

@@ -113,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     suffixes = (".npy",) if task.task == "cs" and not args.clean else IMAGE_SUFFIXES
     inputs = list_inputs(args.inputs, suffixes)
     gen = load_generator(args.model)
+    if args.end_stage is not None and args.end_stage >= len(gen.stages):  # asked for a stage that is not there
+        raise IloError(f"--end-stage {args.end_stage} does not exist: this generator has stages 0..{len(gen.stages) - 1}")
     truth_needed = args.clean or args.truth_dir is not None
     notes: list[str] = []
     lpips = _lpips_metric(args, notes) if truth_needed or args.lpips_weight else None

@@ -36,13 +36,16 @@ def run(args: argparse.Namespace) -> int:
     from ilo.atomic import atomic_path
     from ilo.engine.images import make_grid, save_png, to_uint8
     from ilo.engine.latent_files import read_latents, read_noises
-    from ilo.engine.outputs import check_output_file
+    from ilo.engine.outputs import check_distinct, check_output_file
     from ilo.engine.progress import Progress
     from ilo.export.checkpoints.files import load_generator
 
-    for path, what in ((args.output, "-o"), (args.save_array, "--save-array")):
+    outputs = [(args.output, "-o"), (args.save_array, "--save-array")]
+    for path, what in outputs:
         if path is not None:
             check_output_file(path, what)
+    model = Path(args.model) if args.model != "default" else None
+    check_distinct(outputs, [args.latents, args.noises, model])
     gen = load_generator(args.model)
     if args.latents is not None:
         latents = read_latents(args.latents, gen, args.input_space)

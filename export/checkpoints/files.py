@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ilo.atomic import atomic_write_bytes
+from ilo.choices import SAVE_FORMATS  # noqa: F401  (re-exported)
 from ilo.errors import CheckpointError, UnsafeCheckpointError
 from ilo.export.checkpoints import dcgan, nvidia, rosinality
 from ilo.export.checkpoints.safe_pickle import safe_load_pickle
@@ -23,8 +24,6 @@ from ilo.export.stylegan2 import StyleGAN2Generator
 
 DEFAULT_MODEL = "default"
 DEFAULT_WEIGHTS_NAME = "dcgan_face64.safetensors"
-
-from ilo.choices import SAVE_FORMATS  # noqa: E402  (re-exported)
 
 
 def default_weights_path() -> Path:

@@ -14,6 +14,7 @@ this project cannot ship; they load in ilo and in any loader that rebuilds from 
 from __future__ import annotations
 
 import collections
+import math
 
 import numpy as np
 import torch
@@ -109,13 +110,24 @@ def _check_fixed(record: PersistentRecord, where: str, fixed: dict, origin: str)
     for name, (expected, what) in fixed.items():
         value = record.attr(name, expected)
         if not _same(value, expected):
-            raise CheckpointError(f"{origin}: {where} has {what} {name} = {value!r}; ilo supports only {expected!r}")
+            raise CheckpointError(f"{origin}: {where}.{name} = {value!r} ({what}); ilo supports only {expected!r}")
+
+
+def _positive_number(value, where: str, origin: str) -> float:
+    """A stored gain, clamp or rate: a finite positive real number, or the file is refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
+        math.isfinite(float(value)) and float(value) > 0
+    ):
+        raise CheckpointError(f"{origin}: {where} = {value!r} is not a finite positive number")
+    return float(value)
 
 
 def _check_filter(record: PersistentRecord, where: str, origin: str) -> None:
     stored = (record.state.get("_buffers") or {}).get("resample_filter")
     if stored is None:
         return
+    if not isinstance(stored, torch.Tensor):
+        raise CheckpointError(f"{origin}: {where}.resample_filter is a {type(stored).__name__}, not a tensor")
     stored = stored.detach().float()
     if stored.shape != _FIR.shape or not torch.allclose(stored, _FIR, atol=1e-6):
         taps = stored.sum(0).tolist() if stored.ndim == 2 else stored.tolist()
@@ -140,13 +152,13 @@ def _audit_synthesis(synthesis: PersistentRecord, origin: str) -> tuple[float | 
             if layer.class_name in _FIXED_SETTINGS:
                 _check_fixed(layer, at, _FIXED_SETTINGS[layer.class_name], origin)
             _check_filter(layer, at, origin)
-            clamps.add(layer.attr("conv_clamp"))
+            clamp = layer.attr("conv_clamp")
+            clamps.add(None if clamp is None else _positive_number(clamp, f"{at}.conv_clamp", origin))
             if layer.class_name == "SynthesisLayer" and not layer.attr("use_noise", True):
                 quiet.add(at)
             affine = layer.child("affine")
             if affine is not None:
                 _check_fixed(affine, f"{at}.affine", _AFFINE_FC, origin)
-    clamps = {None if c is None else float(c) for c in clamps}
     if len(clamps) > 1:
         raise CheckpointError(f"{origin}: layers use different conv_clamp values {sorted(clamps, key=str)}; ilo applies one to all")
     return (clamps.pop() if clamps else None), quiet
@@ -163,7 +175,8 @@ def _mapping_lr(mapping: PersistentRecord, n_fc: int, origin: str) -> float:
         if fc is None:
             continue
         _check_fixed(fc, f"mapping.fc{i}", _MAPPING_FC, origin)
-        rates.add(float(fc.attr("bias_gain", fc.attr("lr_multiplier", MAPPING_LR_MULTIPLIER))))
+        rate = fc.attr("bias_gain", fc.attr("lr_multiplier", MAPPING_LR_MULTIPLIER))
+        rates.add(_positive_number(rate, f"mapping.fc{i}.bias_gain", origin))
     if len(rates) > 1:
         raise CheckpointError(f"{origin}: mapping layers use different learning-rate multipliers {sorted(rates)}; ilo uses one")
     return rates.pop() if rates else MAPPING_LR_MULTIPLIER

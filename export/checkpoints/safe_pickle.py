@@ -109,10 +109,8 @@ class _NumericDtype:
 def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
     """Stand-in for `numpy.core.multiarray.scalar(dtype, raw bytes)`: the number, as numpy
     holds it, read from its bytes."""
-    if not isinstance(dtype, _NumericDtype):
+    if not isinstance(dtype, _NumericDtype) or not hasattr(dtype, "name"):
         raise UnsafeCheckpointError("refusing to load: a numpy scalar of a non-numeric type")
-    if isinstance(data, str):  # written by Python 2-era numpy: bytes travel as latin-1 text
-        data = data.encode("latin-1")
     kind = dtype.numpy()
     if not isinstance(data, bytes) or len(data) != kind.itemsize:
         raise CheckpointError("corrupt numpy scalar in the pickle (wrong number of bytes)")
@@ -138,7 +136,22 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
 }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _RestrictedUnpickler(pickle._Unpickler):
+    """The Python unpickler (whose opcodes can be overridden), restricted twice: `find_class`
+    hands out only the allowed globals, and BUILD (which sets attributes on whatever object is
+    on the stack) applies only to the two stand-ins that take state, so a file cannot reach into
+    the allowed functions and classes themselves and change them for later loads."""
+
+    def load_build(self) -> None:
+        target = self.stack[-2]
+        if not isinstance(target, (EasyDict, _NumericDtype)):
+            raise UnsafeCheckpointError(f"refusing to load: the pickle sets the state of a {type(target).__name__}, "
+                                        "which a network pickle never does (nothing from the file was run)")  # fmt: skip
+        super().load_build()
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.BUILD[0]] = load_build
+
     def find_class(self, module: str, name: str) -> Any:
         target = _ALLOWED_GLOBALS.get((module, name))
         if target is not None:
