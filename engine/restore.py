@@ -144,7 +144,8 @@ class Restorer:
                 print(f"ilo: note: {note}", file=sys.stderr)
             if solver is not None:
                 self.gen, self.loss_lpips, o.backend = solver()
-            self.run_dir.start(settings, o.overwrite, outputs={p.name for i in inputs for p in self.outputs(i.stem)})
+            names = {p.name for i in inputs for p in [*self.outputs(i.stem), self.run_dir.record_path(i.stem)]}
+            self.run_dir.start(settings, o.overwrite, outputs=names)
             return self._restore_all(pending, prepared, records, skipped=len(inputs) - len(pending))
 
     def _pending(self, inputs: list[Path], sources: dict, records: dict) -> tuple[list[Path], list[str]]:
