@@ -79,7 +79,7 @@ def read_picture(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, fit: tu
     The size in the file's header is checked against `max_pixels` before anything is decoded
     (a 48 KB PNG can declare 20000x20000). With `fit=(mode, size)` a large image is reduced
     while still 8-bit: `crop` cuts the centre square, `resize` shrinks by a whole factor
-    (box filter) to no less than twice `size`, so `fit_to`'s antialiased resize finishes it
+    (box filter) to no less than four times `size`, so `fit_to`'s antialiased resize finishes it
     from a small array instead of a full-size float one."""
     from PIL import Image, UnidentifiedImageError
 
@@ -126,7 +126,7 @@ def _prefit(im, fit: tuple[str | None, int] | None):
     if mode == "crop" and min(width, height) >= size and (width, height) != (size, size):
         left, top = (width - size) // 2, (height - size) // 2
         return im.crop((left, top, left + size, top + size))
-    factor = min(width, height) // (2 * size)
+    factor = min(width, height) // (4 * size)  # at least 4x the target left for the antialiased resize
     if mode == "resize" and factor >= 2:
         if im.mode.startswith("I;16"):  # reduce() needs 32-bit integers; the values are kept
             im = im.convert("I")

@@ -118,7 +118,7 @@ def test_nothing_half_written_a_killed_run_resumes_to_the_same_bytes(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     finished = len([p for p in (out / "records").glob("*.json") if not p.name.startswith(".")])
-    assert 1 <= finished < 3, "the run was not killed mid-way; make its steps longer"
+    assert 0 < finished < 3, "the run was not killed mid-way; make its steps longer"
     # a killed run's tables already list what it finished (all but, at most, the image whose
     # record was written last), and a leftover temporary file goes on rerun
     assert finished - 1 <= len(json.loads((out / "metrics.json").read_text())["images"]) <= finished
@@ -205,10 +205,11 @@ def test_large_images_are_capped_and_reduced_before_float(tmp_path):
     with pytest.raises(InputError, match="megapixels, over the limit of 5"):
         read_picture(path, max_pixels=5_000_000)
     picture = read_picture(path, fit=("resize", 64))
-    assert picture.size == (3000, 2000) and max(picture.pixels.shape[:2]) < 300  # reduced while 8-bit
+    assert picture.size == (3000, 2000) and max(picture.pixels.shape[:2]) < 500  # reduced while 8-bit
     reduced, _ = fit_to(image_tensor(picture), 64, "resize", "big")
     full, _ = fit_to(image_tensor(read_picture(path)), 64, "resize", "big")
-    assert reduced.shape == (3, 64, 64) and (reduced - full).abs().max() < 0.05
+    gap = (reduced - full).abs()  # the box pre-filter and bicubic differ only along the sharp edge
+    assert reduced.shape == (3, 64, 64) and gap.mean() < 0.01 and gap.max() < 0.1
     cropped = read_picture(path, fit=("crop", 64))
     assert cropped.pixels.shape == (64, 64, 3)
 
@@ -241,4 +242,4 @@ def test_early_reduction_keeps_every_pixel_format(tmp_path, mode, pixels, expect
     image = image.convert("P") if mode == "P" else image
     image.save(tmp_path / "x.tif")
     picture = read_picture(tmp_path / "x.tif", fit=("resize", 64))
-    assert picture.pixels.shape == (150, 150, 3) and picture.pixels.mean() == pytest.approx(expected, abs=0.5)
+    assert picture.pixels.shape == (300, 300, 3) and picture.pixels.mean() == pytest.approx(expected, abs=0.5)
