@@ -76,6 +76,7 @@ class MeasurementReader:
         self.task.measurement_size(resolution)  # e.g. a factor that does not divide the resolution
         self.cs_measurements = self.task.measurement_count(resolution) if self.task.task == "cs" else None
         self._cs_op: Operator | None = None
+        self._shared_mask = None  # the --mask picture, read on first use
 
     def shared_operator(self) -> Operator:
         """The operator of a task whose parameters do not differ per image (built once: a dense
@@ -129,7 +130,7 @@ class MeasurementReader:
             return None
         s = self.spec
         if source is not None:
-            picture = read_picture(source, s.max_pixels, (s.fit, self.res) if s.fit else None)
+            picture = self._read_mask(source)
             if picture.size != image_size:
                 raise InputError(
                     f"{path}: the mask {source} is {picture.size[0]}x{picture.size[1]} "
@@ -144,6 +145,15 @@ class MeasurementReader:
             where = f"the mask {source}" if source is not None else "the mask"
             raise InputError(f"{path}: {where} leaves no pixel of the image observed; there is nothing to restore from")
         return mask
+
+    def _read_mask(self, source: Path):
+        """One --mask file serves every image: it is read and hashed once per run."""
+        fit = (self.spec.fit, self.res) if self.spec.fit else None
+        if source != self.spec.mask:
+            return read_picture(source, self.spec.max_pixels, fit)
+        if self._shared_mask is None:
+            self._shared_mask = read_picture(source, self.spec.max_pixels, fit)
+        return self._shared_mask
 
     def _truth(self, files: dict[str, Path]) -> tuple[torch.Tensor, str] | None:
         path = files.get("truth")
