@@ -35,10 +35,10 @@ def gaps(a, b) -> tuple[float, float, float]:
 
 def main(argv=None) -> int:
     from ilo import load_generator
-    from ilo.engine.bridge import EngineGenerator
-    from ilo.engine.operators import Downsample, Inpainting
-    from ilo.engine.solver import ILOConfig, solve
-    from ilo.engine.latency import save
+    from ilo.engine.app.latency import save
+    from ilo.engine.problems.operators import Downsample, Inpainting
+    from ilo.engine.runtimes.bridge import EngineGenerator
+    from ilo.engine.solver.ilo_solver import ILOConfig, solve
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=RESULTS)

@@ -26,7 +26,7 @@ RESULTS = Path(__file__).parent / "results"
 def export_once(resolution: int, cache: Path) -> dict:
     """Runs in the child process: build, export, report."""
     from ilo.export.artifacts import export_generator
-    from ilo.export.stylegan2 import config_f, random_stylegan2
+    from ilo.generators.stylegan2 import config_f, random_stylegan2
 
     gen = random_stylegan2(config_f(resolution), seed=resolution)
     t0 = time.perf_counter()

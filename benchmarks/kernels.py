@@ -3,7 +3,7 @@
 For every config-f layer shape, at one batch size: forward, and forward + VJP (w.r.t. the
 input, the latent and the noise map), of
   - torch grouped:  per-sample weights, one grouped conv (StyleGAN2's fused_modconv form),
-  - torch scaled:   scale -> conv -> scale (ilo.export.ops, the engine's reference),
+  - torch scaled:   scale -> conv -> scale (ilo.generators.ops, the engine's reference),
   - kernels:        the fused kernels (ilo.kernels),
 each with TF32 off and on; then whole synthesis blocks (up conv, conv, to-RGB and skip
 upsampling), forward + VJP, where the target is the best kernels >= 1.5x the best torch form
@@ -42,7 +42,7 @@ BLOCK_TARGET, BLOCK_TARGET_MIN_RES, BLOCK_TARGET_BATCH = 1.5, 128, 8
 def grouped_forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """ModulatedConv2d.forward with per-sample weights and one grouped conv, as StyleGAN2's
     reference code computes it (fused_modconv=True)."""
-    from ilo.export import ops as R
+    from ilo.generators import ops as R
 
     styles = self.affine(w)
     weight = self.weight * self.weight_gain
@@ -60,7 +60,7 @@ def grouped_forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def formulation(name: str, library, tf32: bool):
-    from ilo.export import ops as R
+    from ilo.generators import ops as R
     from ilo.kernels.fast_path import KernelOps
 
     saved = R.ModulatedConv2d.forward, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
@@ -124,7 +124,7 @@ def matmul_peak_tflops(device: torch.device, tf32: bool) -> float | None:
 
 # --- layers and blocks ------------------------------------------------------------------------
 def make_layer(shape, device, seed=0):
-    from ilo.export import ops as R
+    from ilo.generators import ops as R
 
     layer = R.ToRGB(shape.cin, 512) if shape.kind == "rgb" else R.StyledConv(shape.cin, shape.cout, 512, up=shape.kind == "up")
     g = torch.Generator().manual_seed(seed)
@@ -146,7 +146,7 @@ def layer_case(shape, batch, device):
 
 
 def block_case(res, batch, device, channels):
-    from ilo.export.stylegan2 import BlockStage, StyleGAN2Config
+    from ilo.generators.stylegan2 import BlockStage, StyleGAN2Config
 
     k = int(math.log2(res)) - 2
     config = StyleGAN2Config(res, (512, 512), tuple(channels[: k + 1]))
@@ -279,7 +279,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from ilo.export.stylegan2 import config_f
+    from ilo.generators.stylegan2 import config_f
     from ilo.kernels.layer_shapes import config_f_layers
     from ilo.kernels.library import KernelLibraryError, load_library, open_library
 

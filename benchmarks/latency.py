@@ -25,8 +25,8 @@ TARGETS = {1: 1.5, 16: 1.2}
 
 
 def model(name: str):
-    from ilo.export.checkpoints.files import load_generator
-    from ilo.export.stylegan2 import config_f, random_stylegan2
+    from ilo.generators.checkpoints.files import load_generator
+    from ilo.generators.stylegan2 import config_f, random_stylegan2
 
     if name == "dcgan":
         return load_generator("default")
@@ -75,7 +75,7 @@ def plot(results: dict, path: Path) -> None:
 def available_backends(names: list[str], device: str) -> tuple[str, ...]:
     """The named backends that load here; the others are skipped with the reason (a device
     image may lack onnxruntime-gpu or TensorRT), so one missing package costs one row, not the run."""
-    from ilo.engine.backends import BackendUnavailable, get_backend
+    from ilo.engine.runtimes.backends import BackendUnavailable, get_backend
 
     usable = []
     for name in names:
@@ -90,8 +90,8 @@ def available_backends(names: list[str], device: str) -> tuple[str, ...]:
 
 
 def main(argv=None) -> int:
-    from ilo.engine.commands.bench import machine
-    from ilo.engine.latency import LatencySettings, markdown, measure, save
+    from ilo.engine.app.latency import LatencySettings, markdown, measure, save
+    from ilo.engine.cli.bench import machine
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="dcgan,stylegan2-256")

@@ -26,14 +26,14 @@ import numpy as np
 import torch
 
 from ilo import load_generator
-from ilo.engine.baselines import bm3d_denoise
-from ilo.engine.image_io import read_image
-from ilo.engine.images import save_png, to_uint8
-from ilo.engine.metrics import mean_and_std, restoration_metrics
-from ilo.engine.operators import Inpainting
-from ilo.engine.restore import method_config
-from ilo.engine.solver import solve
-from ilo.engine.tasks import TaskSpec, name_seed
+from ilo.engine.app.image_io import read_image
+from ilo.engine.app.images import save_png, to_uint8
+from ilo.engine.app.restore import method_config
+from ilo.engine.problems.metrics import mean_and_std, restoration_metrics
+from ilo.engine.problems.operators import Inpainting
+from ilo.engine.problems.tasks import TaskSpec, name_seed
+from ilo.engine.solver.baselines import bm3d_denoise
+from ilo.engine.solver.ilo_solver import solve
 
 TASKS = {  # name -> the task, as `ilo restore --clean` would set it up
     "inpaint-box": TaskSpec("inpaint", centre_box=0.5),

@@ -27,8 +27,8 @@ from ilo.errors import IloError
 from ilo.export.graphs import GraphFn, generator_graphs, loss_head_graphs, loss_heads, lpips_graphs, step_graph
 from ilo.export.lint import lint
 from ilo.export.onnx_export import OPSET, export_onnx
-from ilo.export.staged import StagedGenerator, state_fingerprint
 from ilo.export.verify import check_graph, reference_graphs
+from ilo.generators.staged import StagedGenerator, state_fingerprint
 from ilo.paths import cache_dir
 
 EXPORTER_VERSION = "2"  # bump when graph functions or export settings change
@@ -41,7 +41,7 @@ def _versions() -> dict[str, str]:
     import onnxruntime
     import onnxscript
 
-    from ilo import __version__
+    from ilo.version import __version__
 
     return {"ilo": __version__, "exporter": EXPORTER_VERSION, "torch": torch.__version__,
             "onnx": onnx.__version__, "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__}  # fmt: skip

@@ -15,10 +15,10 @@ from typing import Callable
 
 import torch
 
-from ilo.export import ops
-from ilo.export.frozen_ops import frozen_weights
-from ilo.export.latent_stats import latent_stats
-from ilo.export.staged import StagedGenerator
+from ilo.generators import ops
+from ilo.generators.frozen_ops import frozen_weights
+from ilo.generators.latent_stats import latent_stats
+from ilo.generators.staged import StagedGenerator
 
 
 @dataclass
@@ -161,8 +161,8 @@ def loss_heads(resolution: int, sr_factors=(2, 4, 8), frozen: bool = True) -> di
     denoising (identity), super-resolution per factor, and dense Gaussian compressed sensing
     (the matrix [m, n] an input shared by the batch, m a dynamic axis). Partial-circulant CS
     has no head: its FFT has no TensorRT equivalent, so its loss stays in torch."""
-    from ilo.engine.losses import measurement_mse
-    from ilo.engine.operators import Downsample, Identity, Inpainting
+    from ilo.engine.problems.losses import measurement_mse
+    from ilo.engine.problems.operators import Downsample, Identity, Inpainting
 
     image = (3, resolution, resolution)
 

@@ -27,7 +27,7 @@ def trace(graph: GraphFn) -> torch.fx.GraphModule:
     from torch._decomp import core_aten_decompositions
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from ilo.export.frozen_ops import graph_forms
+    from ilo.generators.frozen_ops import graph_forms
 
     with torch.no_grad() if graph.name.endswith(".fwd") else contextlib.nullcontext(), graph_forms():
         return make_fx(graph.fn, tracing_mode="symbolic", decomposition_table=core_aten_decompositions(),

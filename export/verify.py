@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ilo.export.graphs import GraphFn, mapping_graphs, stage_graphs
-from ilo.export.staged import StagedGenerator
+from ilo.generators.staged import StagedGenerator
 
 
 def reference_graphs(gen: StagedGenerator) -> dict[str, GraphFn]:
@@ -64,7 +64,7 @@ def check_graph(path: Path, graph: GraphFn, reference: GraphFn, batches=None, dt
     leaky ReLU, max-pool) make a float32 gradient differ from the float64 one wherever an
     activation's sign flips under rounding; the torch number shows how much of that is
     float32 itself rather than the graph."""
-    from ilo.engine.backends import ort_session
+    from ilo.engine.runtimes.backends import ort_session
 
     session = ort_session(path, memory_arena=False)  # give memory back after each check
     names = [i.name for i in session.get_inputs()]

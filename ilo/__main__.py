@@ -1,3 +1,3 @@
-from ilo.engine.cli import main
+from ilo.engine.cli.main import main
 
 raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""Where ilo keeps derived artefacts (latent statistics, exported graphs)."""
+"""Where ilo keeps its embedded files and its derived artefacts (latent statistics, exported graphs)."""
 
 from __future__ import annotations
 
@@ -13,3 +13,8 @@ def cache_dir() -> Path:
         return Path(explicit).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "ilo"
+
+
+def assets_dir() -> Path:
+    """The files shipped inside the `ilo` package (the embedded default model)."""
+    return Path(__file__).resolve().parent / "assets"

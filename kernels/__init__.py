@@ -2,6 +2,6 @@
 
 `ilo.kernels.library.load_library()` finds and checks the built library; `ilo.kernels.ops`
 wraps its kernels as autograd-aware torch functions; `ilo.kernels.fast_path.KernelOps` plugs
-them into the StyleGAN2 layers of `ilo.export.ops`. Without a library nothing here is used and
+them into the StyleGAN2 layers of `ilo.generators.ops`. Without a library nothing here is used and
 the torch reference ops run.
 """

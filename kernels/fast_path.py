@@ -1,4 +1,4 @@
-"""The kernels as the StyleGAN2 layers of `ilo.export.ops`, inside `ops.fast_layers(...)`.
+"""The kernels as the StyleGAN2 layers of `ilo.generators.ops`, inside `ops.fast_layers(...)`.
 
 KernelOps answers None (run the reference) for anything it does not take: tensors on another
 device than the library's, dtypes the build lacks, or weights that require grad (the kernels
@@ -14,7 +14,7 @@ import weakref
 
 import torch
 
-from ilo.export import ops as reference
+from ilo.generators import ops as reference
 from ilo.kernels import ops as kernel_ops
 from ilo.kernels.library import KernelLibrary
 

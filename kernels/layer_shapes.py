@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ilo.export.stylegan2 import config_f
+from ilo.generators.stylegan2 import config_f
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The kernels as torch ops, with VJPs: the fast paths of `ilo.export.ops`.
+"""The kernels as torch ops, with VJPs: the fast paths of `ilo.generators.ops`.
 
 Each public function has the same meaning as its reference there and is checked against it
 (tests/test_kernels.py). The autograd Functions use the setup_context form; torch.func still
@@ -147,7 +147,7 @@ class _BiasAct(torch.autograd.Function):
 
 
 def bias_act(lib, x, bias=None, gain=math.sqrt(2.0), alpha=0.2, clamp=None) -> torch.Tensor:
-    """ilo.export.ops.bias_act on the kernel: bias -> leaky ReLU -> gain -> clamp, in one pass."""
+    """ilo.generators.ops.bias_act on the kernel: bias -> leaky ReLU -> gain -> clamp, in one pass."""
     return _BiasAct.apply(lib, x, None if bias is None else bias.float().contiguous(), alpha, gain, clamp)
 
 
@@ -174,7 +174,7 @@ class _Upfirdn2d(torch.autograd.Function):
 
 
 def upfirdn2d(lib, x, kernel, up=1, down=1, pad=(0, 0), gain=1.0) -> torch.Tensor:
-    """ilo.export.ops.upfirdn2d on the kernel (filter taps on the kernel's side are flipped)."""
+    """ilo.generators.ops.upfirdn2d on the kernel (filter taps on the kernel's side are flipped)."""
     return _Upfirdn2d.apply(lib, x, _taps(kernel, gain, x), up, down, tuple(pad))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ilo.export import ops as R
+from ilo.generators import ops as R
 from ilo.kernels import ops as K
 from ilo.kernels.fast_path import KernelOps
 from ilo.kernels.library import KernelLibraryError, load_library, open_library

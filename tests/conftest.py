@@ -37,14 +37,14 @@ def dcgan():
 
 
 def random_stylegan2(config, seed: int = 0):
-    from ilo.export.stylegan2 import random_stylegan2 as make
+    from ilo.generators.stylegan2 import random_stylegan2 as make
 
     return make(config, seed)
 
 
 def run_ok(capsys, *argv):
     """Run the `ilo` command in-process; it must succeed. Returns its stdout."""
-    from ilo.engine.cli import main
+    from ilo.engine.cli.main import main
 
     assert main([str(a) for a in argv]) == 0
     return capsys.readouterr().out
@@ -52,7 +52,7 @@ def run_ok(capsys, *argv):
 
 def run_fail(capsys, *argv):
     """Run the `ilo` command in-process; it must fail with one clear line. Returns that line."""
-    from ilo.engine.cli import main
+    from ilo.engine.cli.main import main
 
     assert main([str(a) for a in argv]) == 1
     err = capsys.readouterr().err.strip()
@@ -93,7 +93,7 @@ def assert_fused_step_equals_torch(gen, engine, op, batch: int = 2, k: int = 1) 
     """One fused graph call of `engine` against torch autograd on `gen`: the per-image loss,
     the image and the gradients w.r.t. the round's state, latents and noise maps (the first
     three optimised), scaled per image by the incoming gradient."""
-    from ilo.engine.losses import measurement_mse
+    from ilo.engine.problems.losses import measurement_mse
 
     def relative(a, b):
         return float((a - b).abs().max()) / (float(b.abs().max()) or 1.0)

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ilo.export.checkpoints.nvidia import nvidia_rows
-from ilo.export.checkpoints.tensors import save_rows
-from ilo.export.stylegan2 import StyleGAN2Generator
+from ilo.generators.checkpoints.nvidia import nvidia_rows
+from ilo.generators.checkpoints.tensors import save_rows
+from ilo.generators.stylegan2 import StyleGAN2Generator
 
 # Stands in for NVIDIA's networks.py, which a snapshot embeds in full and their loader executes.
 # A loader that ran it would create MARKER in its working folder; the tests check none does.
@@ -229,7 +229,7 @@ def snapshot_bytes(g_ema: StyleGAN2Generator, g: StyleGAN2Generator | None = Non
 
 def snapshot_globals(data: bytes) -> set[str]:
     """Every `module.name` global the pickle asks for, as ilo's restricted reader sees them."""
-    from ilo.export.checkpoints.safe_pickle import _RestrictedUnpickler
+    from ilo.generators.checkpoints.safe_pickle import _RestrictedUnpickler
 
     class Recording(_RestrictedUnpickler):
         names: set = set()

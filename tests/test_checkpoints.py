@@ -5,14 +5,14 @@ import pickle
 
 import pytest
 import torch
-
 from conftest import STYLEGAN2_32, random_stylegan2
-from ilo import CheckpointError, UnsafeCheckpointError, load_generator, save_generator
-from ilo.export.checkpoints.files import estimate_latent_avg
-from ilo.export.checkpoints.nvidia import to_nvidia_pickle
-from ilo.export.checkpoints.safe_pickle import dump_pickle, safe_load_pickle
-from ilo.export.stylegan2 import StyleGAN2Config
 from nvidia_reference import nvidia_forward
+
+from ilo import CheckpointError, UnsafeCheckpointError, load_generator, save_generator
+from ilo.generators.checkpoints.files import estimate_latent_avg
+from ilo.generators.checkpoints.nvidia import to_nvidia_pickle
+from ilo.generators.checkpoints.safe_pickle import dump_pickle, safe_load_pickle
+from ilo.generators.stylegan2 import StyleGAN2Config
 
 
 def _rosinality_dict():

@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import STYLEGAN2_32, run_fail, run_ok
 from PIL import Image
 
-from conftest import STYLEGAN2_32, run_fail, run_ok
 from ilo import load_generator
-from ilo.engine.cli import main
+from ilo.engine.cli.main import main
 
 
 def test_sample_default_grid(tmp_path, capsys):
@@ -96,7 +96,7 @@ def test_console_script_is_declared():
     from importlib.metadata import entry_points
 
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "ilo"]
-    assert script.value == "ilo.engine.cli:main"
+    assert script.value == "ilo.engine.cli.main:main"
 
 
 def test_outputs_are_written_atomically_with_normal_permissions(tmp_path, capsys):

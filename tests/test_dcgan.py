@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from ilo.export.checkpoints.files import default_weights_path
+from ilo.generators.checkpoints.files import default_weights_path
 
 
 def _tutorial_generator() -> nn.Sequential:

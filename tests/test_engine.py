@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from ilo.engine.backends import BackendUnavailable, get_backend
-from ilo.engine.bridge import EngineGenerator, EngineLPIPS
-from ilo.engine.losses import LPIPS, measurement_mse
-from ilo.engine.operators import DenseGaussianCS, Downsample, Inpainting, Noise, PartialCirculantCS
-from ilo.engine.solver import ILOConfig, solve
-from ilo.errors import IloError
-
 from conftest import assert_fused_step_equals_torch
+
+from ilo.engine.problems.losses import LPIPS, measurement_mse
+from ilo.engine.problems.operators import DenseGaussianCS, Downsample, Inpainting, Noise, PartialCirculantCS
+from ilo.engine.runtimes.backends import BackendUnavailable, get_backend
+from ilo.engine.runtimes.bridge import EngineGenerator, EngineLPIPS
+from ilo.engine.solver.ilo_solver import ILOConfig, solve
+from ilo.errors import IloError
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -65,7 +64,7 @@ def test_chained_gradients_equal_torch_autograd(engines, family):
     for g in (engine, gen):
         to_w = lambda v: v  # noqa: E731  (DCGAN: z is the latent)
         if family == "stylegan2":
-            from ilo.export.latent_stats import latent_stats
+            from ilo.generators.latent_stats import latent_stats
 
             to_w = g.gaussian_to_w if g is engine else latent_stats(gen).to_w
         x = z.clone().requires_grad_(True)
@@ -183,7 +182,7 @@ def test_free_running_ilo_on_the_engine_restores_as_well_as_torch(engines, famil
     that Adam amplifies — torch against torch with the DCGAN's BatchNorm folded parts as far
     (up to 7e-3 in the loss curve; benchmarks/results/equivalence.md) — so what must agree is
     the outcome: the fit to the measurements and the PSNR to the truth."""
-    from ilo.engine.metrics import psnr
+    from ilo.engine.problems.metrics import psnr
 
     gen, engine = engines[family]
     res = gen.resolution

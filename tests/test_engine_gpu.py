@@ -9,10 +9,10 @@ import copy
 import pytest
 import torch
 
-from ilo.engine.backends import BackendUnavailable, get_backend
-from ilo.engine.bridge import EngineGenerator
-from ilo.engine.operators import Inpainting
-from ilo.engine.solver import ILOConfig, solve
+from ilo.engine.problems.operators import Inpainting
+from ilo.engine.runtimes.backends import BackendUnavailable, get_backend
+from ilo.engine.runtimes.bridge import EngineGenerator
+from ilo.engine.solver.ilo_solver import ILOConfig, solve
 from ilo.export.graphs import stage_graphs
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

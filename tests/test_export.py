@@ -10,16 +10,22 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_fail, run_ok
 from onnx import TensorProto, helper
 
-from conftest import run_fail, run_ok
-from ilo.export import frozen_ops
+from ilo.engine.runtimes.backends import ort_session
 from ilo.export.artifacts import (
-    MAX_RELATIVE_ERROR, cache_key, export_bundle, export_generator, generator_bundle, loss_head_bundle, lpips_bundle,
+    MAX_RELATIVE_ERROR,
+    cache_key,
+    export_bundle,
+    export_generator,
+    generator_bundle,
+    loss_head_bundle,
+    lpips_bundle,
 )  # fmt: skip
 from ilo.export.graphs import generator_graphs
 from ilo.export.lint import lint
-from ilo.engine.backends import ort_session
+from ilo.generators import frozen_ops
 
 
 @pytest.mark.parametrize("graph_forms", [False, True])
@@ -230,8 +236,8 @@ def test_loss_head_graphs(loss_heads):
     assert [o["name"] for o in graphs["loss_inpaint.vjp"]["outputs"]] == ["grad_image"]  # not the mask's
     assert "GatherND" not in graphs["loss_sr4.vjp"]["ops"]  # reflect padding as slices
     # dense CS: the matrix is shared by the batch and m is dynamic; equals the operator's loss
-    from ilo.engine.losses import measurement_mse
-    from ilo.engine.operators import DenseGaussianCS
+    from ilo.engine.problems.losses import measurement_mse
+    from ilo.engine.problems.operators import DenseGaussianCS
 
     op = DenseGaussianCS(3 * 64 * 64, 100, seed=1)
     x, y = torch.randn(4, 3, 64, 64), torch.randn(4, 100)
@@ -241,7 +247,7 @@ def test_loss_head_graphs(loss_heads):
 
 
 def test_lpips_graphs_cache_target_features(tmp_path):
-    from ilo.engine.losses import LPIPS
+    from ilo.engine.problems.losses import LPIPS
 
     lp = LPIPS("alex", backbone="random", seed=3)
     result = export_bundle(lpips_bundle(lp, 64), tmp_path)

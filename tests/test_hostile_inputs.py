@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import run_fail
+from PIL import Image
 
 FACES = Path(__file__).resolve().parents[1] / "examples" / "faces"
 FAST = ["--steps", "2,1", "--end-stage", "1", "--restarts", "1", "--quiet"]

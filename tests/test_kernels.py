@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import assert_fused_step_equals_torch, cmake_build
-from ilo.engine.backends import BackendUnavailable, KernelBackend, auto_backend_name, get_backend
-from ilo.export import ops as R
+
+from ilo.engine.runtimes.backends import BackendUnavailable, KernelBackend, auto_backend_name, get_backend
+from ilo.generators import ops as R
 from ilo.kernels import ops as K
 from ilo.kernels.fast_path import KernelOps
 from ilo.kernels.library import KernelLibraryError, load_library, open_library
@@ -232,7 +232,7 @@ def test_emulated_library_does_not_take_cuda_devices(emulated_kernels):
 # --- the engine's `cuda` backend ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def kernel_engine(sg2, emulated_kernels):
-    from ilo.engine.bridge import EngineGenerator
+    from ilo.engine.runtimes.bridge import EngineGenerator
 
     return EngineGenerator(sg2, KernelBackend("cpu", library=emulated_kernels))
 
@@ -258,7 +258,7 @@ def test_kernel_engine_latent_and_state_gradients_equal_torch(kernel_engine, sg2
 
 
 def test_kernel_engine_fused_step_equals_torch(kernel_engine, sg2):
-    from ilo.engine.operators import Inpainting
+    from ilo.engine.problems.operators import Inpainting
 
     assert_fused_step_equals_torch(sg2, kernel_engine, Inpainting.centre_box(sg2.resolution, 2))
 

@@ -10,9 +10,9 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import cmake_build
-from ilo.export import ops as R
+
+from ilo.generators import ops as R
 from ilo.kernels.fast_path import KernelOps
 from ilo.kernels.layer_shapes import config_f_layers
 from ilo.kernels.library import CUDA_LIBRARY, KernelLibraryError, load_library, open_library
@@ -90,8 +90,8 @@ def test_config_f_layers_match_the_reference(cuda_kernels, shape, batch, dtype, 
 
 
 def test_kernel_engine_on_the_gpu_equals_torch(sg2, cuda_kernels):
-    from ilo.engine.backends import KernelBackend
-    from ilo.engine.bridge import EngineGenerator
+    from ilo.engine.runtimes.backends import KernelBackend
+    from ilo.engine.runtimes.bridge import EngineGenerator
 
     gen = copy.deepcopy(sg2).cuda()
     engine = EngineGenerator(gen, KernelBackend("cuda", library=cuda_kernels))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ilo import InputError
-from ilo.export.latent_stats import compute_latent_stats, latent_stats
+from ilo.generators.latent_stats import compute_latent_stats, latent_stats
 
 
 def test_reproducible_and_chunk_independent(sg2):

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from ilo import IloError
-from ilo.engine.losses import LPIPS, add_measurement_noise, geocross, inpainting_fill, measurement_mse
-from ilo.engine.operators import Downsample, Inpainting, Noise
-from ilo.engine.projections import lr_ramp, project_l1_ball, project_to_norm
+from ilo.engine.problems.losses import LPIPS, add_measurement_noise, geocross, inpainting_fill, measurement_mse
+from ilo.engine.problems.operators import Downsample, Inpainting, Noise
+from ilo.engine.solver.projections import lr_ramp, project_l1_ball, project_to_norm
 
 
 def test_lr_ramp_shape():

@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from ilo.engine.metrics import psnr, restoration_metrics, ssim, SSIM_C1
-from ilo.engine.operators import Inpainting
+from ilo.engine.problems.metrics import SSIM_C1, psnr, restoration_metrics, ssim
+from ilo.engine.problems.operators import Inpainting
 
 
 def test_psnr_known_value_and_per_image():

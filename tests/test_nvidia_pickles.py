@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import random_stylegan2, run_fail, run_ok
-from ilo import CheckpointError, UnsafeCheckpointError, load_generator
-from ilo.export.checkpoints.safe_pickle import safe_load_pickle
-from ilo.export.stylegan2 import StyleGAN2Config
 from nvidia_pickles import MARKER, SnapshotOptions, snapshot_bytes, snapshot_globals
 from nvidia_reference import nvidia_forward
+
+from ilo import CheckpointError, UnsafeCheckpointError, load_generator
+from ilo.generators.checkpoints.safe_pickle import safe_load_pickle
+from ilo.generators.stylegan2 import StyleGAN2Config
 
 # 4 mapping layers with z != w, narrow channels, 32 px (four blocks, the top two in fp16)
 CONFIG = StyleGAN2Config(32, (12, 16, 16, 16, 16), (8, 8, 6, 4), conv_clamp=256.0)
@@ -131,7 +131,7 @@ def test_info_sample_convert_on_a_snapshot(tmp_path, capsys, g_ema):
 def test_restore_end_to_end_on_a_snapshot(tmp_path, capsys, sg2, backend):
     # The golden 32 px fixture's weights in a training snapshot (fp16 flags, numpy-1 spelling):
     # read from NVIDIA's layout, it is the same generator, down to its fingerprint
-    from ilo.engine.images import save_png, to_uint8
+    from ilo.engine.app.images import save_png, to_uint8
 
     path = _write(tmp_path, sg2, num_fp16_res=2, numpy1_spelling=True)
     loaded = load_generator(path)
@@ -157,7 +157,7 @@ def test_a_refused_snapshot_is_one_line(tmp_path, capsys, g_ema):
 
 def _edited(tmp_path, g_ema, edit):
     """A snapshot whose G_ema records `edit` changed (re-pickled in NVIDIA's layout)."""
-    from ilo.export.checkpoints.safe_pickle import dump_pickle
+    from ilo.generators.checkpoints.safe_pickle import dump_pickle
 
     snapshot = safe_load_pickle(_write(tmp_path, g_ema, conv_clamp=256.0).read_bytes())
     edit(snapshot["G_ema"])
@@ -186,7 +186,7 @@ def test_other_output_changing_settings_are_refused_by_name(tmp_path, g_ema, edi
 
 def test_a_pickle_cannot_change_the_loaders_own_functions(tmp_path):
     # BUILD on an allowed global would set attributes on it for every later load in the process
-    from ilo.export.checkpoints import safe_pickle
+    from ilo.generators.checkpoints import safe_pickle
 
     evil = b"\x80\x02cnumpy.core.multiarray\nscalar\nN}X\x0c\x00\x00\x00__defaults__X\x03\x00\x00\x00evi\x85s\x86b0N."
     (tmp_path / "evil.pkl").write_bytes(evil)

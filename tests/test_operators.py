@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ilo import InputError
-from ilo.engine.operators import DenseGaussianCS, Downsample, Identity, Inpainting, Noise, PartialCirculantCS
+from ilo.engine.problems.operators import DenseGaussianCS, Downsample, Identity, Inpainting, Noise, PartialCirculantCS
 
 SIZE, BATCH = 16, 3
 N = 3 * SIZE * SIZE
@@ -41,7 +41,7 @@ def test_adjointness(name):
 
 @pytest.mark.parametrize("name", list(_operators()))
 def test_generic_autograd_adjoint_agrees_with_closed_form(name):
-    from ilo.engine.operators import Operator
+    from ilo.engine.problems.operators import Operator
 
     op = _operators()[name]
     x = torch.randn(BATCH, 3, SIZE, SIZE)
@@ -102,7 +102,7 @@ def test_circulant_cs_per_image_and_scaled():
 
 @pytest.mark.parametrize("before,after,dim", [(3, 4, 2), (1, 2, 3), (0, 5, 3), (6, 6, 2)])
 def test_reflect_pad_matches_torch(before, after, dim):
-    from ilo.engine.operators import reflect_pad
+    from ilo.engine.problems.operators import reflect_pad
 
     x = torch.randn(2, 3, 9, 11)
     pads = (before, after, 0, 0) if dim == 3 else (0, 0, before, after)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ilo.export.ops import ModulatedConv2d, upfirdn2d, fir_kernel
+from ilo.generators.ops import ModulatedConv2d, fir_kernel, upfirdn2d
 
 
 def _grouped_modconv(conv: ModulatedConv2d, x, w):

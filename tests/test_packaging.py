@@ -1,20 +1,34 @@
-"""The installed package holds every module of the source tree."""
+"""The wheel holds every module of the source tree under the one `ilo` namespace."""
 
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
+LINKED = ("engine", "export", "generators", "kernels")  # top-level folders that are ilo.<name>
 
 
-def test_every_source_package_is_listed_for_installation():
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    listed = set(config["packages"])
-    roots = {folder: name for name, folder in config["package-dir"].items()}
-    found = set()
-    for folder, name in roots.items():
-        for init in (ROOT / folder).rglob("__init__.py"):
-            rel = init.parent.relative_to(ROOT / folder)
-            found.add(".".join([name, *rel.parts]))
-    assert found == listed
+def test_the_top_level_folders_are_linked_into_the_ilo_package():
+    for name in LINKED:
+        link = ROOT / "ilo" / name
+        assert link.is_symlink(), f"ilo/{name} should link to ../{name}"
+        assert link.resolve() == (ROOT / name).resolve()
+
+
+def test_the_wheel_holds_every_module_and_the_embedded_model(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+    )
+    (wheel,) = tmp_path.glob("ilo_engine-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {f"ilo/{p.relative_to(ROOT / 'ilo').as_posix()}" for p in (ROOT / "ilo").glob("*.py")}
+    for name in LINKED:
+        for path in (ROOT / name).rglob("*.py"):
+            rel = path.relative_to(ROOT / name)
+            if (path.parent / "__init__.py").is_file():  # kernels/tests/ is not a package
+                expected.add(f"ilo/{name}/{rel.as_posix()}")
+    assert expected - names == set()
+    assert "ilo/assets/dcgan_face64.safetensors" in names
+    assert not any(n.split("/")[0] in LINKED + ("tests", "benchmarks") for n in names)

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import run_fail, run_ok
+from PIL import Image
 
 FACES = Path(__file__).resolve().parents[1] / "examples" / "faces"
 FAST = ["--steps", "2,1", "--end-stage", "1", "--restarts", "1", "--quiet", "--backend", "torch"]
@@ -56,7 +55,7 @@ def test_resume_redoes_an_input_whose_content_changed(tmp_path, capsys):
     out = tmp_path / "out"
     assert "restored 1 image(s), 0 already finished" in run_ok(capsys, "restore", a / "same.png", *CLEAN_INPAINT, "--out", out, *FAST)
     first = _records(out)["same"]
-    from ilo.engine.cli import main
+    from ilo.engine.cli.main import main
 
     assert main([str(x) for x in ("restore", b / "same.png", *CLEAN_INPAINT, "--out", out, *FAST)]) == 0
     said = capsys.readouterr()
@@ -105,7 +104,7 @@ def test_gaussian_cs_measurements_restore(tmp_path, capsys):
 
 def test_nothing_half_written_a_killed_run_resumes_to_the_same_bytes(tmp_path):
     faces = _copy_faces(tmp_path / "faces")
-    common = ["-m", "ilo.engine.cli", "restore", str(faces), *CLEAN_INPAINT, "--steps", "20,10", "--end-stage", "1",
+    common = ["-m", "ilo.engine.cli.main", "restore", str(faces), *CLEAN_INPAINT, "--steps", "20,10", "--end-stage", "1",
               "--restarts", "1", "--batch-size", "1", "--backend", "torch"]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     subprocess.run([sys.executable, *common, "--out", str(tmp_path / "whole")], check=True, capture_output=True, env=env)
@@ -131,7 +130,7 @@ def test_nothing_half_written_a_killed_run_resumes_to_the_same_bytes(tmp_path):
 
 
 def test_one_run_per_output_folder(tmp_path, capsys):
-    from ilo.engine.run_dir import RunDir
+    from ilo.engine.app.run_dir import RunDir
 
     faces = _copy_faces(tmp_path / "faces", 1)
     out = tmp_path / "out"
@@ -143,7 +142,7 @@ def test_one_run_per_output_folder(tmp_path, capsys):
 
 
 def test_a_failed_batch_still_leaves_the_tables_of_what_finished(tmp_path, capsys, monkeypatch):
-    import ilo.engine.restore as restore
+    import ilo.engine.app.restore as restore
 
     calls = []
     real_solve = restore.solve
@@ -177,13 +176,13 @@ def test_write_errors_are_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_the_command_parser_does_not_load_torch():
-    code = "import sys, ilo.engine.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    code = "import sys, ilo.engine.cli.main as c; c.build_parser(); print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 
 
 def test_float_tiff_is_read_as_zero_to_one(tmp_path):
-    from ilo.engine.image_io import read_image
+    from ilo.engine.app.image_io import read_image
 
     values = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)
     Image.fromarray(values, mode="F").save(tmp_path / "f.tif")
@@ -196,7 +195,7 @@ def test_float_tiff_is_read_as_zero_to_one(tmp_path):
 
 def test_large_images_are_capped_and_reduced_before_float(tmp_path):
     from ilo import InputError
-    from ilo.engine.image_io import fit_to, image_tensor, read_picture
+    from ilo.engine.app.image_io import fit_to, image_tensor, read_picture
 
     path = tmp_path / "big.png"
     pixels = np.zeros((2000, 3000, 3), np.uint8)
@@ -217,7 +216,7 @@ def test_large_images_are_capped_and_reduced_before_float(tmp_path):
 def test_safetensors_whose_header_length_starts_with_0x80(tmp_path, capsys):
     from safetensors.torch import load_file, save_file
 
-    from ilo.export.checkpoints.files import default_weights_path, sniff_format
+    from ilo.generators.checkpoints.files import default_weights_path, sniff_format
 
     path = tmp_path / "v.safetensors"
     tensors = load_file(default_weights_path())
@@ -236,7 +235,7 @@ def test_safetensors_whose_header_length_starts_with_0x80(tmp_path, capsys):
     ("P", np.full((600, 600), 200, np.uint8), 200.0),
 ])  # fmt: skip
 def test_early_reduction_keeps_every_pixel_format(tmp_path, mode, pixels, expected):
-    from ilo.engine.image_io import read_picture
+    from ilo.engine.app.image_io import read_picture
 
     image = Image.fromarray(pixels)
     image = image.convert("P") if mode == "P" else image

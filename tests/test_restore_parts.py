@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 
 from ilo import InputError
-from ilo.engine.image_io import fit_mask, fit_to, list_inputs, read_image, read_mask
-from ilo.engine.operators import Downsample, Inpainting, Noise, PartialCirculantCS
-from ilo.engine.run_dir import RunDir
-from ilo.engine.tasks import TaskSpec, name_seed
+from ilo.engine.app.image_io import fit_mask, fit_to, list_inputs, read_image, read_mask
+from ilo.engine.app.run_dir import RunDir
+from ilo.engine.problems.operators import Downsample, Inpainting, Noise, PartialCirculantCS
+from ilo.engine.problems.tasks import TaskSpec, name_seed
 
 
 def _save(path, array):

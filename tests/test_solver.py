@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ilo import IloError
-from ilo.engine.operators import Downsample, Inpainting, Noise
-from ilo.engine.solver import ILOConfig, csgm_config, pulse_config, solve
+from ilo.engine.problems.operators import Downsample, Inpainting, Noise
+from ilo.engine.solver.ilo_solver import ILOConfig, csgm_config, pulse_config, solve
 
 
 def _truth(gen, n, seed=123):
@@ -26,7 +26,7 @@ def test_measurement_loss_falls_round_by_round(dcgan):
     assert len(finals) == 4 and all(b < a for a, b in zip(finals, finals[1:]))
     assert (result.best_round == 3).all()
     # the returned images are the best iterates: their loss is the recorded minimum
-    from ilo.engine.losses import measurement_mse
+    from ilo.engine.problems.losses import measurement_mse
 
     assert torch.allclose(measurement_mse(op, result.images, op.A(x)), result.best_loss, rtol=1e-4)
 
@@ -62,7 +62,7 @@ def test_result_does_not_depend_on_the_batch(sg2):
 def test_each_image_draws_its_own_denoising_noise_stream(sg2):
     # eq. 4 adds fresh noise at every evaluation; an image's draws must be exactly the same
     # whichever batch it is in, evaluation after evaluation
-    from ilo.engine.solver import _Objective
+    from ilo.engine.solver.ilo_solver import _Objective
 
     op, config = Noise(0.1), ILOConfig()
     y = torch.zeros(3, 3, 32, 32)

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-
 from conftest import random_stylegan2
-from ilo.export.stylegan2 import StyleGAN2Config, config_f
+
+from ilo.generators.stylegan2 import StyleGAN2Config, config_f
 
 
 def _check_chain(gen, wplus, noises):

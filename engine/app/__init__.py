@@ -1,0 +1,1 @@
+"""The application: restore runs, their folders, image files and measurements."""

@@ -1,0 +1,207 @@
+"""Latency of the engine's backends on one model: per-stage forward and VJP, ms per ILO step per
+round, images per second of a default ILO solve, and peak memory.
+
+Machines are noisy, so backends are timed interleaved in one process (each repetition runs
+every backend once, in turn) and compared as ratios of medians. `torch` here is what a user
+runs without the engine: the eager generator under autograd for the ILO step, and the stage
+graph functions for the per-stage numbers.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ilo.engine.problems.operators import Inpainting
+from ilo.engine.runtimes.bridge import EngineGenerator
+from ilo.engine.solver.ilo_solver import ILOConfig, solve
+from ilo.export.graphs import stage_graphs
+from ilo.generators.staged import StagedGenerator
+
+
+@dataclass
+class LatencySettings:
+    backends: tuple[str, ...] = ("torch", "onnxruntime")
+    batches: tuple[int, ...] = (1, 4, 16)
+    repeats: int = 3  # interleaved repetitions; each times every backend once
+    steps: int = 4  # ILO steps per round per repetition; the first of each round is warm-up
+    rounds: int = 3  # rounds 0..rounds-1 (the default ILO optimises stages 0-2)
+    stage_repeats: int = 5  # per-stage calls per backend after one warm-up call
+    device: str = "cpu"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class PeakMemory:
+    """Peak memory above the level at entry, sampled every 2 ms from a thread: the process's
+    resident set on the CPU, the device's used memory on CUDA (which sees ONNX Runtime's and
+    TensorRT's allocations, not only torch's)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak, self._stop = device, 0, threading.Event()
+
+    def _used(self) -> int:
+        if self.device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(self.device)
+            return total - free
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._used() - self.start)
+            time.sleep(0.002)
+
+    def __enter__(self) -> "PeakMemory":
+        self.start = self._used()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._used() - self.start)
+
+
+def _step_times(gen, batch: int, settings: LatencySettings, device: torch.device) -> tuple[dict[int, list[float]], int]:
+    """Seconds per ILO step of each round (warm-up steps dropped) and the peak memory of one
+    short solve on `gen` (inpainting, the README's task)."""
+    res = gen.resolution
+    op = Inpainting.centre_box(res, batch).to(device)
+    y = op.A(torch.rand(batch, 3, res, res, generator=torch.Generator().manual_seed(batch)).to(device) * 2 - 1)
+    stamps: dict[int, list[float]] = {}
+
+    def progress(k, step, steps, measured):
+        _sync(device)
+        stamps.setdefault(k, []).append(time.perf_counter())
+
+    config = ILOConfig(steps=[settings.steps] * settings.rounds, end_stage=settings.rounds - 1, restarts=1)
+    with PeakMemory(device) as memory:
+        solve(y, op, gen, config, progress=progress)
+    return {k: [b - a for a, b in zip(t, t[1:])] for k, t in stamps.items()}, memory.peak
+
+
+def _stage_times(runners: dict[str, Callable], graphs, batch: int, settings: LatencySettings, device) -> dict[str, list[float]]:
+    """Seconds per call of each stage graph, backends interleaved call by call."""
+    times: dict[str, dict[str, list[float]]] = {name: {} for name in runners}
+    for graph in graphs:
+        inputs = [t.to(device) for t in graph.example(batch, seed=batch)]
+        for rep in range(settings.stage_repeats + 1):
+            for name, engine in runners.items():
+                run = engine(graph.name)
+                _sync(device)
+                t0 = time.perf_counter()
+                run(*inputs)
+                _sync(device)
+                if rep:  # the first call warms up
+                    times[name].setdefault(graph.name, []).append(time.perf_counter() - t0)
+    return times
+
+
+def default_solve_seconds(round_ms: dict[int, float], config: ILOConfig | None = None) -> float:
+    """Seconds per batch of a default ILO solve: restarts x round-0 steps, then the later rounds."""
+    config = config or ILOConfig()
+    total = 0.0
+    n_rounds = config.end_stage + 1
+    for k in range(n_rounds):
+        steps = config.steps[min(k, len(config.steps) - 1)] if isinstance(config.steps, list) else config.steps
+        ms = round_ms.get(k, round_ms[max(round_ms)])
+        total += (config.restarts if k == 0 else 1) * steps * ms / 1e3
+    return total
+
+
+def measure(gen: StagedGenerator, settings: LatencySettings, report: Callable[[str], None] = print) -> dict:
+    """Every backend at every batch size; returns rows and the ratios to torch."""
+    device = torch.device(settings.device)
+    gen = gen.to(device)
+    engines, load_seconds = {}, {}
+    for name in settings.backends:
+        t0 = time.perf_counter()
+        engines[name] = EngineGenerator(gen, name, progress=lambda i, n, what: report(f"export {i + 1}/{n} {what}"))
+        for k in range(settings.rounds):  # export and load the step graphs before any timing
+            engines[name].fused_step(k, Inpainting.centre_box(gen.resolution, 1), 1, ILOConfig().noise_maps)
+        load_seconds[name] = time.perf_counter() - t0
+    graphs = stage_graphs(gen)
+    stage_runner = {name: (lambda graph_name, e=e: _runner(e, graph_name)) for name, e in engines.items()}
+    rows = []
+    for batch in settings.batches:
+        steps: dict[str, dict[int, list[float]]] = {name: {} for name in engines}
+        peaks: dict[str, int] = {name: 0 for name in engines}
+        for rep in range(settings.repeats):
+            for name, engine in engines.items():
+                report(f"batch {batch}: ILO steps on {name} (repetition {rep + 1}/{settings.repeats})")
+                solver_gen = gen if name == "torch" else engine  # torch: the plain eager generator
+                times, peak = _step_times(solver_gen, batch, settings, device)
+                for k, t in times.items():
+                    steps[name].setdefault(k, []).extend(t)
+                peaks[name] = max(peaks[name], peak)
+        report(f"batch {batch}: per-stage forward and VJP")
+        stages = _stage_times(stage_runner, graphs, batch, settings, device)
+        for name in engines:
+            round_ms = {k: 1e3 * statistics.median(t) for k, t in steps[name].items()}
+            solve_s = default_solve_seconds(round_ms)
+            rows.append({
+                "backend": name, "batch": batch, "step_ms": round_ms, "ms_per_step": round_ms[0],
+                "images_per_s": batch / solve_s, "default_solve_s": solve_s, "peak_mb": peaks[name] / 2**20,
+                "stages_ms": {g: 1e3 * statistics.median(t) for g, t in stages[name].items()},
+                "load_s": load_seconds[name],
+            })  # fmt: skip
+    return {"rows": rows, "ratios": _ratios(rows)}
+
+
+def _runner(engine: EngineGenerator, graph_name: str) -> Callable:
+    k = int(graph_name.split(".")[0].removeprefix("stage"))
+    pair = engine.stage_pairs[k]
+    return pair.forward if graph_name.endswith(".fwd") else pair.vjp
+
+
+def _ratios(rows: list[dict]) -> list[dict]:
+    """Speed-up of each backend over torch per batch: torch's ms per step / the backend's."""
+    torch_rows = {r["batch"]: r for r in rows if r["backend"] == "torch"}
+    out = []
+    for r in rows:
+        base = torch_rows.get(r["batch"])
+        if base is None or r["backend"] == "torch":
+            continue
+        out.append({"backend": r["backend"], "batch": r["batch"],
+                    "speedup_round0": base["ms_per_step"] / r["ms_per_step"],
+                    "speedup_rounds": {k: base["step_ms"][k] / v for k, v in r["step_ms"].items() if k in base["step_ms"]},
+                    "speedup_default_solve": base["default_solve_s"] / r["default_solve_s"]})  # fmt: skip
+    return out
+
+
+def markdown(model: str, result: dict, machine: str) -> str:
+    lines = [f"### {model}", "", f"Machine: {machine}", "",
+             "| backend | batch | ms/step round 0 | ms/step rounds 1.. | images/s (default ILO) | peak MB | speed-up vs torch |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    speed = {(r["backend"], r["batch"]): r for r in result["ratios"]}
+    for r in result["rows"]:
+        later = ", ".join(f"{v:.1f}" for k, v in sorted(r["step_ms"].items()) if k > 0)
+        ratio = speed.get((r["backend"], r["batch"]))
+        speedup = "—" if ratio is None else f"{ratio['speedup_round0']:.2f}×"
+        lines.append(f"| {r['backend']} | {r['batch']} | {r['ms_per_step']:.1f} | {later} | {r['images_per_s']:.3g} | "
+                     f"{r['peak_mb']:.0f} | {speedup} |")  # fmt: skip
+    lines += ["", "Per-stage latency, ms (forward / VJP):", "",
+              "| backend | batch | " + " | ".join(sorted({g.split('.')[0] for r in result['rows'] for g in r['stages_ms']})) + " |"]  # fmt: skip
+    stages = sorted({g.split(".")[0] for r in result["rows"] for g in r["stages_ms"]})
+    lines.append("| --- | ---: |" + " ---: |" * len(stages))
+    for r in result["rows"]:
+        cells = [f"{r['stages_ms'].get(s + '.fwd', float('nan')):.2f} / {r['stages_ms'].get(s + '.vjp', float('nan')):.2f}" for s in stages]
+        lines.append(f"| {r['backend']} | {r['batch']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save(path: Path, text: str) -> None:
+    from ilo.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode())

@@ -1,0 +1,201 @@
+"""Reading one input into measurements: the image (or `.npy` of CS measurements), its mask and
+its ground truth, each checked, fitted to the generator and hashed. `ilo restore` and
+`ilo degrade` both prepare their inputs here, so both refuse the same bad files the same way.
+
+Two kinds of input. Degraded images (the default) are what a camera delivered: the holed
+image plus its mask, the low-resolution image, the noisy image, or a `.npy` of CS measurements
+from `ilo degrade`. Clean images (`clean_inputs`) are degraded here, reproducibly per image
+name, and then serve as the ground truth for the metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ilo.engine.app.image_io import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    fit_mask,
+    fit_to,
+    image_tensor,
+    mask_tensor,
+    read_picture,
+)  # fmt: skip
+from ilo.engine.problems.operators import Operator
+from ilo.engine.problems.tasks import TaskSpec
+from ilo.errors import InputError
+
+
+@dataclass
+class Prepared:
+    """One image's measurements and what the outputs need."""
+
+    stem: str
+    y: torch.Tensor  # [1, ...] measurements
+    mask: torch.Tensor | None  # [1, 1, H, W] for inpainting
+    truth: torch.Tensor | None  # [1, 3, H, W] in [-1, 1]
+    sources: dict[str, str] = field(default_factory=dict)  # role -> SHA-256 of the bytes that were read
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.y, self.mask, self.truth) if t is not None)
+
+
+@dataclass
+class InputSpec:
+    """How the inputs of one run are read (`RestoreOptions` extends it with the solve's settings)."""
+
+    task: TaskSpec
+    fit: str | None = None
+    clean_inputs: bool = False
+    mask: Path | None = None  # one mask for every image
+    mask_dir: Path | None = None  # per image, same stem
+    truth_dir: Path | None = None  # ground truths for the metrics of degraded inputs
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self):
+        t = self.task
+        if self.mask is not None and self.mask_dir is not None:
+            raise InputError("give --mask or --mask-dir, not both")
+        if t.task != "inpaint" and (self.mask or self.mask_dir):
+            raise InputError("--mask / --mask-dir belong to --task inpaint")
+        if (self.mask or self.mask_dir) and t.has_built_in_mask:
+            raise InputError("give a mask file (--mask / --mask-dir) or a built-in mask (--centre-box, --box, --keep), not both")
+        if self.clean_inputs and self.truth_dir is not None:
+            raise InputError("--clean inputs are their own ground truth: drop --truth-dir (or --clean)")
+        if self.fit == "pad" and t.task != "inpaint":
+            raise InputError("--fit pad invents pixels that only inpainting can treat as missing; use --fit crop or resize")
+        if self.max_pixels < 1:
+            raise InputError(f"--max-pixels must be at least 1, got {self.max_pixels}")
+
+
+class MeasurementReader:
+    """Turns input files into `Prepared` measurements for one task and generator resolution."""
+
+    def __init__(self, spec: InputSpec, resolution: int):
+        self.spec, self.task, self.res = spec, spec.task, resolution
+        self.task.measurement_size(resolution)  # e.g. a factor that does not divide the resolution
+        self.cs_measurements = self.task.measurement_count(resolution) if self.task.task == "cs" else None
+        self._cs_op: Operator | None = None
+        self._shared_mask = None  # the --mask picture, read on first use
+
+    def shared_operator(self) -> Operator:
+        """The operator of a task whose parameters do not differ per image (built once: a dense
+        CS matrix is large)."""
+        if self.task.task != "cs":
+            return self.task.operator(self.res)
+        if self._cs_op is None:
+            self._cs_op = self.task.operator(self.res)
+        return self._cs_op
+
+    def reads_measurements(self) -> bool:
+        return self.task.task == "cs" and not self.spec.clean_inputs
+
+    def sources(self, path: Path) -> dict[str, Path]:
+        """The files one input is made of, by role (input, mask, truth); missing ones are errors."""
+        s = self.spec
+        found = {"input": path}
+        if self.task.task == "inpaint" and (s.mask or s.mask_dir):
+            found["mask"] = s.mask if s.mask is not None else find_by_stem(s.mask_dir, path.stem, "mask")
+        if s.truth_dir is not None:
+            found["truth"] = find_by_stem(s.truth_dir, path.stem, "ground truth")
+        return found
+
+    def prepare(self, path: Path) -> Prepared:
+        s, stem = self.spec, path.stem
+        files = self.sources(path)
+        if self.reads_measurements():
+            y, digest = self._read_cs_measurements(path)
+            truth, digests = self._truth(files), {"input": digest}
+            if truth is not None:
+                digests["truth"] = truth[1]
+            return Prepared(stem, y, None, truth[0] if truth else None, digests)
+        size = self.res if s.clean_inputs else self.task.measurement_size(self.res)
+        picture = read_picture(path, s.max_pixels, (s.fit, size))
+        image, valid = fit_to(image_tensor(picture), size, s.fit, str(path))
+        digests = {"input": picture.sha256}
+        mask = self._mask(path, files.get("mask"), picture.size, valid, digests)
+        truth = self._truth(files)
+        if truth is not None:
+            digests["truth"] = truth[1]
+        if s.clean_inputs:
+            op = self.task.operator(self.res, mask) if mask is not None else self.shared_operator()
+            y = self.task.measure(op, image[None], [stem])
+            return Prepared(stem, y, mask, image[None], digests)
+        y = image[None] * mask if mask is not None else image[None]  # whatever is in a hole is unknown
+        return Prepared(stem, y, mask, truth[0] if truth else None, digests)
+
+    def _mask(self, path: Path, source: Path | None, image_size: tuple[int, int], valid: torch.Tensor,
+              digests: dict) -> torch.Tensor | None:  # fmt: skip
+        if self.task.task != "inpaint":
+            return None
+        s = self.spec
+        if source is not None:
+            picture = self._read_mask(source)
+            if picture.size != image_size:
+                raise InputError(
+                    f"{path}: the mask {source} is {picture.size[0]}x{picture.size[1]} "
+                    f"but the image is {image_size[0]}x{image_size[1]}"
+                )
+            mask = fit_mask(mask_tensor(picture), self.res, s.fit, str(source))
+            digests["mask"] = picture.sha256
+        else:
+            mask = self.task.built_in_mask(self.res, path.stem)
+        mask = (mask * valid)[None]  # padding invented by --fit pad is unobserved
+        if not mask.any():
+            where = f"the mask {source}" if source is not None else "the mask"
+            raise InputError(f"{path}: {where} leaves no pixel of the image observed; there is nothing to restore from")
+        return mask
+
+    def _read_mask(self, source: Path):
+        """One --mask file serves every image: it is read and hashed once per run."""
+        fit = (self.spec.fit, self.res) if self.spec.fit else None
+        if source != self.spec.mask:
+            return read_picture(source, self.spec.max_pixels, fit)
+        if self._shared_mask is None:
+            self._shared_mask = read_picture(source, self.spec.max_pixels, fit)
+        return self._shared_mask
+
+    def _truth(self, files: dict[str, Path]) -> tuple[torch.Tensor, str] | None:
+        path = files.get("truth")
+        if path is None:
+            return None
+        picture = read_picture(path, self.spec.max_pixels, (self.spec.fit, self.res) if self.spec.fit else None)
+        truth, _ = fit_to(image_tensor(picture), self.res, self.spec.fit, str(path), what="ground truth")
+        return truth[None], picture.sha256
+
+    def _read_cs_measurements(self, path: Path) -> tuple[torch.Tensor, str]:
+        if path.suffix.lower() != ".npy":
+            raise InputError(f"{path}: compressed-sensing input must be a .npy of measurements (from `ilo degrade`), or pass --clean")
+        try:
+            data = path.read_bytes()
+            y = np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise InputError(f"{path}: unreadable measurements ({e})") from None
+        if not isinstance(y, np.ndarray):  # e.g. an .npz archive under a .npy name
+            raise InputError(f"{path}: holds a {type(y).__name__}, not one array of measurements (from `ilo degrade`)")
+        if y.dtype.kind not in "fiu":
+            kind = "complex numbers" if y.dtype.kind == "c" else f"{y.dtype} values"
+            raise InputError(f"{path}: holds {kind}; measurements are real numbers (float32 from `ilo degrade`)")
+        y = torch.from_numpy(np.asarray(y, dtype=np.float32)).reshape(1, -1)
+        if not torch.isfinite(y).all():
+            bad = int((~torch.isfinite(y)).sum())
+            raise InputError(f"{path}: {bad} of its measurements are NaN or inf (or overflow float32)")
+        if y.shape[1] != self.cs_measurements:
+            raise InputError(
+                f"{path}: holds {y.shape[1]} measurements but --ratio {self.task.ratio} at {self.res}px means {self.cs_measurements}"
+            )
+        return y, hashlib.sha256(data).hexdigest()
+
+
+def find_by_stem(folder: Path, stem: str, what: str) -> Path:
+    for suffix in IMAGE_SUFFIXES:
+        for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
+            if candidate.is_file():
+                return candidate
+    raise InputError(f"no {what} for '{stem}' in {folder} (expected {folder / (stem + '.png')})")

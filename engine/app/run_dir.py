@@ -1,0 +1,235 @@
+"""An output folder of a restoration run: its settings, one record per finished image, and the
+metric tables. An image is finished once its record exists; the record is written after the
+image files, each atomically, so an interrupted run resumes without redoing or half-writing.
+
+One run writes to a folder at a time (an advisory lock, held for the run), and a run that fails
+before it has written anything leaves the folder as it found it."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import errno
+import io
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+
+from ilo.atomic import atomic_write_bytes
+from ilo.engine.app.outputs import check_folder_path
+from ilo.engine.app.outputs import file_identity as _identity
+from ilo.engine.problems.metrics import mean_and_std
+from ilo.errors import IloError, InputError
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: runs there are not locked against each other
+    fcntl = None  # type: ignore[assignment]
+
+SETTINGS_FILE = "run.json"
+RECORDS_DIR = "records"
+LOCK_FILE = ".ilo.lock"
+TABLE_FILES = ("metrics.json", "metrics.csv")
+TABLE_METRICS = ("psnr", "psnr_hole", "ssim", "lpips", "mse_observed", "measurement_mse", "seconds")
+
+
+def _dumps(obj) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+
+
+class RunDir:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.written = False  # set once the run has written its settings
+
+    def check_usable(self) -> None:
+        """--out must be a folder, or a path where one can be made."""
+        check_folder_path(self.root, "--out")
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator["RunDir"]:
+        """Hold the folder for one run: create it and take the lock. If the run fails before it
+        wrote anything, the folder is left as it was (and removed if this run made it)."""
+        created = _make_folders(self.root)
+        try:
+            with _exclusive_lock(self.root / LOCK_FILE, self.root):
+                yield self
+        except BaseException:
+            if not self.written:
+                for folder in reversed(created):
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()  # only if empty: it never held anything but the lock
+            raise
+
+    def check(self, settings: dict, overwrite: bool = False) -> None:
+        """Refuse to mix runs: a folder holding another run's settings needs --overwrite."""
+        path = self.root / SETTINGS_FILE
+        if not path.exists() or overwrite:
+            return
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise InputError(f"{path}: unreadable run settings ({e}); use another --out or --overwrite") from None
+        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+        if changed:
+            raise InputError(
+                f"{self.root} holds a run with other settings ({', '.join(changed)}); "
+                "use another --out, or --overwrite to redo every image"
+            )
+
+    def start(self, settings: dict, overwrite: bool = False, outputs: set[str] = frozenset()) -> None:
+        """Record the settings (after `check` and every input check): from here on the folder is
+        the run's. Drops the temporary files a killed run left (of `outputs` and the run's own
+        files); --overwrite forgets the old run's records and tables."""
+        self.check(settings, overwrite)
+        names = {*outputs, SETTINGS_FILE, *TABLE_FILES} | {p.name for p in self._record_files()}
+        remove_partials(self.root, names)
+        if overwrite:
+            for path in [*self._record_files(), *(self.root / name for name in TABLE_FILES)]:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        atomic_write_bytes(self.root / SETTINGS_FILE, _dumps(settings))
+        self.written = True
+
+    def _record_files(self) -> list[Path]:
+        folder = self.root / RECORDS_DIR
+        # not the hidden temporary files of a record being written
+        return sorted(p for p in folder.glob("*.json") if not p.name.startswith(".")) if folder.is_dir() else []
+
+    def record_path(self, stem: str) -> Path:
+        return self.root / RECORDS_DIR / f"{stem}.json"
+
+    def finished(self, stem: str, outputs: list[Path]) -> bool:
+        return self.record_path(stem).is_file() and all(p.is_file() for p in outputs)
+
+    def write_record(self, stem: str, record: dict) -> dict:
+        """Write one finished image's record (last, after its files); returns it as stored."""
+        record = _finite(record)
+        atomic_write_bytes(self.record_path(stem), _dumps(record))
+        return record
+
+    def records(self) -> dict[str, dict]:
+        """The finished images' records by stem, in file-name order."""
+        out = {}
+        for path in self._record_files():
+            try:
+                out[path.stem] = json.loads(path.read_text())
+            except (OSError, ValueError):
+                raise InputError(f"{path}: unreadable record; delete it to redo that image") from None
+        return out
+
+    def fixed_files(self) -> list[Path]:
+        return [self.root / SETTINGS_FILE, *(self.root / name for name in TABLE_FILES)]
+
+    def write_tables(self, records: list[dict]) -> tuple[Path, Path]:
+        """metrics.json (per image + mean/std) and metrics.csv (per image)."""
+        summary = {}
+        for key in TABLE_METRICS:
+            values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
+            if values:
+                summary[key] = {**mean_and_std(values), "n": len(values)}
+        json_path, csv_path = self.root / "metrics.json", self.root / "metrics.csv"
+        atomic_write_bytes(json_path, _dumps({"images": records, "summary": summary}))
+        columns = ["name", "input", "output", *[k for k in TABLE_METRICS if any(k in r for r in records)], "best_round"]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for r in records:
+            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+        atomic_write_bytes(csv_path, buffer.getvalue().encode())
+        return json_path, csv_path
+
+
+def _finite(record: dict) -> dict:
+    """JSON has no inf: an exact reconstruction's PSNR is written as null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+
+
+def check_output_layout(root: Path, outputs: dict[str, list[Path]], sources: dict[str, list[Path]], fixed: list[Path]) -> None:
+    """No output may overwrite an input, a mask or a ground truth (the output folder may not
+    be a folder the inputs are in: outputs beside their inputs become inputs of the next run),
+    and no two outputs may share a path (an input named `x.strip.png` beside `x.png`, with --strip)."""
+    readers = {}
+    for name, paths in sources.items():
+        for path in paths:
+            readers.setdefault(_identity(path), (name, path))
+            folder = _identity(path.parent)
+            if folder == _identity(root):
+                raise InputError(f"--out {root} is the folder of the input {path}; choose an output folder apart from the inputs")
+    claimed: dict[object, str] = {_identity(p): "the run's own files" for p in fixed}
+    for name, paths in outputs.items():
+        for path in paths:
+            key = _identity(path)
+            if key in readers:
+                owner, source = readers[key]
+                raise InputError(
+                    f"{path} would overwrite the input {source} (of '{owner}'); choose an --out folder apart from the inputs"
+                )
+            if key in claimed:
+                raise InputError(f"{path} would be written for both '{claimed[key]}' and '{name}'; rename one input or use another --out")
+            claimed[key] = name
+
+
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.partial")
+
+
+def remove_partials(root: Path, names: set[str]) -> list[Path]:
+    """Delete the temporary files (`.<name>.<random>.partial…`) that a killed write of one of
+    `names` left behind; other programs' temporary files in the folder are left alone."""
+    removed = []
+    for folder in (root, root / RECORDS_DIR, root / "masks"):
+        for path in folder.iterdir() if folder.is_dir() else ():
+            match = _PARTIAL.match(path.name)
+            if match and match["name"] in names and path.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
+
+
+def _make_folders(root: Path) -> list[Path]:
+    """mkdir -p, returning the folders it made (outermost first)."""
+    missing = [p for p in (root, *root.parents) if not p.exists()][::-1]
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InputError(f"{root}: a file is in the way of the output folder") from None
+    except OSError as e:
+        raise IloError(f"cannot create the output folder {root} ({e.strerror or e})") from None
+    return missing
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path, root: Path) -> Iterator[None]:
+    if fcntl is None:
+        yield
+        return
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # a run that made the folder failed and removed it: make it again
+            _make_folders(root)
+            continue
+        except OSError as e:
+            raise IloError(f"cannot write to the output folder {root} ({e.strerror or e})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise IloError(f"another ilo run is writing to {root}; wait for it to finish, or use another --out") from None
+            raise
+        # the holder before us may have removed the file after we opened it: lock the live one
+        with contextlib.suppress(FileNotFoundError):
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)

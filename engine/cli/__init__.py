@@ -1,0 +1,1 @@
+"""The `ilo` command: one small module per subcommand over the library."""

@@ -1,0 +1,72 @@
+"""`ilo bench`: latency of the engine's backends on a model — per-stage forward and VJP, ms per
+ILO step, images per second of a default ILO solve and peak memory, for each backend and batch
+size, timed interleaved in one process and reported as speed-ups over torch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError("batch sizes must be at least 1")
+    return values
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="time the engine's backends (per stage, per ILO step, images/s)", description=__doc__)
+    p.add_argument("--model", default="default", help="'default' (embedded 64px face DCGAN) or a checkpoint path")
+    p.add_argument("--backends", default="torch,onnxruntime", help="comma-separated: torch, cuda (the fused kernels), onnxruntime, onnxruntime-tensorrt, tensorrt")
+    p.add_argument("--batch", type=_ints, default=(1, 4, 16), help="batch sizes, e.g. 1,4,16")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions per backend")
+    p.add_argument("--steps", type=int, default=4, help="ILO steps per round per repetition (the first is warm-up)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--threads", type=int, help="CPU threads for torch and ONNX Runtime (default: torch's)")
+    p.add_argument("--json", type=Path, help="also write the results as JSON")
+    p.set_defaults(run=run)
+
+
+def machine(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(torch.device(device))}, torch {torch.__version__}"
+    import os
+
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads of {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ilo.engine.app.latency import LatencySettings, markdown, measure
+    from ilo.engine.runtimes.backends import get_backend
+    from ilo.errors import IloError
+    from ilo.generators.checkpoints.files import load_generator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    if not backends:
+        raise IloError("--backends names no backend")
+    for name in backends:
+        get_backend(name, args.device)  # a missing backend fails here, before any work
+    if args.repeats < 1 or args.steps < 2:
+        raise IloError("--repeats must be at least 1 and --steps at least 2 (the first step of a round is warm-up)")
+    settings = LatencySettings(backends=backends, batches=args.batch, repeats=args.repeats, steps=args.steps, device=args.device)
+    gen = load_generator(args.model)
+    result = measure(gen, settings, report=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
+    print(markdown(str(args.model), result, machine(args.device)))
+    if args.json:
+        from ilo.engine.app.latency import save
+
+        save(args.json, json.dumps({"model": str(args.model), "machine": machine(args.device), **result}, indent=2) + "\n")
+    return 0

@@ -1,0 +1,78 @@
+"""`ilo sample`: render random or given latents to a PNG grid and/or an exact float32 array."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ilo.choices import INPUT_SPACES
+from ilo.errors import InputError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="render samples of a generator", description=__doc__)
+    p.add_argument("--model", default="default", help="'default' (embedded 64px face DCGAN) or a checkpoint path")
+    p.add_argument("--n", type=int, default=16, help="number of random samples (ignored with --latents)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random latents")
+    p.add_argument("--latents", type=Path, help=".npy/.pt holding z [N, z_dim] (or w+ with --input-space wplus)")
+    p.add_argument("--input-space", choices=INPUT_SPACES, default="z", help="what --latents holds (default z)")
+    p.add_argument("--truncation", type=float, default=1.0, help="truncation psi toward the average latent (z input)")
+    p.add_argument("--noises", type=Path, help=".npz with noise_0 ... (default: the checkpoint's stored noise maps)")
+    p.add_argument("-o", "--output", type=Path, help="grid PNG to write")
+    p.add_argument("--columns", type=int, help="grid columns (default: about square)")
+    p.add_argument("--save-array", type=Path, help="write the images as float32 NCHW .npy, unclamped")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.output is None and args.save_array is None:
+        raise InputError("nothing to write: give -o GRID.png and/or --save-array OUT.npy")
+    if args.batch_size < 1 or (args.latents is None and args.n < 1):
+        raise InputError("--n and --batch-size must be at least 1")
+    import numpy as np
+    import torch
+
+    from ilo.atomic import atomic_path
+    from ilo.engine.app.images import make_grid, save_png, to_uint8
+    from ilo.engine.app.latent_files import read_latents, read_noises
+    from ilo.engine.app.outputs import check_distinct, check_output_file
+    from ilo.engine.app.progress import Progress
+    from ilo.generators.checkpoints.files import load_generator
+
+    outputs = [(args.output, "-o"), (args.save_array, "--save-array")]
+    for path, what in outputs:
+        if path is not None:
+            check_output_file(path, what)
+    model = Path(args.model) if args.model != "default" else None
+    check_distinct(outputs, [args.latents, args.noises, model])
+    gen = load_generator(args.model)
+    if args.latents is not None:
+        latents = read_latents(args.latents, gen, args.input_space)
+    else:
+        latents = torch.randn(args.n, gen.z_dim, generator=torch.Generator().manual_seed(args.seed))
+    if args.input_space == "wplus" and args.latents is not None and args.truncation != 1.0:
+        raise InputError("--truncation applies to z latents, not to --input-space wplus")
+    n = latents.shape[0]
+    noises = read_noises(args.noises, gen, n) if args.noises else None
+
+    images = []
+    progress = Progress(n, "sample")
+    with torch.no_grad():
+        for start in range(0, n, args.batch_size):
+            chunk = latents[start : start + args.batch_size]
+            wplus = chunk if args.input_space == "wplus" and args.latents is not None else gen.latents_from_z(chunk, args.truncation)
+            chunk_noises = None if noises is None else [x if x.shape[0] == 1 else x[start : start + len(chunk)] for x in noises]
+            images.append(gen.synthesize(wplus, chunk_noises))
+            progress.advance(len(chunk))
+    images = torch.cat(images)
+
+    if args.save_array is not None:
+        with atomic_path(args.save_array) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, images.numpy().astype(np.float32))
+    if args.output is not None:
+        save_png(args.output, make_grid(to_uint8(images), args.columns))
+    written = [str(p) for p in (args.output, args.save_array) if p is not None]
+    print(f"wrote {n} sample(s) of {gen.family} {gen.resolution}px to {', '.join(written)}")
+    return 0

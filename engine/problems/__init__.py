@@ -1,0 +1,1 @@
+"""Inverse problems: forward operators, their measurements, losses and metrics."""

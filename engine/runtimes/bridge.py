@@ -1,0 +1,207 @@
+"""The autograd bridge: exported graphs as torch autograd functions, on any backend.
+
+Two ways a step's model evaluation reaches the engines, both invisible to the solver (ordinary
+torch: Adam, projections):
+
+- chained (general): every stage, the mapping proxy, LPIPS and the loss heads are
+  `GraphFunction`s — forward graph in `forward`, VJP graph in `backward` — and compose like any
+  torch functions;
+- fused (fast): one graph per (round, loss head) computes the round's stages, the image, the
+  per-image loss and its gradient in one call (`FusedStep`); its backward only scales the
+  stored gradient. Chained stage graphs recompute each forward inside its VJP and pay one call
+  per stage and direction; that overhead is what the fused graph removes.
+
+`EngineGenerator` wraps a staged generator: `run_stages` chains stage engines, `fused_step`
+returns the fused evaluation for a round and operator when a head exists for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ilo.engine.problems.operators import DenseGaussianCS, Downsample, Identity, Inpainting, Operator
+from ilo.engine.runtimes.backends import Backend, Runner, get_backend
+from ilo.export.artifacts import export_bundle, generator_bundle, step_bundle
+from ilo.export.graphs import GraphFn, loss_heads, mapping_graphs, stage_graphs, step_graph
+from ilo.generators.staged import StagedGenerator, State
+
+
+class GraphPair:
+    """A forward runner and its VJP runner. The VJP returns gradients for the first inputs;
+    the inputs after those (LPIPS target features, masks) are constants of the pullback."""
+
+    def __init__(self, forward: Runner, vjp: Runner):
+        self.forward, self.vjp = forward, vjp
+
+    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return GraphFunction.apply(self, *inputs)
+
+
+class GraphFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pair: GraphPair, *inputs):
+        ctx.pair = pair
+        ctx.save_for_backward(*inputs)
+        return tuple(pair.forward(*inputs))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        inputs = ctx.saved_tensors
+        grads = [torch.zeros_like(g) if g is None else g for g in grads]  # outputs that did not reach the loss
+        grad_inputs = list(ctx.pair.vjp(*inputs, *grads))
+        return (None, *grad_inputs, *[None] * (len(inputs) - len(grad_inputs)))
+
+
+class FusedStep(torch.autograd.Function):
+    """(loss [B], image) from a fused step graph; the graph already computed d loss_b / d v for
+    every variable v with a cotangent of one per image, so backward scales it by the incoming
+    per-image gradient. The image is not differentiable: its gradient is not in the graph."""
+
+    @staticmethod
+    def forward(ctx, runner: Runner, *inputs):
+        loss, image, *grads = runner(*inputs)
+        ctx.n_rest = len(inputs) - len(grads)  # the graph's gradients are for its first inputs
+        ctx.save_for_backward(*grads)
+        ctx.mark_non_differentiable(image)
+        return loss, image
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_image):
+        scaled = [g * grad_loss.reshape(-1, *[1] * (g.ndim - 1)) for g in ctx.saved_tensors]
+        return (None, *scaled, *[None] * ctx.n_rest)
+
+
+def head_for(op: Operator, batch: int) -> tuple[str, list[torch.Tensor]] | None:
+    """The loss head of an operator and its extra inputs, or None where there is none
+    (partial-circulant CS, composed operators): those run the chained path."""
+    kind = type(op)
+    if issubclass(kind, Identity) or (kind is Downsample and op.factor == 1):
+        return "denoise", []
+    if kind is Inpainting:
+        return "inpaint", [op.mask.expand(batch, -1, -1, -1).contiguous()]
+    if kind is Downsample:
+        return f"sr{op.factor}", []
+    if kind is DenseGaussianCS:
+        return "cs_gaussian", [op.matrix]
+    return None
+
+
+def load_graphs(backend: Backend, make_bundle: Callable, functions: Callable[[], list[GraphFn]],
+                cache: Path | None = None, progress: Callable | None = None) -> dict[str, Runner]:  # fmt: skip
+    """Graph name -> runner for a bundle of graphs. File backends export the bundle on a cache
+    miss (verified, then cached) and load the files; the torch and cuda backends run the
+    graph functions themselves and need no files."""
+    if backend.runs_functions:
+        return {g.name: backend.load(g, None) for g in functions()}
+    result = export_bundle(make_bundle(), cache, progress=progress)
+    return {g["name"]: LazyRunner(backend, result.folder / g["file"]) for g in result.manifest["graphs"]}
+
+
+class LazyRunner:
+    """Loads its graph on first call: a solve on the fused graphs never calls the per-stage
+    VJPs, and an unused session would hold its weights for nothing."""
+
+    def __init__(self, backend: Backend, path: Path):
+        self.backend, self.path, self.runner = backend, path, None
+
+    def __call__(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        if self.runner is None:
+            self.runner = self.backend.load(None, self.path)
+        return self.runner(*tensors)
+
+
+class EngineGenerator:
+    """A staged generator whose stages run as exported graphs on a backend.
+
+    Graphs are exported (and verified) on first use and taken from the cache after. Shapes,
+    latent statistics and stored noise maps come from the torch model."""
+
+    def __init__(self, gen: StagedGenerator, backend: Backend | str = "onnxruntime", cache: Path | None = None,
+                 progress: Callable | None = None):  # fmt: skip
+        self.torch_generator = gen
+        if isinstance(backend, str):  # on the device the generator is on
+            backend = get_backend(backend, next(iter(gen.state_dict().values())).device)
+        self.backend = backend
+        self.cache, self.progress = cache, progress
+        runners = load_graphs(self.backend, lambda: generator_bundle(gen), lambda: mapping_graphs(gen) + stage_graphs(gen), cache, progress)
+        self.stage_pairs = [GraphPair(runners[f"stage{k}.fwd"], runners[f"stage{k}.vjp"]) for k in range(len(gen.stages))]
+        self.mapping_pair = GraphPair(runners["mapping.fwd"], runners["mapping.vjp"]) if "mapping.fwd" in runners else None
+        self._heads = loss_heads(gen.resolution)
+        self._steps: dict[tuple[int, str, int], Runner] = {}
+
+    def __getattr__(self, name):  # shapes, specs, noise maps, statistics: the torch model's
+        return getattr(self.torch_generator, name)
+
+    # --- chained ----------------------------------------------------------------------------
+    def run_stages(self, state: State, wplus: torch.Tensor, noises: Sequence[torch.Tensor] | None = None,
+                   start: int = 0, stop: int | None = None) -> State:  # fmt: skip
+        gen = self.torch_generator
+        stop = len(gen.stages) if stop is None else stop
+        noises = gen.stored_noises() if noises is None else list(noises)
+        batch = wplus.shape[0]
+        for k in range(start, stop):
+            spec = gen.stages[k].spec
+            inputs = list(state)
+            if spec.latent_count:
+                inputs.append(wplus[:, spec.latent_slice])
+            inputs += [noises[i].expand(batch, -1, -1, -1) for i in spec.noise_indices]
+            state = self.stage_pairs[k](*inputs)
+        return state
+
+    def synthesize(self, wplus: torch.Tensor, noises: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        return self.image_from_state(self.run_stages((), wplus, noises))
+
+    def gaussian_to_w(self, z: torch.Tensor) -> torch.Tensor:
+        """The latent proxy w = leaky_relu(std·z + mean) through its graphs (DESIGN §2)."""
+        return self.mapping_pair(z)[0]
+
+    # --- fused --------------------------------------------------------------------------------
+    def fused_step(self, start: int, op: Operator, batch: int, optimised_noises: int = 0) -> Callable | None:
+        """evaluate(state, wplus, noises, y) -> (per-image loss, image) for round `start`, with
+        gradients for the state, the latents and the noise maps below index `optimised_noises`,
+        or None when no loss head matches `op`. Exports the round's graph on first use."""
+        found = head_for(op, batch)
+        if found is None or found[0] not in self._heads:
+            return None
+        head, extra = found
+        n_noise = len(self.torch_generator.noise_shapes)
+        optimised_noises = min(optimised_noises, n_noise)  # one graph for every count >= all of them
+        key = (start, head, optimised_noises)
+        if key not in self._steps:
+            gen = self.torch_generator
+            runners = load_graphs(self.backend, lambda: step_bundle(gen, head, start, optimised_noises),
+                                  lambda: [step_graph(gen, self._heads[head], start, optimised_noises)], self.cache, self.progress)  # fmt: skip
+            (self._steps[key],) = runners.values()
+        runner = self._steps[key]
+        chain = self.torch_generator.specs[start:]
+        noise_ids = [i for spec in chain for i in spec.noise_indices]
+
+        def evaluate(state: State, wplus: torch.Tensor, noises: Sequence[torch.Tensor], y: torch.Tensor):
+            variables = [*state, wplus, *(noises[i].expand(batch, -1, -1, -1) for i in noise_ids)]
+            return FusedStep.apply(runner, *variables, y, *extra)
+
+        return evaluate
+
+
+class EngineLPIPS(torch.nn.Module):
+    """LPIPS through its graphs: the target's features once per call (no gradient), then the
+    distance with its VJP w.r.t. the image only (the target is a constant of each step)."""
+
+    def __init__(self, lpips, resolution: int, backend: Backend | str = "onnxruntime", cache: Path | None = None,
+                 progress: Callable | None = None):  # fmt: skip
+        super().__init__()
+        from ilo.export.artifacts import lpips_bundle
+        from ilo.export.graphs import lpips_graphs
+
+        backend = get_backend(backend) if isinstance(backend, str) else backend
+        runners = load_graphs(backend, lambda: lpips_bundle(lpips, resolution), lambda: lpips_graphs(lpips, resolution), cache, progress)
+        self.features = runners["lpips_features.fwd"]
+        self.distance = GraphPair(runners["lpips.fwd"], runners["lpips.vjp"])
+
+    def forward(self, target: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            features = self.features(target.detach())
+        return self.distance(image, *features)[0]

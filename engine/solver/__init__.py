@@ -1,0 +1,1 @@
+"""The ILO solver and the baselines it is compared with."""

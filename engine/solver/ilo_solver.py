@@ -1,0 +1,367 @@
+"""The ILO solver (DESIGN §2) and the CSGM / PULSE-style baselines, on any staged generator.
+
+`solve(y, operator, generator, config) -> SolveResult`. Round 0 optimises the latents (and the
+first noise maps); round k >= 1 drops stages < k and optimises the input state of stage k,
+initialised from the previous round, with the latents and noise maps the remaining stages use.
+
+Every loss is a sum of per-image terms and Adam is elementwise, so one optimiser over the
+batch equals one optimiser per image; plateau switching freezes an image, not the batch, and
+random starts come from per-image seeds. An image's result therefore does not depend on what
+else is in its batch.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ilo.engine.problems.losses import LPIPS, geocross, inpainting_fill, measurement_mse, measurement_noise
+from ilo.engine.problems.operators import Operator
+from ilo.engine.solver.projections import lr_ramp, norms, project_l1_ball, project_to_norm
+from ilo.errors import IloError
+from ilo.generators.latent_stats import LatentStats, latent_stats
+from ilo.generators.staged import StagedGenerator
+
+
+def _per_round(value, k: int):
+    return value[min(k, len(value) - 1)] if isinstance(value, (list, tuple)) else value
+
+
+@dataclass
+class ILOConfig:
+    """Settings of one solve. List-valued settings are per round (the last entry repeats)."""
+
+    # Defaults tuned on the embedded DCGAN by benchmarks/quality.py (see its results): round 0
+    # from 3 random starts to convergence, then the inputs of stages 1 and 2 at a tenth of the
+    # learning rate inside an l1 ball of 10% of each state's own l1 norm.
+    end_stage: int | None = 2  # last stage whose input state is optimised (None: every stage)
+    steps: int | list[int] = field(default_factory=lambda: [300, 100])
+    lr: float | list[float] = field(default_factory=lambda: [0.1, 0.01])
+    l1_radius: float | None | list = field(default_factory=lambda: [None, 0.1])  # × the state's own l1 norm
+    switch: str = "fixed"  # 'fixed' budgets or 'plateau' (relative improvement over a window)
+    plateau_window: int = 25
+    plateau_tol: float = 1e-3
+    mse_weight: float = 1.0
+    lpips_weight: float = 0.0  # α; needs `lpips`
+    geocross_weight: float = 0.1  # β
+    latent_norm_weight: float = 0.0  # CSGM's λ‖z‖²
+    latent_space: str = "gaussian"  # 'gaussian' (PULSE's), or 'w' (plain w+) for mapped generators
+    spherical: bool = True
+    noise_maps: int = 5  # how many of the first noise maps round 0 optimises
+    restarts: int = 3  # random starts of round 0; each image continues from its best
+    seed: int = 0
+
+    def __post_init__(self):
+        # Every setting is checked here, when the config is made, so a bad one stops a run
+        # before it writes anything (a solve that fails halfway leaves a folder to clean up).
+        if self.switch not in ("fixed", "plateau"):
+            raise IloError(f"switch must be 'fixed' or 'plateau', got '{self.switch}'")
+        for lr in _as_list(self.lr):
+            if not (lr > 0 and lr <= 1e37):  # beyond float32's range Adam's step itself fails
+                raise IloError(f"learning rates must be positive numbers up to 1e37, got {lr}")
+        for steps in _as_list(self.steps):
+            if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+                raise IloError(f"steps per round must be whole numbers of at least 1, got {steps}")
+        for radius in _as_list(self.l1_radius):
+            if radius is not None and not (math.isfinite(radius) and radius > 0):
+                raise IloError(f"l1 radii must be positive numbers (or none), got {radius}")
+        if self.end_stage is not None and (isinstance(self.end_stage, bool) or self.end_stage < 0):
+            raise IloError(f"end_stage must be a stage index of at least 0, got {self.end_stage}")
+        if isinstance(self.restarts, bool) or not isinstance(self.restarts, numbers.Integral) or self.restarts < 1:
+            raise IloError(f"restarts must be a whole number of at least 1, got {self.restarts}")
+        if self.plateau_window < 1 or not (self.plateau_tol >= 0):
+            raise IloError(f"the plateau window must be at least 1 and its tolerance at least 0, "
+                           f"got {self.plateau_window} and {self.plateau_tol}")  # fmt: skip
+        for name in ("mse_weight", "lpips_weight", "geocross_weight", "latent_norm_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise IloError(f"{name} must be a finite number of at least 0, got {value}")
+        if self.noise_maps < 0:
+            raise IloError(f"noise_maps must be at least 0, got {self.noise_maps}")
+        if self.latent_space not in ("gaussian", "w"):
+            raise IloError(f"latent_space must be 'gaussian' or 'w', got '{self.latent_space}'")
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def csgm_config(**kw) -> ILOConfig:
+    """Bora et al.: Adam on z only, MSE + λ‖z‖², random restarts, no intermediate layers."""
+    base = dict(end_stage=0, steps=[500], lr=[0.05], geocross_weight=0.0, latent_norm_weight=1e-3,
+                spherical=False, noise_maps=0, restarts=3, latent_space="gaussian")  # fmt: skip
+    return ILOConfig(**{**base, **kw})
+
+
+def pulse_config(**kw) -> ILOConfig:
+    """PULSE-style: the latent only, on the sphere, with geocross; no intermediate layers."""
+    base = dict(end_stage=0, steps=[500], lr=[0.1], geocross_weight=0.1, noise_maps=0, spherical=True, restarts=1)
+    return ILOConfig(**{**base, **kw})
+
+
+@dataclass
+class SolveResult:
+    images: torch.Tensor  # [B, 3, H, W] best iterate per image
+    wplus: torch.Tensor  # [B, n_latent, D] final latents
+    states: list  # input state of each round's first stage, as optimised
+    round_starts: list  # the same states as each round began
+    loss_curves: list[torch.Tensor]  # per round: [steps, B] total loss
+    best_round: torch.Tensor  # [B]
+    best_loss: torch.Tensor  # [B] measurement loss of the returned images
+    seconds: dict = field(default_factory=dict)
+
+
+class _Objective:
+    """The per-image loss of a generated image against the measurements."""
+
+    def __init__(self, op: Operator, y: torch.Tensor, config: ILOConfig, lpips: LPIPS | None, seeds: list[int]):
+        self.op, self.y, self.config, self.lpips = op, y, config, lpips
+        # eq. 4's fresh noise comes from one stream per image (batch independence)
+        self.noise_streams = [torch.Generator().manual_seed(s * 7919 + 17) for s in seeds]
+
+    def draw_noise(self, batch: int, resolution: int) -> torch.Tensor | None:
+        """This evaluation's eq. 4 noise for the generated images (None without noise)."""
+        return measurement_noise(torch.Size((batch, 3, resolution, resolution)), self.op, self.noise_streams, self.y.device)
+
+    def __call__(self, image: torch.Tensor, noise: torch.Tensor | None, pre_latents: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        seen = image if noise is None else image + noise
+        loss = c.mse_weight * measurement_mse(self.op, seen, self.y)
+        if c.lpips_weight:
+            # eq. 3's target is a constant of each step (as the exported LPIPS VJP assumes)
+            target = inpainting_fill(self.op, seen, self.y).detach()
+            if target.shape != seen.shape:
+                raise IloError("LPIPS needs measurements in image space (inpainting, denoising)")
+            loss = loss + c.lpips_weight * self.lpips(target, seen)
+        return loss + self.prior(pre_latents, z)
+
+    def prior(self, pre_latents: torch.Tensor, z: torch.Tensor) -> torch.Tensor | float:
+        c = self.config
+        loss = 0.0
+        if c.geocross_weight and pre_latents.shape[1] > 1:
+            loss = loss + c.geocross_weight * geocross(pre_latents)
+        if c.latent_norm_weight:
+            loss = loss + c.latent_norm_weight * z.square().flatten(1).sum(1)
+        return loss
+
+    def fused_data_term(self, image_noise: torch.Tensor | None):
+        """The measurement the fused graphs compare against: the data term is
+        ‖A(G + n) − y‖² = ‖A(G) − (y − A(n))‖² for a linear A, so eq. 4's noise moves into y."""
+        return self.y if image_noise is None else self.y - self.op.A(image_noise)
+
+
+def _initial_z(gen: StagedGenerator, seeds: list[int], restart: int) -> torch.Tensor:
+    rows = [torch.randn(gen.n_latent if gen.has_mapping else 1, gen.style_dim,
+                        generator=torch.Generator().manual_seed(s * 1009 + restart)) for s in seeds]  # fmt: skip
+    z = torch.stack(rows)
+    if gen.has_mapping:  # every layer starts from the same latent, as a mapped z would
+        z = z[:, :1].expand_as(z).clone()
+    return z
+
+
+class _Latents:
+    """Map the optimised variable z to w+ (and to the pre-activation geocross measures)."""
+
+    def __init__(self, gen: StagedGenerator, config: ILOConfig, device: torch.device):
+        self.gen = gen
+        self.stats: LatentStats | None = None
+        if gen.has_mapping and config.latent_space == "gaussian":
+            stats = latent_stats(gen)
+            self.stats = LatentStats(stats.mean.to(device), stats.std.to(device), stats.samples, stats.seed)
+        self.direct_w = gen.has_mapping and config.latent_space == "w"
+
+    def start(self, z: torch.Tensor) -> torch.Tensor:
+        if self.direct_w:  # begin plain w+ optimisation at the mapped random latent
+            with torch.no_grad():
+                return self.gen.mapping(z[:, 0])[:, None].expand_as(z).clone()
+        return z
+
+    def pre(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.stats.std + self.stats.mean if self.stats is not None else z
+
+    def wplus(self, z: torch.Tensor) -> torch.Tensor:
+        if self.stats is not None:
+            to_w = getattr(self.gen, "gaussian_to_w", None) or self.stats.to_w  # engines run it as a graph
+            return to_w(z)
+        return z
+
+
+def _plateaued(history: list[torch.Tensor], window: int, tol: float) -> torch.Tensor:
+    if len(history) <= window:
+        return torch.zeros_like(history[-1], dtype=torch.bool)
+    old, new = history[-window - 1], history[-1]
+    return (old - new) / old.abs().clamp_min(1e-12) < tol
+
+
+def solve(y: torch.Tensor, op: Operator, gen: StagedGenerator, config: ILOConfig | None = None,
+          image_seeds: list[int] | None = None, lpips: LPIPS | None = None, progress=None) -> SolveResult:  # fmt: skip
+    """Restore images from measurements y = A(x) (+ noise) by ILO over `gen`.
+
+    Round 0 runs from `config.restarts` random starts; each image continues into the
+    intermediate rounds from the start whose round-0 result fits its measurements best (a poor
+    start is what intermediate rounds cannot repair, so this is where restarts pay)."""
+    config = config or ILOConfig()
+    batch = y.shape[0]
+    seeds = image_seeds if image_seeds is not None else [config.seed + i for i in range(batch)]
+    if len(seeds) != batch:
+        raise IloError(f"{len(seeds)} seeds for {batch} images")
+    if config.lpips_weight and lpips is None:
+        raise IloError("lpips_weight > 0 needs an LPIPS module")
+    if not torch.isfinite(y).all():
+        raise IloError("the measurements contain NaN or inf values")
+    t0 = time.perf_counter()
+    run = _Run(y, op, gen, config, _Latents(gen, config, y.device), _Objective(op, y, config, lpips, seeds), progress)
+    n_stages = len(gen.stages)
+    # the default (2) is meant for deep generators: a shallower one stops at its last stage
+    end = n_stages - 1 if config.end_stage is None else min(config.end_stage, n_stages - 1)
+    chosen = None
+    for restart in range(config.restarts):
+        candidate = run.first_round(_initial_z(gen, seeds, restart).to(y.device))  # same starts on any device
+        chosen = candidate if chosen is None else _pick(candidate, chosen)
+    run.seconds["round 0"] = time.perf_counter() - t0
+    z, noises = chosen["z"], chosen["noises"]
+    state: tuple = ()
+    for k in range(1, end + 1):
+        t = time.perf_counter()
+        with torch.no_grad():  # stage k's input, from the previous round's variables
+            state = gen.run_stages(state, run.latents.wplus(z), noises, k - 1, k)
+        state = run.round(k, z, noises, state)
+        run.seconds[f"round {k}"] = time.perf_counter() - t
+    run.seconds["total"] = time.perf_counter() - t0
+    return SolveResult(run.best_images, run.latents.wplus(z).detach(), run.states, run.starts, run.curves,
+                       run.best_round, run.best_loss, run.seconds)  # fmt: skip
+
+
+PICK_MARGIN = 1e-4
+
+
+def _pick(candidate: dict, chosen: dict) -> dict:
+    """Per image, keep the round-0 start whose final iterate fits the measurements better. A
+    later start must win by a relative margin: near-ties (common in denoising, where the noise
+    floor dominates the loss) would otherwise flip on float rounding that differs with the
+    batch size, and an image's result would depend on its batch."""
+    better = candidate["final_loss"] < chosen["final_loss"] * (1 - PICK_MARGIN)
+
+    def mix(new, old):
+        return torch.where(better.reshape(-1, *[1] * (new.ndim - 1)), new, old)
+
+    return {"z": mix(candidate["z"], chosen["z"]), "final_loss": torch.minimum(candidate["final_loss"], chosen["final_loss"]),
+            "noises": [mix(a, b) for a, b in zip(candidate["noises"], chosen["noises"])]}  # fmt: skip
+
+
+class _Run:
+    """The variables, per-image best iterates and records of one solve."""
+
+    def __init__(self, y, op, gen, config, latents, objective, progress):
+        self.y, self.op, self.gen, self.config = y, op, gen, config
+        self.latents, self.objective, self.progress = latents, objective, progress
+        batch = y.shape[0]
+        device = y.device
+        self.best_loss = torch.full((batch,), float("inf"), device=device)
+        self.best_images = torch.zeros(batch, 3, gen.resolution, gen.resolution, device=device)
+        self.best_round = torch.zeros(batch, dtype=torch.long, device=device)
+        self.curves, self.states, self.starts = [], [], []
+        self.seconds: dict = {}
+        self.n_opt_noise = min(config.noise_maps, len(gen.stored_noises()))
+
+    def first_round(self, z0: torch.Tensor) -> dict:
+        """Round 0 from one random start: the latents and the first noise maps."""
+        batch = self.y.shape[0]
+        z = self.latents.start(z0)
+        noises = [x.expand(batch, -1, -1, -1).clone() for x in self.gen.stored_noises()]
+        self.round(0, z, noises, (), record=not self.curves)  # the records keep the first start's round 0
+        with torch.no_grad():
+            image = self.gen.synthesize(self.latents.wplus(z), noises)
+            final_loss = measurement_mse(self.op, image, self.y)
+        return {"z": z.detach(), "noises": [n.detach() for n in noises], "final_loss": final_loss}
+
+    def _fused_step(self, k: int):
+        """The engine's fused evaluation of round k, where the generator is an engine with a
+        loss head for the operator and the objective has no LPIPS term (which needs the image's
+        gradient from outside the fused graph)."""
+        fused_step = getattr(self.gen, "fused_step", None)
+        if fused_step is None or self.config.lpips_weight:
+            return None
+        return fused_step(k, self.op, self.y.shape[0], self.n_opt_noise)
+
+    def round(self, k: int, z: torch.Tensor, noises: list[torch.Tensor], state: tuple, record: bool = True) -> tuple:
+        """Optimise round k's variables in place; returns the optimised input state of stage k."""
+        c, gen, batch = self.config, self.gen, self.y.shape[0]
+        z.requires_grad_(True)
+        state = tuple(s.detach().clone().requires_grad_(True) for s in state)
+        opt_noise = range(self.n_opt_noise) if k == 0 else [
+            i for spec in gen.specs[k:] for i in spec.noise_indices if i < self.n_opt_noise
+        ]  # fmt: skip
+        noise_vars = [noises[i].requires_grad_(True) for i in opt_noise]
+        params = [z, *state, *noise_vars]
+        start_norm_z = norms(z.detach(), 1)
+        start_norm_noise = [norms(n.detach(), 3) for n in noise_vars]
+        start_state = [s.detach().clone() for s in state]
+        if record:
+            self.starts.append(tuple(start_state))
+        radius = _per_round(c.l1_radius, k)
+        steps, lr0 = int(_per_round(c.steps, k)), float(_per_round(c.lr, k))
+        optimiser = torch.optim.Adam(params, lr=lr0, betas=(0.9, 0.999))
+        frozen = torch.zeros(batch, dtype=torch.bool, device=self.y.device)
+        history, curve = [], []
+        fused = self._fused_step(k)
+        for step in range(steps):
+            for group in optimiser.param_groups:
+                group["lr"] = lr_ramp(step / steps, lr0)
+            wplus = self.latents.wplus(z)
+            noise = self.objective.draw_noise(batch, gen.resolution)
+            if fused is not None:  # one engine call: stages, image, loss and its gradient
+                data, image = fused(state, wplus, noises, self.objective.fused_data_term(noise))
+                loss = c.mse_weight * data + self.objective.prior(self.latents.pre(z), z)
+            else:
+                image = gen.image_from_state(gen.run_stages(state, wplus, noises, k))
+                loss = self.objective(image, noise, self.latents.pre(z), z)
+            if not torch.isfinite(loss).all():
+                raise IloError(f"the optimisation diverged (loss is NaN/inf) in round {k}, step {step}; lower the learning rate")
+            with torch.no_grad():
+                measured = measurement_mse(self.op, image, self.y)
+                improved = measured < self.best_loss
+                self.best_loss = torch.where(improved, measured, self.best_loss)
+                self.best_images[improved] = image.detach()[improved]
+                self.best_round[improved] = k
+            before = [p.detach().clone() for p in params] if frozen.any() else None
+            optimiser.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            optimiser.step()
+            with torch.no_grad():
+                _project(z, start_norm_z, noise_vars, start_norm_noise, state, start_state, radius, c)
+                for p, old in zip(params, before or []):  # images that stopped keep their values
+                    p[frozen] = old[frozen]
+                if not all(bool(torch.isfinite(p).all()) for p in params):
+                    raise IloError(f"the optimisation diverged (variables became NaN/inf) in round {k}, step {step}; lower the learning rate")
+            curve.append(loss.detach())
+            history.append(measured)
+            if c.switch == "plateau":
+                frozen |= _plateaued(history, c.plateau_window, c.plateau_tol)
+                if frozen.all():
+                    break
+            if self.progress is not None:
+                self.progress(k, step, steps, measured)
+        z.requires_grad_(False)
+        for n in noise_vars:
+            n.requires_grad_(False)
+        if record:
+            self.curves.append(torch.stack(curve))
+            self.states.append(tuple(s.detach() for s in state))
+        return tuple(s.detach() for s in state)
+
+
+def _project(z, start_norm_z, noise_vars, start_norm_noise, state, start_state, radius, config):
+    if config.spherical:
+        z.copy_(project_to_norm(z, start_norm_z, 1))
+        for n, r in zip(noise_vars, start_norm_noise):
+            n.copy_(project_to_norm(n, r, 3))
+    if radius is not None:
+        for s, s0 in zip(state, start_state):
+            flat0 = s0.flatten(1)
+            delta = project_l1_ball((s - s0).flatten(1), radius * flat0.abs().sum(1))
+            s.copy_((flat0 + delta).reshape(s.shape))
