@@ -30,7 +30,6 @@ from ilo.engine.app.image_io import read_image
 from ilo.engine.app.images import save_png, to_uint8
 from ilo.engine.app.restore import method_config
 from ilo.engine.problems.metrics import mean_and_std, restoration_metrics
-from ilo.engine.problems.operators import Inpainting
 from ilo.engine.problems.tasks import TaskSpec, name_seed
 from ilo.engine.solver.baselines import bm3d_denoise
 from ilo.engine.solver.ilo_solver import solve
@@ -76,21 +75,21 @@ def astronaut_face(size: int) -> torch.Tensor | None:
 def run_task(gen, task_name: str, names, truth, methods, ilo_overrides) -> dict:
     task = TASKS[task_name]
     res = gen.resolution
-    masks = torch.stack([task.built_in_mask(res, n) for n in names]) if task.task == "inpaint" else None
+    masks = torch.stack([task.built_in_mask(res, n) for n in names]) if task.kind.takes_masks else None
     op = task.operator(res, masks)
     y = task.measure(op, truth, names)
     seeds = [name_seed(0, n) for n in names]
     rows, images = {}, {"truth": truth}
     for method in methods:
         if method == "bm3d":
-            if task.task != "denoise":
+            if not task.kind.bm3d:
                 continue
             restored, seconds = bm3d_denoise(y, task.sigma)
         else:
             config = method_config(method, **(ilo_overrides if method == "ilo" else {}))
             result = solve(y, op, gen, config, image_seeds=seeds)
             restored, seconds = result.images, result.seconds["total"]
-        metrics = restoration_metrics(restored, truth, op if isinstance(op, Inpainting) else None)
+        metrics = restoration_metrics(restored, truth, op.observed)
         per_image = {k: [float(v) for v in values] for k, values in metrics.items()}
         per_image["seconds"] = [seconds / len(names)] * len(names)
         rows[method] = per_image
@@ -98,7 +97,7 @@ def run_task(gen, task_name: str, names, truth, methods, ilo_overrides) -> dict:
         print(f"  {task_name:12s} {method:6s} psnr {np.mean(per_image['psnr']):6.2f}"
               + (f"  hole {np.mean(per_image['psnr_hole']):6.2f}" if "psnr_hole" in per_image else "")
               + f"  ({seconds:.1f}s)", file=sys.stderr, flush=True)  # fmt: skip
-    if task.task != "cs":
+    if not task.kind.vector_measurements:
         images["measured"] = y if y.shape[-1] == res else torch.nn.functional.interpolate(y, size=(res, res), mode="nearest")
     return {"per_image": rows, "images": images}
 

@@ -24,7 +24,7 @@ import onnx
 import torch
 
 from ilo.errors import IloError
-from ilo.export.graphs import GraphFn, generator_graphs, loss_head_graphs, loss_heads, lpips_graphs, step_graph
+from ilo.export.graphs import GraphFn, LossHead, generator_graphs, loss_head_graphs, lpips_graphs, step_graph
 from ilo.export.lint import lint
 from ilo.export.onnx_export import OPSET, export_onnx
 from ilo.export.verify import check_graph, reference_graphs
@@ -76,30 +76,27 @@ def lpips_bundle(lpips, resolution: int) -> Bundle:
     return Bundle(f"lpips-{lpips.net}", identity, build)
 
 
-def loss_head_bundle(resolution: int) -> Bundle:
+def loss_head_bundle(heads: list[LossHead], resolution: int) -> Bundle:
     def build():
-        return loss_head_graphs(resolution), _by_name(loss_head_graphs(resolution, frozen=False))
+        return loss_head_graphs(heads, resolution), _by_name(loss_head_graphs(heads, resolution, frozen=False))
 
-    return Bundle("loss-heads", {"resolution": resolution}, build)
+    return Bundle("loss-heads", {"resolution": resolution, "heads": [h.name for h in heads]}, build)
 
 
-def step_bundle(gen: StagedGenerator, head: str, start: int, optimised_noises: int) -> Bundle:
+def step_bundle(gen: StagedGenerator, head: LossHead, start: int, optimised_noises: int) -> Bundle:
     """The fused step graph of round `start` with loss head `head` (export/graphs.py)."""
-    heads = loss_heads(gen.resolution)
-    if head not in heads:
-        raise IloError(f"no loss head '{head}' at {gen.resolution}px (have {', '.join(heads)})")
     if not 0 <= start < len(gen.stages):
         raise IloError(f"round {start} is outside the generator's {len(gen.stages)} stages")
 
     def build():
         double = copy.deepcopy(gen).double().requires_grad_(True)
-        reference = step_graph(double, loss_heads(gen.resolution, frozen=False)[head], start, optimised_noises, list(double.stages))
-        graph = step_graph(gen, heads[head], start, optimised_noises)
+        reference = step_graph(double, head, start, optimised_noises, list(double.stages), frozen=False)
+        graph = step_graph(gen, head, start, optimised_noises)
         return [graph], {graph.name: reference}
 
     identity = {"checkpoint_sha256": gen.fingerprint(), "family": gen.family, "resolution": gen.resolution,
-                "head": head, "round": start, "optimised_noises": optimised_noises}  # fmt: skip
-    return Bundle(f"step-round{start}-{head}", identity, build)
+                "head": head.name, "round": start, "optimised_noises": optimised_noises}  # fmt: skip
+    return Bundle(f"step-round{start}-{head.name}", identity, build)
 
 
 def cache_key(bundle: Bundle) -> str:

@@ -102,7 +102,7 @@ def stage_graphs(gen: StagedGenerator, stages=None) -> list[GraphFn]:
 
 
 def mapping_graphs(gen: StagedGenerator) -> list[GraphFn]:
-    """The Gaussianised-latent proxy w = leaky_relu(std * z + mean, 0.2) (DESIGN §2)."""
+    """The Gaussianised-latent proxy w = leaky_relu(std * z + mean, 0.2) (PULSE's Gaussianised latent space; ilo.generators.latent_stats)."""
     if not gen.has_mapping:
         return []
     stats = latent_stats(gen)
@@ -146,7 +146,9 @@ def lpips_graphs(lpips, resolution: int, frozen: bool = True) -> list[GraphFn]:
 
 @dataclass(frozen=True)
 class LossHead:
-    """A per-image measurement loss on the generated image: `loss(image, y, *extra) -> [B]`."""
+    """A per-image measurement loss on the generated image, `loss(image, y, *extra) -> [B]`,
+    as an operator exports it (`Operator.loss_head`): the exporter traces it and knows nothing
+    of operators."""
 
     name: str  # "inpaint", "denoise", "sr4", "cs_gaussian"
     y_shape: tuple[int, ...]
@@ -156,46 +158,13 @@ class LossHead:
     symbolic: dict = field(default_factory=dict)
 
 
-def loss_heads(resolution: int, sr_factors=(2, 4, 8), frozen: bool = True) -> dict[str, LossHead]:
-    """The measurement MSE of each image-space operator: inpainting (the mask an input),
-    denoising (identity), super-resolution per factor, and dense Gaussian compressed sensing
-    (the matrix [m, n] an input shared by the batch, m a dynamic axis). Partial-circulant CS
-    has no head: its FFT has no TensorRT equivalent, so its loss stays in torch."""
-    from ilo.engine.problems.losses import measurement_mse
-    from ilo.engine.problems.operators import Downsample, Identity, Inpainting
-
-    image = (3, resolution, resolution)
-
-    def mse(op):
-        def fn(x, y, *mask):
-            with _tracing_mode(frozen):
-                return measurement_mse(op if op is not None else Inpainting(mask[0]), x, y)
-
-        return fn
-
-    heads = [LossHead("inpaint", image, (("mask", (1, resolution, resolution)),), mse(None)),
-             LossHead("denoise", image, (), mse(Identity()))]  # fmt: skip
-    for f in sr_factors:
-        if resolution % f == 0 and resolution // f >= 4:
-            heads.append(LossHead(f"sr{f}", (3, resolution // f, resolution // f), (), mse(Downsample(f))))
-    n = 3 * resolution * resolution
-    m = max(1, round(0.1 * n))  # the traced example; m is symbolic in the graph
-
-    def cs(x, y, matrix):
-        measured = x.reshape(x.shape[0], n) @ matrix.t()
-        return (measured - y).square().mean(dim=1)
-
-    heads.append(LossHead("cs_gaussian", (m,), (("matrix", (m, n)),), cs, shared=("matrix",),
-                          symbolic={"y": {1: "m"}, "matrix": {0: "m"}}))  # fmt: skip
-    return {h.name: h for h in heads}
-
-
-def loss_head_graphs(resolution: int, sr_factors=(2, 4, 8), frozen: bool = True) -> list[GraphFn]:
+def loss_head_graphs(heads: list[LossHead], resolution: int, frozen: bool = True) -> list[GraphFn]:
     """Per-image loss of each head (`loss_{head}.fwd`) and its gradient w.r.t. the image."""
     out = []
-    for head in loss_heads(resolution, sr_factors, frozen).values():
+    for head in heads:
         def fn(x, y, *extra, head=head):
-            return (head.loss(x, y, *extra),)
+            with _tracing_mode(frozen):
+                return (head.loss(x, y, *extra),)
 
         inputs = [("image", (3, resolution, resolution)), ("y", head.y_shape), *head.extra]
         forward = GraphFn(f"loss_{head.name}.fwd", fn, inputs, [("loss", ())], shared=head.shared, symbolic=head.symbolic)
@@ -203,7 +172,8 @@ def loss_head_graphs(resolution: int, sr_factors=(2, 4, 8), frozen: bool = True)
     return out
 
 
-def step_graph(gen: StagedGenerator, head: LossHead, start: int, optimised_noises: int, stages=None) -> GraphFn:
+def step_graph(gen: StagedGenerator, head: LossHead, start: int, optimised_noises: int, stages=None,
+               frozen: bool = True) -> GraphFn:  # fmt: skip
     """One optimisation step's model evaluation, fused: stages start.. of the generator, the
     image, the head's per-image loss and its gradient w.r.t. the round's variables, in one
     graph. Chained stage graphs each recompute their forward inside their VJP and pay a call
@@ -237,7 +207,8 @@ def step_graph(gen: StagedGenerator, head: LossHead, start: int, optimised_noise
                 s = stage.spec
                 state = stage(state, w[:, s.latent_slice], [noises[i] for i in s.noise_indices])
             image = gen.image_from_state(state)
-            return head.loss(image, *rest), image
+            with _tracing_mode(frozen):
+                return head.loss(image, *rest), image
 
         loss, pullback, image = vjp_pullback(loss_and_image, *variables, has_aux=True)
         return (loss, image, *pullback(torch.ones_like(loss)))

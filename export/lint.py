@@ -1,4 +1,4 @@
-"""TensorRT-readiness lint for exported graphs (DESIGN §3).
+"""TensorRT-readiness lint for exported graphs: what TensorRT cannot build fails here, at export.
 
 Rejects, per graph: an opset below 17; ops outside TensorRT's documented ONNX operator support;
 random-number ops (noise maps are inputs, never generated in-graph); a Gather or Scatter whose

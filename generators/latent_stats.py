@@ -1,4 +1,4 @@
-"""Statistics of the Gaussianised latent space (PULSE; DESIGN §2).
+"""Statistics of the Gaussianised latent space (PULSE, Menon et al. 2020; used by ILO's round 0).
 
 The solver optimises z in R^{L x D} with w = leaky_relu_0.2(std * z + mean), where mean and std
 are per-dimension statistics of the mapping network's output with its final leaky ReLU undone.

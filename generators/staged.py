@@ -1,7 +1,7 @@
 """The staged-generator contract every generator family implements.
 
 A generator is a chain of stages `G = g_n ∘ … ∘ g_0`; each stage is a pure function
-`state_out = g_k(state_in, latents_k, noises_k)` (DESIGN §2). The solver optimises the input
+`state_out = g_k(state_in, latents_k, noises_k)`. The solver optimises the input
 state of stage k in round k, and the exporter traces each stage into its own graphs, so a stage
 must not read anything but its arguments and its own constant weights.
 """

@@ -93,7 +93,6 @@ def assert_fused_step_equals_torch(gen, engine, op, batch: int = 2, k: int = 1) 
     """One fused graph call of `engine` against torch autograd on `gen`: the per-image loss,
     the image and the gradients w.r.t. the round's state, latents and noise maps (the first
     three optimised), scaled per image by the incoming gradient."""
-    from ilo.engine.problems.losses import measurement_mse
 
     def relative(a, b):
         return float((a - b).abs().max()) / (float(b.abs().max()) or 1.0)
@@ -110,7 +109,7 @@ def assert_fused_step_equals_torch(gen, engine, op, batch: int = 2, k: int = 1) 
         st, w, nz = tuple(leaves[: len(state)]), leaves[len(state)], leaves[len(state) + 1 :]
         if run == "torch":
             image = gen.image_from_state(gen.run_stages(st, w, nz, k))
-            loss = measurement_mse(op, image, y)
+            loss = op.data_fit(image, y)
         else:
             loss, image = engine.fused_step(k, op, batch, optimised_noises=3)(st, w, nz, y)
             assert not image.requires_grad

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import assert_fused_step_equals_torch
 
-from ilo.engine.problems.losses import LPIPS, measurement_mse
+from ilo.engine.problems.losses import LPIPS
 from ilo.engine.problems.operators import DenseGaussianCS, Downsample, Inpainting, Noise, PartialCirculantCS
 from ilo.engine.runtimes.backends import BackendUnavailable, get_backend
 from ilo.engine.runtimes.bridge import EngineGenerator, EngineLPIPS
@@ -135,7 +135,7 @@ class Lockstep:
 
         def evaluate(state, wplus, noises, y):
             image = self.gen.image_from_state(self.gen.run_stages(state, wplus, noises, k))
-            loss = measurement_mse(op, image, y)
+            loss = op.data_fit(image, y)
             variables = [*state, wplus, *noises]
             wanted = [i for i, t in enumerate(variables) if t.requires_grad]
             grads = torch.autograd.grad(loss.sum(), [variables[i] for i in wanted], retain_graph=True, allow_unused=True)

@@ -104,7 +104,9 @@ def dcgan_export(tmp_path_factory, dcgan):
 @pytest.fixture(scope="module")
 def loss_heads(dcgan_export):
     """The default model's loss heads, beside its generator graphs (as `ilo export` writes them)."""
-    return export_bundle(loss_head_bundle(64), dcgan_export.folder.parent)
+    from ilo.engine.problems.operators import every_loss_head
+
+    return export_bundle(loss_head_bundle(list(every_loss_head(64).values()), 64), dcgan_export.folder.parent)
 
 
 @pytest.fixture(scope="module")
@@ -236,14 +238,13 @@ def test_loss_head_graphs(loss_heads):
     assert [o["name"] for o in graphs["loss_inpaint.vjp"]["outputs"]] == ["grad_image"]  # not the mask's
     assert "GatherND" not in graphs["loss_sr4.vjp"]["ops"]  # reflect padding as slices
     # dense CS: the matrix is shared by the batch and m is dynamic; equals the operator's loss
-    from ilo.engine.problems.losses import measurement_mse
     from ilo.engine.problems.operators import DenseGaussianCS
 
     op = DenseGaussianCS(3 * 64 * 64, 100, seed=1)
     x, y = torch.randn(4, 3, 64, 64), torch.randn(4, 100)
     session = ort_session(result.folder / graphs["loss_cs_gaussian.fwd"]["file"])
     (got,) = session.run(None, {"image": x.numpy(), "y": y.numpy(), "matrix": op.matrix.numpy()})
-    assert np.allclose(got, measurement_mse(op, x, y).numpy(), rtol=1e-4)
+    assert np.allclose(got, op.data_fit(x, y).numpy(), rtol=1e-4)
 
 
 def test_lpips_graphs_cache_target_features(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ilo import IloError
-from ilo.engine.problems.losses import LPIPS, add_measurement_noise, geocross, inpainting_fill, measurement_mse
+from ilo.engine.problems.losses import LPIPS, add_measurement_noise, geocross
 from ilo.engine.problems.operators import Downsample, Inpainting, Noise
 from ilo.engine.solver.projections import lr_ramp, project_l1_ball, project_to_norm
 
@@ -68,18 +68,18 @@ def test_geocross_is_zero_for_identical_vectors_and_per_image():
     assert torch.allclose(geocross(opposite), torch.tensor([math.pi**2 / 2 * 16 / 8]), rtol=1e-4)
 
 
-def test_measurement_mse_counts_observed_pixels_only():
+def test_inpainting_data_fit_counts_observed_pixels_only():
     op = Inpainting.centre_box(8, 1)
     x, g = torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8)
-    assert torch.allclose(measurement_mse(op, g, op.A(x)), torch.ones(1))
+    assert torch.allclose(op.data_fit(g, op.A(x)), torch.ones(1))
     sr = Downsample(2)
-    assert torch.allclose(measurement_mse(sr, g, sr.A(x)), torch.ones(1), atol=1e-6)
+    assert torch.allclose(sr.data_fit(g, sr.A(x)), torch.ones(1), atol=1e-6)
 
 
-def test_inpainting_fill_and_noise_addition():
+def test_inpainting_perceptual_target_is_eq3_fill_and_noise_addition():
     op = Inpainting.centre_box(8, 1)
     y, g = op.A(torch.full((1, 3, 8, 8), 0.5)), torch.full((1, 3, 8, 8), -0.5)
-    fill = inpainting_fill(op, g, y)
+    fill = op.perceptual_target(g, y)
     assert torch.equal(fill[op.mask.expand_as(fill) > 0], torch.full((48 * 3,), 0.5))
     assert torch.equal(fill[op.mask.expand_as(fill) == 0], torch.full((16 * 3,), -0.5))
     noisy = add_measurement_noise(torch.zeros(2, 3, 64, 64), Noise(torch.tensor([0.0, 0.1])))

@@ -36,7 +36,7 @@ def test_inpainting_metrics_split_hole_and_observed():
     truth = torch.zeros(1, 3, 16, 16)
     restored = truth.clone()
     restored[:, :, 4:12, 4:12] = 0.2  # error only inside the hole ([-1,1] units: 0.1 in [0,1])
-    m = restoration_metrics(restored, truth, op)
+    m = restoration_metrics(restored, truth, op.observed)
     assert m["mse_observed"].item() == 0
     assert math.isclose(m["psnr_hole"].item(), 20.0, abs_tol=1e-3)
     assert m["psnr"].item() > m["psnr_hole"].item()

@@ -1,11 +1,22 @@
-"""Every forward operator: adjointness, per-image parameters, shapes, composition."""
+"""Every forward operator: adjointness, per-image parameters, shapes, composition, device
+moves, batch selection and the loss head each exports (or its reason for having none)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from ilo import InputError
-from ilo.engine.problems.operators import DenseGaussianCS, Downsample, Identity, Inpainting, Noise, PartialCirculantCS
+from ilo.engine.problems.operators import (
+    Composed,
+    DenseGaussianCS,
+    Downsample,
+    Identity,
+    Inpainting,
+    Noise,
+    Operator,
+    PartialCirculantCS,
+    every_loss_head,
+)
 
 SIZE, BATCH = 16, 3
 N = 3 * SIZE * SIZE
@@ -107,3 +118,63 @@ def test_reflect_pad_matches_torch(before, after, dim):
     x = torch.randn(2, 3, 9, 11)
     pads = (before, after, 0, 0) if dim == 3 else (0, 0, before, after)
     assert torch.equal(reflect_pad(x, before, after, dim), F.pad(x, pads, mode="reflect"))
+
+
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+def test_every_operator_class_is_in_the_family_tested_here():
+    tested = {type(op) for op in _operators().values()}
+    assert set(_subclasses(Operator)) <= tested | {Composed} and Composed in tested
+
+
+@pytest.mark.parametrize("name", list(_operators()))
+def test_every_operator_exports_a_loss_head_equal_to_its_data_fit_or_says_why_not(name):
+    op = _operators()[name]
+    head = op.loss_head(SIZE)
+    if head is None:
+        assert op.no_head_reason, f"{name} has no fused loss head and does not say why"
+        return
+    x = torch.randn(BATCH, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    y = op.A(torch.randn(x.shape, generator=torch.Generator().manual_seed(4)))
+    extra = op.head_inputs(BATCH)
+    for tensor, (input_name, shape) in zip(extra, head.extra, strict=True):  # symbolic axes (CS's m) may differ
+        fixed = [i for i in range(len(shape)) if i not in head.symbolic.get(input_name, {})]
+        assert [tensor.shape[-len(shape) + i] for i in fixed] == [shape[i] for i in fixed], input_name
+    assert torch.allclose(head.loss(x, y, *extra), op.data_fit(x, y), rtol=1e-6, atol=0)
+
+
+def test_every_head_ilo_export_writes_comes_from_an_operator():
+    heads = every_loss_head(64)
+    assert set(heads) == {"inpaint", "denoise", "sr2", "sr4", "sr8", "cs_gaussian"}
+    assert Downsample(1).loss_head(64).name == "denoise" and Downsample(32).loss_head(64) is None  # 2 px: no head
+
+
+@pytest.mark.parametrize("name", list(_operators()))
+def test_an_operator_moves_with_to_and_holds_no_stray_tensors(name):
+    op = _operators()[name]
+    for module in op.modules():
+        stray = [k for k, v in vars(module).items() if isinstance(v, torch.Tensor)]
+        assert not stray, f"{name}: tensors {stray} are not buffers, so .to() would leave them behind"
+    moved = op.to("meta")
+    assert moved is op and all(b.is_meta for b in op.buffers())
+
+
+@pytest.mark.parametrize("name", list(_operators()))
+def test_selecting_images_of_a_batch_gives_their_rows(name):
+    op = _operators()[name]
+    x = torch.randn(BATCH, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
+    whole = op.A(x)
+    for i in range(BATCH):
+        one = op.select(slice(i, i + 1))
+        assert torch.allclose(one.A(x[i : i + 1]), whole[i : i + 1], atol=1e-6), (name, i)
+        assert one.noise_std(1).shape == (1, 1, 1, 1)
+
+
+def test_per_image_noise_levels_are_selected_too():
+    op = Noise(torch.tensor([0.0, 0.1, 0.2]))
+    assert float(op.select(slice(2, 3)).noise_std(1)) == pytest.approx(0.4)
+    assert float(op.select(slice(0, 1)).noise_std(1)) == 0

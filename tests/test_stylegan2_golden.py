@@ -1,4 +1,4 @@
-"""The StyleGAN2 reference matches what rosinality's implementation produced (DESIGN §6)."""
+"""The StyleGAN2 reference matches what rosinality's implementation produced (tests/fixtures/README.md)."""
 
 import pytest
 import torch

@@ -62,13 +62,13 @@ class InputSpec:
         t = self.task
         if self.mask is not None and self.mask_dir is not None:
             raise InputError("give --mask or --mask-dir, not both")
-        if t.task != "inpaint" and (self.mask or self.mask_dir):
+        if not t.kind.takes_masks and (self.mask or self.mask_dir):
             raise InputError("--mask / --mask-dir belong to --task inpaint")
         if (self.mask or self.mask_dir) and t.has_built_in_mask:
             raise InputError("give a mask file (--mask / --mask-dir) or a built-in mask (--centre-box, --box, --keep), not both")
         if self.clean_inputs and self.truth_dir is not None:
             raise InputError("--clean inputs are their own ground truth: drop --truth-dir (or --clean)")
-        if self.fit == "pad" and t.task != "inpaint":
+        if self.fit == "pad" and not t.kind.takes_masks:
             raise InputError("--fit pad invents pixels that only inpainting can treat as missing; use --fit crop or resize")
         if self.max_pixels < 1:
             raise InputError(f"--max-pixels must be at least 1, got {self.max_pixels}")
@@ -80,27 +80,25 @@ class MeasurementReader:
     def __init__(self, spec: InputSpec, resolution: int):
         self.spec, self.task, self.res = spec, spec.task, resolution
         self.task.measurement_size(resolution)  # e.g. a factor that does not divide the resolution
-        self.cs_measurements = self.task.measurement_count(resolution) if self.task.task == "cs" else None
-        self._cs_op: Operator | None = None
+        self.cs_measurements = self.task.measurement_count(resolution) if self.task.kind.vector_measurements else None
+        self._shared_op: Operator | None = None
         self._shared_mask = None  # the --mask picture, read on first use
 
     def shared_operator(self) -> Operator:
         """The operator of a task whose parameters do not differ per image (built once: a dense
         CS matrix is large)."""
-        if self.task.task != "cs":
-            return self.task.operator(self.res)
-        if self._cs_op is None:
-            self._cs_op = self.task.operator(self.res)
-        return self._cs_op
+        if self._shared_op is None:
+            self._shared_op = self.task.operator(self.res)
+        return self._shared_op
 
     def reads_measurements(self) -> bool:
-        return self.task.task == "cs" and not self.spec.clean_inputs
+        return self.task.kind.vector_measurements and not self.spec.clean_inputs
 
     def sources(self, path: Path) -> dict[str, Path]:
         """The files one input is made of, by role (input, mask, truth); missing ones are errors."""
         s = self.spec
         found = {"input": path}
-        if self.task.task == "inpaint" and (s.mask or s.mask_dir):
+        if self.task.kind.takes_masks and (s.mask or s.mask_dir):
             found["mask"] = s.mask if s.mask is not None else find_by_stem(s.mask_dir, path.stem, "mask")
         if s.truth_dir is not None:
             found["truth"] = find_by_stem(s.truth_dir, path.stem, "ground truth")
@@ -132,7 +130,7 @@ class MeasurementReader:
 
     def _mask(self, path: Path, source: Path | None, image_size: tuple[int, int], valid: torch.Tensor,
               digests: dict) -> torch.Tensor | None:  # fmt: skip
-        if self.task.task != "inpaint":
+        if not self.task.kind.takes_masks:
             return None
         s = self.spec
         if source is not None:

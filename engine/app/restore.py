@@ -5,7 +5,6 @@ The inputs are read by `ilo.engine.app.measurements`; the output folder is an `i
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import sys
 from dataclasses import dataclass, field
@@ -23,9 +22,9 @@ from ilo.engine.app.images import save_png, to_uint8
 from ilo.engine.app.measurements import InputSpec, MeasurementReader, Prepared
 from ilo.engine.app.progress import Progress
 from ilo.engine.app.run_dir import RunDir, check_output_layout
-from ilo.engine.problems.losses import LPIPS, measurement_mse
+from ilo.engine.problems.losses import LPIPS
 from ilo.engine.problems.metrics import restoration_metrics
-from ilo.engine.problems.operators import Inpainting, Operator
+from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec, name_seed
 from ilo.engine.solver.baselines import bm3d_denoise
 from ilo.engine.solver.ilo_solver import ILOConfig, csgm_config, pulse_config, solve
@@ -71,7 +70,7 @@ class RestoreOptions(InputSpec):
         super().__post_init__()
         if self.batch_size < 1:
             raise InputError("--batch-size must be at least 1")
-        if self.method == "bm3d" and self.task.task != "denoise":
+        if self.method == "bm3d" and not self.task.kind.bm3d:
             raise InputError("BM3D is a denoiser: use it with --task denoise")
         if self.config is None:
             self.config = method_config(self.method)
@@ -215,13 +214,13 @@ class Restorer:
             def report(k, step, steps, measured):
                 progress.note(f"round {k} step {step + 1}/{steps} loss {float(measured.mean()):.3g}")
 
-            # Operator.to moves in place; the CPU operator is still needed for the outputs
-            device_op = op if torch.device(o.device).type == "cpu" else copy.deepcopy(op).to(o.device)
-            result = solve(y.to(o.device), device_op, self.gen, o.config, image_seeds=seeds, lpips=self.loss_lpips, progress=report)
+            result = solve(y.to(o.device), op.to(o.device), self.gen, o.config, image_seeds=seeds, lpips=self.loss_lpips,
+                           progress=report)  # fmt: skip
             images, seconds = result.images.cpu(), result.seconds["total"]
             best_round = [int(r) for r in result.best_round]
+        op = op.cpu()  # the outputs are written from the CPU
         with torch.no_grad():
-            fit = measurement_mse(op, images, y)
+            fit = op.data_fit(images, y)
         for i, (b, path) in enumerate(zip(batch, paths)):
             record = {
                 "name": b.stem, "input": str(path), "output": f"{b.stem}.png", "task": self.task.task,
@@ -236,8 +235,7 @@ class Restorer:
             finished.append(b.stem)
 
     def _metrics(self, restored, truth, mask) -> dict:
-        op = Inpainting(mask) if mask is not None else None
-        values = {k: float(v[0]) for k, v in restoration_metrics(restored, truth, op).items()}
+        values = {k: float(v[0]) for k, v in restoration_metrics(restored, truth, mask).items()}
         if self.options.lpips_metric is not None:
             with torch.no_grad():
                 values["lpips"] = float(self.options.lpips_metric(restored.clamp(-1, 1), truth)[0])
@@ -267,9 +265,9 @@ def _in_file_order(records: dict[str, dict]) -> list[dict]:
 def degraded_paths(root: Path, stem: str, task: TaskSpec, tag: str = ".degraded") -> list[Path]:
     """Where the measurements of one image go: `ilo degrade` writes `<stem>.png` (tag ''),
     `ilo restore --save-degraded` writes `<stem>.degraded.png` beside the restored image."""
-    if task.task == "cs":
+    if task.kind.vector_measurements:
         return [root / f"{stem}{tag}.npy"]
-    return [root / f"{stem}{tag}.png"] + ([root / "masks" / f"{stem}.png"] if task.task == "inpaint" else [])
+    return [root / f"{stem}{tag}.png"] + ([root / "masks" / f"{stem}.png"] if task.kind.takes_masks else [])
 
 
 def write_degraded(root: Path, stem: str, task: TaskSpec, y: torch.Tensor, mask: torch.Tensor | None,
@@ -277,7 +275,7 @@ def write_degraded(root: Path, stem: str, task: TaskSpec, y: torch.Tensor, mask:
     """The measurements as files a later `ilo restore` reads back: the degraded image (and the
     mask, black = missing, under masks/), or a .npy of CS measurements."""
     paths = degraded_paths(root, stem, task, tag)
-    if task.task == "cs":
+    if task.kind.vector_measurements:
         with atomic_path(paths[0]) as tmp, open(tmp, "wb") as f:
             np.save(f, y[0].numpy().astype(np.float32))
         return paths
@@ -289,7 +287,7 @@ def write_degraded(root: Path, stem: str, task: TaskSpec, y: torch.Tensor, mask:
 
 def degraded_view(task: TaskSpec, y: torch.Tensor, res: int) -> torch.Tensor | None:
     """The measurements shown at the generator's size (None for CS, which has no picture)."""
-    if task.task == "cs":
+    if task.kind.vector_measurements:
         return None
     if y.shape[-1] != res:
         return F.interpolate(y, size=(res, res), mode="nearest")

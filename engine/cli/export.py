@@ -24,11 +24,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # onnx and the exporter load only when used
     from ilo.engine.problems.losses import LPIPS
+    from ilo.engine.problems.operators import every_loss_head
     from ilo.export.artifacts import export_bundle, generator_bundle, loss_head_bundle, lpips_bundle
     from ilo.generators.checkpoints.files import load_generator
 
     gen = load_generator(args.model)
-    bundles = [generator_bundle(gen), loss_head_bundle(gen.resolution)]
+    heads = list(every_loss_head(gen.resolution).values())
+    bundles = [generator_bundle(gen), loss_head_bundle(heads, gen.resolution)]
     if args.lpips:
         bundles.append(lpips_bundle(LPIPS(args.lpips, args.lpips_backbone), gen.resolution))
 

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
                         switch=args.switch, restarts=args.restarts, lpips_weight=args.lpips_weight)  # fmt: skip
     # --seed seeds the random starts and is harmless for BM3D; the other flags must not be ignored
     config = method_config(args.method, **solver_flags, **({} if args.method == "bm3d" else {"seed": args.seed}))
-    suffixes = (".npy",) if task.task == "cs" and not args.clean else IMAGE_SUFFIXES
+    suffixes = (".npy",) if task.kind.vector_measurements and not args.clean else IMAGE_SUFFIXES
     inputs = list_inputs(args.inputs, suffixes)
     gen = load_generator(args.model)
     if args.end_stage is not None and args.end_stage >= len(gen.stages):  # asked for a stage that is not there

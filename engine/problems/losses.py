@@ -1,7 +1,8 @@
 """Loss terms of the ILO objective, each per image ([B] out) so a batch never mixes images.
 
-dist(f(G), y) + R(z): measurement MSE, LPIPS (with the paper's eq. 3 fill for inpainting),
-the geodesic "geocross" regulariser over the latent vectors, and eq. 4's fresh noise.
+dist(f(G), y) + R(z): the measurement MSE is each operator's own `data_fit` (inpainting counts
+observed pixels only) and its `perceptual_target` the eq. 3 fill; here are LPIPS, the geodesic
+"geocross" regulariser over the latent vectors, and eq. 4's fresh noise.
 """
 
 from __future__ import annotations
@@ -11,18 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ilo.engine.problems.operators import Inpainting, Operator
+from ilo.engine.problems.operators import Operator
 from ilo.errors import IloError
-
-
-def measurement_mse(op: Operator, image: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between A(image) and y per image; for inpainting the mean runs over
-    observed pixels only, so the loss scale does not depend on how much is missing."""
-    diff = (op.A(image) - y).square().reshape(y.shape[0], -1)
-    if isinstance(op, Inpainting):
-        observed = (op.mask.expand(y.shape[0], 1, *y.shape[2:]).reshape(y.shape[0], -1).sum(1) * y.shape[1]).clamp_min(1)
-        return diff.sum(1) / observed
-    return diff.mean(1)
 
 
 def geocross(latents: torch.Tensor) -> torch.Tensor:
@@ -34,13 +25,6 @@ def geocross(latents: torch.Tensor) -> torch.Tensor:
     a, b = latents[:, :, None, :], latents[:, None, :, :]
     angle = 2 * torch.atan2((a - b).norm(dim=-1), (a + b).norm(dim=-1))
     return angle.square().mean(dim=(1, 2)) * latents.shape[-1] / 8
-
-
-def inpainting_fill(op: Operator, image: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Eq. 3's perceptual target: the observed pixels pasted onto the generation, M⊙y + (1−M)⊙G."""
-    if not isinstance(op, Inpainting):
-        return y
-    return op.mask * y + (1 - op.mask) * image
 
 
 def measurement_noise(shape: torch.Size, op: Operator, generators: list[torch.Generator] | None = None,

@@ -7,8 +7,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ilo.engine.problems.operators import Inpainting
-
 SSIM_C1, SSIM_C2 = 0.01**2, 0.03**2
 
 
@@ -64,13 +62,14 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (num / den).flatten(1).mean(1)
 
 
-def restoration_metrics(restored: torch.Tensor, truth: torch.Tensor, op=None) -> dict[str, torch.Tensor]:
-    """PSNR and SSIM on [0, 1]; for inpainting also PSNR inside the hole and MSE on the
-    observed pixels. Inputs in the generator's [-1, 1] range; each value is [B]."""
+def restoration_metrics(restored: torch.Tensor, truth: torch.Tensor, observed: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """PSNR and SSIM on [0, 1]; given the observed-pixel mask [B|1, 1, H, W] of an inpainting
+    (an operator's `observed`), also PSNR inside the hole and MSE on the observed pixels.
+    Inputs in the generator's [-1, 1] range; each value is [B]."""
     r, t = to_unit(restored), to_unit(truth)
     out = {"psnr": psnr(r, t), "ssim": ssim(r, t)}
-    if isinstance(op, Inpainting):
-        mask = op.mask.to(r)
+    if observed is not None:
+        mask = observed.to(r)
         out["psnr_hole"] = psnr(r, t, 1 - mask)
         observed = mask.expand_as(r)
         out["mse_observed"] = ((r - t).square() * observed).flatten(1).sum(1) / observed.flatten(1).sum(1).clamp_min(1)

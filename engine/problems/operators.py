@@ -1,10 +1,13 @@
 """Forward operators f: what the camera (or the damage) did to the image.
 
-Each operator is a small object with `A(x)` and, where linear, `A_adjoint(y)`; a known
-Gaussian noise level `sigma` rides along (measurements are `A(x) + sigma * n`). Operators
-compose with `*` (`Noise(0.1) * Downsample(4)` = downsample, then noise). Parameters that
-differ per image (masks, sigmas, circulant signs) carry a batch axis; images are [B, C, H, W]
-in the generator's [-1, 1] range, and sigma is in [0, 1] pixel units (the [-1, 1] noise is 2σ).
+An operator is a small `nn.Module` that owns everything known about its degradation: `A(x)`
+and, where linear, `A_adjoint(y)`; the per-image data fit; the observed-pixel mask (if any);
+how to take some images of its batch; and the loss head it exports for the fused step graphs.
+Its tensors are buffers, so `.to(device)` moves it. A known Gaussian noise level `sigma` rides
+along (measurements are `A(x) + sigma * n`). Operators compose with `*` (`Noise(0.1) *
+Downsample(4)` = downsample, then noise). Parameters that differ per image (masks, sigmas,
+circulant signs) carry a batch axis; images are [B, C, H, W] in the generator's [-1, 1] range,
+and sigma is in [0, 1] pixel units (the [-1, 1] noise is 2σ).
 """
 
 from __future__ import annotations
@@ -13,16 +16,55 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ilo.errors import InputError
+from ilo.export.graphs import LossHead
 
 
-class Operator:
+def _take(t: torch.Tensor, index: slice) -> torch.Tensor:
+    """Rows `index` of a per-image parameter; one shared by the batch (size 1) stays as it is."""
+    return t if t.ndim == 0 or t.shape[0] == 1 else t[index]
+
+
+class Operator(nn.Module):
     linear = True
     name = "operator"
+    # Why the operator has no fused loss head (its loss then runs in torch); None if it has one.
+    no_head_reason: str | None = None
 
     def __init__(self, sigma: float | torch.Tensor = 0.0):
-        self.sigma = torch.as_tensor(sigma, dtype=torch.float32)
+        super().__init__()
+        self.register_buffer("sigma", torch.as_tensor(sigma, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.A(x)
+
+    @property
+    def observed(self) -> torch.Tensor | None:
+        """The [B|1, 1, H, W] mask of the pixels the measurement keeps, or None (all of them)."""
+        return None
+
+    def data_fit(self, image: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean squared error between A(image) and y, per image ([B])."""
+        return (self.A(image) - y).square().reshape(y.shape[0], -1).mean(1)
+
+    def perceptual_target(self, image: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """What LPIPS compares the (degraded) generation with: the measurement itself."""
+        return y
+
+    def select(self, index: slice) -> "Operator":
+        """The operator of images `index` of the batch (itself where nothing is per image)."""
+        return self
+
+    def loss_head(self, resolution: int) -> LossHead | None:
+        """The exported per-image data fit of this operator's kind at `resolution`, or None
+        (`no_head_reason` says why)."""
+        return None
+
+    def head_inputs(self, batch: int) -> list[torch.Tensor]:
+        """The loss head's inputs after the image and y (a mask, a matrix), for a batch."""
+        return []
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -54,15 +96,14 @@ class Operator:
     def __mul__(self, inner: "Operator") -> "Operator":
         return Composed(self, inner)
 
-    def to(self, device) -> "Operator":
-        for key, value in vars(self).items():
-            if isinstance(value, torch.Tensor):
-                setattr(self, key, value.to(device))
-        return self
+    def _sigma_of(self, index: slice) -> torch.Tensor:
+        return _take(self.sigma, index)
 
 
 class Composed(Operator):
     """outer ∘ inner; the noise levels add in quadrature (the outer noise is the one applied last)."""
+
+    no_head_reason = "a composition has no single exported head; its data fit runs in torch"
 
     def __init__(self, outer: Operator, inner: Operator):
         super().__init__(torch.sqrt(outer.sigma**2 + inner.sigma**2))
@@ -77,10 +118,8 @@ class Composed(Operator):
         mid = self.inner.A(like)
         return self.inner.A_adjoint(self.outer.A_adjoint(y, mid), like)
 
-    def to(self, device):
-        self.outer.to(device), self.inner.to(device)
-        self.sigma = self.sigma.to(device)
-        return self
+    def select(self, index):
+        return Composed(self.outer.select(index), self.inner.select(index))
 
 
 class Identity(Operator):
@@ -91,6 +130,12 @@ class Identity(Operator):
 
     def A_adjoint(self, y, like):
         return y
+
+    def select(self, index):
+        return type(self)(self._sigma_of(index))
+
+    def loss_head(self, resolution):
+        return denoising_head(resolution)
 
 
 class Noise(Identity):
@@ -108,7 +153,7 @@ class Inpainting(Operator):
         super().__init__(sigma)
         if mask.ndim != 4 or mask.shape[1] != 1:
             raise InputError(f"a mask must have shape [B, 1, H, W], got {list(mask.shape)}")
-        self.mask = (mask > 0.5).float()
+        self.register_buffer("mask", (mask > 0.5).float())
 
     def A(self, x):
         self._check(x)
@@ -116,6 +161,34 @@ class Inpainting(Operator):
 
     def A_adjoint(self, y, like):
         return y * self.mask
+
+    @property
+    def observed(self):
+        return self.mask
+
+    def data_fit(self, image, y):
+        """The mean runs over observed pixels only, so the loss scale does not depend on how
+        much is missing."""
+        diff = (self.A(image) - y).square().reshape(y.shape[0], -1)
+        kept = self.mask.expand(y.shape[0], 1, *y.shape[2:]).reshape(y.shape[0], -1).sum(1) * y.shape[1]
+        return diff.sum(1) / kept.clamp_min(1)
+
+    def perceptual_target(self, image, y):
+        """Eq. 3: the observed pixels pasted onto the generation, M⊙y + (1−M)⊙G."""
+        return self.mask * y + (1 - self.mask) * image
+
+    def select(self, index):
+        return Inpainting(_take(self.mask, index), self._sigma_of(index))
+
+    def loss_head(self, resolution):
+        def fit(x, y, mask):
+            return Inpainting(mask).data_fit(x, y)
+
+        image = (3, resolution, resolution)
+        return LossHead("inpaint", image, (("mask", (1, resolution, resolution)),), fit)
+
+    def head_inputs(self, batch):
+        return [self.mask.expand(batch, -1, -1, -1).contiguous()]
 
     def _check(self, x):
         if tuple(self.mask.shape[2:]) != tuple(x.shape[2:]):
@@ -172,9 +245,20 @@ class Downsample(Operator):
         size = 4 * self.factor
         taps = (torch.arange(size, dtype=torch.float64) - size // 2 + 0.5) / self.factor
         k = keys_cubic(taps)
-        self.kernel = (k / k.sum()).float()
+        self.register_buffer("kernel", (k / k.sum()).float())
         pad = size - self.factor
         self.pad = (pad // 2, pad - pad // 2)
+
+    def select(self, index):
+        return Downsample(self.factor, self._sigma_of(index))
+
+    def loss_head(self, resolution):
+        if self.factor == 1:
+            return denoising_head(resolution)
+        side = resolution // self.factor
+        if resolution % self.factor or side < 4:  # the graph's reflect padding needs 4 pixels
+            return None
+        return LossHead(f"sr{self.factor}", (3, side, side), (), Downsample(self.factor).data_fit)
 
     def A(self, x):
         if self.factor == 1:
@@ -201,14 +285,44 @@ class DenseGaussianCS(Operator):
         if not 0 < m <= n:
             raise InputError(f"compressed sensing needs 0 < m <= n, got m={m}, n={n}")
         g = torch.Generator().manual_seed(seed)
-        self.matrix = torch.randn(m, n, generator=g) / math.sqrt(m)
+        self.register_buffer("matrix", torch.randn(m, n, generator=g) / math.sqrt(m))
         self.n, self.m = n, m
 
+    @staticmethod
+    def project(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], -1) @ matrix.t()
+
     def A(self, x):
-        return x.reshape(x.shape[0], -1) @ self.matrix.t()
+        return self.project(x, self.matrix)
 
     def A_adjoint(self, y, like):
         return (y @ self.matrix).reshape(like.shape)
+
+    def select(self, index):
+        chosen = DenseGaussianCS.__new__(DenseGaussianCS)
+        Operator.__init__(chosen, self._sigma_of(index))
+        chosen.register_buffer("matrix", self.matrix)  # shared by the batch: not copied
+        chosen.n, chosen.m = self.n, self.m
+        return chosen
+
+    def loss_head(self, resolution):
+        return self.head_at(resolution)
+
+    @classmethod
+    def head_at(cls, resolution: int) -> LossHead:
+        """The matrix is an input shared by the batch and m a dynamic axis: one graph serves
+        every ratio (the example traced is m = n / 10)."""
+        n = 3 * resolution * resolution
+        m = max(1, round(0.1 * n))
+
+        def fit(x, y, matrix):
+            return (cls.project(x, matrix) - y).square().mean(dim=1)
+
+        return LossHead("cs_gaussian", (m,), (("matrix", (m, n)),), fit, shared=("matrix",),
+                        symbolic={"y": {1: "m"}, "matrix": {0: "m"}})  # fmt: skip
+
+    def head_inputs(self, batch):
+        return [self.matrix]
 
 
 class PartialCirculantCS(Operator):
@@ -216,16 +330,25 @@ class PartialCirculantCS(Operator):
     (FFT), then a random subset of m outputs, scaled by 1/sqrt(m). Per-image parameters."""
 
     name = "cs-circulant"
+    no_head_reason = "its FFT has no TensorRT equivalent, so its data fit stays in torch"
 
     def __init__(self, n: int, m: int, batch: int = 1, seed: int = 0, sigma: float | torch.Tensor = 0.0):
         super().__init__(sigma)
         if not 0 < m <= n:
             raise InputError(f"compressed sensing needs 0 < m <= n, got m={m}, n={n}")
         g = torch.Generator().manual_seed(seed)
-        self.signs = torch.randint(0, 2, (batch, n), generator=g).float() * 2 - 1
-        self.filter_fft = torch.fft.rfft(torch.randn(batch, n, generator=g))
-        self.rows = torch.stack([torch.randperm(n, generator=g)[:m] for _ in range(batch)])
+        self.register_buffer("signs", torch.randint(0, 2, (batch, n), generator=g).float() * 2 - 1)
+        self.register_buffer("filter_fft", torch.fft.rfft(torch.randn(batch, n, generator=g)))
+        self.register_buffer("rows", torch.stack([torch.randperm(n, generator=g)[:m] for _ in range(batch)]))
         self.n, self.m = n, m
+
+    def select(self, index):
+        chosen = PartialCirculantCS.__new__(PartialCirculantCS)
+        Operator.__init__(chosen, self._sigma_of(index))
+        for name in ("signs", "filter_fft", "rows"):
+            chosen.register_buffer(name, _take(getattr(self, name), index))
+        chosen.n, chosen.m = self.n, self.m
+        return chosen
 
     def A(self, x):
         v = x.reshape(x.shape[0], -1) * self.signs
@@ -237,3 +360,17 @@ class PartialCirculantCS(Operator):
         full.scatter_(1, self.rows.expand(y.shape[0], -1), y / math.sqrt(self.m))
         corr = torch.fft.irfft(torch.fft.rfft(full) * self.filter_fft.conj(), n=self.n)
         return (corr * self.signs).reshape(like.shape)
+
+
+def denoising_head(resolution: int) -> LossHead:
+    image = (3, resolution, resolution)
+    return LossHead("denoise", image, (), Identity().data_fit)
+
+
+def every_loss_head(resolution: int, sr_factors=(2, 4, 8)) -> dict[str, LossHead]:
+    """The loss head of every operator kind that has one, at `resolution` (what `ilo export`
+    writes ahead of a run): inpainting, denoising, super-resolution per factor, dense CS."""
+    whole = torch.ones(1, 1, resolution, resolution)
+    kinds = [Inpainting(whole), Identity(), *(Downsample(f) for f in sr_factors)]
+    heads = [op.loss_head(resolution) for op in kinds] + [DenseGaussianCS.head_at(resolution)]
+    return {h.name: h for h in heads if h is not None}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 
@@ -17,6 +18,49 @@ from ilo.errors import InputError
 def name_seed(seed: int, name: str) -> int:
     """A stable 31-bit seed for one named image."""
     return (zlib.crc32(name.encode("utf-8")) ^ (seed * 0x9E3779B1)) & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """What the rest of the engine needs to know about a task, as data (one row per task)."""
+
+    default_sigma: float
+    build: Callable[["TaskSpec", int, torch.Tensor | None], Operator]  # (spec, resolution, masks)
+    takes_masks: bool = False  # inpaint: a mask per image (a file, a folder or built in)
+    vector_measurements: bool = False  # cs: y is a vector (a .npy file), not a picture
+    low_resolution: bool = False  # sr: the camera delivers resolution / factor pixels
+    bm3d: bool = False  # the BM3D baseline restores it (Gaussian denoising only)
+
+
+def _inpainting(spec: "TaskSpec", resolution: int, masks: torch.Tensor | None) -> Operator:
+    if masks is None:
+        raise InputError("inpainting needs masks")
+    return Inpainting(masks, sigma=spec.sigma)
+
+
+def _super_resolution(spec: "TaskSpec", resolution: int, masks) -> Operator:
+    spec.measurement_size(resolution)
+    return Downsample(spec.factor, sigma=spec.sigma)
+
+
+def _denoising(spec: "TaskSpec", resolution: int, masks) -> Operator:
+    return Noise(spec.sigma)
+
+
+def _compressed_sensing(spec: "TaskSpec", resolution: int, masks) -> Operator:
+    n, m = 3 * resolution * resolution, spec.measurement_count(resolution)
+    if spec.cs_matrix == "gaussian":
+        return DenseGaussianCS(n, m, seed=spec.op_seed, sigma=spec.sigma)
+    return PartialCirculantCS(n, m, batch=1, seed=spec.op_seed, sigma=spec.sigma)
+
+
+TASK_KINDS = {
+    "inpaint": TaskKind(0.0, _inpainting, takes_masks=True),
+    "sr": TaskKind(0.0, _super_resolution, low_resolution=True),
+    "denoise": TaskKind(0.1, _denoising, bm3d=True),
+    "cs": TaskKind(0.0, _compressed_sensing, vector_measurements=True),
+}
+assert tuple(TASK_KINDS) == TASKS  # the parser's names (ilo.choices) and this table agree
 
 
 @dataclass
@@ -32,15 +76,15 @@ class TaskSpec:
     op_seed: int = 0  # seeds the CS matrix and random masks
 
     def __post_init__(self):
-        if self.task not in TASKS:
+        if self.task not in TASK_KINDS:
             raise InputError(f"unknown task '{self.task}' (choose from {', '.join(TASKS)})")
         if self.sigma is None:
-            self.sigma = 0.1 if self.task == "denoise" else 0.0
+            self.sigma = self.kind.default_sigma
         if not 0 <= self.sigma < 1:
             raise InputError(f"--sigma is a std in [0, 1] pixel units, got {self.sigma}")
         if isinstance(self.factor, bool) or not isinstance(self.factor, int) or self.factor < 1:
             raise InputError(f"--factor is a whole downsampling factor of at least 1, got {self.factor}")
-        if self.task == "cs" and not (0 < self.ratio <= 1):
+        if not (0 < self.ratio <= 1):
             raise InputError(f"--ratio (m/n) must be in (0, 1], got {self.ratio}")
         if self.cs_matrix not in CS_MATRICES:
             raise InputError(f"unknown CS matrix '{self.cs_matrix}' (choose from {', '.join(CS_MATRICES)})")
@@ -52,16 +96,20 @@ class TaskSpec:
             raise InputError(f"--keep is a fraction of pixels in (0, 1], got {self.keep}")
 
     @property
+    def kind(self) -> TaskKind:
+        return TASK_KINDS[self.task]
+
+    @property
     def has_built_in_mask(self) -> bool:
         return any(x is not None for x in (self.centre_box, self.box, self.keep))
 
     def measurement_size(self, resolution: int) -> int:
         """Side of the image a camera delivers for this task (the low-resolution one for sr)."""
-        if self.task == "sr":
-            if resolution % self.factor:
-                raise InputError(f"--factor {self.factor} does not divide the generator's {resolution}px")
-            return resolution // self.factor
-        return resolution
+        if not self.kind.low_resolution:
+            return resolution
+        if resolution % self.factor:
+            raise InputError(f"--factor {self.factor} does not divide the generator's {resolution}px")
+        return resolution // self.factor
 
     def measurement_count(self, resolution: int) -> int:
         """m, the number of compressed-sensing measurements of one image."""
@@ -83,25 +131,13 @@ class TaskSpec:
 
     def operator(self, resolution: int, masks: torch.Tensor | None = None) -> Operator:
         """The forward operator for a batch; `masks` [B, 1, H, W] for inpainting."""
-        if self.task == "inpaint":
-            if masks is None:
-                raise InputError("inpainting needs masks")
-            return Inpainting(masks, sigma=self.sigma)
-        if self.task == "sr":
-            self.measurement_size(resolution)
-            return Downsample(self.factor, sigma=self.sigma)
-        if self.task == "denoise":
-            return Noise(self.sigma)
-        n, m = 3 * resolution * resolution, self.measurement_count(resolution)
-        if self.cs_matrix == "gaussian":
-            return DenseGaussianCS(n, m, seed=self.op_seed, sigma=self.sigma)
-        return PartialCirculantCS(n, m, batch=1, seed=self.op_seed, sigma=self.sigma)
+        return self.kind.build(self, resolution, masks)
 
     def measure(self, op: Operator, clean: torch.Tensor, names: list[str]) -> torch.Tensor:
         """y = A(x) + noise with each image's noise drawn from its own name-seeded stream."""
         ys = []
         for i, name in enumerate(names):
-            single = _slice_operator(op, i)
+            single = op.select(slice(i, i + 1))
             g = torch.Generator().manual_seed(name_seed(self.op_seed + 1, name))
             ys.append(single.measure(clean[i : i + 1], g))
         return torch.cat(ys)
@@ -109,8 +145,3 @@ class TaskSpec:
     def describe(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
-
-def _slice_operator(op: Operator, i: int) -> Operator:
-    if isinstance(op, Inpainting) and op.mask.shape[0] > 1:
-        return Inpainting(op.mask[i : i + 1], sigma=op.sigma)
-    return op

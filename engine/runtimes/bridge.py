@@ -12,7 +12,7 @@ torch: Adam, projections):
   per stage and direction; that overhead is what the fused graph removes.
 
 `EngineGenerator` wraps a staged generator: `run_stages` chains stage engines, `fused_step`
-returns the fused evaluation for a round and operator when a head exists for it.
+returns the fused evaluation for a round and operator when the operator exports a loss head.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from ilo.engine.problems.operators import DenseGaussianCS, Downsample, Identity, Inpainting, Operator
+from ilo.engine.problems.operators import Operator
 from ilo.engine.runtimes.backends import Backend, Runner, get_backend
 from ilo.export.artifacts import export_bundle, generator_bundle, step_bundle
-from ilo.export.graphs import GraphFn, loss_heads, mapping_graphs, stage_graphs, step_graph
+from ilo.export.graphs import GraphFn, mapping_graphs, stage_graphs, step_graph
 from ilo.generators.staged import StagedGenerator, State
 
 
@@ -74,21 +74,6 @@ class FusedStep(torch.autograd.Function):
         return (None, *scaled, *[None] * ctx.n_rest)
 
 
-def head_for(op: Operator, batch: int) -> tuple[str, list[torch.Tensor]] | None:
-    """The loss head of an operator and its extra inputs, or None where there is none
-    (partial-circulant CS, composed operators): those run the chained path."""
-    kind = type(op)
-    if issubclass(kind, Identity) or (kind is Downsample and op.factor == 1):
-        return "denoise", []
-    if kind is Inpainting:
-        return "inpaint", [op.mask.expand(batch, -1, -1, -1).contiguous()]
-    if kind is Downsample:
-        return f"sr{op.factor}", []
-    if kind is DenseGaussianCS:
-        return "cs_gaussian", [op.matrix]
-    return None
-
-
 def load_graphs(backend: Backend, make_bundle: Callable, functions: Callable[[], list[GraphFn]],
                 cache: Path | None = None, progress: Callable | None = None) -> dict[str, Runner]:  # fmt: skip
     """Graph name -> runner for a bundle of graphs. File backends export the bundle on a cache
@@ -129,7 +114,6 @@ class EngineGenerator:
         runners = load_graphs(self.backend, lambda: generator_bundle(gen), lambda: mapping_graphs(gen) + stage_graphs(gen), cache, progress)
         self.stage_pairs = [GraphPair(runners[f"stage{k}.fwd"], runners[f"stage{k}.vjp"]) for k in range(len(gen.stages))]
         self.mapping_pair = GraphPair(runners["mapping.fwd"], runners["mapping.vjp"]) if "mapping.fwd" in runners else None
-        self._heads = loss_heads(gen.resolution)
         self._steps: dict[tuple[int, str, int], Runner] = {}
 
     def __getattr__(self, name):  # shapes, specs, noise maps, statistics: the torch model's
@@ -162,18 +146,18 @@ class EngineGenerator:
     def fused_step(self, start: int, op: Operator, batch: int, optimised_noises: int = 0) -> Callable | None:
         """evaluate(state, wplus, noises, y) -> (per-image loss, image) for round `start`, with
         gradients for the state, the latents and the noise maps below index `optimised_noises`,
-        or None when no loss head matches `op`. Exports the round's graph on first use."""
-        found = head_for(op, batch)
-        if found is None or found[0] not in self._heads:
+        or None when `op` exports no loss head (its `no_head_reason` says why). Exports the
+        round's graph on first use."""
+        gen = self.torch_generator
+        head = op.loss_head(gen.resolution)
+        if head is None:
             return None
-        head, extra = found
-        n_noise = len(self.torch_generator.noise_shapes)
-        optimised_noises = min(optimised_noises, n_noise)  # one graph for every count >= all of them
-        key = (start, head, optimised_noises)
+        extra = op.head_inputs(batch)
+        optimised_noises = min(optimised_noises, len(gen.noise_shapes))  # one graph for every count >= all of them
+        key = (start, head.name, optimised_noises)
         if key not in self._steps:
-            gen = self.torch_generator
             runners = load_graphs(self.backend, lambda: step_bundle(gen, head, start, optimised_noises),
-                                  lambda: [step_graph(gen, self._heads[head], start, optimised_noises)], self.cache, self.progress)  # fmt: skip
+                                  lambda: [step_graph(gen, head, start, optimised_noises)], self.cache, self.progress)  # fmt: skip
             (self._steps[key],) = runners.values()
         runner = self._steps[key]
         chain = self.torch_generator.specs[start:]

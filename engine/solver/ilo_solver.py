@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ilo.engine.problems.losses import LPIPS, geocross, inpainting_fill, measurement_mse, measurement_noise
+from ilo.engine.problems.losses import LPIPS, geocross, measurement_noise
 from ilo.engine.problems.operators import Operator
 from ilo.engine.solver.projections import lr_ramp, norms, project_l1_ball, project_to_norm
 from ilo.errors import IloError
@@ -130,10 +130,10 @@ class _Objective:
     def __call__(self, image: torch.Tensor, noise: torch.Tensor | None, pre_latents: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         c = self.config
         seen = image if noise is None else image + noise
-        loss = c.mse_weight * measurement_mse(self.op, seen, self.y)
+        loss = c.mse_weight * self.op.data_fit(seen, self.y)
         if c.lpips_weight:
             # eq. 3's target is a constant of each step (as the exported LPIPS VJP assumes)
-            target = inpainting_fill(self.op, seen, self.y).detach()
+            target = self.op.perceptual_target(seen, self.y).detach()
             if target.shape != seen.shape:
                 raise IloError("LPIPS needs measurements in image space (inpainting, denoising)")
             loss = loss + c.lpips_weight * self.lpips(target, seen)
@@ -276,7 +276,7 @@ class _Run:
         self.round(0, z, noises, (), record=not self.curves)  # the records keep the first start's round 0
         with torch.no_grad():
             image = self.gen.synthesize(self.latents.wplus(z), noises)
-            final_loss = measurement_mse(self.op, image, self.y)
+            final_loss = self.op.data_fit(image, self.y)
         return {"z": z.detach(), "noises": [n.detach() for n in noises], "final_loss": final_loss}
 
     def _fused_step(self, k: int):
@@ -323,7 +323,7 @@ class _Run:
             if not torch.isfinite(loss).all():
                 raise IloError(f"the optimisation diverged (loss is NaN/inf) in round {k}, step {step}; lower the learning rate")
             with torch.no_grad():
-                measured = measurement_mse(self.op, image, self.y)
+                measured = self.op.data_fit(image, self.y)
                 improved = measured < self.best_loss
                 self.best_loss = torch.where(improved, measured, self.best_loss)
                 self.best_images[improved] = image.detach()[improved]

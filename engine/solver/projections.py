@@ -1,4 +1,6 @@
-"""Constraints and schedules the ILO rounds apply after each Adam step (DESIGN §2)."""
+"""Constraints and schedules the ILO rounds apply after each Adam step: the l1-ball projection
+of an intermediate layer around its starting point, the latent-norm projection
+and the learning-rate ramp."""
 
 from __future__ import annotations
 
