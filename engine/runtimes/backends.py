@@ -4,45 +4,32 @@
     run = backend.load(graph_fn, onnx_path)       # graph_fn: the torch function the file was traced from
     outputs = run(*tensors)                       # list of tensors on the backend's device
 
+`load` is `runner(build(...))`: building (a graph function -> a torch callable, an ONNX file ->
+an ONNX Runtime session or a TensorRT engine loader) is apart from running (runner.py).
+
 - `torch`: the eager reference: runs the graph function itself, never the file.
+- `cuda`: the graph function with StyleGAN2's layers on the fused kernels of ilo.kernels.
 - `onnxruntime`: the CPU execution provider on the CPU; the CUDA provider on a CUDA device,
   with IO binding so inputs and outputs stay on the device.
 - `onnxruntime-tensorrt`: ONNX Runtime's TensorRT provider (CUDA only), with an engine cache.
 - `tensorrt`: native TensorRT engines (engine/runtimes/tensorrt_runner.py).
+
+Callers import Backend, BackendUnavailable and Runner (runner.py) and ort_session
+(ilo.export.ort_session) from here too.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 
 from ilo.choices import BACKENDS  # noqa: F401  (re-exported)
+from ilo.engine.runtimes.ort_runner import OrtCpuRunner, OrtCudaRunner
+from ilo.engine.runtimes.runner import Backend, BackendUnavailable, Runner
 from ilo.errors import IloError
 from ilo.export.graphs import GraphFn
-from ilo.export.ort_session import ort_session  # noqa: F401  (also imported from here by callers)
-
-Runner = Callable[..., list[torch.Tensor]]
-
-
-class BackendUnavailable(IloError):
-    """The backend asked for is not installed or cannot run on this machine."""
-
-
-class Backend:
-    name = ""
-    runs_functions = False  # True: runs the graph functions in torch, needs no exported files
-
-    def __init__(self, device: torch.device | str = "cpu"):
-        self.device = torch.device(device)
-
-    def load(self, graph: GraphFn | None, path: Path | None) -> Runner:
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        return f"{self.name} on {self.device}"
+from ilo.export.ort_session import ort_session
 
 
 class TorchBackend(Backend):
@@ -51,22 +38,34 @@ class TorchBackend(Backend):
     name = "torch"
     runs_functions = True
 
-    def load(self, graph: GraphFn | None, path: Path | None) -> Runner:
+    def build(self, graph: GraphFn | None, path: Path | None) -> GraphFn:
         if graph is None:
-            raise IloError("the torch backend runs graph functions, not ONNX files")
-        forward_only = graph.name.endswith(".fwd")
+            raise IloError(f"the {self.name} backend runs graph functions, not ONNX files")
+        return graph
 
-        def run(*tensors):
-            with torch.no_grad() if forward_only else torch.enable_grad():
-                return [t.detach() for t in graph.fn(*tensors)]
+    def runner(self, built: GraphFn) -> Runner:
+        return function_runner(built)
 
-        return run
+
+def function_runner(graph: GraphFn) -> Runner:
+    """A graph function as a runner: without autograd for forward graphs, with it for the VJP
+    and step graphs (they differentiate inside); outputs detached."""
+    forward_only = graph.name.endswith(".fwd")
+
+    def run(*tensors):
+        with torch.no_grad() if forward_only else torch.enable_grad():
+            return [t.detach() for t in graph.fn(*tensors)]
+
+    return run
 
 
 class KernelBackend(TorchBackend):
     """The graph functions in torch with StyleGAN2's layers (modulated convs, to-RGB, skip
     upsampling) on the fused kernels of ilo.kernels, forward and VJP. Everything else (mapping
-    proxy, loss heads, LPIPS, DCGAN) is the torch reference."""
+    proxy, loss heads, LPIPS, DCGAN) is the torch reference.
+
+    The kernels are passed explicitly: `build` asks each graph for its version on
+    `self.layers` (GraphFn.on_fast_layers); graphs without one run as they are."""
 
     name = "cuda"
 
@@ -84,11 +83,9 @@ class KernelBackend(TorchBackend):
                                      f"{library.device_type} tensors, not on {self.device}")  # fmt: skip
         self.library, self.layers = library, KernelOps(library)
 
-    def load(self, graph: GraphFn | None, path: Path | None) -> Runner:
-        # The kernels are passed explicitly: each graph is asked for its version on them.
-        if graph is not None and graph.on_fast_layers is not None:
-            graph = graph.on_fast_layers(self.layers)
-        return super().load(graph, path)
+    def build(self, graph: GraphFn | None, path: Path | None) -> GraphFn:
+        graph = super().build(graph, path)
+        return graph.on_fast_layers(self.layers) if graph.on_fast_layers is not None else graph
 
     def describe(self) -> str:
         return f"cuda kernels ({self.library.build_info}) on {self.device}"
@@ -126,53 +123,16 @@ class OnnxRuntimeBackend(Backend):
         elif on_cuda:
             raise BackendUnavailable("the onnxruntime CPU provider runs on the CPU; use --device cpu")
 
-    def load(self, graph: GraphFn | None, path: Path | None) -> Runner:
+    def build(self, graph: GraphFn | None, path: Path | None):
+        """The ONNX Runtime session of the file at `path`."""
         if path is None:
             raise IloError(f"{self.name} runs exported ONNX files; none was given")
-        session = ort_session(path, self.provider, self.threads, device_index=self.device.index or 0)
+        return ort_session(path, self.provider, self.threads, device_index=self.device.index or 0)
+
+    def runner(self, built) -> Runner:
         if self.provider == "cpu":
-            return _CpuRunner(session)
-        return _CudaRunner(session, self.device)
-
-
-class _CpuRunner:
-    """Tensors cross as numpy views of the same memory: no copies either way."""
-
-    def __init__(self, session):
-        self.session = session
-        self.inputs = [i.name for i in session.get_inputs()]
-
-    def __call__(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
-        feeds = {n: _as_float32(t).numpy() for n, t in zip(self.inputs, tensors)}
-        return [torch.from_numpy(out) for out in self.session.run(None, feeds)]
-
-
-class _CudaRunner:
-    """IO binding: inputs are read from, and outputs written to, torch CUDA memory in place."""
-
-    def __init__(self, session, device: torch.device):
-        self.session, self.device = session, device
-        self.inputs = [i.name for i in session.get_inputs()]
-        self.outputs = [(o.name, o.shape) for o in session.get_outputs()]
-
-    def __call__(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
-        binding = self.session.io_binding()
-        index = self.device.index or 0
-        tensors = [_as_float32(t.to(self.device)) for t in tensors]
-        for name, t in zip(self.inputs, tensors):
-            binding.bind_input(name, "cuda", index, np.float32, tuple(t.shape), t.data_ptr())
-        batch = tensors[0].shape[0]
-        outputs = []
-        for name, shape in self.outputs:  # symbolic output dims are the batch axis
-            out = torch.empty([batch if not isinstance(d, int) else d for d in shape], device=self.device)
-            binding.bind_output(name, "cuda", index, np.float32, tuple(out.shape), out.data_ptr())
-            outputs.append(out)
-        self.session.run_with_iobinding(binding)
-        return outputs
-
-
-def _as_float32(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().to(torch.float32).contiguous()
+            return OrtCpuRunner(built)
+        return OrtCudaRunner(built, self.device)
 
 
 def check_device(device: torch.device | str) -> torch.device:
