@@ -198,6 +198,50 @@ def test_weights_that_require_grad_run_the_reference(emulated_kernels):
     assert layer.conv.weight.grad is not None  # trained weights get their gradient, from the reference
 
 
+def test_fast_layers_are_an_explicit_copy_and_the_reference_stays_as_it_was(emulated_kernels):
+    """with_fast_layers sets the implementation on a copy that shares the weights; the module it
+    was given, and every module as built (what graph export traces), runs the reference."""
+    layer = _layer("up", 12, 9, None)
+    fast_layer = R.with_fast_layers(layer, KernelOps(emulated_kernels))
+    assert layer.fast is None and not R.runs_fast_layers(layer) and R.runs_fast_layers(fast_layer)
+    assert fast_layer.conv.weight is layer.conv.weight and fast_layer.conv.blur_kernel is layer.conv.blur_kernel
+    x, w, noise = torch.randn(2, 12, 4, 4), torch.randn(2, 8), torch.randn(2, 1, 8, 8, requires_grad=True)
+    assert "ModulatedLayer" in type(fast_layer(x, w, noise).grad_fn).__name__
+    assert "ModulatedLayer" not in type(layer(x, w, noise).grad_fn).__name__
+    assert not R.runs_fast_layers(R.with_fast_layers(fast_layer, None))  # and back
+
+
+def test_graph_functions_run_the_kernels_only_when_asked(sg2, emulated_kernels):
+    """stage_graphs builds reference functions (what export traces); on_fast_layers gives the
+    same graph on the kernels, whose VJP runs on plain autograd and equals the reference's."""
+    from ilo.export.graphs import stage_graphs
+
+    graphs = {g.name: g for g in stage_graphs(sg2)}
+    fast = KernelOps(emulated_kernels)
+    for name in ("stage1.fwd", "stage1.vjp"):
+        reference = graphs[name]
+        on_kernels = reference.on_fast_layers(fast)
+        inputs = reference.example(2, seed=3)
+        with torch.enable_grad():
+            want, got = reference.fn(*inputs), on_kernels.fn(*inputs)
+        for a, b in zip(got, want):
+            assert relative(a, b) <= 1e-4
+    assert on_kernels.on_fast_layers is None  # a graph on the kernels is never asked again
+
+
+def test_kernel_backend_builds_graphs_on_the_kernels_and_runs_them(sg2, emulated_kernels):
+    """Loader and runner apart: build gives the graph on the kernels, runner calls it."""
+    from ilo.export.graphs import stage_graphs
+
+    backend = KernelBackend("cpu", library=emulated_kernels)
+    graph = stage_graphs(sg2)[2]  # stage1.fwd
+    built = backend.build(graph, None)
+    assert built is not graph and built.name == graph.name and graph.on_fast_layers is not None
+    inputs = graph.example(1)
+    (state, rgb), (want_state, want_rgb) = backend.runner(built)(*inputs), get_backend("torch").load(graph, None)(*inputs)
+    assert relative(state, want_state) <= 1e-4 and relative(rgb, want_rgb) <= 1e-4
+
+
 def test_bad_calls_are_refused_with_the_reason(emulated_kernels):
     with pytest.raises(KernelLibraryError, match="unsupported geometry k=5"):
         K.conv(emulated_kernels, torch.randn(1, 2, 6, 6), torch.randn(3, 2, 5, 5), pad=2)
