@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import platform
@@ -60,6 +61,8 @@ def grouped_forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def formulation(name: str, library, tf32: bool):
+    """Within this block, `prepare(module)` (what it yields) is the module in formulation
+    `name`: its layers on the kernels (a copy, weights shared) or the torch reference."""
     from ilo.generators import ops as R
     from ilo.kernels.fast_path import KernelOps
 
@@ -68,8 +71,8 @@ def formulation(name: str, library, tf32: bool):
     if name == "torch grouped":
         R.ModulatedConv2d.forward = grouped_forward
     try:
-        with R.fast_layers(KernelOps(library, tf32=tf32)) if name == "kernels" else contextlib.nullcontext():
-            yield
+        fast = KernelOps(library, tf32=tf32) if name == "kernels" else None
+        yield lambda module: R.with_fast_layers(module, fast)
     finally:
         R.ModulatedConv2d.forward, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
@@ -141,8 +144,8 @@ def layer_case(shape, batch, device):
     w = torch.randn(batch, 512, device=device, generator=g, requires_grad=True)
     noise = torch.randn(batch, 1, shape.out_res, shape.out_res, device=device, generator=g, requires_grad=True)
     inputs = (x, w) if shape.kind == "rgb" else (x, w, noise)
-    run = (lambda: layer(x, w)) if shape.kind == "rgb" else (lambda: layer(x, w, noise))
-    return run, inputs
+    call = (lambda m: m(x, w)) if shape.kind == "rgb" else (lambda m: m(x, w, noise))
+    return layer, call, inputs
 
 
 def block_case(res, batch, device, channels):
@@ -163,11 +166,11 @@ def block_case(res, batch, device, channels):
     w = torch.randn(batch, 3, 512, device=device, generator=gd, requires_grad=True)
     noises = [torch.randn(batch, 1, res, res, device=device, generator=gd, requires_grad=True) for _ in range(2)]
 
-    def run():
-        feats, rgb = block((x, skip), w, noises)
+    def call(m):
+        feats, rgb = m((x, skip), w, noises)
         return feats.square().mean() + rgb.square().mean()
 
-    return run, (x, skip, w, *noises)
+    return block, call, (x, skip, w, *noises)
 
 
 def forward_and_vjp(run, inputs):
@@ -191,20 +194,21 @@ def max_relative(a, b) -> float:
 def measure_layers(shapes, batch, device, library, repeats, peaks):
     rows = []
     for shape in shapes:
-        run, inputs = layer_case(shape, batch, device)
+        layer, call, inputs = layer_case(shape, batch, device)
         row = {"layer": shape.name, "kind": shape.kind, "cin": shape.cin, "cout": shape.cout, "res": shape.res, "batch": batch}
         for name, tf32 in FORMS:
             label = form_label(name, tf32)
-            with formulation(name, library, tf32):
+            with formulation(name, library, tf32) as prepare:
+                run = functools.partial(call, prepare(layer))
                 with torch.no_grad():
                     row[f"fwd {label}"] = timed(run, device, repeats)
                 row[f"fwd+vjp {label}"] = timed(forward_and_vjp(run, inputs), device, repeats)
-        step = forward_and_vjp(run, inputs)
-        with formulation("torch scaled", library, False):  # the errors, against fp32 torch
-            want = step()
+        with formulation("torch scaled", library, False) as prepare:  # the errors, against fp32 torch
+            want = forward_and_vjp(functools.partial(call, prepare(layer)), inputs)()
         for tf32 in (False, True):
-            with formulation("kernels", library, tf32):
-                row[f"max relative error {form_label('kernels', tf32)}"] = max_relative(step(), want)
+            with formulation("kernels", library, tf32) as prepare:
+                got = forward_and_vjp(functools.partial(call, prepare(layer)), inputs)()
+                row[f"max relative error {form_label('kernels', tf32)}"] = max_relative(got, want)
         (torch_ms, torch_form), (kernel_ms, kernel_form) = best(row, TORCH_FORMS, "fwd+vjp "), best(row, KERNEL_FORMS, "fwd+vjp ")
         row["fwd+vjp speed-up"], row["best torch"], row["best kernels"] = torch_ms / kernel_ms, torch_form, kernel_form
         flops = 2 * shape.macs_per_image() * batch
@@ -221,12 +225,11 @@ def measure_layers(shapes, batch, device, library, repeats, peaks):
 def measure_blocks(resolutions, batch, device, library, repeats, channels):
     rows = []
     for res in resolutions:
-        run, inputs = block_case(res, batch, device, channels)
-        step = forward_and_vjp(run, inputs)
+        block, call, inputs = block_case(res, batch, device, channels)
         row = {"block": f"{channels[int(math.log2(res)) - 3]}->{channels[int(math.log2(res)) - 2]} @{res}px", "res": res, "batch": batch}
         for name, tf32 in FORMS:
-            with formulation(name, library, tf32):
-                row[form_label(name, tf32)] = timed(step, device, repeats)
+            with formulation(name, library, tf32) as prepare:
+                row[form_label(name, tf32)] = timed(forward_and_vjp(functools.partial(call, prepare(block)), inputs), device, repeats)
         (torch_ms, torch_form), (kernel_ms, kernel_form) = best(row, TORCH_FORMS), best(row, KERNEL_FORMS)
         row["best torch"], row["best kernels"], row["speed-up"] = torch_form, kernel_form, torch_ms / kernel_ms
         rows.append(row)

@@ -30,6 +30,10 @@ class GraphFn:
     stage: int | None = None
     shared: tuple[str, ...] = ()  # inputs without a batch axis, one for the whole batch (a CS matrix)
     symbolic: dict = field(default_factory=dict)  # input name -> {axis: dim name} besides the batch
+    # The same function with the generator's layers on a fast implementation (ops.FastLayers),
+    # for the graphs that have such layers; None elsewhere. `fn` is always the reference: it is
+    # what export traces, and a backend asks for this one explicitly.
+    on_fast_layers: Callable[[ops.FastLayers], GraphFn] | None = None
 
     def example(self, batch: int, dtype=torch.float32, seed: int = 0) -> tuple[torch.Tensor, ...]:
         g = torch.Generator().manual_seed(seed)
@@ -37,11 +41,12 @@ class GraphFn:
                      for name, shape in self.inputs)  # fmt: skip
 
 
-def vjp_pullback(fn: Callable, *primals: torch.Tensor, has_aux: bool = False):
-    """torch.func.vjp's contract (what graph export traces). Inside `ops.fast_layers` it runs
-    on plain autograd instead: functorch cannot see through the kernels' opaque autograd
-    Functions (it hands their backward wrapped tensors without storage)."""
-    if not ops.fast_layers_active():
+def vjp_pullback(fn: Callable, *primals: torch.Tensor, has_aux: bool = False, plain_autograd: bool = False):
+    """torch.func.vjp's contract. `plain_autograd=False` runs torch.func.vjp (what graph export
+    traces); True runs plain autograd, which functions on fast layers need: functorch cannot see
+    through the kernels' opaque autograd Functions (it hands their backward wrapped tensors
+    without storage)."""
+    if not plain_autograd:
         return torch.func.vjp(fn, *primals, has_aux=has_aux)
     leaves = [p.detach().requires_grad_(True) for p in primals]
     with torch.enable_grad():
@@ -58,16 +63,17 @@ def vjp_pullback(fn: Callable, *primals: torch.Tensor, has_aux: bool = False):
     return (detach(out), pullback, detach(aux)) if has_aux else (detach(out), pullback)
 
 
-def _vjp_of(forward: GraphFn, n_primals: int, grad_names: list[str], n_differentiated: int | None = None) -> GraphFn:
+def _vjp_of(forward: GraphFn, n_primals: int, grad_names: list[str], n_differentiated: int | None = None,
+            plain_autograd: bool = False) -> GraphFn:  # fmt: skip
     """The VJP of `forward` with respect to its first `n_differentiated` inputs (default: all
     primals); the other primals are constants of the pullback (LPIPS target features, masks).
-    `frozen=False` builds the same functions on plain torch autograd: the references."""
+    `plain_autograd`: see vjp_pullback (True where `forward` runs on fast layers)."""
     n_diff = n_primals if n_differentiated is None else n_differentiated
 
     def vjp(*tensors):
         primals, cotangents = tensors[:n_primals], tensors[n_primals:]
         rest = primals[n_diff:]
-        _, pullback = vjp_pullback(lambda *diff: forward.fn(*diff, *rest), *primals[:n_diff])
+        _, pullback = vjp_pullback(lambda *diff: forward.fn(*diff, *rest), *primals[:n_diff], plain_autograd=plain_autograd)
         return tuple(pullback(tuple(cotangents)))
 
     name = forward.name.replace(".fwd", ".vjp")
@@ -76,29 +82,38 @@ def _vjp_of(forward: GraphFn, n_primals: int, grad_names: list[str], n_different
     return GraphFn(name, vjp, inputs, outputs, forward.stage, shared=forward.shared, symbolic=forward.symbolic)
 
 
-def stage_graphs(gen: StagedGenerator, stages=None) -> list[GraphFn]:
-    """Forward and VJP functions of every stage (of `stages`, default the exporter's stages)."""
+def stage_graphs(gen: StagedGenerator, stages=None, fast: ops.FastLayers | None = None) -> list[GraphFn]:
+    """Forward and VJP functions of every stage (of `stages`, default the exporter's stages),
+    on the reference layers, or on `fast` where given (never for export)."""
     stages = gen.export_stages() if stages is None else stages
+    return [g for stage in stages for g in _stage_pair(gen, stage, fast)]
+
+
+def _stage_pair(gen: StagedGenerator, stage, fast: ops.FastLayers | None) -> list[GraphFn]:
+    reference = stage
+    if fast is not None:
+        stage = ops.with_fast_layers(stage, fast)
+    spec = stage.spec
     noise_shapes = gen.noise_shapes
-    out = []
-    for stage in stages:
-        spec = stage.spec
-        n_state, has_w = len(spec.state_in), spec.latent_count > 0
+    n_state, has_w = len(spec.state_in), spec.latent_count > 0
 
-        def fwd(*tensors, stage=stage, n_state=n_state, has_w=has_w):
-            state = tuple(tensors[:n_state])
-            latents = tensors[n_state] if has_w else None  # stages that read no latent get none
-            noises = list(tensors[n_state + has_w :])
-            return tuple(stage(state, latents, noises))
+    def fwd(*tensors):
+        state = tuple(tensors[:n_state])
+        latents = tensors[n_state] if has_w else None  # stages that read no latent get none
+        noises = list(tensors[n_state + has_w :])
+        return tuple(stage(state, latents, noises))
 
-        inputs = [(f"state_in_{i}", tuple(s)) for i, s in enumerate(spec.state_in)]
-        if has_w:
-            inputs.append(("w", (spec.latent_count, gen.style_dim)))
-        inputs += [(f"noise_{i}", (1, *noise_shapes[i])) for i in spec.noise_indices]
-        outputs = [(f"state_out_{i}", tuple(s)) for i, s in enumerate(spec.state_out)]
-        forward = GraphFn(f"stage{spec.index}.fwd", fwd, inputs, outputs, spec.index)
-        out += [forward, _vjp_of(forward, len(inputs), [f"grad_{name}" for name, _ in inputs])]
-    return out
+    inputs = [(f"state_in_{i}", tuple(s)) for i, s in enumerate(spec.state_in)]
+    if has_w:
+        inputs.append(("w", (spec.latent_count, gen.style_dim)))
+    inputs += [(f"noise_{i}", (1, *noise_shapes[i])) for i in spec.noise_indices]
+    outputs = [(f"state_out_{i}", tuple(s)) for i, s in enumerate(spec.state_out)]
+    forward = GraphFn(f"stage{spec.index}.fwd", fwd, inputs, outputs, spec.index)
+    vjp = _vjp_of(forward, len(inputs), [f"grad_{name}" for name, _ in inputs], plain_autograd=fast is not None)
+    if fast is None:  # how a backend gets the pair on fast layers
+        forward.on_fast_layers = lambda f: _stage_pair(gen, reference, f)[0]
+        vjp.on_fast_layers = lambda f: _stage_pair(gen, reference, f)[1]
+    return [forward, vjp]
 
 
 def mapping_graphs(gen: StagedGenerator) -> list[GraphFn]:
@@ -173,7 +188,7 @@ def loss_head_graphs(heads: list[LossHead], resolution: int, frozen: bool = True
 
 
 def step_graph(gen: StagedGenerator, head: LossHead, start: int, optimised_noises: int, stages=None,
-               frozen: bool = True) -> GraphFn:  # fmt: skip
+               frozen: bool = True, fast: ops.FastLayers | None = None) -> GraphFn:  # fmt: skip
     """One optimisation step's model evaluation, fused: stages start.. of the generator, the
     image, the head's per-image loss and its gradient w.r.t. the round's variables, in one
     graph. Chained stage graphs each recompute their forward inside their VJP and pay a call
@@ -185,10 +200,11 @@ def step_graph(gen: StagedGenerator, head: LossHead, start: int, optimised_noise
     `w` is the whole w+ [B, n_latent, D] (rows before the round's stages get zero gradient);
     the noise maps are those the round's stages read, and gradients are computed only for the
     optimised ones (index < `optimised_noises`), as autograd would. The image is an output,
-    not a differentiated one: the gradient is that of the loss alone.
+    not a differentiated one: the gradient is that of the loss alone. `fast`: the stages' layers
+    on that implementation (never for export).
     """
     stages = gen.export_stages() if stages is None else stages
-    chain = stages[start:]
+    chain = stages[start:] if fast is None else [ops.with_fast_layers(s, fast) for s in stages[start:]]
     spec = chain[0].spec
     noise_ids = [i for s in chain for i in s.spec.noise_indices]
     n_diff_noise = sum(i < optimised_noises for i in noise_ids)  # a prefix: ids ascend
@@ -210,7 +226,7 @@ def step_graph(gen: StagedGenerator, head: LossHead, start: int, optimised_noise
             with _tracing_mode(frozen):
                 return head.loss(image, *rest), image
 
-        loss, pullback, image = vjp_pullback(loss_and_image, *variables, has_aux=True)
+        loss, pullback, image = vjp_pullback(loss_and_image, *variables, has_aux=True, plain_autograd=fast is not None)
         return (loss, image, *pullback(torch.ones_like(loss)))
 
     res = gen.resolution
@@ -218,4 +234,7 @@ def step_graph(gen: StagedGenerator, head: LossHead, start: int, optimised_noise
     inputs += [("w", (gen.n_latent, gen.style_dim))] + [(f"noise_{i}", (1, *noise_shapes[i])) for i in noise_ids]
     outputs = [("loss", ()), ("image", (3, res, res))] + [(f"grad_{n}", s) for n, s in inputs[:n_diff]]
     inputs += [("y", head.y_shape), *head.extra]
-    return GraphFn(f"round{start}_{head.name}.step", evaluate, inputs, outputs, start, shared=head.shared, symbolic=head.symbolic)
+    graph = GraphFn(f"round{start}_{head.name}.step", evaluate, inputs, outputs, start, shared=head.shared, symbolic=head.symbolic)
+    if fast is None:
+        graph.on_fast_layers = lambda f: step_graph(gen, head, start, optimised_noises, stages, frozen, fast=f)
+    return graph

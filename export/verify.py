@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ilo.export.graphs import GraphFn, mapping_graphs, stage_graphs
+from ilo.export.ort_session import ort_session
 from ilo.generators.staged import StagedGenerator
 
 
@@ -64,8 +65,6 @@ def check_graph(path: Path, graph: GraphFn, reference: GraphFn, batches=None, dt
     leaky ReLU, max-pool) make a float32 gradient differ from the float64 one wherever an
     activation's sign flips under rounding; the torch number shows how much of that is
     float32 itself rather than the graph."""
-    from ilo.engine.runtimes.backends import ort_session
-
     session = ort_session(path, memory_arena=False)  # give memory back after each check
     names = [i.name for i in session.get_inputs()]
     errors: dict[str, dict[str, float]] = {"max": {}, "l2": {}, "outliers": {}, "torch_max": {}}

@@ -7,9 +7,10 @@ is what ONNX / TensorRT handle well and what the fused CUDA kernels are checked 
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
+import copy
+import itertools
 import math
+from typing import Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -20,24 +21,49 @@ from ilo.generators import frozen_ops
 SQRT2 = math.sqrt(2.0)
 DEMODULATION_EPS = 1e-8
 
-# A fast implementation of the StyleGAN2 layers below (ilo.kernels.fast_path.KernelOps), set
-# only inside `fast_layers()`: graph export and every other caller run the references here.
-_FAST_LAYERS: contextvars.ContextVar = contextvars.ContextVar("ilo_fast_layers", default=None)
+
+class FastLayers(Protocol):
+    """A fast implementation of the StyleGAN2 layers below (ilo.kernels.fast_path.KernelOps).
+
+    Each method computes what the layer's reference computes, or returns None for an input it
+    does not take (another device, a dtype it lacks, weights that require grad): the layer then
+    runs its reference. Defined here, not in ilo.kernels, because kernels sit above generators.
+    """
+
+    def styled_conv(self, layer: StyledConv, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor) -> torch.Tensor | None: ...
+
+    def to_rgb(self, layer: ToRGB, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None: ...
+
+    def upsample_rgb(self, skip: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor | None: ...
 
 
-def fast_layers_active() -> bool:
-    return _FAST_LAYERS.get() is not None
+class TakesFastLayers(nn.Module):
+    """A module that runs its layers on `self.fast` when it is set. It is None on every module
+    as built and loaded, so graph export and every other caller trace the references; only
+    `with_fast_layers` returns modules with it set."""
+
+    fast: FastLayers | None = None
 
 
-@contextlib.contextmanager
-def fast_layers(implementation):
-    """Within this block StyledConv, ToRGB and upsample_rgb call `implementation` (which may
-    return None for an input it does not take, to run the reference)."""
-    token = _FAST_LAYERS.set(implementation)
-    try:
-        yield
-    finally:
-        _FAST_LAYERS.reset(token)
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def with_fast_layers(module: ModuleT, fast: FastLayers | None) -> ModuleT:
+    """A copy of `module` whose layers run on `fast` (None: the references). The copy shares
+    every parameter and buffer with `module`, so it costs no weight memory and follows in-place
+    weight changes; `module` itself is left as it was."""
+    shared = {id(t): t for t in itertools.chain(module.parameters(), module.buffers())}
+    shared |= {id(m.fast): m.fast for m in module.modules() if isinstance(m, TakesFastLayers) and m.fast is not None}
+    twin = copy.deepcopy(module, shared)
+    for m in twin.modules():
+        if isinstance(m, TakesFastLayers):
+            m.fast = fast
+    return twin
+
+
+def runs_fast_layers(module: nn.Module) -> bool:
+    """Whether any layer of `module` is set to run on a fast implementation."""
+    return any(isinstance(m, TakesFastLayers) and m.fast is not None for m in module.modules())
 
 
 def fir_kernel(taps: list[float] | tuple[float, ...] = (1, 3, 3, 1)) -> torch.Tensor:
@@ -152,7 +178,7 @@ class ModulatedConv2d(nn.Module):
         return x
 
 
-class StyledConv(nn.Module):
+class StyledConv(TakesFastLayers):
     """Modulated 3x3 conv + noise map + bias + leaky ReLU: one StyleGAN2 synthesis layer."""
 
     def __init__(self, in_channels: int, out_channels: int, style_dim: int, up: bool = False, conv_clamp: float | None = None):
@@ -163,15 +189,14 @@ class StyledConv(nn.Module):
         self.conv_clamp = conv_clamp
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        fast = _FAST_LAYERS.get()
-        if fast is not None and (y := fast.styled_conv(self, x, w, noise)) is not None:
+        if self.fast is not None and (y := self.fast.styled_conv(self, x, w, noise)) is not None:
             return y
         x = self.conv(x, w)
         x = x + self.noise_strength * noise
         return bias_act(x, self.bias, clamp=self.conv_clamp)
 
 
-class ToRGB(nn.Module):
+class ToRGB(TakesFastLayers):
     """Modulated 1x1 conv to RGB without demodulation, plus bias."""
 
     def __init__(self, in_channels: int, style_dim: int, conv_clamp: float | None = None):
@@ -181,8 +206,7 @@ class ToRGB(nn.Module):
         self.conv_clamp = conv_clamp
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        fast = _FAST_LAYERS.get()
-        if fast is not None and (y := fast.to_rgb(self, x, w)) is not None:
+        if self.fast is not None and (y := self.fast.to_rgb(self, x, w)) is not None:
             return y
         x = self.conv(x, w) + self.bias[None, :, None, None]
         if self.conv_clamp is not None:
@@ -190,9 +214,9 @@ class ToRGB(nn.Module):
         return x
 
 
-def upsample_rgb(skip: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """The 2x FIR upsampling of the rgb skip path between StyleGAN2 blocks."""
-    fast = _FAST_LAYERS.get()
+def upsample_rgb(skip: torch.Tensor, kernel: torch.Tensor, fast: FastLayers | None = None) -> torch.Tensor:
+    """The 2x FIR upsampling of the rgb skip path between StyleGAN2 blocks, on `fast` where
+    given and it takes the input."""
     if fast is not None and (y := fast.upsample_rgb(skip, kernel)) is not None:
         return y
     return upfirdn2d(skip, kernel, up=2, pad=(2, 1), gain=4.0)

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ilo.generators.ops import EqualizedLinear, StyledConv, ToRGB, fir_kernel, upsample_rgb
+from ilo.generators.ops import EqualizedLinear, StyledConv, TakesFastLayers, ToRGB, fir_kernel, upsample_rgb
 from ilo.generators.staged import Stage, StagedGenerator, StageSpec, State, latent_row
 
 MAPPING_LR_MULTIPLIER = 0.01
@@ -109,8 +109,9 @@ class InitialStage(Stage):
         return x, self.to_rgb(x, latent_row(latents, 1))
 
 
-class BlockStage(Stage):
+class BlockStage(Stage, TakesFastLayers):
     """Resolution 4·2^k: upsampling conv -> conv -> to-RGB added to the upsampled skip.
+    The skip upsampling runs on `self.fast` where set (see ops.with_fast_layers).
 
     Reads latents 2k-1, 2k, 2k+1 (the first is shared with the previous stage's to-RGB) and
     noise maps 2k-1, 2k.
@@ -135,7 +136,7 @@ class BlockStage(Stage):
         x, skip = state
         x = self.conv0(x, latent_row(latents, 0), noises[0])
         x = self.conv1(x, latent_row(latents, 1), noises[1])
-        return x, upsample_rgb(skip, self.skip_kernel) + self.to_rgb(x, latent_row(latents, 2))
+        return x, upsample_rgb(skip, self.skip_kernel, self.fast) + self.to_rgb(x, latent_row(latents, 2))
 
 
 class StyleGAN2Generator(StagedGenerator):

@@ -1,4 +1,6 @@
-"""The kernels as the StyleGAN2 layers of `ilo.generators.ops`, inside `ops.fast_layers(...)`.
+"""The kernels as the StyleGAN2 layers of `ilo.generators.ops`: a `KernelOps` is an
+`ops.FastLayers`, given to a module explicitly with `ops.with_fast_layers(module, KernelOps(lib))`
+(the layers of the copy it returns call it; the references stay as they were).
 
 KernelOps answers None (run the reference) for anything it does not take: tensors on another
 device than the library's, dtypes the build lacks, or weights that require grad (the kernels

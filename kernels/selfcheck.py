@@ -63,8 +63,7 @@ def checks(library, device) -> dict[str, float]:
         inputs = (x, w) if is_rgb else (x, w, noise)
         results = []
         for impl in (None, fast):
-            with R.fast_layers(impl):
-                y = layer(*inputs)
+            y = R.with_fast_layers(layer, impl)(*inputs)
             dy = torch.ones_like(y) * torch.linspace(-1, 1, y.numel(), device=device).reshape(y.shape)
             results.append((y, *torch.autograd.grad(y, inputs, dy)))
         errors[name] = _relative(results[1], results[0])

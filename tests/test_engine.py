@@ -36,6 +36,29 @@ def test_unknown_and_missing_backends_are_clear_errors():
         get_backend("onnxruntime-tensorrt", "cpu")
 
 
+def test_backends_load_in_two_steps_build_then_run(tmp_path):
+    """The loader (build: the ONNX file -> a session) is apart from the runner (tensors in,
+    tensors out); load is both. A function backend refuses a file, a file backend a function."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])
+    graph = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "neg", [x], [y])
+    path = tmp_path / "neg.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    backend = get_backend("onnxruntime")
+    session = backend.build(None, path)
+    assert [i.name for i in session.get_inputs()] == ["x"]
+    t = torch.randn(2, 3)
+    (out,) = backend.runner(session)(t)
+    assert torch.equal(out, -t) and torch.equal(backend.load(None, path)(t)[0], -t)
+    with pytest.raises(IloError, match="runs graph functions, not ONNX files"):
+        get_backend("torch").build(None, path)
+    with pytest.raises(IloError, match="runs exported ONNX files"):
+        backend.build(None, None)
+
+
 def test_tensorrt_missing_names_the_package(monkeypatch):
     import builtins
 

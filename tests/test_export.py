@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from conftest import run_fail, run_ok
 from onnx import TensorProto, helper
 
-from ilo.engine.runtimes.backends import ort_session
+from ilo.export.ort_session import ort_session
 from ilo.export.artifacts import (
     MAX_RELATIVE_ERROR,
     cache_key,

@@ -112,8 +112,7 @@ def test_modulated_layers_match_the_reference_forward_and_vjp(emulated_kernels, 
     noise = torch.randn(batch, 1, out_res, out_res, generator=g, requires_grad=True)
     inputs = (x, w) if kind == "rgb" else (x, w, noise)
     ref = _run_layer(layer, kind, x, w, noise)
-    with R.fast_layers(KernelOps(emulated_kernels)):
-        y = _run_layer(layer, kind, x, w, noise)
+    y = _run_layer(R.with_fast_layers(layer, KernelOps(emulated_kernels)), kind, x, w, noise)
     assert y.grad_fn is not None and "ModulatedLayer" in type(y.grad_fn).__name__  # the kernel ran
     dy = torch.randn(ref.shape, generator=g)
     assert relative(y, ref) <= 1e-5
@@ -136,8 +135,7 @@ def test_tf32_tensor_core_layers_are_within_tf32_rounding_of_the_reference(emula
     ref = _run_layer(layer, kind, x, w, noise)
     results = {}
     for tf32 in (False, True):
-        with R.fast_layers(KernelOps(emulated_kernels, tf32=tf32)):
-            y = _run_layer(layer, kind, x, w, noise)
+        y = _run_layer(R.with_fast_layers(layer, KernelOps(emulated_kernels, tf32=tf32)), kind, x, w, noise)
         dy = torch.randn(ref.shape, generator=torch.Generator().manual_seed(10))
         results[tf32] = (y, *torch.autograd.grad(y, inputs, dy))
     want = (ref, *torch.autograd.grad(ref, inputs, dy))
@@ -153,8 +151,7 @@ def test_one_noise_map_broadcast_over_the_batch_gets_the_summed_gradient(emulate
     noise = torch.randn(1, 1, 6, 6, generator=g, requires_grad=True)
     grads = []
     for fast in (None, KernelOps(emulated_kernels)):
-        with R.fast_layers(fast):
-            y = layer(x, w, noise.expand(3, -1, -1, -1))
+        y = R.with_fast_layers(layer, fast)(x, w, noise.expand(3, -1, -1, -1))
         grads.append(torch.autograd.grad(y.square().sum(), noise)[0])
     assert relative(grads[1], grads[0]) <= 1e-5
 
@@ -168,8 +165,7 @@ def test_half_precision_layers_are_within_1e_2_of_float32(emulated_kernels, dtyp
     x = torch.randn(2, 20, 8, 8, generator=g).to(dtype)
     w, noise = torch.randn(2, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g)
     ref = layer(x.float(), w, noise)  # the same rounded input, in float32
-    with R.fast_layers(KernelOps(emulated_kernels)):
-        y = layer(x, w, noise.to(dtype))
+    y = R.with_fast_layers(layer, KernelOps(emulated_kernels))(x, w, noise.to(dtype))
     assert y.dtype == dtype and relative(y, ref) <= 1e-2
 
 
@@ -177,31 +173,73 @@ def test_kernel_outputs_are_deterministic(emulated_kernels):
     layer = _layer("up", 20, 9, None)
     g = torch.Generator().manual_seed(6)
     x, w, noise = torch.randn(2, 20, 5, 5, generator=g), torch.randn(2, 8, generator=g), torch.randn(2, 1, 10, 10, generator=g)
-    with R.fast_layers(KernelOps(emulated_kernels)):
-        a, b = layer(x, w, noise), layer(x, w, noise)
+    fast_layer = R.with_fast_layers(layer, KernelOps(emulated_kernels))
+    a, b = fast_layer(x, w, noise), fast_layer(x, w, noise)
     assert torch.equal(a, b)
 
 
 def test_cached_layer_constants_follow_in_place_weight_changes(emulated_kernels):
     layer = _layer("up", 12, 9, None)
     x, w, noise = torch.randn(2, 12, 4, 4), torch.randn(2, 8), torch.randn(2, 1, 8, 8)
-    fast = KernelOps(emulated_kernels)  # one instance: its cache is what is tested
+    fast_layer = R.with_fast_layers(layer, KernelOps(emulated_kernels))  # one copy: its cache is what is tested
     for scale in (1.0, -0.5):
-        with torch.no_grad():
+        with torch.no_grad():  # in place on the reference: the copy shares its weights
             layer.conv.weight.mul_(scale)
             layer.bias.add_(scale)
-        with R.fast_layers(fast):
-            y = layer(x, w, noise)
+        y = fast_layer(x, w, noise)
         assert relative(y, layer(x, w, noise)) <= 1e-5
 
 
 def test_weights_that_require_grad_run_the_reference(emulated_kernels):
     layer = _layer("conv", 10, 12, None).requires_grad_(True)
     x, w, noise = torch.randn(2, 10, 6, 6), torch.randn(2, 8), torch.randn(2, 1, 6, 6)
-    with R.fast_layers(KernelOps(emulated_kernels)):
-        y = layer(x, w, noise)
+    y = R.with_fast_layers(layer, KernelOps(emulated_kernels))(x, w, noise)
     y.sum().backward()
     assert layer.conv.weight.grad is not None  # trained weights get their gradient, from the reference
+
+
+def test_fast_layers_are_an_explicit_copy_and_the_reference_stays_as_it_was(emulated_kernels):
+    """with_fast_layers sets the implementation on a copy that shares the weights; the module it
+    was given, and every module as built (what graph export traces), runs the reference."""
+    layer = _layer("up", 12, 9, None)
+    fast_layer = R.with_fast_layers(layer, KernelOps(emulated_kernels))
+    assert layer.fast is None and not R.runs_fast_layers(layer) and R.runs_fast_layers(fast_layer)
+    assert fast_layer.conv.weight is layer.conv.weight and fast_layer.conv.blur_kernel is layer.conv.blur_kernel
+    x, w, noise = torch.randn(2, 12, 4, 4), torch.randn(2, 8), torch.randn(2, 1, 8, 8, requires_grad=True)
+    assert "ModulatedLayer" in type(fast_layer(x, w, noise).grad_fn).__name__
+    assert "ModulatedLayer" not in type(layer(x, w, noise).grad_fn).__name__
+    assert not R.runs_fast_layers(R.with_fast_layers(fast_layer, None))  # and back
+
+
+def test_graph_functions_run_the_kernels_only_when_asked(sg2, emulated_kernels):
+    """stage_graphs builds reference functions (what export traces); on_fast_layers gives the
+    same graph on the kernels, whose VJP runs on plain autograd and equals the reference's."""
+    from ilo.export.graphs import stage_graphs
+
+    graphs = {g.name: g for g in stage_graphs(sg2)}
+    fast = KernelOps(emulated_kernels)
+    for name in ("stage1.fwd", "stage1.vjp"):
+        reference = graphs[name]
+        on_kernels = reference.on_fast_layers(fast)
+        inputs = reference.example(2, seed=3)
+        with torch.enable_grad():
+            want, got = reference.fn(*inputs), on_kernels.fn(*inputs)
+        for a, b in zip(got, want):
+            assert relative(a, b) <= 1e-4
+    assert on_kernels.on_fast_layers is None  # a graph on the kernels is never asked again
+
+
+def test_kernel_backend_builds_graphs_on_the_kernels_and_runs_them(sg2, emulated_kernels):
+    """Loader and runner apart: build gives the graph on the kernels, runner calls it."""
+    from ilo.export.graphs import stage_graphs
+
+    backend = KernelBackend("cpu", library=emulated_kernels)
+    graph = stage_graphs(sg2)[2]  # stage1.fwd
+    built = backend.build(graph, None)
+    assert built is not graph and built.name == graph.name and graph.on_fast_layers is not None
+    inputs = graph.example(1)
+    (state, rgb), (want_state, want_rgb) = backend.runner(built)(*inputs), get_backend("torch").load(graph, None)(*inputs)
+    assert relative(state, want_state) <= 1e-4 and relative(rgb, want_rgb) <= 1e-4
 
 
 def test_bad_calls_are_refused_with_the_reason(emulated_kernels):

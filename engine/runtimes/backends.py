@@ -4,95 +4,32 @@
     run = backend.load(graph_fn, onnx_path)       # graph_fn: the torch function the file was traced from
     outputs = run(*tensors)                       # list of tensors on the backend's device
 
+`load` is `runner(build(...))`: building (a graph function -> a torch callable, an ONNX file ->
+an ONNX Runtime session or a TensorRT engine loader) is apart from running (runner.py).
+
 - `torch`: the eager reference: runs the graph function itself, never the file.
+- `cuda`: the graph function with StyleGAN2's layers on the fused kernels of ilo.kernels.
 - `onnxruntime`: the CPU execution provider on the CPU; the CUDA provider on a CUDA device,
   with IO binding so inputs and outputs stay on the device.
 - `onnxruntime-tensorrt`: ONNX Runtime's TensorRT provider (CUDA only), with an engine cache.
 - `tensorrt`: native TensorRT engines (engine/runtimes/tensorrt_runner.py).
+
+Callers import Backend, BackendUnavailable and Runner (runner.py) and ort_session
+(ilo.export.ort_session) from here too.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 
 from ilo.choices import BACKENDS  # noqa: F401  (re-exported)
+from ilo.engine.runtimes.ort_runner import OrtCpuRunner, OrtCudaRunner
+from ilo.engine.runtimes.runner import Backend, BackendUnavailable, Runner
 from ilo.errors import IloError
 from ilo.export.graphs import GraphFn
-from ilo.paths import cache_dir
-
-Runner = Callable[..., list[torch.Tensor]]
-
-
-class BackendUnavailable(IloError):
-    """The backend asked for is not installed or cannot run on this machine."""
-
-
-def ort_session(path: Path, provider: str = "cpu", threads: int | None = None, memory_arena: bool = True, device_index: int = 0):
-    """An ONNX Runtime session. `threads` defaults to torch's thread count, so both backends
-    get the same cores; the memory arena is on for runs (it is what makes repeated calls
-    cheap) and off for one-off checks (which should give memory back)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.enable_cpu_mem_arena = memory_arena
-    if memory_arena:  # one arena for every session: memory is the largest run's, not the sum over graphs
-        _shared_cpu_arena()
-        options.add_session_config_entry("session.use_env_allocators", "1")
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Idle pool threads must not spin: between runs torch does the solver's work (Adam, the
-    # projections) on the same cores, and spinning threads would take them from it.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if provider == "cpu":
-        providers = ["CPUExecutionProvider"]
-    else:
-        stream = str(torch.cuda.current_stream(device_index).cuda_stream)  # run where torch queues its work
-        cuda = ("CUDAExecutionProvider", {"device_id": device_index, "user_compute_stream": stream})
-        providers = [cuda]
-        if provider == "tensorrt":
-            trt_cache = cache_dir() / "ort-tensorrt"
-            trt_cache.mkdir(parents=True, exist_ok=True)
-            providers.insert(0, ("TensorrtExecutionProvider", {
-                "device_id": device_index, "user_compute_stream": stream,
-                "trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_cache),
-            }))  # fmt: skip
-    return ort.InferenceSession(str(path), options, providers=providers)
-
-
-_ARENA_REGISTERED = False
-
-
-def _shared_cpu_arena() -> None:
-    """Register one CPU arena with ONNX Runtime's environment, once per process. Without it
-    each session keeps its own arena at its own peak: 7 StyleGAN2-256 VJP sessions at batch 4
-    held 4.2 GB, against 2.7 GB shared."""
-    global _ARENA_REGISTERED
-    if _ARENA_REGISTERED:
-        return
-    import onnxruntime as ort
-
-    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-    ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
-    _ARENA_REGISTERED = True
-
-
-class Backend:
-    name = ""
-    runs_functions = False  # True: runs the graph functions in torch, needs no exported files
-
-    def __init__(self, device: torch.device | str = "cpu"):
-        self.device = torch.device(device)
-
-    def load(self, graph: GraphFn | None, path: Path | None) -> Runner:
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        return f"{self.name} on {self.device}"
+from ilo.export.ort_session import ort_session
 
 
 class TorchBackend(Backend):
@@ -101,22 +38,34 @@ class TorchBackend(Backend):
     name = "torch"
     runs_functions = True
 
-    def load(self, graph: GraphFn | None, path: Path | None) -> Runner:
+    def build(self, graph: GraphFn | None, path: Path | None) -> GraphFn:
         if graph is None:
-            raise IloError("the torch backend runs graph functions, not ONNX files")
-        forward_only = graph.name.endswith(".fwd")
+            raise IloError(f"the {self.name} backend runs graph functions, not ONNX files")
+        return graph
 
-        def run(*tensors):
-            with torch.no_grad() if forward_only else torch.enable_grad():
-                return [t.detach() for t in graph.fn(*tensors)]
+    def runner(self, built: GraphFn) -> Runner:
+        return function_runner(built)
 
-        return run
+
+def function_runner(graph: GraphFn) -> Runner:
+    """A graph function as a runner: without autograd for forward graphs, with it for the VJP
+    and step graphs (they differentiate inside); outputs detached."""
+    forward_only = graph.name.endswith(".fwd")
+
+    def run(*tensors):
+        with torch.no_grad() if forward_only else torch.enable_grad():
+            return [t.detach() for t in graph.fn(*tensors)]
+
+    return run
 
 
 class KernelBackend(TorchBackend):
     """The graph functions in torch with StyleGAN2's layers (modulated convs, to-RGB, skip
     upsampling) on the fused kernels of ilo.kernels, forward and VJP. Everything else (mapping
-    proxy, loss heads, LPIPS, DCGAN) is the torch reference."""
+    proxy, loss heads, LPIPS, DCGAN) is the torch reference.
+
+    The kernels are passed explicitly: `build` asks each graph for its version on
+    `self.layers` (GraphFn.on_fast_layers); graphs without one run as they are."""
 
     name = "cuda"
 
@@ -134,16 +83,9 @@ class KernelBackend(TorchBackend):
                                      f"{library.device_type} tensors, not on {self.device}")  # fmt: skip
         self.library, self.layers = library, KernelOps(library)
 
-    def load(self, graph: GraphFn | None, path: Path | None) -> Runner:
-        from ilo.generators.ops import fast_layers
-
-        run = super().load(graph, path)
-
-        def run_fast(*tensors):
-            with fast_layers(self.layers):
-                return run(*tensors)
-
-        return run_fast
+    def build(self, graph: GraphFn | None, path: Path | None) -> GraphFn:
+        graph = super().build(graph, path)
+        return graph.on_fast_layers(self.layers) if graph.on_fast_layers is not None else graph
 
     def describe(self) -> str:
         return f"cuda kernels ({self.library.build_info}) on {self.device}"
@@ -181,53 +123,16 @@ class OnnxRuntimeBackend(Backend):
         elif on_cuda:
             raise BackendUnavailable("the onnxruntime CPU provider runs on the CPU; use --device cpu")
 
-    def load(self, graph: GraphFn | None, path: Path | None) -> Runner:
+    def build(self, graph: GraphFn | None, path: Path | None):
+        """The ONNX Runtime session of the file at `path`."""
         if path is None:
             raise IloError(f"{self.name} runs exported ONNX files; none was given")
-        session = ort_session(path, self.provider, self.threads, device_index=self.device.index or 0)
+        return ort_session(path, self.provider, self.threads, device_index=self.device.index or 0)
+
+    def runner(self, built) -> Runner:
         if self.provider == "cpu":
-            return _CpuRunner(session)
-        return _CudaRunner(session, self.device)
-
-
-class _CpuRunner:
-    """Tensors cross as numpy views of the same memory: no copies either way."""
-
-    def __init__(self, session):
-        self.session = session
-        self.inputs = [i.name for i in session.get_inputs()]
-
-    def __call__(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
-        feeds = {n: _as_float32(t).numpy() for n, t in zip(self.inputs, tensors)}
-        return [torch.from_numpy(out) for out in self.session.run(None, feeds)]
-
-
-class _CudaRunner:
-    """IO binding: inputs are read from, and outputs written to, torch CUDA memory in place."""
-
-    def __init__(self, session, device: torch.device):
-        self.session, self.device = session, device
-        self.inputs = [i.name for i in session.get_inputs()]
-        self.outputs = [(o.name, o.shape) for o in session.get_outputs()]
-
-    def __call__(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
-        binding = self.session.io_binding()
-        index = self.device.index or 0
-        tensors = [_as_float32(t.to(self.device)) for t in tensors]
-        for name, t in zip(self.inputs, tensors):
-            binding.bind_input(name, "cuda", index, np.float32, tuple(t.shape), t.data_ptr())
-        batch = tensors[0].shape[0]
-        outputs = []
-        for name, shape in self.outputs:  # symbolic output dims are the batch axis
-            out = torch.empty([batch if not isinstance(d, int) else d for d in shape], device=self.device)
-            binding.bind_output(name, "cuda", index, np.float32, tuple(out.shape), out.data_ptr())
-            outputs.append(out)
-        self.session.run_with_iobinding(binding)
-        return outputs
-
-
-def _as_float32(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().to(torch.float32).contiguous()
+            return OrtCpuRunner(built)
+        return OrtCudaRunner(built, self.device)
 
 
 def check_device(device: torch.device | str) -> torch.device:

@@ -6,6 +6,11 @@ size. The serialized plan is cached under $ILO_CACHE_DIR/tensorrt, keyed by the 
 hash, the GPU, its compute capability and the TensorRT version, because a plan is only valid
 for the GPU and library that built it. Runs bind torch memory with `set_tensor_address` and
 enqueue with `execute_async_v3` on a stream of our own, ordered after torch's current stream.
+
+Loading and running are apart: `TensorRTEngineLoader` turns the ONNX file into an engine for
+given input shapes (parse, build or take the cached plan, deserialize); `TensorRTRunner` calls
+it on first use, because the profile's fixed axes are the first call's shapes, and then only
+binds memory and enqueues.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ilo.atomic import atomic_path
-from ilo.engine.runtimes.backends import Backend, BackendUnavailable, Runner
+from ilo.engine.runtimes.runner import Backend, BackendUnavailable, Runner
 from ilo.errors import IloError
 from ilo.export.graphs import GraphFn
 from ilo.paths import cache_dir
@@ -39,10 +44,13 @@ class TensorRTBackend(Backend):
         except ImportError as e:
             raise BackendUnavailable("the tensorrt backend needs the TensorRT Python package: pip install -e '.[gpu]'") from e
 
-    def load(self, graph: GraphFn | None, path: Path | None) -> Runner:
+    def build(self, graph: GraphFn | None, path: Path | None) -> TensorRTEngineLoader:
         if path is None:
             raise IloError("tensorrt builds engines from exported ONNX files; none was given")
-        return TensorRTRunner(Path(path), self.device)
+        return TensorRTEngineLoader(Path(path), self.device)
+
+    def runner(self, built: TensorRTEngineLoader) -> Runner:
+        return TensorRTRunner(built)
 
 
 def _plan_key(onnx_path: Path, fixed: dict, device: torch.device) -> str:
@@ -57,17 +65,16 @@ def _plan_key(onnx_path: Path, fixed: dict, device: torch.device) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-class TensorRTRunner:
+class TensorRTEngineLoader:
+    """The ONNX file at `onnx_path` as a TensorRT engine, for the shapes of the first inputs."""
+
     def __init__(self, onnx_path: Path, device: torch.device):
         import tensorrt as trt
 
         self.trt, self.onnx_path, self.device = trt, onnx_path, device
         self.logger = trt.Logger(trt.Logger.WARNING)
-        self.engine = None
-        self.context = None
-        self.stream = torch.cuda.Stream(device)  # non-default: TensorRT warns on (and serialises) the default stream
 
-    def _build(self, tensors: list[torch.Tensor]) -> None:
+    def __call__(self, tensors: list[torch.Tensor]):
         trt = self.trt
         builder = trt.Builder(self.logger)
         network = builder.create_network(0)
@@ -101,9 +108,22 @@ class TensorRTRunner:
             plan_file.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(plan_file) as tmp:
                 Path(tmp).write_bytes(bytes(plan))
-        self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(plan_file.read_bytes())
-        if self.engine is None:
+        engine = trt.Runtime(self.logger).deserialize_cuda_engine(plan_file.read_bytes())
+        if engine is None:
             raise IloError(f"{plan_file} is not a TensorRT plan this library and GPU can load; delete it to rebuild")
+        return engine
+
+
+class TensorRTRunner:
+    def __init__(self, loader: TensorRTEngineLoader):
+        self.loader, self.device, self.name = loader, loader.device, loader.onnx_path.name
+        self.engine = None
+        self.context = None
+        self.stream = torch.cuda.Stream(self.device)  # non-default: TensorRT warns on (and serialises) the default stream
+
+    def _activate(self, tensors: list[torch.Tensor]) -> None:
+        trt = self.loader.trt
+        self.engine = self.loader(tensors)
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         mode = self.engine.get_tensor_mode
@@ -113,7 +133,7 @@ class TensorRTRunner:
     def __call__(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
         tensors = [t.detach().to(self.device, torch.float32).contiguous() for t in tensors]
         if self.engine is None:
-            self._build(tensors)
+            self._activate(tensors)
         batch = tensors[0].shape[0]
         if batch > MAX_BATCH:
             raise IloError(f"the tensorrt backend's engines take batches up to {MAX_BATCH}, got {batch}")
@@ -128,7 +148,7 @@ class TensorRTRunner:
         current = torch.cuda.current_stream(self.device)
         self.stream.wait_stream(current)  # inputs written by torch are ready
         if not self.context.execute_async_v3(self.stream.cuda_stream):
-            raise IloError(f"TensorRT failed to run {self.onnx_path.name}")
+            raise IloError(f"TensorRT failed to run {self.name}")
         current.wait_stream(self.stream)  # torch reads outputs only after TensorRT wrote them
         for t in (*tensors, *outputs):  # keep the memory alive until the stream is done with it
             t.record_stream(self.stream)
