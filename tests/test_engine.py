@@ -131,7 +131,8 @@ class Lockstep:
         self.gaussian_to_w, self.run_stages, self.image_from_state = gen.gaussian_to_w, gen.run_stages, gen.image_from_state
         self.synthesize = gen.synthesize
 
-    def fused_step(self, k, op, batch, optimised_noises):
+    def fused_step(self, start, op, batch, optimised_noises=0):
+        k = start
         fused = self.engine.fused_step(k, op, batch, optimised_noises)
 
         def evaluate(state, wplus, noises, y):
