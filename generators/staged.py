@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -103,6 +103,16 @@ class StagedGenerator(nn.Module):
             w = centre + truncation * (w - centre)
         return w[:, None, :].expand(-1, self.n_latent, -1)
 
+    def latent_stats(self) -> Any:
+        """The `LatentStats` of the Gaussianised latent space; families with a mapping network
+        override this (ilo.generators.latent_stats builds on this module, hence the loose type)."""
+        raise InputError(f"the {self.family} generator has no mapping network; its latent is already Gaussian")
+
+    def gaussian_to_w(self, z: torch.Tensor, stats: Any) -> torch.Tensor:
+        """Gaussianised latent z [..., style_dim] -> w, with `stats` this generator's
+        `latent_stats()` already on z's device (the solver moves them once per solve)."""
+        return stats.to_w(z)
+
     def check_latents(self, wplus: torch.Tensor) -> None:
         expected = (self.n_latent, self.style_dim)
         if wplus.ndim != 3 or tuple(wplus.shape[1:]) != expected:
@@ -134,6 +144,11 @@ class StagedGenerator(nn.Module):
 
     def image_from_state(self, state: State) -> torch.Tensor:
         raise NotImplementedError
+
+    def fused_step(self, start: int, op: object, batch: int, optimised_noises: int = 0) -> None:
+        """No fused evaluation on a torch model: the solver runs `run_stages` and its loss in
+        autograd. Engines return one (see ilo.engine.solver.generator_view)."""
+        return None
 
     def export_stages(self) -> list[Stage]:
         """The stages as the exporter traces them (a family may fold constants first)."""

@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ilo.generators.latent_stats import LatentStats, latent_stats
 from ilo.generators.ops import EqualizedLinear, StyledConv, TakesFastLayers, ToRGB, fir_kernel, upsample_rgb
 from ilo.generators.staged import Stage, StagedGenerator, StageSpec, State, latent_row
 
@@ -163,6 +164,9 @@ class StyleGAN2Generator(StagedGenerator):
 
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         return self.mapping_network(z)
+
+    def latent_stats(self) -> LatentStats:
+        return latent_stats(self)  # cached on disk per weights fingerprint
 
     @property
     def average_latent(self) -> torch.Tensor:

@@ -87,9 +87,7 @@ def test_chained_gradients_equal_torch_autograd(engines, family):
     for g in (engine, gen):
         to_w = lambda v: v  # noqa: E731  (DCGAN: z is the latent)
         if family == "stylegan2":
-            from ilo.generators.latent_stats import latent_stats
-
-            to_w = g.gaussian_to_w if g is engine else latent_stats(gen).to_w
+            to_w = lambda v, g=g: g.gaussian_to_w(v, gen.latent_stats())  # noqa: E731  (the engine's: a graph)
         x = z.clone().requires_grad_(True)
         whole = (g.synthesize(to_w(x)) - target).square().sum()  # every stage and the proxy
         s = tuple(t.detach().requires_grad_(True) for t in g.run_stages((), z, None, 0, 2))  # as round 2 starts
@@ -149,11 +147,15 @@ class Lockstep:
     def __init__(self, gen, engine):
         self.gen, self.engine, self.errors, self.gradient_max = gen, engine, [], []
         self.gradient_norms: dict[int, list[tuple[float, float]]] = {}  # round -> (|engine - torch|, |torch|) per step
+        # the solver's generator view: torch's members, but for the fused step below
+        self.resolution, self.n_latent, self.style_dim = gen.resolution, gen.n_latent, gen.style_dim
+        self.has_mapping, self.specs = gen.has_mapping, gen.specs
+        self.stored_noises, self.mapping, self.latent_stats = gen.stored_noises, gen.mapping, gen.latent_stats
+        self.gaussian_to_w, self.run_stages, self.image_from_state = gen.gaussian_to_w, gen.run_stages, gen.image_from_state
+        self.synthesize = gen.synthesize
 
-    def __getattr__(self, name):
-        return getattr(self.gen, name)
-
-    def fused_step(self, k, op, batch, optimised_noises):
+    def fused_step(self, start, op, batch, optimised_noises=0):
+        k = start
         fused = self.engine.fused_step(k, op, batch, optimised_noises)
 
         def evaluate(state, wplus, noises, y):

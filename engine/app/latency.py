@@ -20,6 +20,7 @@ import torch
 
 from ilo.engine.problems.operators import Inpainting
 from ilo.engine.runtimes.bridge import EngineGenerator
+from ilo.engine.solver.generator_view import GeneratorView
 from ilo.engine.solver.ilo_solver import ILOConfig, solve
 from ilo.export.graphs import stage_graphs
 from ilo.generators.staged import StagedGenerator
@@ -73,7 +74,7 @@ class PeakMemory:
         self.peak = max(self.peak, self._used() - self.start)
 
 
-def _step_times(gen, batch: int, settings: LatencySettings, device: torch.device) -> tuple[dict[int, list[float]], int]:
+def _step_times(gen: GeneratorView, batch: int, settings: LatencySettings, device: torch.device) -> tuple[dict[int, list[float]], int]:
     """Seconds per ILO step of each round (warm-up steps dropped) and the peak memory of one
     short solve on `gen` (inpainting, the README's task)."""
     res = gen.resolution

@@ -27,6 +27,7 @@ from ilo.engine.problems.metrics import restoration_metrics
 from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec, name_seed
 from ilo.engine.solver.baselines import bm3d_denoise
+from ilo.engine.solver.generator_view import GeneratorView
 from ilo.engine.solver.ilo_solver import ILOConfig, csgm_config, pulse_config, solve
 from ilo.errors import IloError, InputError
 from ilo.generators.staged import StagedGenerator
@@ -82,14 +83,15 @@ PREPARED_CACHE_BYTES = 256 << 20
 
 # Builds what the solver runs once the inputs are checked (exporting graphs can take minutes):
 # returns the generator, the LPIPS loss module (or None) and the backend's description.
-SolverFactory = Callable[[], "tuple[StagedGenerator, LPIPS | None, str]"]
+SolverFactory = Callable[[], "tuple[GeneratorView, LPIPS | None, str]"]  # the torch model or an engine
 
 
 class Restorer:
     """Turn input files into restored outputs in one folder, resumably."""
 
     def __init__(self, gen: StagedGenerator, options: RestoreOptions, out: Path, loss_lpips: LPIPS | None = None):
-        self.gen, self.options, self.res = gen, options, gen.resolution
+        self.gen: GeneratorView = gen  # until `run` is given the solver's (an engine, maybe)
+        self.options, self.res = options, gen.resolution
         self.loss_lpips = loss_lpips
         self.run_dir = RunDir(out)
         self.task = options.task

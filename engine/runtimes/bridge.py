@@ -26,7 +26,8 @@ from ilo.engine.problems.operators import Operator
 from ilo.engine.runtimes.backends import Backend, Runner, get_backend
 from ilo.export.artifacts import export_bundle, generator_bundle, step_bundle
 from ilo.export.graphs import GraphFn, mapping_graphs, stage_graphs, step_graph
-from ilo.generators.staged import StagedGenerator, State
+from ilo.generators.latent_stats import LatentStats
+from ilo.generators.staged import StagedGenerator, StageSpec, State
 
 
 class GraphPair:
@@ -116,8 +117,43 @@ class EngineGenerator:
         self.mapping_pair = GraphPair(runners["mapping.fwd"], runners["mapping.vjp"]) if "mapping.fwd" in runners else None
         self._steps: dict[tuple[int, str, int], Runner] = {}
 
-    def __getattr__(self, name):  # shapes, specs, noise maps, statistics: the torch model's
-        return getattr(self.torch_generator, name)
+    # --- the torch model's: shapes, specs, noise maps, the mapping and its statistics ----------
+    # Spelled out member by member (no attribute pass-through), so the engine offers the
+    # solver's generator view and nothing else; callers that need more use `torch_generator`.
+    @property
+    def resolution(self) -> int:
+        return self.torch_generator.resolution
+
+    @property
+    def n_latent(self) -> int:
+        return self.torch_generator.n_latent
+
+    @property
+    def style_dim(self) -> int:
+        return self.torch_generator.style_dim
+
+    @property
+    def has_mapping(self) -> bool:
+        return self.torch_generator.has_mapping
+
+    @property
+    def specs(self) -> list[StageSpec]:
+        return self.torch_generator.specs
+
+    def stored_noises(self) -> list[torch.Tensor]:
+        return self.torch_generator.stored_noises()
+
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        """The mapping network in torch: the solver calls it once, without gradients, to start
+        plain w+ optimisation (the Gaussianised proxy below is what runs every step)."""
+        return self.torch_generator.mapping(z)
+
+    def latent_stats(self) -> LatentStats:
+        return self.torch_generator.latent_stats()
+
+    def image_from_state(self, state: State) -> torch.Tensor:
+        """A selection from the last state (no weights), so torch's own."""
+        return self.torch_generator.image_from_state(state)
 
     # --- chained ----------------------------------------------------------------------------
     def run_stages(self, state: State, wplus: torch.Tensor, noises: Sequence[torch.Tensor] | None = None,
@@ -138,8 +174,10 @@ class EngineGenerator:
     def synthesize(self, wplus: torch.Tensor, noises: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         return self.image_from_state(self.run_stages((), wplus, noises))
 
-    def gaussian_to_w(self, z: torch.Tensor) -> torch.Tensor:
-        """The latent proxy w = leaky_relu(std·z + mean) through its graphs (DESIGN §2)."""
+    def gaussian_to_w(self, z: torch.Tensor, stats: LatentStats) -> torch.Tensor:
+        """The latent proxy w = leaky_relu(std·z + mean) through its graphs. The graphs were
+        exported with the torch model's `latent_stats()`, the numbers the solver passes as
+        `stats`, so they are not read here."""
         return self.mapping_pair(z)[0]
 
     # --- fused --------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The ILO solver (DESIGN §2) and the CSGM / PULSE-style baselines, on any staged generator.
+"""The ILO solver and the CSGM / PULSE-style baselines, on any generator that offers the solver's view
+(`ilo.engine.solver.generator_view.GeneratorView`: a torch staged generator or an engine).
 
 `solve(y, operator, generator, config) -> SolveResult`. Round 0 optimises the latents (and the
 first noise maps); round k >= 1 drops stages < k and optimises the input state of stage k,
@@ -21,10 +22,10 @@ import torch
 
 from ilo.engine.problems.losses import LPIPS, geocross, measurement_noise
 from ilo.engine.problems.operators import Operator
+from ilo.engine.solver.generator_view import FusedEvaluation, GeneratorView, check_view
 from ilo.engine.solver.projections import lr_ramp, norms, project_l1_ball, project_to_norm
 from ilo.errors import IloError
-from ilo.generators.latent_stats import LatentStats, latent_stats
-from ilo.generators.staged import StagedGenerator
+from ilo.generators.latent_stats import LatentStats
 
 
 def _per_round(value, k: int):
@@ -154,7 +155,7 @@ class _Objective:
         return self.y if image_noise is None else self.y - self.op.A(image_noise)
 
 
-def _initial_z(gen: StagedGenerator, seeds: list[int], restart: int) -> torch.Tensor:
+def _initial_z(gen: GeneratorView, seeds: list[int], restart: int) -> torch.Tensor:
     rows = [torch.randn(gen.n_latent if gen.has_mapping else 1, gen.style_dim,
                         generator=torch.Generator().manual_seed(s * 1009 + restart)) for s in seeds]  # fmt: skip
     z = torch.stack(rows)
@@ -166,11 +167,11 @@ def _initial_z(gen: StagedGenerator, seeds: list[int], restart: int) -> torch.Te
 class _Latents:
     """Map the optimised variable z to w+ (and to the pre-activation geocross measures)."""
 
-    def __init__(self, gen: StagedGenerator, config: ILOConfig, device: torch.device):
+    def __init__(self, gen: GeneratorView, config: ILOConfig, device: torch.device):
         self.gen = gen
         self.stats: LatentStats | None = None
         if gen.has_mapping and config.latent_space == "gaussian":
-            stats = latent_stats(gen)
+            stats = gen.latent_stats()  # on the device once, not at every step
             self.stats = LatentStats(stats.mean.to(device), stats.std.to(device), stats.samples, stats.seed)
         self.direct_w = gen.has_mapping and config.latent_space == "w"
 
@@ -184,10 +185,7 @@ class _Latents:
         return z * self.stats.std + self.stats.mean if self.stats is not None else z
 
     def wplus(self, z: torch.Tensor) -> torch.Tensor:
-        if self.stats is not None:
-            to_w = getattr(self.gen, "gaussian_to_w", None) or self.stats.to_w  # engines run it as a graph
-            return to_w(z)
-        return z
+        return self.gen.gaussian_to_w(z, self.stats) if self.stats is not None else z
 
 
 def _plateaued(history: list[torch.Tensor], window: int, tol: float) -> torch.Tensor:
@@ -197,13 +195,14 @@ def _plateaued(history: list[torch.Tensor], window: int, tol: float) -> torch.Te
     return (old - new) / old.abs().clamp_min(1e-12) < tol
 
 
-def solve(y: torch.Tensor, op: Operator, gen: StagedGenerator, config: ILOConfig | None = None,
+def solve(y: torch.Tensor, op: Operator, gen: GeneratorView, config: ILOConfig | None = None,
           image_seeds: list[int] | None = None, lpips: LPIPS | None = None, progress=None) -> SolveResult:  # fmt: skip
     """Restore images from measurements y = A(x) (+ noise) by ILO over `gen`.
 
     Round 0 runs from `config.restarts` random starts; each image continues into the
     intermediate rounds from the start whose round-0 result fits its measurements best (a poor
     start is what intermediate rounds cannot repair, so this is where restarts pay)."""
+    check_view(gen)  # a generator without a member the solver uses is refused here, not mid-round
     config = config or ILOConfig()
     batch = y.shape[0]
     seeds = image_seeds if image_seeds is not None else [config.seed + i for i in range(batch)]
@@ -215,7 +214,7 @@ def solve(y: torch.Tensor, op: Operator, gen: StagedGenerator, config: ILOConfig
         raise IloError("the measurements contain NaN or inf values")
     t0 = time.perf_counter()
     run = _Run(y, op, gen, config, _Latents(gen, config, y.device), _Objective(op, y, config, lpips, seeds), progress)
-    n_stages = len(gen.stages)
+    n_stages = len(gen.specs)
     # the default (2) is meant for deep generators: a shallower one stops at its last stage
     end = n_stages - 1 if config.end_stage is None else min(config.end_stage, n_stages - 1)
     chosen = None
@@ -256,7 +255,8 @@ def _pick(candidate: dict, chosen: dict) -> dict:
 class _Run:
     """The variables, per-image best iterates and records of one solve."""
 
-    def __init__(self, y, op, gen, config, latents, objective, progress):
+    def __init__(self, y: torch.Tensor, op: Operator, gen: GeneratorView, config: ILOConfig, latents: _Latents,
+                 objective: _Objective, progress):  # fmt: skip
         self.y, self.op, self.gen, self.config = y, op, gen, config
         self.latents, self.objective, self.progress = latents, objective, progress
         batch = y.shape[0]
@@ -279,14 +279,13 @@ class _Run:
             final_loss = self.op.data_fit(image, self.y)
         return {"z": z.detach(), "noises": [n.detach() for n in noises], "final_loss": final_loss}
 
-    def _fused_step(self, k: int):
-        """The engine's fused evaluation of round k, where the generator is an engine with a
-        loss head for the operator and the objective has no LPIPS term (which needs the image's
+    def _fused_step(self, k: int) -> FusedEvaluation | None:
+        """The fused evaluation of round k, where the generator has one for the operator (an
+        engine with its loss head) and the objective has no LPIPS term (which needs the image's
         gradient from outside the fused graph)."""
-        fused_step = getattr(self.gen, "fused_step", None)
-        if fused_step is None or self.config.lpips_weight:
+        if self.config.lpips_weight:
             return None
-        return fused_step(k, self.op, self.y.shape[0], self.n_opt_noise)
+        return self.gen.fused_step(k, self.op, self.y.shape[0], self.n_opt_noise)
 
     def round(self, k: int, z: torch.Tensor, noises: list[torch.Tensor], state: tuple, record: bool = True) -> tuple:
         """Optimise round k's variables in place; returns the optimised input state of stage k."""
