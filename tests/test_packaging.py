@@ -1,5 +1,6 @@
 """The wheel holds every module of the source tree under the one `ilo` namespace."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -17,8 +18,16 @@ def test_the_top_level_folders_are_linked_into_the_ilo_package():
 
 
 def test_the_wheel_holds_every_module_and_the_embedded_model(tmp_path):
+    # built from a copy: setuptools writes build/ and *.egg-info beside the sources it builds
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    junk = shutil.ignore_patterns("__pycache__", "lib", "*.egg-info")
+    for name in ("ilo", *LINKED):
+        shutil.copytree(ROOT / name, source / name, symlinks=True, ignore=junk)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(source)],
         check=True,
     )
     (wheel,) = tmp_path.glob("ilo_engine-*.whl")
