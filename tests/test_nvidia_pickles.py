@@ -131,7 +131,7 @@ def test_info_sample_convert_on_a_snapshot(tmp_path, capsys, g_ema):
 def test_restore_end_to_end_on_a_snapshot(tmp_path, capsys, sg2, backend):
     # The golden 32 px fixture's weights in a training snapshot (fp16 flags, numpy-1 spelling):
     # read from NVIDIA's layout, it is the same generator, down to its fingerprint
-    from ilo.engine.app.images import save_png, to_uint8
+    from ilo.engine.app.image_files import save_png, to_uint8
 
     path = _write(tmp_path, sg2, num_fp16_res=2, numpy1_spelling=True)
     loaded = load_generator(path)

@@ -182,7 +182,7 @@ def test_the_command_parser_does_not_load_torch():
 
 
 def test_float_tiff_is_read_as_zero_to_one(tmp_path):
-    from ilo.engine.app.image_io import read_image
+    from ilo.engine.app.image_files import read_image
 
     values = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)
     Image.fromarray(values, mode="F").save(tmp_path / "f.tif")
@@ -195,7 +195,7 @@ def test_float_tiff_is_read_as_zero_to_one(tmp_path):
 
 def test_large_images_are_capped_and_reduced_before_float(tmp_path):
     from ilo import InputError
-    from ilo.engine.app.image_io import fit_to, image_tensor, read_picture
+    from ilo.engine.app.image_files import fit_to, image_tensor, read_picture
 
     path = tmp_path / "big.png"
     pixels = np.zeros((2000, 3000, 3), np.uint8)
@@ -235,7 +235,7 @@ def test_safetensors_whose_header_length_starts_with_0x80(tmp_path, capsys):
     ("P", np.full((600, 600), 200, np.uint8), 200.0),
 ])  # fmt: skip
 def test_early_reduction_keeps_every_pixel_format(tmp_path, mode, pixels, expected):
-    from ilo.engine.app.image_io import read_picture
+    from ilo.engine.app.image_files import read_picture
 
     image = Image.fromarray(pixels)
     image = image.convert("P") if mode == "P" else image

@@ -10,7 +10,7 @@ import torch
 from conftest import run_fail, run_ok
 from PIL import Image
 
-from ilo.engine.app.images import save_png, to_uint8
+from ilo.engine.app.image_files import save_png, to_uint8
 
 FAST = ["--steps", "6,3", "--end-stage", "1", "--restarts", "1", "--quiet"]
 

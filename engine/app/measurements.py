@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ilo.engine.app.image_io import (
+from ilo.engine.app.image_files import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     fit_mask,

@@ -1,6 +1,8 @@
 """Restoring files: inputs -> measurements -> solver -> restored PNGs, records and metric tables.
 
-The inputs are read by `ilo.engine.app.measurements`; the output folder is an `ilo.engine.app.run_dir.RunDir`.
+The `Restorer` batches and solves; the inputs are read by `ilo.engine.app.measurements`, each
+image's files are written by `ilo.engine.app.result_files`, and the output folder is an
+`ilo.engine.app.run_dir.RunDir`.
 """
 
 from __future__ import annotations
@@ -11,21 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ilo.atomic import atomic_path
 from ilo.choices import METHODS  # noqa: F401  (re-exported)
-from ilo.engine.app.image_io import file_sha256
-from ilo.engine.app.images import save_png, to_uint8
+from ilo.engine.app.image_files import file_sha256
 from ilo.engine.app.measurements import InputSpec, MeasurementReader, Prepared
 from ilo.engine.app.progress import Progress
+from ilo.engine.app.result_files import ResultWriter
 from ilo.engine.app.run_dir import RunDir, check_output_layout
 from ilo.engine.problems.losses import LPIPS
-from ilo.engine.problems.metrics import restoration_metrics
-from ilo.engine.problems.operators import Operator
-from ilo.engine.problems.tasks import TaskSpec, name_seed
+from ilo.engine.problems.tasks import name_seed
 from ilo.engine.solver.baselines import bm3d_denoise
 from ilo.engine.solver.generator_view import GeneratorView
 from ilo.engine.solver.ilo_solver import ILOConfig, csgm_config, pulse_config, solve
@@ -96,18 +93,14 @@ class Restorer:
         self.run_dir = RunDir(out)
         self.task = options.task
         self.reader = MeasurementReader(options, self.res)
+        self.writer = ResultWriter(self.run_dir.root, self.task, self.res, options.save_degraded, options.save_strip,
+                                   options.lpips_metric)  # fmt: skip
 
     def prepare(self, path: Path) -> Prepared:
         return self.reader.prepare(path)
 
     def outputs(self, stem: str) -> list[Path]:
-        root = self.run_dir.root
-        paths = [root / f"{stem}.png"]
-        if self.options.save_degraded:
-            paths += degraded_paths(root, stem, self.task)
-        if self.options.save_strip:
-            paths.append(root / f"{stem}.strip.png")
-        return paths
+        return self.writer.paths(stem)
 
     def settings(self) -> dict:
         o = self.options
@@ -231,26 +224,10 @@ class Restorer:
                 "sources": b.sources,
             }  # fmt: skip
             if b.truth is not None:
-                record.update(self._metrics(images[i : i + 1], b.truth, b.mask))
-            self._write_outputs(b, images[i : i + 1], op)
+                record.update(self.writer.metrics(images[i : i + 1], b.truth, b.mask))
+            self.writer.write(b, images[i : i + 1])
             records[b.stem] = self.run_dir.write_record(b.stem, record)
             finished.append(b.stem)
-
-    def _metrics(self, restored, truth, mask) -> dict:
-        values = {k: float(v[0]) for k, v in restoration_metrics(restored, truth, mask).items()}
-        if self.options.lpips_metric is not None:
-            with torch.no_grad():
-                values["lpips"] = float(self.options.lpips_metric(restored.clamp(-1, 1), truth)[0])
-        return values
-
-    def _write_outputs(self, b: Prepared, restored: torch.Tensor, op: Operator) -> None:
-        root = self.run_dir.root
-        if self.options.save_degraded:
-            write_degraded(root, b.stem, self.task, b.y, b.mask)
-        if self.options.save_strip:
-            panels = [p for p in (degraded_view(self.task, b.y, self.res), restored, b.truth) if p is not None]
-            save_png(root / f"{b.stem}.strip.png", np.concatenate(list(to_uint8(torch.cat(panels))), axis=1))
-        save_png(root / f"{b.stem}.png", to_uint8(restored)[0])
 
 
 def _some(names: list[str]) -> str:
@@ -259,38 +236,3 @@ def _some(names: list[str]) -> str:
 
 def _in_file_order(records: dict[str, dict]) -> list[dict]:
     return [records[stem] for stem in sorted(records, key=lambda stem: f"{stem}.json")]
-
-
-# --- degraded files (shared with `ilo degrade`) ------------------------------------------------
-
-
-def degraded_paths(root: Path, stem: str, task: TaskSpec, tag: str = ".degraded") -> list[Path]:
-    """Where the measurements of one image go: `ilo degrade` writes `<stem>.png` (tag ''),
-    `ilo restore --save-degraded` writes `<stem>.degraded.png` beside the restored image."""
-    if task.kind.vector_measurements:
-        return [root / f"{stem}{tag}.npy"]
-    return [root / f"{stem}{tag}.png"] + ([root / "masks" / f"{stem}.png"] if task.kind.takes_masks else [])
-
-
-def write_degraded(root: Path, stem: str, task: TaskSpec, y: torch.Tensor, mask: torch.Tensor | None,
-                   tag: str = ".degraded") -> list[Path]:  # fmt: skip
-    """The measurements as files a later `ilo restore` reads back: the degraded image (and the
-    mask, black = missing, under masks/), or a .npy of CS measurements."""
-    paths = degraded_paths(root, stem, task, tag)
-    if task.kind.vector_measurements:
-        with atomic_path(paths[0]) as tmp, open(tmp, "wb") as f:
-            np.save(f, y[0].numpy().astype(np.float32))
-        return paths
-    save_png(paths[0], to_uint8(y)[0])
-    if mask is not None:
-        save_png(paths[1], np.repeat((mask[0, 0].numpy() * 255).astype(np.uint8)[..., None], 3, axis=2))
-    return paths
-
-
-def degraded_view(task: TaskSpec, y: torch.Tensor, res: int) -> torch.Tensor | None:
-    """The measurements shown at the generator's size (None for CS, which has no picture)."""
-    if task.kind.vector_measurements:
-        return None
-    if y.shape[-1] != res:
-        return F.interpolate(y, size=(res, res), mode="nearest")
-    return y

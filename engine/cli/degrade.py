@@ -17,10 +17,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ilo.atomic import atomic_write_bytes
-    from ilo.engine.app.image_io import list_inputs
+    from ilo.engine.app.image_files import list_inputs
     from ilo.engine.app.measurements import InputSpec, MeasurementReader
     from ilo.engine.app.progress import Progress
-    from ilo.engine.app.restore import degraded_paths, write_degraded
+    from ilo.engine.app.result_files import degraded_paths, write_degraded
     from ilo.engine.app.run_dir import RunDir, check_output_layout
     from ilo.engine.cli.task_args import task_from_args
     from ilo.generators.checkpoints.files import load_generator

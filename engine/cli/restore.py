@@ -99,7 +99,7 @@ def _engines(args, gen, lpips):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ilo.engine.app.image_io import IMAGE_SUFFIXES, list_inputs
+    from ilo.engine.app.image_files import IMAGE_SUFFIXES, list_inputs
     from ilo.engine.app.restore import RestoreOptions, Restorer, method_config
     from ilo.engine.runtimes.backends import check_device
     from ilo.generators.checkpoints.files import load_generator

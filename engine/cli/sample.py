@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ilo.atomic import atomic_path
-    from ilo.engine.app.images import make_grid, save_png, to_uint8
+    from ilo.engine.app.image_files import make_grid, save_png, to_uint8
     from ilo.engine.app.latent_files import read_latents, read_noises
     from ilo.engine.app.outputs import check_distinct, check_output_file
     from ilo.engine.app.progress import Progress

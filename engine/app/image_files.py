@@ -1,7 +1,9 @@
-"""Reading the user's images and masks, and fitting them to the generator's size.
+"""Image files: reading the user's images and masks and fitting them to the generator's size;
+writing images as PNG.
 
 Pixels come back as float tensors in the generator's [-1, 1] range; masks as {0, 1} with
-0 (black) = missing. Every failure names the file and what is wrong with it.
+0 (black) = missing. Every failure names the file and what is wrong with it. Files are 8-bit
+[0, 255]; values outside [-1, 1] are clipped when written, never stretched.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ilo.atomic import atomic_path
 from ilo.choices import DEFAULT_MAX_PIXELS, FIT_MODES  # noqa: F401  (FIT_MODES re-exported)
 from ilo.errors import InputError
 
@@ -226,3 +230,34 @@ def fit_mask(mask: torch.Tensor, size: int, mode: str | None, name: str) -> torc
         return mask[:, top : top + size, left : left + size]
     fitted, valid = fit_to(mask, size, mode, name, what="mask")
     return fitted * valid
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[N, 3, H, W] in [-1, 1] -> [N, H, W, 3] uint8. Values outside [-1, 1] are clipped, never
+    stretched, so a file shows what the generator produced."""
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round()
+    return x.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
+    """Tile [N, H, W, C] uint8 images into one [rows*H', cols*W', C] array with black gaps."""
+    n, h, w, c = images.shape
+    columns = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    grid = np.zeros((rows * (h + padding) + padding, columns * (w + padding) + padding, c), dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, col = divmod(i, columns)
+        y, x = padding + r * (h + padding), padding + col * (w + padding)
+        grid[y : y + h, x : x + w] = image
+    return grid
+
+
+def save_png(path: str | Path, pixels: np.ndarray) -> None:
+    """Write an [H, W, 3] uint8 array as PNG, atomically."""
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels).save(tmp, format="PNG")

@@ -1,0 +1,82 @@
+"""What a restore writes for each image (the restored PNG, the strip, the measurements it was
+given) and its metrics; `ilo degrade` writes measurements the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ilo.atomic import atomic_path
+from ilo.engine.app.image_files import save_png, to_uint8
+from ilo.engine.app.measurements import Prepared
+from ilo.engine.problems.losses import LPIPS
+from ilo.engine.problems.metrics import restoration_metrics
+from ilo.engine.problems.tasks import TaskSpec
+
+
+class ResultWriter:
+    """The files of one restored image in an output folder, and its metrics against a truth."""
+
+    def __init__(self, root: Path, task: TaskSpec, resolution: int, save_degraded: bool = False, save_strip: bool = False,
+                 lpips_metric: LPIPS | None = None):  # fmt: skip
+        self.root, self.task, self.res = root, task, resolution
+        self.save_degraded, self.save_strip, self.lpips_metric = save_degraded, save_strip, lpips_metric
+
+    def paths(self, stem: str) -> list[Path]:
+        paths = [self.root / f"{stem}.png"]
+        if self.save_degraded:
+            paths += degraded_paths(self.root, stem, self.task)
+        if self.save_strip:
+            paths.append(self.root / f"{stem}.strip.png")
+        return paths
+
+    def metrics(self, restored: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor | None) -> dict:
+        values = {k: float(v[0]) for k, v in restoration_metrics(restored, truth, mask).items()}
+        if self.lpips_metric is not None:
+            with torch.no_grad():
+                values["lpips"] = float(self.lpips_metric(restored.clamp(-1, 1), truth)[0])
+        return values
+
+    def write(self, b: Prepared, restored: torch.Tensor) -> None:
+        """Each file atomically; the record the Restorer writes after these marks the image done."""
+        if self.save_degraded:
+            write_degraded(self.root, b.stem, self.task, b.y, b.mask)
+        if self.save_strip:
+            panels = [p for p in (degraded_view(self.task, b.y, self.res), restored, b.truth) if p is not None]
+            save_png(self.root / f"{b.stem}.strip.png", np.concatenate(list(to_uint8(torch.cat(panels))), axis=1))
+        save_png(self.root / f"{b.stem}.png", to_uint8(restored)[0])
+
+
+def degraded_paths(root: Path, stem: str, task: TaskSpec, tag: str = ".degraded") -> list[Path]:
+    """Where the measurements of one image go: `ilo degrade` writes `<stem>.png` (tag ''),
+    `ilo restore --save-degraded` writes `<stem>.degraded.png` beside the restored image."""
+    if task.kind.vector_measurements:
+        return [root / f"{stem}{tag}.npy"]
+    return [root / f"{stem}{tag}.png"] + ([root / "masks" / f"{stem}.png"] if task.kind.takes_masks else [])
+
+
+def write_degraded(root: Path, stem: str, task: TaskSpec, y: torch.Tensor, mask: torch.Tensor | None,
+                   tag: str = ".degraded") -> list[Path]:  # fmt: skip
+    """The measurements as files a later `ilo restore` reads back: the degraded image (and the
+    mask, black = missing, under masks/), or a .npy of CS measurements."""
+    paths = degraded_paths(root, stem, task, tag)
+    if task.kind.vector_measurements:
+        with atomic_path(paths[0]) as tmp, open(tmp, "wb") as f:
+            np.save(f, y[0].numpy().astype(np.float32))
+        return paths
+    save_png(paths[0], to_uint8(y)[0])
+    if mask is not None:
+        save_png(paths[1], np.repeat((mask[0, 0].numpy() * 255).astype(np.uint8)[..., None], 3, axis=2))
+    return paths
+
+
+def degraded_view(task: TaskSpec, y: torch.Tensor, res: int) -> torch.Tensor | None:
+    """The measurements shown at the generator's size (None for CS, which has no picture)."""
+    if task.kind.vector_measurements:
+        return None
+    if y.shape[-1] != res:
+        return F.interpolate(y, size=(res, res), mode="nearest")
+    return y
