@@ -26,8 +26,7 @@ import numpy as np
 import torch
 
 from ilo import load_generator
-from ilo.engine.app.image_files import read_image
-from ilo.engine.app.image_files import save_png, to_uint8
+from ilo.engine.app.image_files import read_image, save_png, to_uint8
 from ilo.engine.app.restore import method_config
 from ilo.engine.problems.metrics import mean_and_std, restoration_metrics
 from ilo.engine.problems.tasks import TaskSpec, name_seed

@@ -1,1 +1,2 @@
-"""Runtime: command line, image I/O, and (later) backends, bridge and solver."""
+"""Everything that runs a restoration: problems (operators, losses, metrics), the solver, the
+runtimes that run exported graphs, the application (restore runs) and the `ilo` command."""

@@ -1,1 +1,2 @@
-"""Torch generators as chains of stages, checkpoint loaders, and (later) the graph exporter."""
+"""The exporter: graph functions (forward + VJP per stage, LPIPS, loss heads, fused steps), ONNX
+export, TensorRT lint, verification and the graph cache."""

@@ -80,7 +80,8 @@ def loss_head_bundle(heads: list[LossHead], resolution: int) -> Bundle:
     def build():
         return loss_head_graphs(heads, resolution), _by_name(loss_head_graphs(heads, resolution, frozen=False))
 
-    return Bundle("loss-heads", {"resolution": resolution, "heads": [h.name for h in heads]}, build)
+    identity = {"resolution": resolution, "heads": {h.name: h.revision for h in heads}}
+    return Bundle("loss-heads", identity, build)
 
 
 def step_bundle(gen: StagedGenerator, head: LossHead, start: int, optimised_noises: int) -> Bundle:
@@ -95,7 +96,7 @@ def step_bundle(gen: StagedGenerator, head: LossHead, start: int, optimised_nois
         return [graph], {graph.name: reference}
 
     identity = {"checkpoint_sha256": gen.fingerprint(), "family": gen.family, "resolution": gen.resolution,
-                "head": head.name, "round": start, "optimised_noises": optimised_noises}  # fmt: skip
+                "head": head.name, "head_revision": head.revision, "round": start, "optimised_noises": optimised_noises}  # fmt: skip
     return Bundle(f"step-round{start}-{head.name}", identity, build)
 
 

@@ -171,6 +171,7 @@ class LossHead:
     loss: Callable[..., torch.Tensor]
     shared: tuple[str, ...] = ()
     symbolic: dict = field(default_factory=dict)
+    revision: str = ""  # changes with the code of `loss`: part of the exported graphs' cache key
 
 
 def loss_head_graphs(heads: list[LossHead], resolution: int, frozen: bool = True) -> list[GraphFn]:

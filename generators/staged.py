@@ -104,8 +104,11 @@ class StagedGenerator(nn.Module):
         return w[:, None, :].expand(-1, self.n_latent, -1)
 
     def latent_stats(self) -> Any:
-        """The `LatentStats` of the Gaussianised latent space; families with a mapping network
-        override this (ilo.generators.latent_stats builds on this module, hence the loose type)."""
+        """The `LatentStats` of the Gaussianised latent space; a family with a mapping network
+        overrides this with `ilo.generators.latent_stats.latent_stats(self)` (that module builds
+        on this one, hence the loose type here)."""
+        if self.has_mapping:
+            raise NotImplementedError(f"the {self.family} generator has a mapping network but does not give its latent_stats()")
         raise InputError(f"the {self.family} generator has no mapping network; its latent is already Gaussian")
 
     def gaussian_to_w(self, z: torch.Tensor, stats: Any) -> torch.Tensor:

@@ -24,7 +24,10 @@ from ilo.kernels.library import KernelLibrary
 class KernelOps:
     def __init__(self, library: KernelLibrary, tf32: bool | None = None):
         self.library, self._tf32 = library, tf32
-        self._weights = weakref.WeakKeyDictionary()  # layer -> (version key, LayerWeights)
+        # id(conv weight) -> (version key, LayerWeights). Keyed by the weight tensor, not the layer:
+        # every graph runs its own copy of the layers (ops.with_fast_layers), all sharing weights.
+        # An entry leaves with its tensor (a weak dictionary would compare tensors with ==).
+        self._weights: dict[int, tuple] = {}
 
     @property
     def tf32(self) -> bool:
@@ -35,11 +38,13 @@ class KernelOps:
     def _layer_weights(self, layer, conv, spec) -> kernel_ops.LayerWeights:
         """The layer's constants, derived again only when a weight changed (in place, or moved)."""
         key = tuple((t.data_ptr(), t._version) for t in (conv.weight, layer.bias))
-        cached = self._weights.get(layer)
+        cached = self._weights.get(id(conv.weight))
         if cached is None or cached[0] != key:
             blur = conv.blur_kernel if conv.up else None
+            if cached is None:
+                weakref.finalize(conv.weight, self._weights.pop, id(conv.weight), None)
             cached = key, kernel_ops.layer_weights(spec, conv.weight * conv.weight_gain, layer.bias, blur)
-            self._weights[layer] = cached
+            self._weights[id(conv.weight)] = cached
         return cached[1]
 
     def _takes(self, x: torch.Tensor, *modules: torch.nn.Module) -> bool:

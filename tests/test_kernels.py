@@ -190,6 +190,21 @@ def test_cached_layer_constants_follow_in_place_weight_changes(emulated_kernels)
         assert relative(y, layer(x, w, noise)) <= 1e-5
 
 
+def test_copies_of_a_layer_share_one_set_of_derived_constants(emulated_kernels):
+    """Every graph runs its own copy of the layers: the derived weights (a scaled copy and its
+    adjoint) are kept once per weight tensor, not once per copy, and leave with the weights."""
+    layer = _layer("conv", 10, 12, None)
+    fast = KernelOps(emulated_kernels)
+    x, w, noise = torch.randn(2, 10, 6, 6), torch.randn(2, 8), torch.randn(2, 1, 6, 6)
+    outputs = [R.with_fast_layers(layer, fast)(x, w, noise) for _ in range(3)]
+    assert len(fast._weights) == 1 and all(torch.equal(y, outputs[0]) for y in outputs)
+    del layer, outputs
+    import gc
+
+    gc.collect()
+    assert fast._weights == {}
+
+
 def test_weights_that_require_grad_run_the_reference(emulated_kernels):
     layer = _layer("conv", 10, 12, None).requires_grad_(True)
     x, w, noise = torch.randn(2, 10, 6, 6), torch.randn(2, 8), torch.randn(2, 1, 6, 6)

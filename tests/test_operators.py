@@ -136,7 +136,7 @@ def test_every_operator_exports_a_loss_head_equal_to_its_data_fit_or_says_why_no
     op = _operators()[name]
     head = op.loss_head(SIZE)
     if head is None:
-        assert op.no_head_reason, f"{name} has no fused loss head and does not say why"
+        assert op.no_head_reason(SIZE), f"{name} has no fused loss head and does not say why"
         return
     x = torch.randn(BATCH, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
     y = op.A(torch.randn(x.shape, generator=torch.Generator().manual_seed(4)))
@@ -151,6 +151,8 @@ def test_every_head_ilo_export_writes_comes_from_an_operator():
     heads = every_loss_head(64)
     assert set(heads) == {"inpaint", "denoise", "sr2", "sr4", "sr8", "cs_gaussian"}
     assert Downsample(1).loss_head(64).name == "denoise" and Downsample(32).loss_head(64) is None  # 2 px: no head
+    assert "at least 4 pixels" in Downsample(32).no_head_reason(64) and Downsample(4).no_head_reason(64) is None
+    assert len({h.revision for h in heads.values()}) == 1 and heads["inpaint"].revision  # in the graphs' cache keys
 
 
 @pytest.mark.parametrize("name", list(_operators()))

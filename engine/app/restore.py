@@ -209,11 +209,13 @@ class Restorer:
             def report(k, step, steps, measured):
                 progress.note(f"round {k} step {step + 1}/{steps} loss {float(measured.mean()):.3g}")
 
-            result = solve(y.to(o.device), op.to(o.device), self.gen, o.config, image_seeds=seeds, lpips=self.loss_lpips,
-                           progress=report)  # fmt: skip
+            try:  # the operator may be the reader's shared one: it goes back to the CPU whatever happens
+                result = solve(y.to(o.device), op.to(o.device), self.gen, o.config, image_seeds=seeds,
+                               lpips=self.loss_lpips, progress=report)  # fmt: skip
+            finally:
+                op.cpu()
             images, seconds = result.images.cpu(), result.seconds["total"]
             best_round = [int(r) for r in result.best_round]
-        op = op.cpu()  # the outputs are written from the CPU
         with torch.no_grad():
             fit = op.data_fit(images, y)
         for i, (b, path) in enumerate(zip(batch, paths)):

@@ -12,7 +12,9 @@ and sigma is in [0, 1] pixel units (the [-1, 1] noise is 2σ).
 
 from __future__ import annotations
 
+import hashlib
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +22,14 @@ from torch import nn
 
 from ilo.errors import InputError
 from ilo.export.graphs import LossHead
+
+# The heads' maths is this module's code: its hash is part of each exported head's identity, so
+# an edit here exports the loss and fused step graphs again instead of serving stale ones.
+HEADS_REVISION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def _head(*args, **kwargs) -> LossHead:
+    return LossHead(*args, revision=HEADS_REVISION, **kwargs)
 
 
 def _take(t: torch.Tensor, index: slice) -> torch.Tensor:
@@ -30,8 +40,8 @@ def _take(t: torch.Tensor, index: slice) -> torch.Tensor:
 class Operator(nn.Module):
     linear = True
     name = "operator"
-    # Why the operator has no fused loss head (its loss then runs in torch); None if it has one.
-    no_head_reason: str | None = None
+    # Why operators of this kind have no fused loss head (their loss then runs in torch).
+    why_no_head: str | None = None
 
     def __init__(self, sigma: float | torch.Tensor = 0.0):
         super().__init__()
@@ -58,9 +68,13 @@ class Operator(nn.Module):
         return self
 
     def loss_head(self, resolution: int) -> LossHead | None:
-        """The exported per-image data fit of this operator's kind at `resolution`, or None
+        """The exported per-image data fit of this operator at `resolution`, or None
         (`no_head_reason` says why)."""
         return None
+
+    def no_head_reason(self, resolution: int) -> str | None:
+        """Why `loss_head(resolution)` is None; None where there is a head."""
+        return None if self.loss_head(resolution) is not None else self.why_no_head
 
     def head_inputs(self, batch: int) -> list[torch.Tensor]:
         """The loss head's inputs after the image and y (a mask, a matrix), for a batch."""
@@ -103,7 +117,7 @@ class Operator(nn.Module):
 class Composed(Operator):
     """outer ∘ inner; the noise levels add in quadrature (the outer noise is the one applied last)."""
 
-    no_head_reason = "a composition has no single exported head; its data fit runs in torch"
+    why_no_head = "a composition has no single exported head; its data fit runs in torch"
 
     def __init__(self, outer: Operator, inner: Operator):
         super().__init__(torch.sqrt(outer.sigma**2 + inner.sigma**2))
@@ -181,11 +195,13 @@ class Inpainting(Operator):
         return Inpainting(_take(self.mask, index), self._sigma_of(index))
 
     def loss_head(self, resolution):
+        kind = type(self)  # a subclass's own data fit, not the base class's
+
         def fit(x, y, mask):
-            return Inpainting(mask).data_fit(x, y)
+            return kind(mask).data_fit(x, y)
 
         image = (3, resolution, resolution)
-        return LossHead("inpaint", image, (("mask", (1, resolution, resolution)),), fit)
+        return _head("inpaint", image, (("mask", (1, resolution, resolution)),), fit)
 
     def head_inputs(self, batch):
         return [self.mask.expand(batch, -1, -1, -1).contiguous()]
@@ -258,7 +274,12 @@ class Downsample(Operator):
         side = resolution // self.factor
         if resolution % self.factor or side < 4:  # the graph's reflect padding needs 4 pixels
             return None
-        return LossHead(f"sr{self.factor}", (3, side, side), (), Downsample(self.factor).data_fit)
+        return _head(f"sr{self.factor}", (3, side, side), (), type(self)(self.factor).data_fit)
+
+    def no_head_reason(self, resolution):
+        if self.loss_head(resolution) is not None:
+            return None
+        return f"factor {self.factor} must divide the {resolution}px side and leave at least 4 pixels"
 
     def A(self, x):
         if self.factor == 1:
@@ -318,7 +339,7 @@ class DenseGaussianCS(Operator):
         def fit(x, y, matrix):
             return (cls.project(x, matrix) - y).square().mean(dim=1)
 
-        return LossHead("cs_gaussian", (m,), (("matrix", (m, n)),), fit, shared=("matrix",),
+        return _head("cs_gaussian", (m,), (("matrix", (m, n)),), fit, shared=("matrix",),
                         symbolic={"y": {1: "m"}, "matrix": {0: "m"}})  # fmt: skip
 
     def head_inputs(self, batch):
@@ -330,7 +351,7 @@ class PartialCirculantCS(Operator):
     (FFT), then a random subset of m outputs, scaled by 1/sqrt(m). Per-image parameters."""
 
     name = "cs-circulant"
-    no_head_reason = "its FFT has no TensorRT equivalent, so its data fit stays in torch"
+    why_no_head = "its FFT has no TensorRT equivalent, so its data fit stays in torch"
 
     def __init__(self, n: int, m: int, batch: int = 1, seed: int = 0, sigma: float | torch.Tensor = 0.0):
         super().__init__(sigma)
@@ -364,7 +385,7 @@ class PartialCirculantCS(Operator):
 
 def denoising_head(resolution: int) -> LossHead:
     image = (3, resolution, resolution)
-    return LossHead("denoise", image, (), Identity().data_fit)
+    return _head("denoise", image, (), Identity().data_fit)
 
 
 def every_loss_head(resolution: int, sr_factors=(2, 4, 8)) -> dict[str, LossHead]:

@@ -184,7 +184,7 @@ class EngineGenerator:
     def fused_step(self, start: int, op: Operator, batch: int, optimised_noises: int = 0) -> Callable | None:
         """evaluate(state, wplus, noises, y) -> (per-image loss, image) for round `start`, with
         gradients for the state, the latents and the noise maps below index `optimised_noises`,
-        or None when `op` exports no loss head (its `no_head_reason` says why). Exports the
+        or None when `op` exports no loss head (its `no_head_reason(resolution)` says why). Exports the
         round's graph on first use."""
         gen = self.torch_generator
         head = op.loss_head(gen.resolution)
