@@ -11,6 +11,15 @@ STYLEGAN2_32 = FIXTURES / "stylegan2_rosinality_32px.pt"
 GOLDEN_32 = FIXTURES / "stylegan2_rosinality_32px_golden.pt"
 
 
+def pytest_configure(config):
+    # The suite runs as xdist workers, one per core: each gets its share of the cores for torch's
+    # pool (ONNX Runtime sessions take torch's count). Left at torch's default every worker would
+    # use every core, and the workers' threads would wait on each other.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     # Latent statistics and exported graphs go to a per-session folder, never the user's cache.

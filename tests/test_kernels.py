@@ -139,9 +139,13 @@ def test_tf32_tensor_core_layers_are_within_tf32_rounding_of_the_reference(emula
         dy = torch.randn(ref.shape, generator=torch.Generator().manual_seed(10))
         results[tf32] = (y, *torch.autograd.grad(y, inputs, dy))
     want = (ref, *torch.autograd.grad(ref, inputs, dy))
-    for a, b, r in zip(results[True], results[False], want):
+    for b, r in zip(results[False], want):
         assert relative(b, r) <= 1e-5  # fp32 path: exact to rounding
-        assert 0 < relative(a, r) <= 5e-3  # TF32: rounded, and only by TF32's rounding
+    tf32_errors = [relative(a, r) for a, r in zip(results[True], want)]
+    assert max(tf32_errors) <= 5e-3  # TF32: rounded, and only by TF32's rounding
+    # the tensor-core path ran where it applies: its rounding shows (to-RGB's forward, with 3
+    # output channels, is not on it and may match torch exactly)
+    assert all(e > 0 for e in (tf32_errors[1:] if kind == "rgb" else tf32_errors))
 
 
 def test_one_noise_map_broadcast_over_the_batch_gets_the_summed_gradient(emulated_kernels):
