@@ -117,7 +117,8 @@ def _stage_pair(gen: StagedGenerator, stage, fast: ops.FastLayers | None) -> lis
 
 
 def mapping_graphs(gen: StagedGenerator) -> list[GraphFn]:
-    """The Gaussianised-latent proxy w = leaky_relu(std * z + mean, 0.2) (PULSE's Gaussianised latent space; ilo.generators.latent_stats)."""
+    """PULSE's Gaussianised-latent proxy w = leaky_relu(std * z + mean, 0.2), with the statistics
+    of ilo.generators.latent_stats."""
     if not gen.has_mapping:
         return []
     stats = latent_stats(gen)
