@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from conftest import run_fail, run_ok
 from onnx import TensorProto, helper
 
-from ilo.export.ort_session import ort_session
 from ilo.export.artifacts import (
     MAX_RELATIVE_ERROR,
     cache_key,
@@ -25,6 +24,7 @@ from ilo.export.artifacts import (
 )  # fmt: skip
 from ilo.export.graphs import generator_graphs
 from ilo.export.lint import lint
+from ilo.export.ort_session import ort_session
 from ilo.generators import frozen_ops
 
 
