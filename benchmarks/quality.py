@@ -27,7 +27,7 @@ import torch
 
 from ilo import load_generator
 from ilo.engine.app.image_files import read_image, save_png, to_uint8
-from ilo.engine.app.restore import method_config
+from ilo.engine.app.restorer import method_config
 from ilo.engine.problems.metrics import mean_and_std, restoration_metrics
 from ilo.engine.problems.tasks import TaskSpec, name_seed
 from ilo.engine.solver.baselines import bm3d_denoise

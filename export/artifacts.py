@@ -181,9 +181,19 @@ def export_bundle(bundle: Bundle, root: Path | None = None, progress=None, force
             shutil.rmtree(keep, ignore_errors=True)
             work.rename(keep)
             raise IloError(f"graphs failed their checks: {', '.join(failed)} (see {keep / MANIFEST})")
+        if not force:  # another process (a second Ray actor, say) may have finished the same export first
+            theirs = _valid_cache(folder)
+            if theirs is not None:
+                return ExportResult(folder, theirs, True)
         if folder.exists():
-            shutil.rmtree(folder)
-        work.rename(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            work.rename(folder)
+        except OSError:  # another process renamed its copy into place between our check and here
+            theirs = _valid_cache(folder)
+            if theirs is None:
+                raise
+            return ExportResult(folder, theirs, True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ExportResult(folder, manifest, False)

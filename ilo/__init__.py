@@ -12,20 +12,28 @@ from ilo.version import __version__
 
 
 def __getattr__(name: str):
-    # The checkpoint functions load torch: import them on first use, so `import ilo` (and the
+    # These load torch: import them on first use, so `import ilo` (and the
     # `ilo` command's parser) stays fast.
     if name in ("load_generator", "save_generator"):
         from ilo.generators.checkpoints import files
 
         return getattr(files, name)
+    if name in ("Restorer", "Restored", "RestorerSettings"):
+        from ilo.engine.app import restorer
+
+        return getattr(restorer, name)
     raise AttributeError(f"module 'ilo' has no attribute '{name}'")
 
 
 if _TYPE_CHECKING:  # for static tools: the names __getattr__ provides
+    from ilo.engine.app.restorer import Restored, Restorer, RestorerSettings  # noqa: F401
     from ilo.generators.checkpoints.files import load_generator, save_generator  # noqa: F401
 
 __all__ = [
     "CheckpointError",
+    "Restored",
+    "Restorer",
+    "RestorerSettings",
     "IloError",
     "InputError",
     "UnsafeCheckpointError",

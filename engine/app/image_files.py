@@ -85,8 +85,6 @@ def read_picture(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, fit: tu
     while still 8-bit: `crop` cuts the centre square, `resize` shrinks by a whole factor
     (box filter) to no less than four times `size`, so `fit_to`'s antialiased resize finishes it
     from a small array instead of a full-size float one."""
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -96,6 +94,14 @@ def read_picture(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, fit: tu
         raise InputError(f"{path}: is a folder, not an image") from None
     except OSError as e:
         raise InputError(f"{path}: unreadable ({e.strerror or e})") from None
+    return decode_picture(data, str(path), max_pixels, fit)
+
+
+def decode_picture(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
+                   fit: tuple[str | None, int] | None = None) -> Picture:  # fmt: skip
+    """`read_picture` for bytes already in memory (an upload, say); `name` goes into errors."""
+    from PIL import Image, UnidentifiedImageError
+
     if max_pixels > (Image.MAX_IMAGE_PIXELS or 0) * 2:
         # the image library refuses above twice its own limit: a user who raised ours raises it too
         Image.MAX_IMAGE_PIXELS = max_pixels
@@ -106,19 +112,21 @@ def read_picture(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, fit: tu
                 width, height = im.size
                 if width * height > max_pixels:
                     raise InputError(
-                        f"{path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
+                        f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
                         f"{max_pixels / 1e6:.0f}; raise it with --max-pixels if the file is genuine"
                     )
                 if fit is not None and fit[0] is None and (width, height) != (fit[1], fit[1]):
-                    _refuse_size(path, (width, height), fit[1])  # before decoding what would be refused
+                    _refuse_size(name, (width, height), fit[1])  # before decoding what would be refused
                 im = _prefit(im, fit)
-                pixels = _rgb_array(im, path)
+                pixels = _rgb_array(im, name)
     except InputError:
         raise
     except Image.DecompressionBombError:
-        raise InputError(f"{path}: declares more pixels than the image library will decode; raise --max-pixels") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
-        raise InputError(f"{path}: not a readable image ({e})") from None
+        raise InputError(f"{name}: declares more pixels than the image library will decode; raise --max-pixels") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{name}: not a readable image (not a format the image library knows)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise InputError(f"{name}: not a readable image ({e})") from None
     return Picture(pixels, (width, height), hashlib.sha256(data).hexdigest())
 
 
@@ -140,7 +148,7 @@ def _prefit(im, fit: tuple[str | None, int] | None):
     return im
 
 
-def _rgb_array(im, path: Path) -> np.ndarray:
+def _rgb_array(im, path: str | Path) -> np.ndarray:
     """Decoded pixels as [H, W, 3] float64 in [0, 255], whatever the file's pixel format."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale: keep the precision, then scale
         a = np.asarray(im, dtype=np.float64)

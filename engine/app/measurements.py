@@ -113,42 +113,58 @@ class MeasurementReader:
             if truth is not None:
                 digests["truth"] = truth[1]
             return Prepared(stem, y, None, truth[0] if truth else None, digests)
-        size = self.res if s.clean_inputs else self.task.measurement_size(self.res)
-        picture = read_picture(path, s.max_pixels, (s.fit, size))
-        image, valid = fit_to(image_tensor(picture), size, s.fit, str(path))
+        picture = read_picture(path, s.max_pixels, (s.fit, self.input_size()))
         digests = {"input": picture.sha256}
-        mask = self._mask(path, files.get("mask"), picture.size, valid, digests)
+        mask = None
+        if self.task.kind.takes_masks and "mask" in files:
+            mask_picture = self._read_mask(files["mask"])
+            mask = Pixels(mask_tensor(mask_picture), mask_picture.size, str(files["mask"]))
+            digests["mask"] = mask_picture.sha256
         truth = self._truth(files)
         if truth is not None:
             digests["truth"] = truth[1]
-        if s.clean_inputs:
-            op = self.task.operator(self.res, mask) if mask is not None else self.shared_operator()
-            y = self.task.measure(op, image[None], [stem])
-            return Prepared(stem, y, mask, image[None], digests)
-        y = image[None] * mask if mask is not None else image[None]  # whatever is in a hole is unknown
-        return Prepared(stem, y, mask, truth[0] if truth else None, digests)
+        image = Pixels(image_tensor(picture), picture.size, str(path))
+        return self.from_pixels(stem, image, mask, truth[0] if truth else None, digests)
 
-    def _mask(self, path: Path, source: Path | None, image_size: tuple[int, int], valid: torch.Tensor,
-              digests: dict) -> torch.Tensor | None:  # fmt: skip
+    def input_size(self) -> int:
+        """Side of the pictures this run reads: the generator's for clean inputs, else the camera's."""
+        return self.res if self.spec.clean_inputs else self.task.measurement_size(self.res)
+
+    def from_pixels(self, stem: str, image: Pixels, mask: Pixels | None = None, truth: torch.Tensor | None = None,
+                    digests: dict | None = None) -> Prepared:  # fmt: skip
+        """One picture (and its mask) already decoded, from a file or handed over in memory."""
+        s = self.spec
+        fitted, valid = fit_to(image.tensor, self.input_size(), s.fit, image.name)
+        mask_tensor_ = self._mask(stem, image, mask, valid)
+        if s.clean_inputs:
+            op = self.task.operator(self.res, mask_tensor_) if mask_tensor_ is not None else self.shared_operator()
+            y = self.task.measure(op, fitted[None], [stem])
+            return Prepared(stem, y, mask_tensor_, fitted[None], dict(digests or {}))
+        y = fitted[None] * mask_tensor_ if mask_tensor_ is not None else fitted[None]  # whatever is in a hole is unknown
+        return Prepared(stem, y, mask_tensor_, truth, dict(digests or {}))
+
+    def from_vector(self, stem: str, values, name: str, digest: str) -> Prepared:
+        """Compressed-sensing measurements handed over in memory (an array of m numbers)."""
+        return Prepared(stem, check_cs_vector(values, name, self.cs_measurements, self.task.ratio, self.res), None, None,
+                        {"input": digest})  # fmt: skip
+
+    def _mask(self, stem: str, image: Pixels, mask: Pixels | None, valid: torch.Tensor) -> torch.Tensor | None:
         if not self.task.kind.takes_masks:
             return None
-        s = self.spec
-        if source is not None:
-            picture = self._read_mask(source)
-            if picture.size != image_size:
+        if mask is not None:
+            if mask.size != image.size:
                 raise InputError(
-                    f"{path}: the mask {source} is {picture.size[0]}x{picture.size[1]} "
-                    f"but the image is {image_size[0]}x{image_size[1]}"
+                    f"{image.name}: the mask {mask.name} is {mask.size[0]}x{mask.size[1]} "
+                    f"but the image is {image.size[0]}x{image.size[1]}"
                 )
-            mask = fit_mask(mask_tensor(picture), self.res, s.fit, str(source))
-            digests["mask"] = picture.sha256
+            fitted = fit_mask(mask.tensor, self.res, self.spec.fit, mask.name)
         else:
-            mask = self.task.built_in_mask(self.res, path.stem)
-        mask = (mask * valid)[None]  # padding invented by --fit pad is unobserved
-        if not mask.any():
-            where = f"the mask {source}" if source is not None else "the mask"
-            raise InputError(f"{path}: {where} leaves no pixel of the image observed; there is nothing to restore from")
-        return mask
+            fitted = self.task.built_in_mask(self.res, stem)
+        fitted = (fitted * valid)[None]  # padding invented by --fit pad is unobserved
+        if not fitted.any():
+            where = f"the mask {mask.name}" if mask is not None else "the mask"
+            raise InputError(f"{image.name}: {where} leaves no pixel of the image observed; there is nothing to restore from")
+        return fitted
 
     def _read_mask(self, source: Path):
         """One --mask file serves every image: it is read and hashed once per run."""
@@ -177,18 +193,32 @@ class MeasurementReader:
             raise InputError(f"{path}: unreadable measurements ({e})") from None
         if not isinstance(y, np.ndarray):  # e.g. an .npz archive under a .npy name
             raise InputError(f"{path}: holds a {type(y).__name__}, not one array of measurements (from `ilo degrade`)")
-        if y.dtype.kind not in "fiu":
-            kind = "complex numbers" if y.dtype.kind == "c" else f"{y.dtype} values"
-            raise InputError(f"{path}: holds {kind}; measurements are real numbers (float32 from `ilo degrade`)")
-        y = torch.from_numpy(np.asarray(y, dtype=np.float32)).reshape(1, -1)
-        if not torch.isfinite(y).all():
-            bad = int((~torch.isfinite(y)).sum())
-            raise InputError(f"{path}: {bad} of its measurements are NaN or inf (or overflow float32)")
-        if y.shape[1] != self.cs_measurements:
-            raise InputError(
-                f"{path}: holds {y.shape[1]} measurements but --ratio {self.task.ratio} at {self.res}px means {self.cs_measurements}"
-            )
-        return y, hashlib.sha256(data).hexdigest()
+        return check_cs_vector(y, str(path), self.cs_measurements, self.task.ratio, self.res), hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """A decoded picture: [C, h, w] pixels (after any early reduction), the size its source
+    declares (width, height: what a mask must match) and a name for errors."""
+
+    tensor: torch.Tensor
+    size: tuple[int, int]
+    name: str
+
+
+def check_cs_vector(values, name: str, expected: int | None, ratio: float, resolution: int) -> torch.Tensor:
+    """m real, finite measurements as a [1, m] float32 tensor, or a one-line error."""
+    y = np.asarray(values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values)
+    if y.dtype.kind not in "fiu":
+        kind = "complex numbers" if y.dtype.kind == "c" else f"{y.dtype} values"
+        raise InputError(f"{name}: holds {kind}; measurements are real numbers (float32 from `ilo degrade`)")
+    y = torch.from_numpy(np.asarray(y, dtype=np.float32)).reshape(1, -1)
+    if not torch.isfinite(y).all():
+        bad = int((~torch.isfinite(y)).sum())
+        raise InputError(f"{name}: {bad} of its measurements are NaN or inf (or overflow float32)")
+    if y.shape[1] != expected:
+        raise InputError(f"{name}: holds {y.shape[1]} measurements but --ratio {ratio} at {resolution}px means {expected}")
+    return y
 
 
 def find_by_stem(folder: Path, stem: str, what: str) -> Path:

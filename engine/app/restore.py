@@ -1,95 +1,101 @@
 """Restoring files: inputs -> measurements -> solver -> restored PNGs, records and metric tables.
 
-The `Restorer` batches and solves; the inputs are read by `ilo.engine.app.measurements`, each
-image's files are written by `ilo.engine.app.result_files`, and the output folder is an
-`ilo.engine.app.run_dir.RunDir`.
+A `FolderRestore` checks a run, groups its pending inputs into batches and writes each image's
+files and record as its batch comes back. Who solves a batch is a `BatchSolver`: here, in this
+process, an `ilo.Restorer` (`LocalBatches`); on a Ray cluster, a pool of actors holding one
+each (`ilo.engine.fleet.ray_batch`). Either way the same files are written by this process, so
+a run resumes, and an output is never half-written, whoever solved it. The inputs are read by
+`ilo.engine.app.measurements`, each image's files are written by
+`ilo.engine.app.result_files`, and the output folder is an `ilo.engine.app.run_dir.RunDir`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Protocol
 
-import torch
-
-from ilo.choices import METHODS  # noqa: F401  (re-exported)
 from ilo.engine.app.image_files import file_sha256
 from ilo.engine.app.measurements import InputSpec, MeasurementReader, Prepared
 from ilo.engine.app.progress import Progress
+from ilo.engine.app.restorer import BatchResult, Restorer, method_config  # noqa: F401  (method_config re-exported)
 from ilo.engine.app.result_files import ResultWriter
 from ilo.engine.app.run_dir import RunDir, check_output_layout
 from ilo.engine.problems.losses import LPIPS
-from ilo.engine.problems.tasks import name_seed
-from ilo.engine.solver.baselines import bm3d_denoise
-from ilo.engine.solver.generator_view import GeneratorView
-from ilo.engine.solver.ilo_solver import ILOConfig, csgm_config, pulse_config, solve
 from ilo.errors import IloError, InputError
-from ilo.generators.staged import StagedGenerator
-
-
-def method_config(method: str, **overrides) -> ILOConfig | None:
-    """The solver settings of a method, with the caller's overrides (None for BM3D)."""
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if method == "ilo":
-        return ILOConfig(**overrides)
-    if method == "csgm":
-        return csgm_config(**overrides)
-    if method == "pulse":
-        return pulse_config(**overrides)
-    if method == "bm3d":
-        if overrides:
-            raise InputError(f"BM3D takes no solver settings (got {', '.join(sorted(overrides))})")
-        return None
-    raise InputError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
 
 
 @dataclass
 class RestoreOptions(InputSpec):
-    """How inputs are read (`InputSpec`'s fields: task, fit, masks, ...) and how they are solved."""
+    """How a folder run reads its inputs (`InputSpec`'s fields: task, fit, masks, ...) and what
+    it writes; how they are solved is the `Restorer`'s."""
 
-    method: str = "ilo"
-    config: ILOConfig | None = None  # None: the method's defaults
     batch_size: int = 8
-    seed: int = 0
     save_degraded: bool = False
     save_strip: bool = False
     overwrite: bool = False
     lpips_metric: LPIPS | None = None
     show_progress: bool = True
-    device: str = "cpu"  # where the solver runs; inputs are read and outputs written on the CPU
-    backend: str = "torch"  # what runs the generator (recorded per image)
-    extra_settings: dict = field(default_factory=dict)  # e.g. the model's identity, for resume checks
+    extra_settings: dict = field(default_factory=dict)  # e.g. how many workers, for the record
     notes: list[str] = field(default_factory=list)  # shown once every input has been checked
 
     def __post_init__(self):
         super().__post_init__()
         if self.batch_size < 1:
             raise InputError("--batch-size must be at least 1")
-        if self.method == "bm3d" and not self.task.kind.bm3d:
-            raise InputError("BM3D is a denoiser: use it with --task denoise")
-        if self.config is None:
-            self.config = method_config(self.method)
 
 
 # Prepared measurements kept between the up-front check and the solve, so small inputs are read
 # once; beyond this the rest are read again when their batch comes (each read is hashed anyway).
 PREPARED_CACHE_BYTES = 256 << 20
 
-# Builds what the solver runs once the inputs are checked (exporting graphs can take minutes):
-# returns the generator, the LPIPS loss module (or None) and the backend's description.
-SolverFactory = Callable[[], "tuple[GeneratorView, LPIPS | None, str]"]  # the torch model or an engine
+
+@dataclass
+class Batch:
+    """Inputs solved together: their files, in run order, and their measurements once read."""
+
+    index: int
+    paths: list[Path]
+    prepared: list[Prepared] | None = None
 
 
-class Restorer:
+class BatchSolver(Protocol):
+    """Solves a run's batches, yielding each with its result as it finishes (in any order)."""
+
+    backend: str  # what solved them, for the records
+
+    def solve_all(self, batches: list[Batch], note) -> Iterator[tuple[Batch, BatchResult]]: ...
+
+
+class LocalBatches:
+    """Every batch in this process, one after the other, by one `Restorer`."""
+
+    def __init__(self, restorer: Restorer, reader: MeasurementReader):
+        self.restorer, self.reader = restorer, reader
+        self.backend = "not loaded"
+
+    def solve_all(self, batches: list[Batch], note) -> Iterator[tuple[Batch, BatchResult]]:
+        self.restorer.warm(trial=False)  # the first batch exports what it needs
+        self.backend = self.restorer.backend_name
+
+        def report(k, step, steps, measured):
+            note(f"round {k} step {step + 1}/{steps} loss {float(measured.mean()):.3g}")
+
+        for batch in batches:
+            prepared = batch.prepared or [self.reader.prepare(p) for p in batch.paths]
+            batch.prepared = prepared
+            yield batch, self.restorer.solve(prepared, progress=report)
+
+
+class FolderRestore:
     """Turn input files into restored outputs in one folder, resumably."""
 
-    def __init__(self, gen: StagedGenerator, options: RestoreOptions, out: Path, loss_lpips: LPIPS | None = None):
-        self.gen: GeneratorView = gen  # until `run` is given the solver's (an engine, maybe)
-        self.options, self.res = options, gen.resolution
-        self.loss_lpips = loss_lpips
+    def __init__(self, restorer: Restorer, options: RestoreOptions, out: Path):
+        if options.task is not restorer.task and options.task != restorer.task:
+            raise InputError("the folder run and its Restorer name different tasks")
+        self.restorer, self.options, self.res = restorer, options, restorer.resolution
         self.run_dir = RunDir(out)
         self.task = options.task
         self.reader = MeasurementReader(options, self.res)
@@ -103,17 +109,16 @@ class Restorer:
         return self.writer.paths(stem)
 
     def settings(self) -> dict:
-        o = self.options
+        o, described = self.options, self.restorer.describe()
         return {
-            "task": self.task.describe(), "method": o.method,
-            "solver": dataclasses.asdict(o.config) if o.config is not None else None,
-            "fit": o.fit, "clean_inputs": o.clean_inputs, "seed": o.seed,
+            "task": described["task"], "method": described["method"], "solver": described["solver"],
+            "fit": o.fit, "clean_inputs": o.clean_inputs, "seed": described["seed"],
             # mask files are matched by content, per image (each record's sources), not by path
             "mask_files": o.mask is not None or o.mask_dir is not None,
-            **o.extra_settings,
+            "model": described["model"], **o.extra_settings,
         }  # fmt: skip
 
-    def run(self, inputs: list[Path], solver: SolverFactory | None = None) -> dict:
+    def run(self, inputs: list[Path], solver: BatchSolver | None = None) -> dict:
         """Restore every input not already finished; returns a summary.
 
         Before anything is written: the settings, the output folder and every input of this
@@ -136,11 +141,10 @@ class Restorer:
             prepared = self._check_inputs(pending)
             for note in [*o.notes, *notes]:
                 print(f"ilo: note: {note}", file=sys.stderr)
-            if solver is not None:
-                self.gen, self.loss_lpips, o.backend = solver()
+            solver = solver or LocalBatches(self.restorer, self.reader)
             names = {p.name for i in inputs for p in [*self.outputs(i.stem), self.run_dir.record_path(i.stem)]}
             self.run_dir.start(settings, o.overwrite, outputs=names)
-            return self._restore_all(pending, prepared, records, skipped=len(inputs) - len(pending))
+            return self._restore_all(solver, pending, prepared, records, skipped=len(inputs) - len(pending))
 
     def _pending(self, inputs: list[Path], sources: dict, records: dict) -> tuple[list[Path], list[str]]:
         pending, changed, unhashed = [], [], []
@@ -173,17 +177,20 @@ class Restorer:
                 kept[path] = item
         return kept
 
-    def _restore_all(self, pending: list[Path], prepared: dict, records: dict, skipped: int) -> dict:
+    def _restore_all(self, solver: BatchSolver, pending: list[Path], prepared: dict, records: dict, skipped: int) -> dict:
         o = self.options
         progress = Progress(len(pending), "restore", enabled=o.show_progress)
         finished: list[str] = []  # this run's, in order (a batch that fails may have finished some)
+        batches = [Batch(i, pending[start : start + o.batch_size])
+                   for i, start in enumerate(range(0, len(pending), o.batch_size))]  # fmt: skip
+        for batch in batches:  # what the up-front check kept; the rest is read when its batch comes
+            kept = [prepared.pop(p, None) for p in batch.paths]
+            batch.prepared = kept if all(k is not None for k in kept) else None  # type: ignore[assignment]
         try:
-            for start in range(0, len(pending), o.batch_size):
-                paths = pending[start : start + o.batch_size]
-                batch = [prepared.pop(p, None) or self.prepare(p) for p in paths]
-                self._restore_batch(batch, paths, progress, records, finished)
+            for batch, result in solver.solve_all(batches, progress.note):
+                self._write_batch(batch, result, solver.backend, records, finished)
                 self.run_dir.write_tables(_in_file_order(records))  # a killed run still leaves its tables
-                progress.advance(len(batch))
+                progress.advance(len(batch.paths))
         except BaseException as e:
             if records:
                 self.run_dir.write_tables(_in_file_order(records))
@@ -195,39 +202,21 @@ class Restorer:
             self.run_dir.write_tables(_in_file_order(records))
         return {"restored": len(finished), "skipped": skipped, "records": len(records)}
 
-    def _restore_batch(self, batch: list[Prepared], paths: list[Path], progress: Progress, records: dict,
-                       finished: list[str]) -> None:  # fmt: skip
-        o = self.options
-        y = torch.cat([b.y for b in batch])
-        masks = torch.cat([b.mask for b in batch]) if batch[0].mask is not None else None
-        op = self.task.operator(self.res, masks) if masks is not None else self.reader.shared_operator()
-        seeds = [name_seed(o.seed, b.stem) for b in batch]
-        if o.method == "bm3d":
-            images, seconds = bm3d_denoise(y, self.task.sigma)
-            best_round = [None] * len(batch)
-        else:
-            def report(k, step, steps, measured):
-                progress.note(f"round {k} step {step + 1}/{steps} loss {float(measured.mean()):.3g}")
-
-            try:  # the operator may be the reader's shared one: it goes back to the CPU whatever happens
-                result = solve(y.to(o.device), op.to(o.device), self.gen, o.config, image_seeds=seeds,
-                               lpips=self.loss_lpips, progress=report)  # fmt: skip
-            finally:
-                op.cpu()
-            images, seconds = result.images.cpu(), result.seconds["total"]
-            best_round = [int(r) for r in result.best_round]
-        with torch.no_grad():
-            fit = op.data_fit(images, y)
-        for i, (b, path) in enumerate(zip(batch, paths)):
+    def _write_batch(self, batch: Batch, result: BatchResult, backend: str, records: dict, finished: list[str]) -> None:
+        """Each image's files, then its record (which marks it finished)."""
+        prepared = batch.prepared or [self.prepare(p) for p in batch.paths]
+        size = len(prepared)
+        for i, (b, path) in enumerate(zip(prepared, batch.paths)):
             record = {
                 "name": b.stem, "input": str(path), "output": f"{b.stem}.png", "task": self.task.task,
-                "method": o.method, "measurement_mse": float(fit[i]), "best_round": best_round[i],
-                "seconds": seconds / len(batch), "batch_size": len(batch), "backend": o.backend, "device": o.device,
-                "sources": b.sources,
+                "method": self.restorer.settings.method, "measurement_mse": result.measurement_mse[i],
+                "best_round": result.best_round[i], "seconds": result.seconds / size, "batch_size": size,
+                "backend": backend, "device": self.restorer.settings.device, "sources": b.sources,
             }  # fmt: skip
+            image = result.images[i : i + 1]
             if b.truth is not None:
-                record.update(self.writer.metrics(images[i : i + 1], b.truth, b.mask))
-            self.writer.write(b, images[i : i + 1])
+                record.update(self.writer.metrics(image, b.truth, b.mask))
+            self.writer.write(b, image)
             records[b.stem] = self.run_dir.write_record(b.stem, record)
             finished.append(b.stem)
 

@@ -23,9 +23,11 @@ def _box(text: str) -> tuple[int, int, int, int]:
     return parts  # type: ignore[return-value]
 
 
-def add_task_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", help="image files, folders of images, or globs (quote them)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+def add_task_arguments(p: argparse.ArgumentParser, files: bool = True) -> None:
+    """The task and its parameters; with `files`, the inputs, the output folder and mask files."""
+    if files:
+        p.add_argument("inputs", nargs="+", help="image files, folders of images, or globs (quote them)")
+        p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--model", default="default", help="'default' (embedded 64px face DCGAN) or a checkpoint path")
     p.add_argument("--task", choices=TASKS, required=True)
     g = p.add_argument_group("task parameters")
@@ -33,8 +35,9 @@ def add_task_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sigma", type=float, help="noise std in [0,1] pixel units (denoise: default 0.1; others: 0)")
     g.add_argument("--ratio", type=float, help="cs: measurements per pixel value, m/n (default 0.1)")
     g.add_argument("--cs-matrix", choices=CS_MATRICES, help="cs: fast partial circulant (default) or dense Gaussian")
-    g.add_argument("--mask", type=Path, help="inpaint: one mask image for every input (black = missing)")
-    g.add_argument("--mask-dir", type=Path, help="inpaint: a mask per input, same file stem")
+    if files:
+        g.add_argument("--mask", type=Path, help="inpaint: one mask image for every input (black = missing)")
+        g.add_argument("--mask-dir", type=Path, help="inpaint: a mask per input, same file stem")
     g.add_argument("--centre-box", type=float, metavar="FRACTION", help="inpaint: a centred square hole of this side fraction")
     g.add_argument("--box", type=_box, metavar="T,L,H,W", help="inpaint: a rectangular hole, in generator pixels")
     g.add_argument("--keep", type=float, metavar="RATE", help="inpaint: observe this fraction of pixels at random")

@@ -1,0 +1,321 @@
+"""`ilo.Restorer`: the one object a pipeline holds. Built once (model loaded, graphs exported or
+found in the cache, sessions made), then `restore(images, masks)` as often as wanted, from any
+thread. `ilo restore`, its Ray Data actors and the Ray Serve replicas all solve through it.
+
+An image's result depends on its name, never on its batch: each image's random starts are
+seeded from (seed, name), as on the command line, where the name is the file's stem. Images
+handed over without a name are named by their content, so the same picture gives the same
+result on every call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ilo.choices import DEFAULT_MAX_PIXELS, METHODS
+from ilo.engine.app.in_memory import picture_pixels, vector_digest
+from ilo.engine.app.measurements import InputSpec, MeasurementReader, Prepared
+from ilo.engine.problems.losses import LPIPS
+from ilo.engine.problems.operators import Operator
+from ilo.engine.problems.tasks import TaskSpec, name_seed
+from ilo.engine.solver.baselines import bm3d_denoise
+from ilo.engine.solver.generator_view import GeneratorView
+from ilo.engine.solver.ilo_solver import ILOConfig, csgm_config, pulse_config, solve
+from ilo.errors import IloError, InputError
+from ilo.generators.staged import StagedGenerator
+
+
+def method_config(method: str, **overrides) -> ILOConfig | None:
+    """The solver settings of a method, with the caller's overrides (None for BM3D)."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if method == "ilo":
+        return ILOConfig(**overrides)
+    if method == "csgm":
+        return csgm_config(**overrides)
+    if method == "pulse":
+        return pulse_config(**overrides)
+    if method == "bm3d":
+        if overrides:
+            raise InputError(f"BM3D takes no solver settings (got {', '.join(sorted(overrides))})")
+        return None
+    raise InputError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
+
+
+@dataclass
+class RestorerSettings:
+    """Everything a `Restorer` is built from; plain data, so a Ray actor on another machine can
+    build the same one. `model` is 'default', a checkpoint path or a loaded generator."""
+
+    model: str | Path | StagedGenerator = "default"
+    task: TaskSpec = field(default_factory=lambda: TaskSpec("denoise"))
+    method: str = "ilo"
+    backend: str = "auto"  # 'auto', 'torch', 'onnxruntime', ... (ilo.choices.BACKENDS)
+    device: str = "cpu"
+    config: ILOConfig | None = None  # None: the method's defaults
+    seed: int = 0
+    fit: str | None = None  # for pictures handed over in memory: crop, resize, pad or refuse (None)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    lpips_net: str = "vgg"  # the LPIPS loss, where config.lpips_weight > 0
+    lpips_backbone: str | Path | None = None
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise InputError(f"unknown method '{self.method}' (choose from {', '.join(METHODS)})")
+        if self.method == "bm3d" and not self.task.kind.bm3d:
+            raise InputError("BM3D is a denoiser: use it with --task denoise")
+        if self.config is None:
+            self.config = method_config(self.method)
+
+
+@dataclass
+class BatchResult:
+    """One solve of a batch: images [B, 3, H, W] in [-1, 1] on the CPU, and per image the
+    measurement fit and the round its result came from."""
+
+    images: torch.Tensor
+    measurement_mse: list[float]
+    best_round: list[int | None]
+    seconds: float  # the whole batch's solve
+
+
+@dataclass(frozen=True)
+class Restored:
+    """One restored image and what the solve knows about it."""
+
+    name: str
+    tensor: torch.Tensor  # [3, H, W] float32 in [0, 1]
+    measurement_mse: float
+    best_round: int | None
+    seconds: float  # this image's share of its batch's solve
+    batch_size: int
+
+    def to_numpy(self) -> np.ndarray:
+        """[H, W, 3] uint8."""
+        return (self.tensor.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+    def to_pil(self):
+        from PIL import Image
+
+        return Image.fromarray(self.to_numpy())
+
+    def png_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        self.to_pil().save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def metrics(self) -> dict:
+        return {"name": self.name, "measurement_mse": self.measurement_mse, "best_round": self.best_round,
+                "seconds": self.seconds, "batch_size": self.batch_size}  # fmt: skip
+
+
+class Restorer:
+    """Restore images by ILO (or CSGM, PULSE-style, BM3D) over one generator, for one task.
+
+    >>> r = ilo.Restorer(task="inpaint", centre_box=0.5)        # the embedded 64px face DCGAN
+    >>> [out] = r.restore([holed_picture])                      # PIL, numpy, tensor, bytes, path
+    >>> out.to_pil().save("restored.png"); out.measurement_mse
+
+    `task_params` are the task's parameters (factor, sigma, ratio, cs_matrix, centre_box, box,
+    keep, op_seed). `warm=False` defers loading the engine to the first solve (or `warm()`).
+    """
+
+    def __init__(self, model: str | Path | StagedGenerator = "default", task: str | TaskSpec = "denoise",
+                 method: str = "ilo", backend: str = "auto", device: str = "cpu", *, config: ILOConfig | None = None,
+                 seed: int = 0, fit: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, lpips_net: str = "vgg",
+                 lpips_backbone: str | Path | None = None, warm: bool = True, quiet: bool = True,
+                 settings: RestorerSettings | None = None, **task_params):  # fmt: skip
+        if settings is None:
+            spec = task if isinstance(task, TaskSpec) else TaskSpec(task, **task_params)
+            if isinstance(task, TaskSpec) and task_params:
+                raise InputError(f"give task parameters ({', '.join(task_params)}) in the TaskSpec, not beside it")
+            settings = RestorerSettings(model, spec, method, backend, device, config, seed, fit, max_pixels, lpips_net,
+                                        lpips_backbone)  # fmt: skip
+        from ilo.engine.runtimes.backends import check_device
+        from ilo.generators.checkpoints.files import load_generator
+
+        check_device(settings.device)
+        self.settings, self.quiet = settings, quiet
+        self.task: TaskSpec = settings.task
+        self.model = settings.model if isinstance(settings.model, StagedGenerator) else load_generator(settings.model)
+        self.resolution = self.model.resolution
+        # pictures handed to restore(): the task's own size, or fitted as the settings say
+        self._reader = MeasurementReader(InputSpec(self.task, fit=settings.fit, max_pixels=settings.max_pixels),
+                                         self.resolution)  # fmt: skip
+        self._lock = threading.Lock()  # one solve at a time: the engine's sessions and buffers are shared
+        self._solver: tuple[GeneratorView, LPIPS | None] | None = None
+        self.backend_name = "not loaded"
+        if warm:
+            self.warm()
+
+    # --- building ---------------------------------------------------------------------------
+
+    def warm(self, progress: Callable[[int, int, str], None] | None = None, trial: bool = True) -> Restorer:
+        """Build what the solver runs (export graphs on first use, or load them from the cache)
+        and, with `trial`, run one step of each round on a blank input, so every graph a solve
+        uses is exported and its session made before the first real request."""
+        with self._lock:
+            if self._solver is not None:
+                return self
+            self._solver = self._build(progress)
+        s = self.settings
+        if trial and s.method != "bm3d" and s.config is not None:
+            self.solve([self._blank()], config=dataclasses.replace(s.config, steps=1, restarts=1))
+        return self
+
+    def _blank(self) -> Prepared:
+        """A measurement of the task's shape (all observed) for the warm-up solve."""
+        if self.task.kind.vector_measurements:
+            return Prepared("warm-up", torch.zeros(1, self.task.measurement_count(self.resolution)), None, None)
+        size = self.task.measurement_size(self.resolution)
+        mask = torch.ones(1, 1, self.resolution, self.resolution) if self.task.kind.takes_masks else None
+        return Prepared("warm-up", torch.zeros(1, 3, size, size), mask, None)
+
+    def fingerprint(self) -> str:
+        return self.model.fingerprint()
+
+    def describe(self) -> dict:
+        s = self.settings
+        return {"task": self.task.describe(), "method": s.method,
+                "solver": dataclasses.asdict(s.config) if s.config is not None else None, "seed": s.seed,
+                "model": self.fingerprint(), "backend": self.backend_name, "device": s.device}  # fmt: skip
+
+    def _build(self, progress) -> tuple[GeneratorView, LPIPS | None]:
+        """The generator (and LPIPS loss) the solver runs: exported graphs on a backend, or torch.
+        `auto` takes the kernels (StyleGAN2 on a GPU, library built) or onnxruntime and falls back
+        to torch, with a note, where the graphs cannot be exported or run; a backend named
+        explicitly must work or this fails."""
+        from ilo.engine.runtimes.backends import auto_backend_name, get_backend
+        from ilo.engine.runtimes.bridge import EngineGenerator, EngineLPIPS
+
+        s = self.settings
+        gen = self.model.to(s.device)
+        lpips = None
+        if s.config is not None and s.config.lpips_weight:
+            lpips = LPIPS(s.lpips_net, s.lpips_backbone).to(s.device)
+        if s.method == "bm3d" or s.backend == "torch":
+            self.backend_name = "torch"
+            return gen, lpips
+        if progress is None and not self.quiet:
+            def progress(i, n, name):
+                print(f"export (first use, cached after): {i + 1}/{n} {name}", file=sys.stderr, flush=True)
+        try:
+            name = auto_backend_name(s.device, gen.family) if s.backend == "auto" else s.backend
+            backend = get_backend(name, s.device)
+            engine = EngineGenerator(gen, backend, progress=progress)
+            engine_lpips = lpips if lpips is None else EngineLPIPS(lpips, gen.resolution, backend, progress=progress)
+        except IloError as e:
+            if s.backend != "auto":
+                raise
+            print(f"ilo: note: running on torch: the engine is unavailable ({e})", file=sys.stderr)
+            self.backend_name = "torch"
+            return gen, lpips
+        self.backend_name = engine.backend.describe()
+        return engine, engine_lpips
+
+    # --- restoring --------------------------------------------------------------------------
+
+    def restore(self, images, masks=None, names: Sequence[str] | None = None) -> list[Restored]:
+        """Restore degraded pictures: what the camera gave for this task (the holed image, the
+        low-resolution one, the noisy one; for `cs`, a vector of m measurements each). One
+        picture or a sequence (a [B, 3, H, W] tensor counts as B). `masks` (inpainting; 1 or
+        white = observed) pair with the images; without them the task's built-in mask is used.
+        All of them are solved as one batch."""
+        prepared = self.prepare(images, masks, names)
+        return restored_images(prepared, self.solve(prepared))
+
+    def prepare(self, images, masks=None, names: Sequence[str] | None = None,
+                labels: Sequence[str] | None = None) -> list[Prepared]:  # fmt: skip
+        """Pictures (and masks) as checked measurements; each bad one is a one-line InputError
+        that starts with its label (default: its name, or 'image i')."""
+        images = _as_list(images)
+        if self.task.kind.vector_measurements and len(images) == 1 and np.ndim(images[0]) == 2:
+            images = list(images[0])  # [B, m]: B vectors of measurements
+        masks = _as_list(masks) if masks is not None else [None] * len(images)
+        if not images:
+            raise InputError("no images to restore")
+        if len(masks) != len(images):
+            raise InputError(f"{len(masks)} masks for {len(images)} images")
+        if names is not None and len(names) != len(images):
+            raise InputError(f"{len(names)} names for {len(images)} images")
+        if masks[0] is not None and not self.task.kind.takes_masks:
+            raise InputError(f"masks belong to the inpaint task, not {self.task.task}")
+        reader, prepared = self._reader, []
+        for i, (image, mask) in enumerate(zip(images, masks)):
+            label = labels[i] if labels is not None else names[i] if names is not None else f"image {i}"
+            if reader.task.kind.vector_measurements:
+                digest = vector_digest(image)
+                name = names[i] if names is not None else f"image-{digest[:16]}"
+                prepared.append(reader.from_vector(name, image, label, digest))
+                continue
+            pixels, digest = picture_pixels(image, label, max_pixels=self.settings.max_pixels,
+                                            fit=(self.settings.fit, reader.input_size()))  # fmt: skip
+            mask_pixels = None
+            if mask is not None:
+                mask_pixels, _ = picture_pixels(mask, f"the mask of {label}", mask=True, max_pixels=self.settings.max_pixels,
+                                                fit=(self.settings.fit, self.resolution) if self.settings.fit else None)  # fmt: skip
+            name = names[i] if names is not None else f"image-{digest[:16]}"
+            prepared.append(reader.from_pixels(name, pixels, mask_pixels, digests={"input": digest}))
+        return prepared
+
+    def solve(self, batch: list[Prepared], progress=None, config: ILOConfig | None = None) -> BatchResult:
+        """Solve prepared measurements as one batch (what every caller ends in)."""
+        s = self.settings
+        config = config or s.config
+        y = torch.cat([b.y for b in batch])
+        masks = [b.mask for b in batch]
+        seeds = [name_seed(s.seed, b.stem) for b in batch]
+        with self._lock:
+            if masks[0] is not None:
+                op: Operator = self.task.operator(self.resolution, torch.cat(masks))  # type: ignore[arg-type]
+            else:
+                op = self._reader.shared_operator()
+            if self._solver is None:
+                self._solver = self._build(None)
+            gen, lpips = self._solver
+            if s.method == "bm3d":
+                images, seconds = bm3d_denoise(y, self.task.sigma)
+                best_round: list[int | None] = [None] * len(batch)
+            else:
+                try:  # the operator may be the shared one: it goes back to the CPU whatever happens
+                    t0 = time.perf_counter()
+                    result = solve(y.to(s.device), op.to(s.device), gen, config, image_seeds=seeds, lpips=lpips,
+                                   progress=progress)  # fmt: skip
+                    seconds = time.perf_counter() - t0
+                finally:
+                    op.cpu()
+                images, best_round = result.images.cpu(), [int(r) for r in result.best_round]
+            with torch.no_grad():
+                fit = op.data_fit(images, y)
+        return BatchResult(images, [float(v) for v in fit], best_round, seconds)
+
+    def shared_operator(self) -> Operator:
+        return self._reader.shared_operator()
+
+
+def restored_images(prepared: list[Prepared], result: BatchResult) -> list[Restored]:
+    """A solved batch as one `Restored` per image, pixels in [0, 1]."""
+    n = len(prepared)
+    return [Restored(p.stem, (result.images[i].clamp(-1, 1) + 1) / 2, result.measurement_mse[i], result.best_round[i],
+                     result.seconds / n, n) for i, p in enumerate(prepared)]  # fmt: skip
+
+
+def _as_list(items) -> list:
+    """One picture or several: a batched tensor or array ([B, ...] beyond a picture's rank)
+    counts as B pictures."""
+    if isinstance(items, torch.Tensor) and items.dim() == 4:
+        return list(items)
+    if isinstance(items, np.ndarray) and items.ndim == 4:
+        return list(items)
+    if isinstance(items, (list, tuple)):
+        return list(items)
+    return [items]

@@ -1,0 +1,65 @@
+"""Command-line options shared by `ilo restore` and `ilo serve`: the method, its solver
+settings and what runs it, turned into one `RestorerSettings`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ilo.choices import BACKENDS, LPIPS_NETS, METHODS
+from ilo.errors import IloError
+
+if TYPE_CHECKING:
+    from ilo.engine.app.restorer import RestorerSettings
+    from ilo.engine.problems.tasks import TaskSpec
+    from ilo.generators.staged import StagedGenerator
+
+
+def _per_round(cast):
+    def parse(text: str):
+        try:
+            values = [None if v.strip().lower() == "none" else cast(v) for v in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, one value per round, got '{text}'") from None
+        return values if len(values) > 1 else values[0]
+
+    return parse
+
+
+def add_solver_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", choices=METHODS, default="ilo")
+    s = p.add_argument_group("solver (per-round lists are comma-separated; the last value repeats)")
+    s.add_argument("--steps", type=_per_round(int), help="steps per round, e.g. 300,100")
+    s.add_argument("--lr", type=_per_round(float), help="learning rate per round, e.g. 0.1,0.01")
+    s.add_argument("--l1-radius", type=_per_round(float), help="l1 radius per round, x the state's l1 norm; 'none' = off")
+    s.add_argument("--end-stage", type=int, help="last stage whose input is optimised (0 = latent only)")
+    s.add_argument("--switch", choices=("fixed", "plateau"), help="fixed step budgets, or move on when the loss flattens")
+    s.add_argument("--restarts", type=int, help="random restarts; the best per image is kept")
+    s.add_argument("--lpips-weight", type=float, help="weight of LPIPS in the loss (needs the backbone file)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random starts (per image, from its name)")
+    p.add_argument("--lpips-net", choices=LPIPS_NETS, default="vgg", help="LPIPS network for the loss and the metric")
+    p.add_argument("--lpips-backbone", type=Path, help="torchvision backbone file (default: the torch hub cache)")
+    p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
+                   help="what runs the generator: 'auto' (default) = the fused CUDA kernels for a StyleGAN2 on a GPU where "
+                        "the kernel library is built, else the exported graphs on onnxruntime, exported on first use and "
+                        "cached; falls back to torch with a note if neither can run. 'torch' = the eager reference")  # fmt: skip
+    p.add_argument("--device", default="cpu", help="cpu, or cuda[:N] for the GPU backends")
+
+
+def restorer_settings(args: argparse.Namespace, task: TaskSpec, model: str | Path | StagedGenerator) -> RestorerSettings:
+    """The settings the options describe; a solver flag the method would ignore is refused."""
+    from ilo.engine.app.restorer import RestorerSettings, method_config
+
+    solver_flags = dict(steps=args.steps, lr=args.lr, l1_radius=args.l1_radius, end_stage=args.end_stage,
+                        switch=args.switch, restarts=args.restarts, lpips_weight=args.lpips_weight)  # fmt: skip
+    # --seed seeds the random starts and is harmless for BM3D; the other flags must not be ignored
+    config = method_config(args.method, **solver_flags, **({} if args.method == "bm3d" else {"seed": args.seed}))
+    stages = getattr(model, "stages", None)
+    if stages is not None and args.end_stage is not None and args.end_stage >= len(stages):  # a stage that is not there
+        raise IloError(f"--end-stage {args.end_stage} does not exist: this generator has stages 0..{len(stages) - 1}")
+    return RestorerSettings(
+        model=model, task=task, method=args.method, backend=args.backend, device=args.device, config=config,
+        seed=args.seed, fit=getattr(args, "fit", None), max_pixels=args.max_pixels, lpips_net=args.lpips_net,
+        lpips_backbone=args.lpips_backbone,
+    )  # fmt: skip
