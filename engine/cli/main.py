@@ -7,11 +7,11 @@ import errno
 import sys
 from typing import Sequence
 
-from ilo.engine.cli import bench, convert, degrade, export, info, restore, sample
+from ilo.engine.cli import bench, convert, degrade, export, info, restore, sample, serve
 from ilo.errors import IloError
 from ilo.version import __version__
 
-SUBCOMMANDS = (restore, degrade, export, bench, sample, info, convert)
+SUBCOMMANDS = (restore, serve, degrade, export, bench, sample, info, convert)
 _ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR}
 
 

@@ -1,0 +1,138 @@
+"""The HTTP API of `ilo serve`, as plain functions of a request's parts (no Ray, no server), so
+every rule is testable on its own and the Serve deployment only wires them up.
+
+    POST /restore              body: the degraded picture's bytes (PNG, JPEG, ...), or JSON
+                               {"image": base64, "mask": base64 (inpainting), "name": str}
+         ?name=NAME            names the image (its random starts are seeded from it; default:
+                               its content), as a file's stem does on the command line
+         ?format=json|png      JSON (default): {"name", "image_png" (base64), "metrics"};
+                               png: the PNG itself, metrics in the X-ILO-Metrics header
+    GET  /healthz              200 with the model, task and backend, once a replica is warm
+
+Every refusal is a 4xx whose body is one line of JSON: {"error": "..."}.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+
+RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
+QUERY_PARAMETERS = ("name", "format")
+JSON_FIELDS = ("image", "mask", "name", "format")
+MAX_NAME_CHARS = 200
+
+
+class HttpError(Exception):
+    """A refusal: its status and a one-line message for the client."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, " ".join(message.split())
+
+    def body(self) -> bytes:
+        return error_body(self.message)
+
+
+def error_body(message: str) -> bytes:
+    return json.dumps({"error": " ".join(str(message).split())}).encode() + b"\n"
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    image: bytes
+    mask: bytes | None
+    name: str | None
+    format: str  # json | png
+
+
+def check_route(method: str, path: str) -> str:
+    """Which endpoint a request is for: 'restore' or 'health'."""
+    routes = {"/restore": ("POST", "restore"), "/healthz": ("GET", "health")}
+    route = routes.get(path.rstrip("/") or "/")
+    if route is None:
+        raise HttpError(404, f"no endpoint {path}: POST /restore or GET /healthz")
+    if method.upper() != route[0] and not (route[1] == "health" and method.upper() == "HEAD"):
+        raise HttpError(405, f"{path} takes {route[0]}, not {method.upper()}")
+    return route[1]
+
+
+def check_length(content_length: str | None, limit: int) -> None:
+    """Refuse a body that says it is too large before reading it."""
+    if content_length is None:
+        return
+    try:
+        length = int(content_length)
+    except ValueError:
+        raise HttpError(400, f"Content-Length '{content_length}' is not a number") from None
+    if length > limit:
+        raise HttpError(413, f"the body is {length} bytes, over this service's limit of {limit}")
+
+
+def parse_restore(content_type: str | None, query: dict[str, str], body: bytes, limit: int) -> RestoreRequest:
+    """The parts of a POST /restore, checked; a bad one is an HttpError naming it."""
+    if len(body) > limit:
+        raise HttpError(413, f"the body is over this service's limit of {limit} bytes")
+    unknown = sorted(set(query) - set(QUERY_PARAMETERS))
+    if unknown:
+        raise HttpError(400, f"unknown parameter(s) {', '.join(unknown)} (known: {', '.join(QUERY_PARAMETERS)})")
+    if not body:
+        raise HttpError(400, "the body is empty: POST the degraded picture's bytes, or JSON with an 'image' field")
+    kind = (content_type or "application/octet-stream").split(";")[0].strip().lower()
+    fields: dict = dict(query)
+    if kind == "application/json":
+        fields.update(_json_fields(body))
+        image, mask = _decode64(fields.get("image"), "image"), _decode64(fields.get("mask"), "mask")
+        if image is None:
+            raise HttpError(400, "the JSON body has no 'image' (base64 of the picture's bytes)")
+    elif kind.startswith(RAW_IMAGE_TYPES):
+        image, mask = body, None
+    else:
+        raise HttpError(415, f"Content-Type {kind} is not a picture: send image/png, image/jpeg, ... or application/json")
+    return RestoreRequest(image, mask, _name(fields.get("name")), _format(fields.get("format")))
+
+
+def _json_fields(body: bytes) -> dict:
+    try:
+        fields = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise HttpError(400, f"the body is not valid JSON ({e})") from None
+    if not isinstance(fields, dict):
+        raise HttpError(400, f"the JSON body must be an object, not a {type(fields).__name__}")
+    unknown = sorted(set(fields) - set(JSON_FIELDS))
+    if unknown:
+        raise HttpError(400, f"unknown field(s) {', '.join(unknown)} (known: {', '.join(JSON_FIELDS)})")
+    return fields
+
+
+def _decode64(value, field: str) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise HttpError(400, f"'{field}' must be a base64 string, not {type(value).__name__}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise HttpError(400, f"'{field}' is not valid base64") from None
+
+
+def _name(value) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME_CHARS:
+        raise HttpError(400, f"'name' must be a non-empty string of at most {MAX_NAME_CHARS} characters")
+    return value
+
+
+def _format(value) -> str:
+    if value is None:
+        return "json"
+    if value not in ("json", "png"):
+        raise HttpError(400, f"'format' must be json or png, not {value!r}")
+    return value
+
+
+def restored_json(name: str, png: bytes, metrics: dict) -> bytes:
+    return json.dumps({"name": name, "image_png": base64.b64encode(png).decode(), "metrics": metrics}).encode()

@@ -1,0 +1,283 @@
+"""The fleet against the real thing: a local Ray (the machine's 2 CPUs) started here, `ilo
+restore --ray` on Ray Data actors, and `ilo serve`'s HTTP API on Ray Serve with a real client.
+
+One file, so the tests share one Ray and run in one pytest worker: the Ray Data tests first
+(they need both CPUs for their actors), then the service's."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ray = pytest.importorskip("ray", reason="the [ray] extra (in the test extra) is not installed")
+requests = pytest.importorskip("requests")
+
+from ilo.engine.app.restorer import RestorerSettings, method_config
+from ilo.engine.problems.tasks import TaskSpec
+from tests.conftest import run_ok
+
+FACES = Path(__file__).parents[1] / "examples" / "faces"
+SOLVER = ["--steps", "12,6", "--restarts", "2", "--backend", "torch"]
+CLEAN_INPAINT = ["--clean", "--task", "inpaint", "--centre-box", "0.5"]
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    cache = tmp_path_factory.getbasetemp() / "ilo-cache"
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             runtime_env={"env_vars": {"ILO_CACHE_DIR": str(cache)}})  # fmt: skip
+    yield
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    """Six inputs, so two actors each get several batches."""
+    folder = tmp_path_factory.mktemp("faces")
+    for i, source in enumerate(sorted(FACES.glob("generated_*.png")) * 2):
+        shutil.copy(source, folder / f"face{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_run(faces, tmp_path_factory):
+    from ilo.engine.cli.main import main
+
+    out = tmp_path_factory.mktemp("local")
+    assert main(["restore", str(faces), *CLEAN_INPAINT, *SOLVER, "--batch-size", "2", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def _records(out: Path) -> dict[str, dict]:
+    return {r["name"]: r for r in json.loads((out / "metrics.json").read_text())["images"]}
+
+
+def _assert_same_outputs(ray_out: Path, local_out: Path) -> None:
+    """Same files, same pictures, same numbers (the actors run torch on one thread, the local run
+    on two; measured here the files are identical and the metrics agree to float rounding)."""
+    assert sorted(p.name for p in ray_out.glob("*.png")) == sorted(p.name for p in local_out.glob("*.png"))
+    for png in local_out.glob("*.png"):
+        a, b = np.asarray(Image.open(png), dtype=int), np.asarray(Image.open(ray_out / png.name), dtype=int)
+        assert np.abs(a - b).max() <= 1, png.name  # one 8-bit level at most, from rounding
+    ray_records, local_records = _records(ray_out), _records(local_out)
+    assert ray_records.keys() == local_records.keys()
+    for name, local in local_records.items():
+        mine = ray_records[name]
+        for key in ("psnr", "ssim", "measurement_mse"):
+            assert mine[key] == pytest.approx(local[key], rel=1e-3, abs=1e-5), (name, key)
+        assert mine["sources"] == local["sources"] and mine["batch_size"] == local["batch_size"]
+    assert not list(ray_out.rglob("*.partial*"))
+
+
+def test_ray_writes_what_the_local_run_writes(local_ray, faces, local_run, tmp_path, capsys):
+    from ilo.engine.cli.main import main
+
+    out = tmp_path / "ray"
+    argv = ["restore", str(faces), *CLEAN_INPAINT, *SOLVER, "--batch-size", "2", "--out", str(out), "--ray", "--workers", "2"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "restored 6 image(s)" in captured.out
+    assert "3 batch(es) on 2 Ray actor(s)" in captured.err and "restore: 6/6" in captured.err  # progress across the fleet
+    _assert_same_outputs(out, local_run)
+
+
+def test_ray_resumes_a_half_finished_local_run(local_ray, faces, local_run, tmp_path, capsys):
+    out = tmp_path / "resumed"
+    first_half = sorted(faces.glob("*.png"))[:2]
+    run_ok(capsys, "restore", *first_half, *CLEAN_INPAINT, *SOLVER, "--batch-size", "2", "--out", out, "--quiet")
+    stdout = run_ok(capsys, "restore", faces, *CLEAN_INPAINT, *SOLVER, "--batch-size", "2", "--out", out, "--ray",
+                    "--workers", "2", "--quiet")  # fmt: skip
+    assert "restored 4 image(s), 2 already finished" in stdout
+    _assert_same_outputs(out, local_run)
+
+
+def _restore_workers() -> list[int]:
+    """Pids of the Ray Data actors holding a Restorer (Ray titles its workers by class)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"RestoreWorker" in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:  # the process ended while we looked
+            continue
+    return pids
+
+
+def test_a_killed_worker_costs_a_retry_not_an_output(local_ray, faces, local_run, tmp_path, capsys):
+    """SIGKILL one actor once the run is under way: Ray starts another and solves its batch again;
+    every output is written once, whole, and equals the local run's."""
+    from ilo.engine.cli.main import main
+
+    out = tmp_path / "killed"
+    argv = ["restore", str(faces), *CLEAN_INPAINT, *SOLVER, "--batch-size", "1", "--out", str(out), "--ray",
+            "--workers", "2", "--quiet"]  # fmt: skip
+    result: dict = {}
+    run = threading.Thread(target=lambda: result.setdefault("rc", main(argv)))
+    run.start()
+    victim, deadline = None, time.monotonic() + 240
+    while victim is None and time.monotonic() < deadline and run.is_alive():
+        workers = _restore_workers()
+        if workers and len(list(out.glob("*.json"))) >= 1:  # under way: at least one image finished
+            victim = workers[0]
+            os.kill(victim, signal.SIGKILL)
+        time.sleep(0.2)
+    run.join(timeout=600)
+    assert victim is not None, "the run finished before a worker could be killed"
+    assert result.get("rc") == 0
+    assert victim not in _restore_workers()
+    _assert_same_outputs_batch_one(out, local_run)
+
+
+def _assert_same_outputs_batch_one(out: Path, local_out: Path) -> None:
+    """As `_assert_same_outputs`, for a run solved one image per batch (the local run used two:
+    the metrics then agree to the batch-size rounding measured in test_restorer_api)."""
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(p.name for p in local_out.glob("*.png"))
+    records = _records(out)
+    assert len(records) == 6 and all(r["batch_size"] == 1 for r in records.values())
+    for name, local in _records(local_out).items():
+        assert records[name]["psnr"] == pytest.approx(local["psnr"], abs=0.5), name
+    assert not list(out.rglob("*.partial*"))
+
+
+def test_ray_without_the_extra_or_a_cluster_says_so(local_ray, faces, tmp_path, capsys):
+    from tests.conftest import run_fail
+
+    err = run_fail(capsys, "restore", faces, *CLEAN_INPAINT, "--out", tmp_path / "x", "--ray", "--workers", "0")
+    assert "--workers must be at least 1" in err
+    err = run_fail(capsys, "restore", faces, *CLEAN_INPAINT, "--out", tmp_path / "x", "--ray", "--gpus-per-worker", "1")
+    assert "--device cuda" in err
+    assert not (tmp_path / "x").exists()
+
+
+# --- the service -------------------------------------------------------------------------------
+
+SERVE_SOLVER = method_config("ilo", steps=[12, 6], restarts=2)
+MAX_BODY = 256 << 10
+
+
+@pytest.fixture(scope="module")
+def service(local_ray):
+    from ilo.engine.fleet.service import ServiceConfig, start
+
+    settings = RestorerSettings(model="default", task=TaskSpec("denoise"), backend="torch", config=SERVE_SOLVER)
+    config = ServiceConfig(port=8765, max_batch_size=8, batch_wait_s=0.1, max_body_bytes=MAX_BODY, cpus_per_replica=1)
+    url, _ = start(settings, config)
+    return url
+
+
+@pytest.fixture(scope="module")
+def noisy_pngs(tmp_path_factory) -> dict[str, bytes]:
+    from ilo.engine.cli.main import main
+
+    out = tmp_path_factory.mktemp("noisy")
+    assert main(["degrade", *map(str, sorted(FACES.glob("generated_*.png"))), "--task", "denoise", "--out", str(out)]) == 0
+    return {p.stem: p.read_bytes() for p in sorted(out.glob("*.png"))}
+
+
+def test_health_says_ready_and_what_is_served(service):
+    r = requests.get(f"{service}/healthz", timeout=30)
+    assert r.status_code == 200
+    health = r.json()
+    assert health["status"] == "ready" and health["task"]["task"] == "denoise" and health["backend"] == "torch"
+
+
+def test_a_restore_matches_the_embedding_api(service, noisy_pngs, dcgan):
+    """What the endpoint returns is what `ilo.Restorer` gives for the same picture and name."""
+    import ilo
+
+    name, png = next(iter(noisy_pngs.items()))
+    r = requests.post(f"{service}/restore?name={name}", data=png, headers={"Content-Type": "image/png"}, timeout=120)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    served = np.asarray(Image.open(__import__("io").BytesIO(base64.b64decode(body["image_png"]))))
+    [local] = ilo.Restorer(dcgan, task="denoise", backend="torch", config=SERVE_SOLVER).restore(png, names=[name])
+    assert body["name"] == name and body["metrics"]["measurement_mse"] == pytest.approx(local.measurement_mse, rel=1e-3)
+    assert np.abs(served.astype(int) - local.to_numpy().astype(int)).max() <= 1
+    r = requests.post(f"{service}/restore?name={name}&format=png", data=png, timeout=120)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert json.loads(r.headers["x-ilo-metrics"])["name"] == name
+
+
+def test_32_requests_from_8_clients_are_answered_in_batches(service, noisy_pngs):
+    pngs = list(noisy_pngs.values())
+
+    def one(i):
+        r = requests.post(f"{service}/restore?name=load-{i}", data=pngs[i % len(pngs)],
+                          headers={"Content-Type": "image/png"}, timeout=300)  # fmt: skip
+        return r.status_code, r.json()
+
+    with futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(one, range(32)))
+    assert [status for status, _ in answers] == [200] * 32
+    assert sorted(body["name"] for _, body in answers) == sorted(f"load-{i}" for i in range(32))
+    sizes = [body["metrics"]["batch_size"] for _, body in answers]
+    assert max(sizes) > 1, sizes  # concurrent requests shared solves
+    for _, body in answers:
+        assert np.isfinite(body["metrics"]["measurement_mse"])
+
+
+def _bad_requests(png: bytes) -> list[tuple[str, dict, int, str]]:
+    small = Image.new("RGB", (50, 50))
+    buffer = __import__("io").BytesIO()
+    small.save(buffer, format="PNG")
+    return [
+        ("not an image", dict(data=b"hello", headers={"Content-Type": "image/png"}), 400, "not a readable image"),
+        ("empty body", dict(data=b"", headers={"Content-Type": "image/png"}), 400, "the body is empty"),
+        ("wrong size, no fit", dict(data=buffer.getvalue(), headers={"Content-Type": "image/png"}), 400, "50x50 but this task needs 64x64"),
+        ("oversized", dict(data=b"x" * (MAX_BODY + 1), headers={"Content-Type": "image/png"}), 413, "over this service's limit"),
+        ("bad parameter", dict(data=png, params={"steps": "9"}), 400, "unknown parameter(s) steps"),
+        ("bad format", dict(data=png, params={"format": "gif"}), 400, "'format' must be json or png"),
+        ("not JSON", dict(data=b"{oops", headers={"Content-Type": "application/json"}), 400, "not valid JSON"),
+        ("bad base64", dict(json={"image": "%%%"}), 400, "'image' is not valid base64"),
+        ("mask for denoising", dict(json={"image": base64.b64encode(png).decode(), "mask": base64.b64encode(png).decode()}),
+         400, "masks belong to the inpaint task"),
+        ("text", dict(data=b"hi", headers={"Content-Type": "text/plain"}), 415, "is not a picture"),
+    ]  # fmt: skip
+
+
+def test_bad_requests_get_one_line_4xx_and_the_replica_lives_on(service, noisy_pngs):
+    png = next(iter(noisy_pngs.values()))
+    for what, kwargs, status, message in _bad_requests(png):
+        r = requests.post(f"{service}/restore", timeout=60, **kwargs)
+        assert r.status_code == status, (what, r.status_code, r.text)
+        assert r.text.count("\n") == 1 and message in r.json()["error"], (what, r.text)
+    assert requests.get(f"{service}/nowhere", timeout=30).status_code == 404
+    assert requests.get(f"{service}/restore", timeout=30).status_code == 405
+    r = requests.post(f"{service}/restore?name=after", data=png, timeout=120)
+    assert r.status_code == 200  # the replica answered everything above and still works
+
+
+def test_overload_is_refused_with_503_and_slow_requests_with_408(local_ray, service, noisy_pngs):
+    """A second app with a short queue and a short time limit on the same Serve: a burst gets
+    some 503s (bounded queue, not unbounded memory) and every answer is 200, 503 or 408."""
+    from ilo.engine.fleet.service import ServiceConfig, start
+
+    settings = RestorerSettings(model="default", task=TaskSpec("denoise"), backend="torch", config=SERVE_SOLVER)
+    config = ServiceConfig(port=8765, max_batch_size=1, max_queued=1, cpus_per_replica=0.5)
+    url, _ = start(settings, config, app_name="tight", route_prefix="/tight")
+    png = next(iter(noisy_pngs.values()))
+
+    def one(i):
+        return requests.post(f"{url}/restore?name=burst-{i}", data=png, timeout=300).status_code
+
+    with futures.ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(one, range(12)))
+    assert 503 in statuses and 200 in statuses and set(statuses) <= {200, 503}, statuses
+    slow = requests.post(f"{url}/restore?name=slow", data=png, headers={"x-request-timeout-seconds": "0.05"}, timeout=60)
+    assert slow.status_code == 408
+    assert requests.post(f"{url}/restore?name=calm", data=png, timeout=120).status_code == 200
