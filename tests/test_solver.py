@@ -126,3 +126,30 @@ def test_csgm_restarts_keep_the_best_per_image(dcgan):
     one = solve(op.A(x), op, dcgan, csgm_config(steps=[20], restarts=1))
     three = solve(op.A(x), op, dcgan, csgm_config(steps=[20], restarts=3))
     assert (three.best_loss <= one.best_loss + 1e-7).all()
+
+
+def test_the_solvers_adam_is_torchs_adam_step_for_step():
+    """`ilo.engine.solver.adam.Adam` (no torch._dynamo import) against `torch.optim.Adam`, the
+    reference: the same updates to the bit, with the learning rate changing between steps and a
+    parameter without a gradient left alone, as the solver uses it."""
+    from ilo.engine.solver.adam import Adam
+
+    g = torch.Generator().manual_seed(0)
+    ours = [torch.randn(3, 5, generator=g), torch.randn(2, 4, 4, generator=g), torch.randn(7, generator=g)]
+    theirs = [p.clone() for p in ours]
+    mine, reference = Adam(ours, lr=0.1), torch.optim.Adam(theirs, lr=0.1, betas=(0.9, 0.999))
+    for step in range(6):
+        lr = 0.1 * (1 - step / 6)
+        mine.lr = lr
+        for group in reference.param_groups:
+            group["lr"] = lr
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            grad = torch.randn(a.shape, generator=g) if not (i == 2 and step % 2) else None
+            a.grad, b.grad = grad, None if grad is None else grad.clone()
+        mine.step()
+        reference.step()
+        mine.zero_grad()
+        reference.zero_grad(set_to_none=True)
+        for a, b in zip(ours, theirs):
+            assert torch.equal(a, b)
+            assert a.grad is None

@@ -22,6 +22,7 @@ import torch
 
 from ilo.engine.problems.losses import LPIPS, geocross, measurement_noise
 from ilo.engine.problems.operators import Operator
+from ilo.engine.solver.adam import Adam
 from ilo.engine.solver.generator_view import FusedEvaluation, GeneratorView, check_view
 from ilo.engine.solver.projections import lr_ramp, norms, project_l1_ball, project_to_norm
 from ilo.errors import IloError
@@ -304,13 +305,12 @@ class _Run:
             self.starts.append(tuple(start_state))
         radius = _per_round(c.l1_radius, k)
         steps, lr0 = int(_per_round(c.steps, k)), float(_per_round(c.lr, k))
-        optimiser = torch.optim.Adam(params, lr=lr0, betas=(0.9, 0.999))
+        optimiser = Adam(params, lr=lr0, betas=(0.9, 0.999))
         frozen = torch.zeros(batch, dtype=torch.bool, device=self.y.device)
         history, curve = [], []
         fused = self._fused_step(k)
         for step in range(steps):
-            for group in optimiser.param_groups:
-                group["lr"] = lr_ramp(step / steps, lr0)
+            optimiser.lr = lr_ramp(step / steps, lr0)
             wplus = self.latents.wplus(z)
             noise = self.objective.draw_noise(batch, gen.resolution)
             if fused is not None:  # one engine call: stages, image, loss and its gradient
@@ -328,7 +328,7 @@ class _Run:
                 self.best_images[improved] = image.detach()[improved]
                 self.best_round[improved] = k
             before = [p.detach().clone() for p in params] if frozen.any() else None
-            optimiser.zero_grad(set_to_none=True)
+            optimiser.zero_grad()
             loss.sum().backward()
             optimiser.step()
             with torch.no_grad():
