@@ -66,7 +66,14 @@ class BatchSolver(Protocol):
 
     backend: str  # what solved them, for the records
 
+    def open(self) -> None:
+        """Get ready (build the engine, join the cluster) once the inputs are checked and before
+        anything is written, so a failure here leaves the output folder as it was."""
+
     def solve_all(self, batches: list[Batch], note) -> Iterator[tuple[Batch, BatchResult]]: ...
+
+    def close(self) -> None:
+        """Release what `open` took; called whatever happened."""
 
 
 class LocalBatches:
@@ -76,10 +83,14 @@ class LocalBatches:
         self.restorer, self.reader = restorer, reader
         self.backend = "not loaded"
 
-    def solve_all(self, batches: list[Batch], note) -> Iterator[tuple[Batch, BatchResult]]:
+    def open(self) -> None:
         self.restorer.warm(trial=False)  # the first batch exports what it needs
         self.backend = self.restorer.backend_name
 
+    def close(self) -> None:
+        pass
+
+    def solve_all(self, batches: list[Batch], note) -> Iterator[tuple[Batch, BatchResult]]:
         def report(k, step, steps, measured):
             note(f"round {k} step {step + 1}/{steps} loss {float(measured.mean()):.3g}")
 
@@ -142,9 +153,15 @@ class FolderRestore:
             for note in [*o.notes, *notes]:
                 print(f"ilo: note: {note}", file=sys.stderr)
             solver = solver or LocalBatches(self.restorer, self.reader)
-            names = {p.name for i in inputs for p in [*self.outputs(i.stem), self.run_dir.record_path(i.stem)]}
-            self.run_dir.start(settings, o.overwrite, outputs=names)
-            return self._restore_all(solver, pending, prepared, records, skipped=len(inputs) - len(pending))
+            if pending:
+                solver.open()
+            try:
+                names = {p.name for i in inputs for p in [*self.outputs(i.stem), self.run_dir.record_path(i.stem)]}
+                self.run_dir.start(settings, o.overwrite, outputs=names)
+                return self._restore_all(solver, pending, prepared, records, skipped=len(inputs) - len(pending))
+            finally:
+                if pending:
+                    solver.close()
 
     def _pending(self, inputs: list[Path], sources: dict, records: dict) -> tuple[list[Path], list[str]]:
         pending, changed, unhashed = [], [], []
@@ -189,6 +206,7 @@ class FolderRestore:
         try:
             for batch, result in solver.solve_all(batches, progress.note):
                 self._write_batch(batch, result, solver.backend, records, finished)
+                batch.prepared = None  # written: its measurements need not stay in memory
                 self.run_dir.write_tables(_in_file_order(records))  # a killed run still leaves its tables
                 progress.advance(len(batch.paths))
         except BaseException as e:

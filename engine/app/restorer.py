@@ -140,10 +140,8 @@ class Restorer:
                 raise InputError(f"give task parameters ({', '.join(task_params)}) in the TaskSpec, not beside it")
             settings = RestorerSettings(model, spec, method, backend, device, config, seed, fit, max_pixels, lpips_net,
                                         lpips_backbone)  # fmt: skip
-        from ilo.engine.runtimes.backends import check_device
         from ilo.generators.checkpoints.files import load_generator
 
-        check_device(settings.device)
         self.settings, self.quiet = settings, quiet
         self.task: TaskSpec = settings.task
         self.model = settings.model if isinstance(settings.model, StagedGenerator) else load_generator(settings.model)
@@ -194,10 +192,11 @@ class Restorer:
         `auto` takes the kernels (StyleGAN2 on a GPU, library built) or onnxruntime and falls back
         to torch, with a note, where the graphs cannot be exported or run; a backend named
         explicitly must work or this fails."""
-        from ilo.engine.runtimes.backends import auto_backend_name, get_backend
+        from ilo.engine.runtimes.backends import auto_backend_name, check_device, get_backend
         from ilo.engine.runtimes.bridge import EngineGenerator, EngineLPIPS
 
         s = self.settings
+        check_device(s.device)  # here, where it is used: a Ray driver may build one for GPUs it does not have
         gen = self.model.to(s.device)
         lpips = None
         if s.config is not None and s.config.lpips_weight:
@@ -247,12 +246,15 @@ class Restorer:
             raise InputError(f"{len(masks)} masks for {len(images)} images")
         if names is not None and len(names) != len(images):
             raise InputError(f"{len(names)} names for {len(images)} images")
-        if masks[0] is not None and not self.task.kind.takes_masks:
+        if any(m is not None for m in masks) and not self.task.kind.takes_masks:
             raise InputError(f"masks belong to the inpaint task, not {self.task.task}")
         reader, prepared = self._reader, []
         for i, (image, mask) in enumerate(zip(images, masks)):
             label = labels[i] if labels is not None else names[i] if names is not None else f"image {i}"
             if reader.task.kind.vector_measurements:
+                if not isinstance(image, (np.ndarray, torch.Tensor, list, tuple)):
+                    raise InputError(f"{label}: compressed sensing takes a vector of measurements (array or tensor), "
+                                     f"not a {type(image).__name__}")  # fmt: skip
                 digest = vector_digest(image)
                 name = names[i] if names is not None else f"image-{digest[:16]}"
                 prepared.append(reader.from_vector(name, image, label, digest))

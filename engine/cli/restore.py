@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from ilo.engine.runtimes.backends import check_device
     from ilo.generators.checkpoints.files import load_generator
 
-    check_device(args.device)  # before any work
+    if args.ray is None or not args.gpus_per_worker:  # GPU actors check their own devices
+        check_device(args.device)  # before any work
     task = task_from_args(args)
     suffixes = (".npy",) if task.kind.vector_measurements and not args.clean else IMAGE_SUFFIXES
     inputs = list_inputs(args.inputs, suffixes)

@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--cpus-per-replica", type=float, default=1, help="CPUs (and torch threads) per replica")
     h.add_argument("--gpus-per-replica", type=float, default=0, help="GPUs per replica, e.g. 1 with --device cuda")
     h.add_argument("--max-batch-size", type=int, default=8, help="requests solved together at most (1 = no batching)")
-    h.add_argument("--batch-wait-ms", type=float, default=50, help="how long a request waits for others to share its solve")
+    h.add_argument("--batch-wait-ms", type=float, default=200,
+                   help="how long a request waits for others to share its solve (default 200; 0 = only those already waiting)")
     h.add_argument("--max-queued", type=int, default=64, help="requests waiting beyond those in flight; more get 503")
     h.add_argument("--timeout-s", type=float, default=300, help="per request, queueing included; later gets 408")
     h.add_argument("--max-body-mb", type=float, default=16, help="larger request bodies get 413")
@@ -37,15 +38,27 @@ def run(args: argparse.Namespace) -> int:
     from ilo.errors import InputError
 
     import_ray()
-    check_device(args.device)
     if args.gpus_per_replica and not args.device.startswith("cuda"):
         raise InputError("--gpus-per-replica gives replicas GPUs: run them there with --device cuda")
+    if not args.gpus_per_replica:  # GPU replicas check their own devices (this machine may have none)
+        check_device(args.device)
+    from ilo.engine.app.measurements import InputSpec, MeasurementReader
+    from ilo.engine.fleet.ray_batch import resolved
     from ilo.engine.fleet.service import ServiceConfig, serve_forever
     from ilo.generators.checkpoints.files import load_generator
 
     task = task_from_args(args)
-    load_generator(args.model)  # a bad checkpoint is said here, in one line, not from inside a replica
-    settings = restorer_settings(args, task, str(args.model))  # replicas load it from its path
+    if task.kind.vector_measurements:
+        raise InputError("ilo serve takes pictures; compressed-sensing measurements are vectors: use ilo restore "
+                         "or the Python API (ilo.Restorer) for --task cs")  # fmt: skip
+    # everything a replica would refuse at start-up is refused here, in one line, before Ray starts
+    gen = load_generator(args.model)
+    MeasurementReader(InputSpec(task, fit=args.fit, max_pixels=args.max_pixels), gen.resolution)
+    if task.has_built_in_mask:
+        task.built_in_mask(gen.resolution, "check")
+    model = resolved(args.model) if args.model != "default" else "default"
+    settings = restorer_settings(args, task, gen)
+    settings.model = str(model)  # replicas load it from its path (a cluster's nodes see the same path)
     config = ServiceConfig(
         host=args.host, port=args.port, replicas=args.replicas, max_batch_size=args.max_batch_size,
         batch_wait_s=args.batch_wait_ms / 1000, max_queued=args.max_queued, timeout_s=args.timeout_s,

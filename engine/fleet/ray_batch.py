@@ -15,6 +15,7 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -47,13 +48,26 @@ def connect(address: str, num_cpus: float | None = None, quiet: bool = True) -> 
     common = dict(include_dashboard=False, log_to_driver=not quiet, logging_level=logging.ERROR if quiet else logging.INFO)
     try:
         if address == "local":
-            ray.init(num_cpus=int(num_cpus) if num_cpus else None, **common)
+            ray.init(num_cpus=math.ceil(num_cpus) if num_cpus else None, **common)
         else:
             ray.init(address=address, **common)
-    except ConnectionError as e:
-        hint = " (start one with `ray start --head`, or pass --ray with no value for one of this run's own)" if address == "auto" else ""
-        raise IloError(f"no Ray cluster at '{address}'{hint}: {str(e).splitlines()[0]}") from None
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        hint = " (start one with `ray start --head`, or give --ray no value for a Ray of this run's own)" if address == "auto" else ""
+        raise IloError(f"no Ray cluster at '{address}'{hint}: {str(e).strip().splitlines()[0]}") from None
     return True
+
+
+def check_address(address: str) -> None:
+    """`--ray` takes an optional value, so `--ray a.png b.png` would take the first input for an
+    address: refuse anything that names a file or folder here."""
+    if address not in ("local", "auto") and Path(address).expanduser().exists():
+        raise InputError(f"--ray took '{address}' (a file or folder here) for a cluster address; "
+                         "put --ray after the inputs, or write --ray=auto / --ray=HOST:PORT")  # fmt: skip
+
+
+def resolved(path):
+    """A path as every node sees it: absolute (actors do not run in this folder)."""
+    return Path(path).expanduser().resolve() if path is not None else None
 
 
 class RestoreWorker:
@@ -61,7 +75,7 @@ class RestoreWorker:
 
     def __init__(self, settings: RestorerSettings, spec: InputSpec, threads: int):
         torch.set_num_threads(max(1, threads))  # Ray's share of the CPUs, not the whole machine's
-        self.restorer = Restorer(settings=settings, warm=True, quiet=True)
+        self.restorer = Restorer(settings=settings, warm=False, quiet=True).warm(trial=False)  # batches follow at once
         self.reader = MeasurementReader(spec, self.restorer.resolution)
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -88,6 +102,7 @@ class RayBatches:
                  cpus_per_worker: float = 1, gpus_per_worker: float = 0, quiet: bool = True,
                  model: str | Path | None = None):  # fmt: skip
         import_ray()  # a missing extra is said before any input is read
+        check_address(address)
         if cpus_per_worker <= 0:
             raise InputError(f"--cpus-per-worker must be positive, got {cpus_per_worker}")
         if gpus_per_worker < 0:
@@ -99,29 +114,38 @@ class RayBatches:
         self.restorer, self.options, self.address = restorer, options, address
         self.workers, self.cpus, self.gpus, self.quiet = workers, cpus_per_worker, gpus_per_worker, quiet
         # actors load the checkpoint from its path where there is one, not from a copy sent by this process
-        self.model = model if model is not None else restorer.settings.model
+        model = model if model is not None else restorer.settings.model
+        self.model = resolved(model) if isinstance(model, (str, Path)) and Path(model).expanduser().exists() else model
         self.backend = "not started"
+        self.size, self._started = 1, False
 
-    def pool_size(self, n_batches: int) -> int:
+    def open(self) -> None:
+        """Join (or start) the cluster and size the pool to what it has."""
+        self._started = connect(self.address, self.workers * self.cpus if self.workers else None, self.quiet)
         ray = import_ray()
-        if self.workers is not None:
-            return max(1, min(self.workers, n_batches))
-        cpus = ray.cluster_resources().get("CPU", 1)
-        return max(1, min(int(cpus // self.cpus), n_batches))
+        resources = ray.cluster_resources()
+        cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+        fit = int(cpus // self.cpus) if not self.gpus else min(int(cpus // self.cpus), int(gpus // self.gpus))
+        if self.workers is not None and self.workers > fit:
+            self.close()
+            need = f"{self.cpus:g} CPU{f' and {self.gpus:g} GPU' if self.gpus else ''} each"
+            raise IloError(f"--workers {self.workers} with {need} does not fit this Ray cluster ({cpus:g} CPUs, "
+                           f"{gpus:g} GPUs): at most {fit}")  # fmt: skip
+        if fit < 1:
+            self.close()
+            raise IloError(f"this Ray cluster ({cpus:g} CPUs, {gpus:g} GPUs) has no room for one worker with "
+                           f"{self.cpus:g} CPU and {self.gpus:g} GPU")  # fmt: skip
+        self.size = self.workers or fit
+
+    def close(self) -> None:
+        if self._started:
+            import_ray().shutdown()
+            self._started = False
 
     def solve_all(self, batches: list[Batch], note) -> Iterator[tuple[Batch, BatchResult]]:
         if not batches:
             return
         ray = import_ray()
-        started = connect(self.address, (self.workers or os.cpu_count() or 1) * self.cpus if self.workers else None,
-                          self.quiet)  # fmt: skip
-        try:
-            yield from self._run(ray, batches, note)
-        finally:
-            if started:
-                ray.shutdown()
-
-    def _run(self, ray, batches: list[Batch], note) -> Iterator[tuple[Batch, BatchResult]]:
         from ray.data import ActorPoolStrategy, DataContext
 
         ctx = DataContext.get_current()
@@ -130,32 +154,42 @@ class RayBatches:
         # an actor lost while loading (its node went away, say) is replaced rather than failing the run
         ctx.max_consecutive_actor_init_deaths = max(ctx.max_consecutive_actor_init_deaths, 3)
         ctx.execution_options.preserve_order = False  # write each batch as soon as it is back
-        size = self.pool_size(len(batches))
+        size = min(self.size, len(batches))
         o = self.options
-        spec = InputSpec(o.task, o.fit, o.clean_inputs, o.mask, o.mask_dir, None, o.max_pixels)  # truths stay here
-        model = self.model if not hasattr(self.model, "state_dict") else ray.put(self.model)
-        settings = dataclasses.replace(self.restorer.settings, model=model)
+        spec = InputSpec(o.task, o.fit, o.clean_inputs, resolved(o.mask), resolved(o.mask_dir), None, o.max_pixels)
+        settings = dataclasses.replace(self.restorer.settings, model=self.model)
         if not self.quiet:
             print(f"ilo: note: {len(batches)} batch(es) on {size} Ray actor(s), {self.cpus:g} CPU"
                   f"{f' and {self.gpus:g} GPU' if self.gpus else ''} each", file=sys.stderr)  # fmt: skip
-        rows = [{"index": b.index, "paths": json.dumps([str(p) for p in b.paths])} for b in batches]
+        rows = [{"index": b.index, "paths": json.dumps([str(resolved(p)) for p in b.paths])} for b in batches]
         results = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-            RestoreWorker, fn_constructor_kwargs={"settings": settings, "spec": spec, "threads": int(self.cpus)},
-            batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=size),
+            RestoreWorker, fn_constructor_kwargs={"settings": settings, "spec": spec, "threads": math.ceil(self.cpus)},
+            # one batch at a time per actor: a batch is seconds to minutes of work, so queueing more
+            # at a busy actor gains nothing and can leave another actor idle at the end
+            batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
             num_cpus=self.cpus, num_gpus=self.gpus or None,
         )  # fmt: skip  (Ray Data's actors restart without limit and retry their task: a killed one costs a retry)
         by_index = {b.index: b for b in batches}
         seen: set[int] = set()
-        for row in results.iter_rows():
-            meta = json.loads(row["meta"])
-            if "error" in meta:
-                raise IloError(meta["error"])
-            if meta["index"] in seen:  # a retried batch that came back twice is written once
-                continue
-            seen.add(meta["index"])
-            self.backend = meta["backend"]
-            images = _from_bytes(row["images"])
-            yield by_index[meta["index"]], BatchResult(images, meta["measurement_mse"], meta["best_round"], meta["seconds"])
+        try:
+            for row in results.iter_rows():
+                meta = json.loads(row["meta"])
+                if "error" in meta:
+                    raise IloError(meta["error"])
+                if meta["index"] in seen:  # a retried batch that came back twice is written once
+                    continue
+                seen.add(meta["index"])
+                self.backend = meta["backend"]
+                images = _from_bytes(row["images"])
+                yield by_index[meta["index"]], BatchResult(images, meta["measurement_mse"], meta["best_round"], meta["seconds"])
+        except ray.exceptions.RayError as e:  # a worker's bug or a lost cluster: one line, the finished images kept
+            raise IloError(f"the Ray job failed: {_last_line(e)}") from e
+
+
+def _last_line(error: BaseException) -> str:
+    """The line of a Ray error that says what went wrong (its traceback comes before it)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def _to_bytes(images: torch.Tensor) -> bytes:

@@ -37,7 +37,9 @@ class ServiceConfig:
     port: int = 8000
     replicas: int = 1
     max_batch_size: int = 8  # 1 = no batching
-    batch_wait_s: float = 0.05  # how long a request waits for others to share its solve
+    # how long a request waits for others to share its solve: a few percent of a solve (seconds),
+    # long enough that clients answered together and sending again together land in one batch
+    batch_wait_s: float = 0.2
     max_queued: int = 64  # requests waiting beyond those in flight; more get 503
     timeout_s: float = 300.0  # per request, queueing included; later gets 408
     max_body_bytes: int = 16 << 20
@@ -83,25 +85,34 @@ class RestoreService:
             path = request.url.path.removeprefix(request.scope.get("root_path", "").rstrip("/"))
             if check_route(request.method, path) == "health":
                 return Response(json.dumps(self.health()) + "\n", media_type="application/json")
-            limit = self.config.max_body_bytes
-            check_length(request.headers.get("content-length"), limit)
-            body = await _read_capped(request, limit)
-            parsed = parse_restore(request.headers.get("content-type"), dict(request.query_params), body, limit)
-            prepared = await asyncio.to_thread(self._prepare, parsed.image, parsed.mask, parsed.name)
-            result = await self.solve_many(prepared)
-            if isinstance(result, HttpError):
-                raise result
-            png = result.png_bytes()
-            metrics = result.metrics()
-            if parsed.format == "png":
-                return Response(png, media_type="image/png", headers={"X-ILO-Metrics": json.dumps(metrics)})
-            return Response(restored_json(result.name, png, metrics) + b"\n", media_type="application/json")
+            # the time limit is kept here, not only by Serve's proxy: a client header cannot lift
+            # it, and the answer is JSON like every other refusal
+            return await asyncio.wait_for(self._restore(request), timeout=self.config.timeout_s)
         except HttpError as e:
             return Response(e.body(), status_code=e.status, media_type="application/json")
+        except asyncio.TimeoutError:
+            return Response(error_body(f"not answered within this service's limit of {self.config.timeout_s:g} s; "
+                                       "the service is busy, try again later"), status_code=408,
+                            media_type="application/json")  # fmt: skip
         except Exception as e:  # a bug, not the client's: logged, answered in one line, the replica lives on
             log.exception("request failed")
             return Response(error_body(f"internal error: {type(e).__name__}: {e}"), status_code=500,
                             media_type="application/json")  # fmt: skip
+
+    async def _restore(self, request: Request) -> Response:
+        limit = self.config.max_body_bytes
+        check_length(request.headers.get("content-length"), limit)
+        body = await _read_capped(request, limit)
+        parsed = parse_restore(request.headers.get("content-type"), dict(request.query_params), body, limit)
+        prepared = await asyncio.to_thread(self._prepare, parsed.image, parsed.mask, parsed.name)
+        result = await self.solve_many(prepared)
+        if isinstance(result, HttpError):
+            raise result
+        png = result.png_bytes()
+        metrics = result.metrics()
+        if parsed.format == "png":
+            return Response(png, media_type="image/png", headers={"X-ILO-Metrics": json.dumps(metrics)})
+        return Response(restored_json(result.name, png, metrics) + b"\n", media_type="application/json")
 
     def _prepare(self, image: bytes, mask: bytes | None, name: str | None) -> Prepared:
         try:
@@ -145,7 +156,9 @@ def start(settings: RestorerSettings, config: ServiceConfig, address: str = "loc
     if quiet:
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
     started = connect(address, config.replicas * config.cpus_per_replica if address == "local" else None, quiet)
-    serve.start(http_options={"host": config.host, "port": config.port, "request_timeout_s": config.timeout_s},
+    # Serve's proxy keeps a looser limit as a backstop (the replica answers 408 at timeout_s). On a
+    # cluster where Serve already runs, its HTTP host, port and limit stay as they are.
+    serve.start(http_options={"host": config.host, "port": config.port, "request_timeout_s": config.timeout_s + 30},
                 logging_config={"log_level": "WARNING" if quiet else "INFO", "enable_access_log": not quiet})  # fmt: skip
     deployment = serve.deployment(RestoreService).options(
         name="restore", num_replicas=config.replicas, max_ongoing_requests=config.in_flight(),
@@ -155,19 +168,23 @@ def start(settings: RestorerSettings, config: ServiceConfig, address: str = "loc
     try:
         serve.run(deployment.bind(settings, config), name=app_name, route_prefix=route_prefix)
     except RuntimeError as e:  # a replica failed to start (a missing checkpoint, say): say why in one line
-        stop(started)
+        stop(started, app_name)
         raise IloError(f"the service did not start: {str(e).strip().splitlines()[-1]}") from None
     return f"http://{config.host}:{config.port}{route_prefix.rstrip('/')}", started
 
 
-def stop(started_ray: bool) -> None:
+def stop(started_ray: bool, app_name: str = APP_NAME) -> None:
+    """Take the service down: all of Serve and Ray where this process started them, else only
+    this app (other apps on a shared cluster keep running)."""
     import ray
 
+    if not started_ray:
+        serve.delete(app_name)
+        return
     try:
         serve.shutdown()
     finally:
-        if started_ray:
-            ray.shutdown()
+        ray.shutdown()
 
 
 def serve_forever(settings: RestorerSettings, config: ServiceConfig, address: str, quiet: bool) -> None:

@@ -127,7 +127,8 @@ class TaskSpec:
         if self.keep is not None:
             g = torch.Generator().manual_seed(name_seed(self.op_seed, name))
             return Inpainting.random_pixels(resolution, 1, self.keep, generator=g).mask[0]
-        raise InputError("inpainting needs a mask: --mask FILE, --mask-dir DIR, --centre-box, --box or --keep")
+        raise InputError("inpainting needs a mask: one per image (--mask, --mask-dir; a request's 'mask'), or a built-in "
+                         "one (--centre-box, --box or --keep)")  # fmt: skip
 
     def operator(self, resolution: int, masks: torch.Tensor | None = None) -> Operator:
         """The forward operator for a batch; `masks` [B, 1, H, W] for inpainting."""
