@@ -87,11 +87,20 @@ def parse_restore(content_type: str | None, query: dict[str, str], body: bytes, 
         image, mask = _decode64(fields.get("image"), "image"), _decode64(fields.get("mask"), "mask")
         if image is None:
             raise HttpError(400, "the JSON body has no 'image' (base64 of the picture's bytes)")
-    elif kind.startswith(RAW_IMAGE_TYPES):
+    elif kind.startswith(RAW_IMAGE_TYPES) or looks_like_image(body):  # curl's default type is a form's
         image, mask = body, None
     else:
         raise HttpError(415, f"Content-Type {kind} is not a picture: send image/png, image/jpeg, ... or application/json")
     return RestoreRequest(image, mask, _name(fields.get("name")), _format(fields.get("format")))
+
+
+# how the formats the image library reads begin: a client that names no type (curl sends
+# application/x-www-form-urlencoded) still gets its picture read
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def looks_like_image(body: bytes) -> bool:
+    return body.startswith(IMAGE_SIGNATURES) or (body[:4] == b"RIFF" and body[8:12] == b"WEBP")
 
 
 def _json_fields(body: bytes) -> dict:
