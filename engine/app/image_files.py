@@ -118,7 +118,7 @@ def decode_picture(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
                 if fit is not None and fit[0] is None and (width, height) != (fit[1], fit[1]):
                     _refuse_size(name, (width, height), fit[1])  # before decoding what would be refused
                 im = _prefit(im, fit)
-                pixels = _rgb_array(im, name)
+                pixels = rgb_array(im, name)
     except InputError:
         raise
     except Image.DecompressionBombError:
@@ -148,7 +148,7 @@ def _prefit(im, fit: tuple[str | None, int] | None):
     return im
 
 
-def _rgb_array(im, path: str | Path) -> np.ndarray:
+def rgb_array(im, path: str | Path) -> np.ndarray:
     """Decoded pixels as [H, W, 3] float64 in [0, 255], whatever the file's pixel format."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale: keep the precision, then scale
         a = np.asarray(im, dtype=np.float64)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ilo.choices import DEFAULT_MAX_PIXELS
-from ilo.engine.app.image_files import Picture, _rgb_array, decode_picture, image_tensor, mask_tensor, read_picture
+from ilo.engine.app.image_files import Picture, decode_picture, image_tensor, mask_tensor, read_picture, rgb_array
 from ilo.engine.app.measurements import Pixels
 from ilo.errors import InputError
 
@@ -30,8 +31,8 @@ def picture_pixels(obj, name: str, mask: bool = False, max_pixels: int = DEFAULT
         return _from_picture(decode_picture(bytes(obj), name, max_pixels, fit), name, mask)
     if isinstance(obj, (str, Path)):
         return _from_picture(read_picture(obj, max_pixels, fit), str(obj), mask)
-    if _is_pil(obj):
-        pixels = _rgb_array(obj, name)
+    if isinstance(obj, Image.Image):
+        pixels = rgb_array(obj, name)
         return _from_picture(Picture(pixels, obj.size, _digest(pixels)), name, mask)
     if isinstance(obj, torch.Tensor):
         array = obj.detach().cpu()
@@ -86,11 +87,3 @@ def _digest(pixels: np.ndarray) -> str:
 def vector_digest(values) -> str:
     array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
     return hashlib.sha256(np.ascontiguousarray(array.astype(np.float32)).tobytes()).hexdigest()
-
-
-def _is_pil(obj) -> bool:
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        return False
-    return isinstance(obj, Image.Image)

@@ -20,7 +20,7 @@ from typing import Protocol
 from ilo.engine.app.image_files import file_sha256
 from ilo.engine.app.measurements import InputSpec, MeasurementReader, Prepared
 from ilo.engine.app.progress import Progress
-from ilo.engine.app.restorer import BatchResult, Restorer, method_config  # noqa: F401  (method_config re-exported)
+from ilo.engine.app.restorer import BatchResult, Restorer
 from ilo.engine.app.result_files import ResultWriter
 from ilo.engine.app.run_dir import RunDir, check_output_layout
 from ilo.engine.problems.losses import LPIPS
@@ -104,7 +104,7 @@ class FolderRestore:
     """Turn input files into restored outputs in one folder, resumably."""
 
     def __init__(self, restorer: Restorer, options: RestoreOptions, out: Path):
-        if options.task is not restorer.task and options.task != restorer.task:
+        if options.task != restorer.task:
             raise InputError("the folder run and its Restorer name different tasks")
         self.restorer, self.options, self.res = restorer, options, restorer.resolution
         self.run_dir = RunDir(out)

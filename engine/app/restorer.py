@@ -152,6 +152,7 @@ class Restorer:
         self._lock = threading.Lock()  # one solve at a time: the engine's sessions and buffers are shared
         self._solver: tuple[GeneratorView, LPIPS | None] | None = None
         self.backend_name = "not loaded"
+        self._fingerprint: str | None = None
         if warm:
             self.warm()
 
@@ -179,7 +180,10 @@ class Restorer:
         return Prepared("warm-up", torch.zeros(1, 3, size, size), mask, None)
 
     def fingerprint(self) -> str:
-        return self.model.fingerprint()
+        """The model's identity, hashed once: /healthz asks for it on every probe."""
+        if self._fingerprint is None:
+            self._fingerprint = self.model.fingerprint()
+        return self._fingerprint
 
     def describe(self) -> dict:
         s = self.settings
