@@ -32,8 +32,9 @@ def _head(*args, **kwargs) -> LossHead:
     return LossHead(*args, revision=HEADS_REVISION, **kwargs)
 
 
-def _take(t: torch.Tensor, index: slice) -> torch.Tensor:
-    """Rows `index` of a per-image parameter; one shared by the batch (size 1) stays as it is."""
+def _take(t: torch.Tensor, index: slice | torch.Tensor) -> torch.Tensor:
+    """Rows `index` (a slice, or row numbers) of a per-image parameter; one shared by the batch
+    (size 1) stays as it is."""
     return t if t.ndim == 0 or t.shape[0] == 1 else t[index]
 
 
@@ -63,8 +64,9 @@ class Operator(nn.Module):
         """What LPIPS compares the (degraded) generation with: the measurement itself."""
         return y
 
-    def select(self, index: slice) -> "Operator":
-        """The operator of images `index` of the batch (itself where nothing is per image)."""
+    def select(self, index: slice | torch.Tensor) -> "Operator":
+        """The operator of images `index` of the batch, a slice or row numbers (repeats allowed:
+        round 0 runs each image once per random start); itself where nothing is per image."""
         return self
 
     def loss_head(self, resolution: int) -> LossHead | None:
@@ -110,7 +112,7 @@ class Operator(nn.Module):
     def __mul__(self, inner: "Operator") -> "Operator":
         return Composed(self, inner)
 
-    def _sigma_of(self, index: slice) -> torch.Tensor:
+    def _sigma_of(self, index: slice | torch.Tensor) -> torch.Tensor:
         return _take(self.sigma, index)
 
 

@@ -24,6 +24,13 @@ class Adam:
         step_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
         self.steps = [torch.tensor(0.0, dtype=step_dtype) for _ in self.params]
 
+    def take(self, params: list[torch.Tensor], rows: torch.Tensor) -> None:
+        """Continue on `params`, the given rows of the tensors optimised so far (their moments
+        go with them): round 0 drops the starts it prunes."""
+        self.params = list(params)
+        self.exp_avgs = [m[rows] for m in self.exp_avgs]
+        self.exp_avg_sqs = [v[rows] for v in self.exp_avg_sqs]
+
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
