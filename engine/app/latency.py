@@ -10,7 +10,6 @@ graph functions for the per-stage numbers.
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from ilo.engine.app.memory_budget import PeakMemory
 from ilo.engine.problems.operators import Inpainting
 from ilo.engine.runtimes.bridge import EngineGenerator
 from ilo.engine.solver.generator_view import GeneratorView
@@ -40,38 +40,6 @@ class LatencySettings:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-class PeakMemory:
-    """Peak memory above the level at entry, sampled every 2 ms from a thread: the process's
-    resident set on the CPU, the device's used memory on CUDA (which sees ONNX Runtime's and
-    TensorRT's allocations, not only torch's)."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.peak, self._stop = device, 0, threading.Event()
-
-    def _used(self) -> int:
-        if self.device.type == "cuda":
-            free, total = torch.cuda.mem_get_info(self.device)
-            return total - free
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * 4096
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._used() - self.start)
-            time.sleep(0.002)
-
-    def __enter__(self) -> "PeakMemory":
-        self.start = self._used()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._used() - self.start)
 
 
 def _step_times(gen: GeneratorView, batch: int, settings: LatencySettings, device: torch.device) -> tuple[dict[int, list[float]], int]:
@@ -133,6 +101,7 @@ def measure(gen: StagedGenerator, settings: LatencySettings, report: Callable[[s
             engines[name].fused_step(k, Inpainting.centre_box(gen.resolution, 1), 1, ILOConfig().noise_maps)
         load_seconds[name] = time.perf_counter() - t0
     graphs = stage_graphs(gen)
+    flops_one = step_flops(gen, 1, settings.rounds, device)  # exactly linear in the batch: every product is per image
     stage_runner = {name: (lambda graph_name, e=e: _runner(e, graph_name)) for name, e in engines.items()}
     rows = []
     for batch in settings.batches:
@@ -155,7 +124,8 @@ def measure(gen: StagedGenerator, settings: LatencySettings, report: Callable[[s
                 "backend": name, "batch": batch, "step_ms": round_ms, "ms_per_step": round_ms[0],
                 "images_per_s": batch / solve_s, "default_solve_s": solve_s, "peak_mb": peaks[name] / 2**20,
                 "stages_ms": {g: 1e3 * statistics.median(t) for g, t in stages[name].items()},
-                "load_s": load_seconds[name],
+                "load_s": load_seconds[name], "gflop_per_step": {k: batch * f / 1e9 for k, f in flops_one.items()},
+                "gflops": {k: batch * flops_one[k] / 1e6 / ms for k, ms in round_ms.items() if k in flops_one},
             })  # fmt: skip
     return {"rows": rows, "ratios": _ratios(rows)}
 
@@ -181,17 +151,21 @@ def _ratios(rows: list[dict]) -> list[dict]:
     return out
 
 
-def markdown(model: str, result: dict, machine: str) -> str:
+def markdown(model: str, result: dict, machine: str, peak_gflops: float | None = None) -> str:
     lines = [f"### {model}", "", f"Machine: {machine}", "",
-             "| backend | batch | ms/step round 0 | ms/step rounds 1.. | images/s (default ILO) | peak MB | speed-up vs torch |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+             "| backend | batch | ms/step round 0 | ms/step rounds 1.. | images/s (default ILO) | peak MB | speed-up vs torch "
+             "| GFLOP/step | GFLOP/s | of peak |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     speed = {(r["backend"], r["batch"]): r for r in result["ratios"]}
     for r in result["rows"]:
         later = ", ".join(f"{v:.1f}" for k, v in sorted(r["step_ms"].items()) if k > 0)
         ratio = speed.get((r["backend"], r["batch"]))
         speedup = "—" if ratio is None else f"{ratio['speedup_round0']:.2f}×"
+        rate = r.get("gflops", {}).get(0, float("nan"))
+        share = f"{rate / peak_gflops:.0%}" if peak_gflops else "–"
         lines.append(f"| {r['backend']} | {r['batch']} | {r['ms_per_step']:.1f} | {later} | {r['images_per_s']:.3g} | "
-                     f"{r['peak_mb']:.0f} | {speedup} |")  # fmt: skip
+                     f"{r['peak_mb']:.0f} | {speedup} | {r.get('gflop_per_step', {}).get(0, float('nan')):.2f} | "
+                     f"{rate:.1f} | {share} |")  # fmt: skip
     lines += ["", "Per-stage latency, ms (forward / VJP):", "",
               "| backend | batch | " + " | ".join(sorted({g.split('.')[0] for r in result['rows'] for g in r['stages_ms']})) + " |"]  # fmt: skip
     stages = sorted({g.split(".")[0] for r in result["rows"] for g in r["stages_ms"]})
@@ -206,3 +180,73 @@ def save(path: Path, text: str) -> None:
     from ilo.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode())
+
+
+def step_flops(gen: StagedGenerator, batch: int, rounds: int = 1, device: torch.device | None = None) -> dict[int, int]:
+    """Floating-point operations of one fused ILO step (stages, image, loss and the gradient)
+    per round at `batch`, counted by torch's FLOP counter while the step graph's function runs:
+    the maths every backend runs (convolutions and matrix products, forward and backward; the
+    elementwise rest is not counted and is a few percent)."""
+    from ilo.export.graphs import step_graph
+
+    head = Inpainting.centre_box(gen.resolution, 1).loss_head(gen.resolution)
+    assert head is not None
+    out = {}
+    for k in range(rounds):
+        graph = step_graph(gen, head, k, ILOConfig().noise_maps)
+        inputs = [t.to(device or "cpu") for t in graph.example(batch, seed=batch)]
+        with _FlopCount() as counter, torch.enable_grad():
+            graph.fn(*inputs)
+        out[k] = counter.flops
+    return out
+
+
+class _FlopCount(torch.utils._python_dispatch.TorchDispatchMode):
+    """torch's FLOP formulas (torch.utils.flop_counter) per aten call, without FlopCounterMode's
+    module hooks (which torch.func.vjp's autograd.grad refuses)."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        from torch.utils.flop_counter import flop_registry
+
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.flops += int(formula(*args, **kwargs, out_val=out))
+        return out
+
+
+def fp32_peak(threads: int, repeats: int = 5) -> dict:
+    """This machine's fp32 peak in GFLOP/s: the best large matrix product of torch and of numpy
+    (same threads), and the theoretical one from the cores, vector width and clock (x86: AVX-512
+    or AVX2 FMA units, two per core on the CPUs seen here)."""
+
+    best: dict[str, float] = {}
+    for n in (1024, 2048, 4096):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        x, y = a.numpy(), b.numpy()
+        products = (("torch", lambda a=a, b=b: torch.mm(a, b)), ("numpy", lambda x=x, y=y: x @ y))
+        for name, fn in products:
+            fn()
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                rate = 2 * n**3 / (time.perf_counter() - t0) / 1e9
+                best[f"{name} {n}²"] = max(best.get(f"{name} {n}²", 0.0), rate)
+    return {"measured": max(best.values()), "products": best, "theoretical": _theoretical_peak(threads)}
+
+
+def _theoretical_peak(threads: int) -> float:
+    """cores used x FMA units (2) x fp32 lanes x 2 flops x clock (GHz, from /proc/cpuinfo)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return float("nan")
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
+    lanes = 16 if " avx512f" in flags else 8 if " avx2" in flags else 4
+    clocks = [float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz")]
+    return threads * 2 * lanes * 2 * (max(clocks) / 1e3 if clocks else float("nan"))

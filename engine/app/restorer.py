@@ -25,6 +25,14 @@ import torch
 from ilo.choices import DEFAULT_MAX_PIXELS, METHODS
 from ilo.engine.app.in_memory import picture_pixels, vector_digest
 from ilo.engine.app.measurements import InputSpec, MeasurementReader, Prepared
+from ilo.engine.app.memory_budget import (
+    GiB,
+    MemoryBudget,
+    MemoryBudgetError,
+    RowCost,
+    cached_row_cost,
+    measure_row_cost,
+)
 from ilo.engine.problems.losses import LPIPS
 from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec, name_seed
@@ -67,8 +75,11 @@ class RestorerSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     lpips_net: str = "vgg"  # the LPIPS loss, where config.lpips_weight > 0
     lpips_backbone: str | Path | None = None
+    # what a solve may take: 'auto' (a share of the memory available), 'off', '60%' or a size ('12G')
+    memory_budget: str = "auto"
 
     def __post_init__(self):
+        MemoryBudget.parse(self.memory_budget)  # a budget that cannot be read stops here, not at the first solve
         if self.method not in METHODS:
             raise InputError(f"unknown method '{self.method}' (choose from {', '.join(METHODS)})")
         if self.method == "bm3d" and not self.task.kind.bm3d:
@@ -132,14 +143,14 @@ class Restorer:
     def __init__(self, model: str | Path | StagedGenerator = "default", task: str | TaskSpec = "denoise",
                  method: str = "ilo", backend: str = "auto", device: str = "cpu", *, config: ILOConfig | None = None,
                  seed: int = 0, fit: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, lpips_net: str = "vgg",
-                 lpips_backbone: str | Path | None = None, warm: bool = True, quiet: bool = True,
-                 settings: RestorerSettings | None = None, **task_params):  # fmt: skip
+                 lpips_backbone: str | Path | None = None, memory_budget: str = "auto", warm: bool = True,
+                 quiet: bool = True, settings: RestorerSettings | None = None, **task_params):  # fmt: skip
         if settings is None:
             spec = task if isinstance(task, TaskSpec) else TaskSpec(task, **task_params)
             if isinstance(task, TaskSpec) and task_params:
                 raise InputError(f"give task parameters ({', '.join(task_params)}) in the TaskSpec, not beside it")
             settings = RestorerSettings(model, spec, method, backend, device, config, seed, fit, max_pixels, lpips_net,
-                                        lpips_backbone)  # fmt: skip
+                                        lpips_backbone, memory_budget)  # fmt: skip
         from ilo.generators.checkpoints.files import load_generator
 
         self.settings, self.quiet = settings, quiet
@@ -153,6 +164,9 @@ class Restorer:
         self._solver: tuple[GeneratorView, LPIPS | None] | None = None
         self.backend_name = "not loaded"
         self._fingerprint: str | None = None
+        self.memory_budget = MemoryBudget.parse(settings.memory_budget)
+        self._row_costs: dict[str, RowCost] = {}
+        self._probed_now = False
         if warm:
             self.warm()
 
@@ -167,17 +181,64 @@ class Restorer:
                 return self
             self._solver = self._build(progress)
         s = self.settings
-        if trial and s.method != "bm3d" and s.config is not None:
-            self.solve([self._blank()], config=dataclasses.replace(s.config, steps=1, restarts=1))
+        if s.method == "bm3d" or s.config is None:
+            return self
+        with self._lock:  # the row cost: measured here (trial steps of every round) or found in the cache
+            self._max_rows(s.config, 1)
+            probed = self._probed_now
+        if trial and not probed:
+            self.solve([self._blank()], config=self._trial_config(s.config))
         return self
 
-    def _blank(self) -> Prepared:
+    @staticmethod
+    def _trial_config(config: ILOConfig) -> ILOConfig:
+        return dataclasses.replace(config, steps=1, restarts=1, prune_starts_at=[])
+
+    def _max_rows(self, config: ILOConfig, images: int) -> int | None:
+        """The most rows (images x batched starts) one generator call may take within the memory
+        budget, or None where the whole batch fits (or there is no budget). Not even one row
+        fitting is refused here, with the numbers, before anything runs."""
+        self._probed_now = False
+        if self.memory_budget.off or self.settings.method == "bm3d":
+            return None
+        device = torch.device(self.settings.device)
+        cost = self._row_cost(config, device)
+        budget, how = self.memory_budget.resolve(device)
+        rows = cost.rows_within(budget)
+        if rows < 1:
+            raise MemoryBudgetError(
+                f"one image needs about {cost.peak(1) / GiB:.2f} GiB for a step ({cost.fixed / GiB:.2f} GiB fixed + "
+                f"{cost.per_row / GiB:.2f} GiB per image and start) on {self.backend_name}, but the memory budget is "
+                f"{budget / GiB:.2f} GiB ({how}); free memory or raise --memory-budget"
+            )  # fmt: skip
+        return None if rows >= images * config.restarts else rows
+
+    def _row_cost(self, config: ILOConfig, device: torch.device) -> RowCost:
+        """What a row costs for this model, engine, task and round structure (cached on disk)."""
+        import onnxruntime
+
+        key = {"model": self.fingerprint(), "backend": self.backend_name, "device": str(device),
+               "task": self.task.describe(), "end_stage": config.end_stage, "noise_maps": config.noise_maps,
+               "lpips": bool(config.lpips_weight), "latent_space": config.latent_space, "torch": torch.__version__,
+               "onnxruntime": onnxruntime.__version__}  # fmt: skip
+        name = str(sorted(key.items()))
+        if name not in self._row_costs:
+            trial = self._trial_config(config)
+
+            def run(rows: int) -> None:
+                self._solve_locked([self._blank(f"memory-probe-{i}") for i in range(rows)], None, trial, None)
+                self._probed_now = True
+
+            self._row_costs[name] = cached_row_cost(key, lambda: measure_row_cost(run, device))
+        return self._row_costs[name]
+
+    def _blank(self, name: str = "warm-up") -> Prepared:
         """A measurement of the task's shape (all observed) for the warm-up solve."""
         if self.task.kind.vector_measurements:
-            return Prepared("warm-up", torch.zeros(1, self.task.measurement_count(self.resolution)), None, None)
+            return Prepared(name, torch.zeros(1, self.task.measurement_count(self.resolution)), None, None)
         size = self.task.measurement_size(self.resolution)
         mask = torch.ones(1, 1, self.resolution, self.resolution) if self.task.kind.takes_masks else None
-        return Prepared("warm-up", torch.zeros(1, 3, size, size), mask, None)
+        return Prepared(name, torch.zeros(1, 3, size, size), mask, None)
 
     def fingerprint(self) -> str:
         """The model's identity, hashed once: /healthz asks for it on every probe."""
@@ -275,33 +336,38 @@ class Restorer:
 
     def solve(self, batch: list[Prepared], progress=None, config: ILOConfig | None = None) -> BatchResult:
         """Solve prepared measurements as one batch (what every caller ends in)."""
+        config = config or self.settings.config
+        with self._lock:
+            if self._solver is None:
+                self._solver = self._build(None)
+            max_rows = None if config is None else self._max_rows(config, len(batch))
+            return self._solve_locked(batch, progress, config, max_rows)
+
+    def _solve_locked(self, batch: list[Prepared], progress, config: ILOConfig | None, max_rows: int | None) -> BatchResult:
         s = self.settings
-        config = config or s.config
         y = torch.cat([b.y for b in batch])
         masks = [b.mask for b in batch]
         seeds = [name_seed(s.seed, b.stem) for b in batch]
-        with self._lock:
-            if masks[0] is not None:
-                op: Operator = self.task.operator(self.resolution, torch.cat(masks))  # type: ignore[arg-type]
-            else:
-                op = self._reader.shared_operator()
-            if self._solver is None:
-                self._solver = self._build(None)
-            gen, lpips = self._solver
-            if s.method == "bm3d":
-                images, seconds = bm3d_denoise(y, self.task.sigma)
-                best_round: list[int | None] = [None] * len(batch)
-            else:
-                try:  # the operator may be the shared one: it goes back to the CPU whatever happens
-                    t0 = time.perf_counter()
-                    result = solve(y.to(s.device), op.to(s.device), gen, config, image_seeds=seeds, lpips=lpips,
-                                   progress=progress)  # fmt: skip
-                    seconds = time.perf_counter() - t0
-                finally:
-                    op.cpu()
-                images, best_round = result.images.cpu(), [int(r) for r in result.best_round]
-            with torch.no_grad():
-                fit = op.data_fit(images, y)
+        if masks[0] is not None:
+            op: Operator = self.task.operator(self.resolution, torch.cat(masks))  # type: ignore[arg-type]
+        else:
+            op = self._reader.shared_operator()
+        assert self._solver is not None, "built by solve() or warm()"
+        gen, lpips = self._solver
+        if s.method == "bm3d":
+            images, seconds = bm3d_denoise(y, self.task.sigma)
+            best_round: list[int | None] = [None] * len(batch)
+        else:
+            try:  # the operator may be the shared one: it goes back to the CPU whatever happens
+                t0 = time.perf_counter()
+                result = solve(y.to(s.device), op.to(s.device), gen, config, image_seeds=seeds, lpips=lpips,
+                               progress=progress, max_rows=max_rows)  # fmt: skip
+                seconds = time.perf_counter() - t0
+            finally:
+                op.cpu()
+            images, best_round = result.images.cpu(), [int(r) for r in result.best_round]
+        with torch.no_grad():
+            fit = op.data_fit(images, y)
         return BatchResult(images, [float(v) for v in fit], best_round, seconds)
 
     def shared_operator(self) -> Operator:

@@ -27,6 +27,13 @@ def _per_round(cast):
     return parse
 
 
+def _fractions(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fractions of round 0, got '{text}'") from None
+
+
 def add_solver_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=METHODS, default="ilo")
     s = p.add_argument_group("solver (per-round lists are comma-separated; the last value repeats)")
@@ -35,7 +42,10 @@ def add_solver_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--l1-radius", type=_per_round(float), help="l1 radius per round, x the state's l1 norm; 'none' = off")
     s.add_argument("--end-stage", type=int, help="last stage whose input is optimised (0 = latent only)")
     s.add_argument("--switch", choices=("fixed", "plateau"), help="fixed step budgets, or move on when the loss flattens")
-    s.add_argument("--restarts", type=int, help="random restarts; the best per image is kept")
+    s.add_argument("--restarts", type=int, help="random starts of round 0, run as one batch; the best per image is kept")
+    s.add_argument("--prune-starts", type=_fractions, metavar="F[,F...]",
+                   help="successive halving: at these fractions of round 0 each image keeps the better half of its "
+                        "starts, e.g. 0.5,0.75 (default: every start runs all of round 0)")  # fmt: skip
     s.add_argument("--lpips-weight", type=float, help="weight of LPIPS in the loss (needs the backbone file)")
     s.add_argument("--seed", type=int, default=0, help="seed of the random starts (per image, from its name)")
     p.add_argument("--lpips-net", choices=LPIPS_NETS, default="vgg", help="LPIPS network for the loss and the metric")
@@ -45,6 +55,10 @@ def add_solver_arguments(p: argparse.ArgumentParser) -> None:
                         "the kernel library is built, else the exported graphs on onnxruntime, exported on first use and "
                         "cached; falls back to torch with a note if neither can run. 'torch' = the eager reference")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu, or cuda[:N] for the GPU backends")
+    p.add_argument("--memory-budget", default="auto", metavar="SIZE",
+                   help="memory a solve may take: a batch that needs more runs in micro-batches that fit (same results). "
+                        "'auto' (default) = 20%% of the available RAM (85%% of the free GPU memory), '60%%', a size such "
+                        "as 12G or 800M, or 'off'. What a step needs is measured once per model and task, and cached")  # fmt: skip
 
 
 def restorer_settings(args: argparse.Namespace, task: TaskSpec, model: str | Path | StagedGenerator) -> RestorerSettings:
@@ -52,7 +66,8 @@ def restorer_settings(args: argparse.Namespace, task: TaskSpec, model: str | Pat
     from ilo.engine.app.restorer import RestorerSettings, method_config
 
     solver_flags = dict(steps=args.steps, lr=args.lr, l1_radius=args.l1_radius, end_stage=args.end_stage,
-                        switch=args.switch, restarts=args.restarts, lpips_weight=args.lpips_weight)  # fmt: skip
+                        switch=args.switch, restarts=args.restarts, lpips_weight=args.lpips_weight,
+                        prune_starts_at=args.prune_starts)  # fmt: skip
     # --seed seeds the random starts and is harmless for BM3D; the other flags must not be ignored
     config = method_config(args.method, **solver_flags, **({} if args.method == "bm3d" else {"seed": args.seed}))
     stages = getattr(model, "stages", None)
@@ -61,5 +76,5 @@ def restorer_settings(args: argparse.Namespace, task: TaskSpec, model: str | Pat
     return RestorerSettings(
         model=model, task=task, method=args.method, backend=args.backend, device=args.device, config=config,
         seed=args.seed, fit=getattr(args, "fit", None), max_pixels=args.max_pixels, lpips_net=args.lpips_net,
-        lpips_backbone=args.lpips_backbone,
+        lpips_backbone=args.lpips_backbone, memory_budget=args.memory_budget,
     )  # fmt: skip

@@ -1,0 +1,232 @@
+"""How much memory a solve may use, and how many rows of one generator call fit in it.
+
+A row is one image at one random start: round 0 runs images x starts rows, later rounds one
+row per image. What a row costs is measured once per (model, backend, device, task, rounds):
+one step of every round at 1 and at 2 rows, the peak above the level before each. The two
+peaks give a fixed part and a per-row part; the numbers are cached beside the exported graphs,
+so a node pays the probe once. The solver then splits a batch into micro-batches of at most
+`rows_within(budget)` rows (ilo.engine.solver.ilo_solver.solve's `max_rows`).
+
+The budget is what a solve may add to what the process already holds: by default a share of
+the memory available now (the kernel's MemAvailable, or the cgroup's limit if lower; on a GPU,
+the device's free memory), or what `--memory-budget` says.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ilo.atomic import atomic_write_bytes
+from ilo.errors import IloError
+from ilo.paths import cache_dir
+
+# Of the memory available when a solve starts, the share it may use by default. On a CPU bigger
+# micro-batches buy no speed: StyleGAN2 256² ran 16 images 1.15x faster in calls of 3 than of 11
+# (benchmarks/results/memory.md), so a fifth leaves the rest of the machine alone at no cost. A
+# GPU needs big batches to be busy, and nothing else should be on it.
+DEFAULT_SHARE = {"cpu": 0.2, "cuda": 0.85}
+GiB = 1024**3
+
+
+class MemoryBudgetError(IloError):
+    """Not even one row fits in the budget: refused before anything runs."""
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """`bytes` (a fixed amount), `share` (of the memory available when a solve starts), or
+    neither: no budget (one call for the whole batch, as before there were budgets)."""
+
+    bytes: int | None = None
+    share: float | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> MemoryBudget:
+        """'auto' (the default share), 'off', '60%' (of what is available) or a size: '12G',
+        '12GiB', '800M', '2048MB', or plain bytes. Sizes are binary (G = 2^30)."""
+        if text is None or text.strip().lower() == "auto":
+            return cls()
+        value = text.strip().lower()
+        if value in ("off", "none"):
+            return cls(share=0.0)
+        if value.endswith("%"):
+            share = _number(value[:-1], text) / 100
+            if not 0 < share <= 1:
+                raise IloError(f"a memory budget in percent must be in (0, 100], got '{text}'")
+            return cls(share=share)
+        match = re.fullmatch(r"([0-9.]+)\s*([kmgt]?)(i?b)?", value)
+        if not match:
+            raise IloError(f"cannot read the memory budget '{text}': give a size such as 12G or 800M, a share such as 60%, "
+                           "auto or off")  # fmt: skip
+        size = _number(match.group(1), text) * 1024 ** "_kmgt".index(match.group(2) or "_")
+        if size < 1:
+            raise IloError(f"a memory budget must be positive, got '{text}'")
+        return cls(bytes=int(size))
+
+    @property
+    def off(self) -> bool:
+        return self.share == 0.0
+
+    def resolve(self, device: torch.device) -> tuple[int, str]:
+        """The budget in bytes now, and how it was arrived at (for messages)."""
+        if self.bytes is not None:
+            return self.bytes, f"--memory-budget {self.bytes / GiB:.2f} GiB"
+        share = self.share if self.share is not None else DEFAULT_SHARE[device.type]
+        free, where = available_memory(device)
+        return int(free * share), f"{share:.0%} of the {free / GiB:.2f} GiB {where}"
+
+
+def _number(text: str, whole: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise IloError(f"cannot read the memory budget '{whole}'") from None
+
+
+def available_memory(device: torch.device) -> tuple[int, str]:
+    """Bytes that can be taken now, and what they are (for messages)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free, f"free on {device}"
+    meminfo = Path("/proc/meminfo").read_text()
+    free = int(re.search(r"MemAvailable:\s+(\d+) kB", meminfo).group(1)) * 1024  # type: ignore[union-attr]
+    where = "available (MemAvailable)"
+    limit, used = Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")
+    if limit.is_file() and used.is_file() and limit.read_text().strip() != "max":
+        headroom = int(limit.read_text()) - int(used.read_text())
+        if headroom < free:
+            free, where = headroom, "left under the cgroup's memory.max"
+    return free, where
+
+
+@dataclass(frozen=True)
+class RowCost:
+    """Peak memory of one step at `rows` rows ≈ fixed + rows * per_row (bytes above the level
+    before the step), from probes at 1 and 2 rows."""
+
+    fixed: int
+    per_row: int
+    probes: dict  # rows -> measured peak bytes
+
+    def peak(self, rows: int) -> int:
+        return self.fixed + rows * self.per_row
+
+    def rows_within(self, budget: int) -> int:
+        return max(0, (budget - self.fixed) // max(self.per_row, 1))
+
+    @classmethod
+    def from_probes(cls, probes: dict[int, int]) -> RowCost:
+        one, two = probes[1], probes[2]
+        per_row = max(two - one, 1)  # memory that grows with the batch
+        return cls(max(one - per_row, 0), per_row, {str(k): v for k, v in probes.items()})
+
+
+def measure_row_cost(trial: Callable[[int], None], device: torch.device) -> RowCost:
+    """Run `trial(rows)` (one step of every round at that many rows) at 1 and 2 rows after one
+    untimed run (which loads what loads lazily), and fit the row cost to the two peaks."""
+    from ilo.engine.runtimes.ort_runner import arena_released_after_runs
+
+    probes = {}
+    with arena_released_after_runs(device):  # each run gives back what it took, the first one too
+        trial(1)
+        for rows in (1, 2):
+            gc.collect()
+            _trim_heap()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                torch.cuda.empty_cache()
+            with PeakMemory(device) as memory:
+                trial(rows)
+            probes[rows] = memory.peak
+    return RowCost.from_probes(probes)
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free memory back to the system (glibc), so a probe's allocations show as
+    growth of the resident set instead of reusing what an earlier run left free."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: the probe may then read low for small models, where memory is no concern
+
+
+def cached_row_cost(key: dict, measure: Callable[[], RowCost]) -> RowCost:
+    """The row cost for `key` (what it depends on), from the cache or measured and cached."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    path = cache_dir() / "memory" / f"{digest}.json"
+    try:
+        saved = json.loads(path.read_text())
+        return RowCost(int(saved["fixed"]), int(saved["per_row"]), dict(saved["probes"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # not measured yet, or a damaged file: measure again
+    cost = measure()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, (json.dumps({**asdict(cost), "key": key}, indent=1, default=str) + "\n").encode())
+    return cost
+
+
+class PeakMemory:
+    """Peak memory above the level at entry. On the CPU, the kernel's own high-water mark
+    (VmHWM, reset through /proc/self/clear_refs) where it can be reset, else the resident set
+    sampled every 2 ms from a thread; on CUDA, the device's used memory sampled (which sees ONNX
+    Runtime's and TensorRT's allocations, not only torch's)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak, self._stop = device, 0, threading.Event()
+        self._high_water = device.type == "cpu" and _reset_high_water()
+
+    def _used(self) -> int:
+        if self.device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(self.device)
+            return total - free
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._used() - self.start)
+            time.sleep(0.002)
+
+    def __enter__(self) -> PeakMemory:
+        self.start = self._used()
+        if self._high_water:
+            _reset_high_water()
+            return self
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._high_water:
+            self.peak = max(self.peak, _high_water() - self.start)
+            return
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._used() - self.start)
+
+
+def _reset_high_water() -> bool:
+    """Reset this process's peak resident set to its current one (Linux 4.0+)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _high_water() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024  # type: ignore[union-attr]

@@ -1,0 +1,114 @@
+"""The memory budget: reading it, what a row costs (measured once and cached), micro-batches
+that fit and give the results of one big batch, and a refusal with the numbers where not
+even one image fits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ilo
+from ilo.engine.app import memory_budget, restorer
+from ilo.engine.app.memory_budget import GiB, MemoryBudget, MemoryBudgetError, PeakMemory, RowCost
+from ilo.engine.app.restorer import method_config
+from ilo.errors import IloError
+from tests.conftest import run_fail
+
+MiB = 1024**2
+FAST = dict(steps=[6, 3], restarts=2, end_stage=1)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("12G", MemoryBudget(bytes=12 * GiB)), ("12GiB", MemoryBudget(bytes=12 * GiB)), ("800M", MemoryBudget(bytes=800 * MiB)),
+    ("2048mb", MemoryBudget(bytes=2048 * MiB)), ("1.5g", MemoryBudget(bytes=int(1.5 * GiB))), ("4096", MemoryBudget(bytes=4096)),
+    ("60%", MemoryBudget(share=0.6)), ("auto", MemoryBudget()), ("off", MemoryBudget(share=0.0)),
+])  # fmt: skip
+def test_budgets_are_read_as_people_write_them(text, expected):
+    assert MemoryBudget.parse(text) == expected
+
+
+@pytest.mark.parametrize("text", ["12X", "lots", "0%", "150%", "0", "-3G"])
+def test_unreadable_budgets_are_refused(text):
+    with pytest.raises(IloError, match="memory budget"):
+        MemoryBudget.parse(text)
+
+
+def test_the_default_budget_is_a_share_of_what_is_available():
+    budget, how = MemoryBudget().resolve(torch.device("cpu"))
+    free, _ = memory_budget.available_memory(torch.device("cpu"))
+    assert 0.15 * free < budget <= 0.2 * free * 1.05 and "20%" in how
+
+
+def test_a_row_cost_is_fitted_to_two_probes():
+    cost = RowCost.from_probes({1: 300 * MiB, 2: 500 * MiB})
+    assert (cost.fixed, cost.per_row) == (100 * MiB, 200 * MiB)
+    assert cost.peak(16) == 100 * MiB + 16 * 200 * MiB
+    assert cost.rows_within(1000 * MiB) == 4 and cost.rows_within(250 * MiB) == 0
+
+
+def test_peak_memory_sees_an_allocation_it_frees_again():
+    with PeakMemory(torch.device("cpu")) as memory:
+        block = np.ones(300 * MiB // 8)
+        del block
+    assert 290 * MiB < memory.peak < 400 * MiB
+
+
+@pytest.fixture
+def fake_cost(monkeypatch, tmp_path):
+    """Row costs as if measured (100 MiB per row): what the solver does with them is under test,
+    not this machine's allocator. Counts the measurements."""
+    monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def measure(trial, device):
+        trial(1)  # the real probe's trial steps, so the sessions it would load are loaded
+        calls.append(device)
+        return RowCost(0, 100 * MiB, {"1": 100 * MiB, "2": 200 * MiB})
+
+    monkeypatch.setattr(restorer, "measure_row_cost", measure)
+    return calls
+
+
+def _pictures(n: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(4)
+    return [torch.rand(3, 64, 64, generator=g) for _ in range(n)]
+
+
+def test_a_batch_over_budget_runs_in_micro_batches_with_the_same_results(dcgan, fake_cost):
+    whole = ilo.Restorer(dcgan, task="denoise", backend="torch", config=method_config("ilo", **FAST), memory_budget="off")
+    split = ilo.Restorer(dcgan, task="denoise", backend="torch", config=method_config("ilo", **FAST), memory_budget="250M")
+    assert len(fake_cost) == 1  # measured once, when the budget restorer was warmed
+    rows = []
+    prepared = split.prepare(_pictures(3), names=["a", "b", "c"])
+    result = split.solve(prepared, progress=lambda k, step, steps, measured: rows.append(measured.shape[0]))
+    reference = whole.solve(whole.prepare(_pictures(3), names=["a", "b", "c"]))
+    assert max(rows) == 2  # 250 MiB / 100 MiB per row: one image's 2 starts at a time
+    assert torch.allclose(result.images, reference.images, atol=1e-3)  # tests/test_solver.py's batch rounding bound
+    assert len(fake_cost) == 1
+
+
+def test_the_row_cost_is_cached_beside_the_graphs(dcgan, fake_cost, tmp_path):
+    config = method_config("ilo", **FAST)
+    ilo.Restorer(dcgan, task="inpaint", centre_box=0.5, backend="torch", config=config, memory_budget="1G")
+    ilo.Restorer(dcgan, task="inpaint", centre_box=0.5, backend="torch", config=config, memory_budget="2G")
+    assert len(fake_cost) == 1
+    [saved] = (tmp_path / "memory").glob("*.json")
+    assert json.loads(saved.read_text())["per_row"] == 100 * MiB
+    saved.write_text("{ damaged")  # a damaged record is measured again, not trusted
+    ilo.Restorer(dcgan, task="inpaint", centre_box=0.5, backend="torch", config=config, memory_budget="1G")
+    assert len(fake_cost) == 2
+
+
+def test_a_budget_below_one_image_is_refused_up_front_with_the_numbers(dcgan, fake_cost):
+    with pytest.raises(MemoryBudgetError, match=r"0\.10 GiB per image and start.*budget is 0\.05 GiB"):
+        ilo.Restorer(dcgan, task="denoise", backend="torch", config=method_config("ilo", **FAST), memory_budget="50M")
+
+
+def test_the_command_line_refuses_a_budget_it_cannot_read(capsys, tmp_path):
+    faces = Path(__file__).parents[1] / "examples" / "faces"
+    err = run_fail(capsys, "restore", faces, "--task", "denoise", "--out", tmp_path / "o", "--memory-budget", "12X")
+    assert "cannot read the memory budget '12X'" in err and not (tmp_path / "o").exists()
