@@ -6,6 +6,7 @@ Each resolution runs in its own process, so peak RSS is that export's alone.
 
     python benchmarks/export_cost.py                 # 256 and 1024, writes benchmarks/results/
     python benchmarks/export_cost.py --resolutions 64
+    python benchmarks/export_cost.py --cold-start 256   # a new node's first use, to its first step
 """
 
 from __future__ import annotations
@@ -46,26 +47,83 @@ def export_once(resolution: int, cache: Path) -> dict:
     }  # fmt: skip
 
 
+def cold_start_once(resolution: int, cache: Path) -> dict:
+    """Runs in the child, on an empty cache: what a new node pays before the first step of an
+    inpainting solve on the onnxruntime engine (exports, checks, sessions, the memory probe and
+    the warm-up steps), then that first step."""
+    import os
+
+    os.environ["ILO_CACHE_DIR"] = str(cache)
+    import torch
+
+    from ilo.engine.app.restorer import Restorer
+    from ilo.engine.problems.tasks import TaskSpec
+    from ilo.engine.solver.ilo_solver import ILOConfig
+    from ilo.generators.stylegan2 import config_f, random_stylegan2
+
+    gen = random_stylegan2(config_f(resolution), seed=resolution)
+    marks: dict[str, float] = {}
+    t0 = time.perf_counter()
+    restorer = Restorer(gen, TaskSpec("inpaint", centre_box=0.5), backend="onnxruntime", warm=False)
+    restorer.warm(lambda i, n, name: marks.setdefault(name.split("/")[0], time.perf_counter() - t0))
+    ready = time.perf_counter() - t0
+    prepared = restorer.prepare([torch.rand(3, resolution, resolution)], names=["first"])
+    t1 = time.perf_counter()
+    restorer.solve(prepared, config=ILOConfig(steps=1, restarts=1))
+    return {"resolution": resolution, "ready_s": ready, "first_solve_s": time.perf_counter() - t1, "bundles_started_at_s": marks,
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}  # fmt: skip
+
+
+def in_child(flag: str, resolution: int) -> dict | None:
+    """This script's `flag` mode in a fresh process on an empty cache (peak RSS its own); its
+    JSON report, or None (with the child's error shown) if it failed."""
+    with tempfile.TemporaryDirectory() as cache:
+        run = subprocess.run([sys.executable, __file__, flag, str(resolution), "--cache", cache], capture_output=True, text=True)
+    if run.returncode:
+        print(run.stderr[-3000:], file=sys.stderr)
+        return None
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def cold_start(resolution: int, out: Path) -> int:
+    r = in_child("--cold-child", resolution)
+    if r is None:
+        return 1
+    starts = ", ".join(f"{name} at {t:.0f}s" for name, t in r["bundles_started_at_s"].items())
+    text = (f"Cold start at {resolution}² (StyleGAN2 config-f, random weights), onnxruntime, inpainting, empty cache: "
+            f"ready for the first step after {r['ready_s']:.0f}s (target 90s), the first one-step solve then "
+            f"{r['first_solve_s']:.1f}s; peak RSS {r['peak_rss_gib']:.2f} GiB. Bundles exported: {starts}.\n")  # fmt: skip
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cold_start.md").write_text(text)
+    (out / "cold_start.json").write_text(json.dumps(r, indent=1) + "\n")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--resolutions", default="256,1024")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--cold-start", type=int, metavar="RESOLUTION",
+                   help="instead: time a new node's first use at this resolution (results/cold_start.{md,json})")
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--cold-child", type=int, help=argparse.SUPPRESS)
     p.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(export_once(args.child, args.cache)))
         return 0
+    if args.cold_child:
+        print(json.dumps(cold_start_once(args.cold_child, args.cache)))
+        return 0
+    if args.cold_start:
+        return cold_start(args.cold_start, args.out)
     rows = []
     for res in [int(r) for r in args.resolutions.split(",")]:
-        with tempfile.TemporaryDirectory() as cache:
-            out = subprocess.run([sys.executable, __file__, "--child", str(res), "--cache", cache],
-                                 capture_output=True, text=True)  # fmt: skip
-        if out.returncode:
-            print(out.stderr[-3000:], file=sys.stderr)
+        r = in_child("--child", res)
+        if r is None:
             return 1
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        r = rows[-1]
+        rows.append(r)
         print(f"{res}px: {r['seconds']:.0f}s, peak {r['peak_rss_gib']:.2f} GiB, {r['graphs']} graphs, "
               f"{r['total_mb']:.0f} MB on disk ({r['weights_mb']:.0f} MB of weights), worst error {r['worst_error']:.1e}", file=sys.stderr)  # fmt: skip
     import torch

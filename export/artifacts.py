@@ -62,9 +62,26 @@ def _by_name(graphs: list[GraphFn]) -> dict[str, GraphFn]:
     return {g.name: g for g in graphs}
 
 
-def generator_bundle(gen: StagedGenerator) -> Bundle:
+GENERATOR_PARTS = ("all", "forward", "vjp")
+
+
+def generator_bundle(gen: StagedGenerator, part: str = "all") -> Bundle:
+    """The generator's graphs: all, or one part: 'forward' (the mapping proxy and each stage's
+    forward, what every solve runs) or 'vjp' (each stage's VJP, only for chained steps: LPIPS,
+    operators without a loss head). A solve on the fused step graphs never runs the stage VJPs,
+    so the engine exports them on first use instead of paying for them at a cold start."""
+    if part not in GENERATOR_PARTS:
+        raise IloError(f"unknown part of the generator's graphs '{part}' (one of {', '.join(GENERATOR_PARTS)})")
+
+    def wanted(name: str) -> bool:
+        return part == "all" or (name.endswith(".vjp") and name.startswith("stage")) == (part == "vjp")
+
+    def build():
+        graphs, references = generator_graphs(gen), reference_graphs(gen)
+        return [g for g in graphs if wanted(g.name)], {k: v for k, v in references.items() if wanted(k)}
+
     identity = {"checkpoint_sha256": gen.fingerprint(), "family": gen.family, "resolution": gen.resolution}
-    return Bundle("generator", identity, lambda: (generator_graphs(gen), reference_graphs(gen)))
+    return Bundle("generator" if part == "all" else f"generator-{part}", identity, build)
 
 
 def lpips_bundle(lpips, resolution: int) -> Bundle:

@@ -85,9 +85,9 @@ def test_chained_gradients_equal_torch_autograd(engines, family):
     target = torch.rand(3, 3, gen.resolution, gen.resolution) * 2 - 1
     grads = []
     for g in (engine, gen):
-        to_w = lambda v: v  # noqa: E731  (DCGAN: z is the latent)
+        to_w = lambda v: v
         if family == "stylegan2":
-            to_w = lambda v, g=g: g.gaussian_to_w(v, gen.latent_stats())  # noqa: E731  (the engine's: a graph)
+            to_w = lambda v, g=g: g.gaussian_to_w(v, gen.latent_stats())
         x = z.clone().requires_grad_(True)
         whole = (g.synthesize(to_w(x)) - target).square().sum()  # every stage and the proxy
         s = tuple(t.detach().requires_grad_(True) for t in g.run_stages((), z, None, 0, 2))  # as round 2 starts
@@ -221,3 +221,17 @@ def test_free_running_ilo_on_the_engine_restores_as_well_as_torch(engines, famil
     truth = (x + 1) / 2
     gap = psnr((on_engine.images.clamp(-1, 1) + 1) / 2, truth) - psnr((on_torch.images.clamp(-1, 1) + 1) / 2, truth)
     assert gap.abs().max() <= 0.5
+
+
+def test_stage_vjps_are_exported_only_when_a_chained_step_needs_them(dcgan, tmp_path):
+    """A solve on the fused step graphs never runs a stage's VJP, so a cold start does not pay
+    for them; a chained step (here: an operator without a loss head) exports them on first use."""
+    engine = EngineGenerator(dcgan, "onnxruntime", cache=tmp_path)
+    bundles = lambda: sorted(p.name.rsplit("-", 1)[0] for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert bundles() == ["generator-forward"]
+    op = Inpainting.centre_box(64, 1)
+    solve(op.A(torch.zeros(1, 3, 64, 64)), op, engine, ILOConfig(steps=[2, 1], end_stage=1, restarts=1))
+    assert "generator-vjp" not in bundles()
+    chained = Noise(0.0) * Downsample(2)  # a composition: no fused head, so the stage VJPs run
+    solve(chained.A(torch.zeros(1, 3, 64, 64)), chained, engine, ILOConfig(steps=[2], end_stage=0, restarts=1))
+    assert "generator-vjp" in bundles()

@@ -125,7 +125,7 @@ def test_every_stage_has_verified_forward_and_vjp_graphs(which, request):
     assert ("mapping.fwd" in names) == (m["family"] == "stylegan2")
     for g in m["graphs"]:
         assert g["lint"] == [], (g["name"], g["lint"])
-        assert set(g["max_relative_error"]) == {"batch1", "batch5"}  # one file, two batch sizes
+        assert set(g["max_relative_error"]) == {"batch1", "batch2"}  # one file, two batch sizes
         assert max(g["max_relative_error"].values()) <= MAX_RELATIVE_ERROR, g["name"]
         assert not g["kink_limited"]  # the float64 bound holds outright for these two generators
         model = onnx.load(str(result.folder / g["file"]))

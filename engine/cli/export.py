@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ilo.choices import LPIPS_NETS
+from ilo.choices import BACKENDS, LPIPS_NETS, TASKS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +18,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lpips", choices=LPIPS_NETS, help="also export LPIPS (features, distance, VJP) at the model's size")
     p.add_argument("--lpips-backbone", type=Path, help="torchvision backbone file (default: the torch hub cache)")
     p.add_argument("--force", action="store_true", help="export again even when the cache holds these graphs")
+    p.add_argument("--warm", choices=TASKS, action="append", default=[], metavar="TASK",
+                   help="also build everything a default ILO solve of TASK needs (its fused step graphs, the sessions, "
+                        "the memory a step takes) and cache it, so the first restore on this machine or image starts at "
+                        "once; repeat for several tasks")  # fmt: skip
+    p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto", help="the backend --warm builds for")
+    p.add_argument("--device", default="cpu", help="the device --warm builds for")
     p.set_defaults(run=run)
 
 
@@ -30,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     gen = load_generator(args.model)
     heads = list(every_loss_head(gen.resolution).values())
-    bundles = [generator_bundle(gen), loss_head_bundle(heads, gen.resolution)]
+    # the bundles the engine loads: the forward part at once, the stage VJPs when a chained step needs them
+    bundles = [generator_bundle(gen, "forward"), generator_bundle(gen, "vjp"), loss_head_bundle(heads, gen.resolution)]
     if args.lpips:
         bundles.append(lpips_bundle(LPIPS(args.lpips, args.lpips_backbone), gen.resolution))
 
@@ -46,4 +53,22 @@ def run(args: argparse.Namespace) -> int:
             limit = f" (kink-limited; l2 {max(g['l2_relative_error'].values()):.0e})" if g["kink_limited"] else ""
             print(f"  {g['name']:20s} {g['bytes'] / 1e6:8.2f} MB  max rel. error {g['error']:.1e}{limit}  "
                   f"{g['export_seconds']:6.1f}s  {'lint ok' if not g['lint'] else 'LINT: ' + '; '.join(g['lint'])}")  # fmt: skip
+    for task in args.warm:
+        warm(gen, task, args, progress)
     return 0
+
+
+def warm(gen, task: str, args: argparse.Namespace, progress) -> None:
+    """A `Restorer` warmed for `task` with the default ILO settings: what `ilo restore` and
+    `ilo serve` build on their first use, built now and left in the cache."""
+    import time
+
+    from ilo.engine.app.restorer import Restorer
+    from ilo.engine.problems.tasks import TaskSpec
+
+    if args.cache is not None:
+        raise SystemExit("ilo: error: --warm fills the cache the engine reads ($ILO_CACHE_DIR); leave out --cache")
+    t0 = time.perf_counter()
+    restorer = Restorer(gen, TaskSpec(task), backend=args.backend, device=args.device, warm=False)
+    restorer.warm(lambda i, n, name: progress(i, n, name))
+    print(f"warm {task}: ready in {time.perf_counter() - t0:.1f}s on {restorer.backend_name}")

@@ -99,6 +99,22 @@ class LazyRunner:
         return self.runner(*tensors)
 
 
+class LazyBundle:
+    """A bundle exported (or found in the cache) when one of its graphs is first called."""
+
+    def __init__(self, backend: Backend, make_bundle: Callable, cache: Path | None, progress: Callable | None):
+        self.backend, self.make_bundle, self.cache, self.progress = backend, make_bundle, cache, progress
+        self.runners: dict[str, Runner] | None = None
+
+    def runner(self, name: str) -> Runner:
+        def run(*tensors: torch.Tensor) -> list[torch.Tensor]:
+            if self.runners is None:
+                self.runners = load_graphs(self.backend, self.make_bundle, list, self.cache, self.progress)
+            return self.runners[name](*tensors)
+
+        return run
+
+
 class EngineGenerator:
     """A staged generator whose stages run as exported graphs on a backend.
 
@@ -112,7 +128,11 @@ class EngineGenerator:
             backend = get_backend(backend, next(iter(gen.state_dict().values())).device)
         self.backend = backend
         self.cache, self.progress = cache, progress
-        runners = load_graphs(self.backend, lambda: generator_bundle(gen), lambda: mapping_graphs(gen) + stage_graphs(gen), cache, progress)
+        functions = lambda: mapping_graphs(gen) + stage_graphs(gen)
+        runners = load_graphs(self.backend, lambda: generator_bundle(gen, "forward"), functions, cache, progress)
+        if not self.backend.runs_functions:  # exported when a chained step first needs one
+            vjps = LazyBundle(self.backend, lambda: generator_bundle(gen, "vjp"), cache, progress)
+            runners.update({f"stage{k}.vjp": vjps.runner(f"stage{k}.vjp") for k in range(len(gen.stages))})
         self.stage_pairs = [GraphPair(runners[f"stage{k}.fwd"], runners[f"stage{k}.vjp"]) for k in range(len(gen.stages))]
         self.mapping_pair = GraphPair(runners["mapping.fwd"], runners["mapping.vjp"]) if "mapping.fwd" in runners else None
         self._steps: dict[tuple[int, str, int], Runner] = {}
