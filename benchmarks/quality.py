@@ -71,13 +71,19 @@ def astronaut_face(size: int) -> torch.Tensor | None:
     return photo[None] if photo.shape[-1] == size else None
 
 
+def degraded(gen, task_name: str, names, truth):
+    """The task's operator, the measurements of the ground truths and the solver seeds, as
+    `ilo restore --clean` would make them."""
+    task = TASKS[task_name]
+    masks = torch.stack([task.built_in_mask(gen.resolution, n) for n in names]) if task.kind.takes_masks else None
+    op = task.operator(gen.resolution, masks)
+    return op, task.measure(op, truth, names), [name_seed(0, n) for n in names]
+
+
 def run_task(gen, task_name: str, names, truth, methods, ilo_overrides) -> dict:
     task = TASKS[task_name]
     res = gen.resolution
-    masks = torch.stack([task.built_in_mask(res, n) for n in names]) if task.kind.takes_masks else None
-    op = task.operator(res, masks)
-    y = task.measure(op, truth, names)
-    seeds = [name_seed(0, n) for n in names]
+    op, y, seeds = degraded(gen, task_name, names, truth)
     rows, images = {}, {"truth": truth}
     for method in methods:
         if method == "bm3d":

@@ -1,0 +1,136 @@
+"""Quality against time: mean PSNR per task and seconds per image of a few ILO settings, on
+`quality.py`'s set (8 generated faces + the real photograph, every task), all in one run.
+
+"today" is the defaults before issue #16 ([300, 100] steps, 3 starts one after another); the
+others run their starts as one batch of images x starts, some pruned by successive halving
+(the defaults: at a quarter and at half of round 0).
+The verdict compares the new defaults with today: no task more than 0.1 dB lower, in at most
+half the seconds per image (a ratio in one run; these machines are noisy).
+
+    python benchmarks/time_to_quality.py      # writes benchmarks/results/time_to_quality.{md,json,png}
+    python benchmarks/time_to_quality.py --settings today,defaults --generated 2 --tasks sr-x4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from quality import TASKS, degraded, ground_truths
+
+from ilo import load_generator
+from ilo.engine.problems.metrics import restoration_metrics
+from ilo.engine.solver.ilo_solver import ILOConfig, solve
+
+TODAY = dict(steps=[300, 100], restarts=3, prune_starts_at=[])
+SETTINGS = {  # name -> (ILOConfig overrides, starts one after another?)
+    "today": (TODAY, True),
+    "defaults": ({}, False),
+    "3 starts halved@.1+.2": (dict(prune_starts_at=[0.1, 0.2]), False),
+    "1 start": (dict(restarts=1, prune_starts_at=[]), False),
+    "200+100 x3": (dict(steps=[200, 100], restarts=3, prune_starts_at=[]), False),
+}
+DEFAULT_RUN = "today,defaults,3 starts halved@.1+.2,1 start"
+RESULTS = Path(__file__).parent / "results"
+
+
+def run_setting(gen, names, truth, overrides: dict, sequential: bool, tasks: list[str]) -> dict:
+    out = {}
+    config = ILOConfig(**overrides)
+    for task_name in tasks:
+        op, y, seeds = degraded(gen, task_name, names, truth)
+        t0 = time.perf_counter()
+        result = solve(y, op, gen, config, image_seeds=seeds, max_rows=len(names) if sequential else None)
+        seconds = time.perf_counter() - t0
+        psnr = [float(v) for v in restoration_metrics(result.images, truth, op.observed)["psnr"]]
+        out[task_name] = {"psnr": float(np.mean(psnr)), "per_image": psnr, "seconds_per_image": seconds / len(names)}
+    return out
+
+
+def plot(rows: dict, path: Path) -> None:
+    """Mean PSNR over tasks against seconds per image, one labelled point per setting (PIL only)."""
+    from PIL import Image, ImageDraw
+
+    points = [(name, r["seconds_per_image"], r["psnr"]) for name, r in rows.items()]
+    width, height, left, bottom = 720, 420, 70, 50
+    xs, ys = [p[1] for p in points], [p[2] for p in points]
+    x_max, y_lo, y_hi = max(xs) * 1.15, min(ys) - 0.5, max(ys) + 0.5
+    img = Image.new("RGB", (width, height), "white")
+    d = ImageDraw.Draw(img)
+
+    def at(x, y):
+        return left + (width - left - 20) * x / x_max, height - bottom - (height - bottom - 20) * (y - y_lo) / (y_hi - y_lo)
+
+    d.line([at(0, y_lo), at(x_max, y_lo)], fill="black")
+    d.line([at(0, y_lo), at(0, y_hi)], fill="black")
+    for tick in np.linspace(y_lo, y_hi, 5):
+        d.text((8, at(0, tick)[1] - 6), f"{tick:.1f}", fill="black")
+    for tick in np.linspace(0, x_max, 5):
+        d.text((at(tick, y_lo)[0] - 8, height - bottom + 6), f"{tick:.1f}", fill="black")
+    for name, x, y in points:
+        px, py = at(x, y)
+        d.ellipse([px - 4, py - 4, px + 4, py + 4], fill=(60, 120, 200))
+        d.text((px + 6, py - 12), name, fill="black")
+    d.text((left, height - 20), "mean PSNR over tasks (dB) against seconds per image (one run, this machine)", fill="black")
+    img.save(path)
+
+
+def verdict(rows: dict, candidate: str, reference: str = "today") -> list[str]:
+    new, old = rows[candidate], rows[reference]
+    lines = []
+    worst = min(new["tasks"][t]["psnr"] - old["tasks"][t]["psnr"] for t in old["tasks"])
+    speed = old["seconds_per_image"] / new["seconds_per_image"]
+    ok = worst >= -0.1 and speed >= 2
+    lines.append(f"{'PASS' if ok else 'MISS'} {candidate} vs {reference}: {speed:.2f}x faster per image (target 2x), "
+                 f"mean PSNR {new['psnr'] - old['psnr']:+.2f} dB, worst task {worst:+.2f} dB (target >= -0.10)")  # fmt: skip
+    return lines
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--settings", default=DEFAULT_RUN, help=f"comma-separated, from: {', '.join(SETTINGS)}")
+    p.add_argument("--tasks", default=",".join(TASKS))
+    p.add_argument("--generated", type=int, default=8)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    gen = load_generator("default")
+    names, truth, note = ground_truths(gen, args.generated, True)
+    tasks = args.tasks.split(",")
+    rows = {}
+    for name in args.settings.split(","):
+        overrides, sequential = SETTINGS[name]
+        per_task = run_setting(gen, names, truth, overrides, sequential, tasks)
+        rows[name] = {"overrides": overrides, "starts_one_after_another": sequential, "tasks": per_task,
+                      "psnr": float(np.mean([v["psnr"] for v in per_task.values()])),
+                      "seconds_per_image": float(np.mean([v["seconds_per_image"] for v in per_task.values()]))}  # fmt: skip
+        print(f"{name:28s} " + " ".join(f"{t} {v['psnr']:.2f}" for t, v in per_task.items())
+              + f"  {rows[name]['seconds_per_image']:.2f} s/image", file=sys.stderr, flush=True)  # fmt: skip
+    header = "| setting | " + " | ".join(tasks) + " | mean PSNR | s / image |"
+    lines = [f"Ground truths: {note}. PSNR in dB (mean over images); seconds per image of the whole task batch.", "",
+             header, "|" + " --- |" * (len(tasks) + 3)]  # fmt: skip
+    for name, r in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{r['tasks'][t]['psnr']:.2f}" for t in tasks)
+                     + f" | {r['psnr']:.2f} | {r['seconds_per_image']:.2f} |")  # fmt: skip
+    checks = verdict(rows, "defaults") if "defaults" in rows and "today" in rows else []
+    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU (torch eager)"
+    text = "\n".join(lines) + "\n\n" + "\n".join(f"- {c}" for c in checks) + f"\n\nMachine: {machine}. The defaults: " \
+        + json.dumps({k: v for k, v in vars(ILOConfig()).items() if k in ("steps", "restarts", "prune_starts_at")}) + ".\n"
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "time_to_quality.md").write_text(text)
+    (args.out / "time_to_quality.json").write_text(json.dumps({"machine": machine, "ground_truths": note, "settings": rows,
+                                                               "checks": checks}, indent=1) + "\n")  # fmt: skip
+    plot(rows, args.out / "time_to_quality.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
