@@ -218,7 +218,9 @@ class Restorer:
         import onnxruntime
 
         key = {"model": self.fingerprint(), "backend": self.backend_name, "device": str(device),
-               "task": self.task.describe(), "end_stage": config.end_stage, "noise_maps": config.noise_maps,
+               # the operator's kind, not its mask or noise level: those do not change what a step holds
+               "task": self.task.task, "factor": self.task.factor if self.task.task == "sr" else None,
+               "end_stage": config.end_stage, "noise_maps": config.noise_maps,
                "lpips": bool(config.lpips_weight), "latent_space": config.latent_space, "torch": torch.__version__,
                "onnxruntime": onnxruntime.__version__}  # fmt: skip
         name = str(sorted(key.items()))
