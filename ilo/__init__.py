@@ -22,15 +22,21 @@ def __getattr__(name: str):
         from ilo.engine.app import restorer
 
         return getattr(restorer, name)
+    if name == "ILOReconstructor":  # needs the deepinv extra
+        from ilo.engine.app import deepinv_model
+
+        return deepinv_model.ILOReconstructor
     raise AttributeError(f"module 'ilo' has no attribute '{name}'")
 
 
 if _TYPE_CHECKING:  # for static tools: the names __getattr__ provides
+    from ilo.engine.app.deepinv_model import ILOReconstructor  # noqa: F401
     from ilo.engine.app.restorer import Restored, Restorer, RestorerSettings  # noqa: F401
     from ilo.generators.checkpoints.files import load_generator, save_generator  # noqa: F401
 
 __all__ = [
     "CheckpointError",
+    "ILOReconstructor",
     "Restored",
     "Restorer",
     "RestorerSettings",

@@ -91,12 +91,14 @@ class RestorerSettings:
 @dataclass
 class BatchResult:
     """One solve of a batch: images [B, 3, H, W] in [-1, 1] on the CPU, and per image the
-    measurement fit and the round its result came from."""
+    measurement fit, the round its result came from and its loss curves (per round, the total
+    loss at each step; None where nothing was optimised, as for BM3D)."""
 
     images: torch.Tensor
     measurement_mse: list[float]
     best_round: list[int | None]
     seconds: float  # the whole batch's solve
+    loss_curves: list[list[list[float]]] | None = None  # [image][round][step]
 
 
 @dataclass(frozen=True)
@@ -345,20 +347,23 @@ class Restorer:
             max_rows = None if config is None else self._max_rows(config, len(batch))
             return self._solve_locked(batch, progress, config, max_rows)
 
-    def _solve_locked(self, batch: list[Prepared], progress, config: ILOConfig | None, max_rows: int | None) -> BatchResult:
+    def _solve_locked(self, batch: list[Prepared], progress, config: ILOConfig | None, max_rows: int | None,
+                      op: Operator | None = None) -> BatchResult:  # fmt: skip
+        """`op`: the operator to solve with (a deepinv physics' one); None: the task's."""
         s = self.settings
         y = torch.cat([b.y for b in batch])
         masks = [b.mask for b in batch]
         seeds = [name_seed(s.seed, b.stem) for b in batch]
-        if masks[0] is not None:
-            op: Operator = self.task.operator(self.resolution, torch.cat(masks))  # type: ignore[arg-type]
-        else:
+        if op is None and masks[0] is not None:
+            op = self.task.operator(self.resolution, torch.cat(masks))  # type: ignore[arg-type]
+        elif op is None:
             op = self._reader.shared_operator()
         assert self._solver is not None, "built by solve() or warm()"
         gen, lpips = self._solver
         if s.method == "bm3d":
             images, seconds = bm3d_denoise(y, self.task.sigma)
             best_round: list[int | None] = [None] * len(batch)
+            curves = None
         else:
             try:  # the operator may be the shared one: it goes back to the CPU whatever happens
                 t0 = time.perf_counter()
@@ -368,12 +373,44 @@ class Restorer:
             finally:
                 op.cpu()
             images, best_round = result.images.cpu(), [int(r) for r in result.best_round]
+            rounds = [c.cpu() for c in result.loss_curves]  # [steps, B] each
+            curves = [[c[:, i].tolist() for c in rounds] for i in range(len(batch))]
         with torch.no_grad():
             fit = op.data_fit(images, y)
-        return BatchResult(images, [float(v) for v in fit], best_round, seconds)
+        return BatchResult(images, [float(v) for v in fit], best_round, seconds, curves)
 
     def shared_operator(self) -> Operator:
         return self._reader.shared_operator()
+
+    def reconstruct(self, y: torch.Tensor, physics, names: Sequence[str] | None = None) -> torch.Tensor:
+        """Restore from measurements y of a deepinv physics (or one of this project's linear
+        operators), in deepinv's convention: y = A(x) + noise for images x in [0, 1]. Returns
+        [B, 3, H, W] in [0, 1]. The physics replaces the Restorer's task for this call; each
+        image is named (and so seeded) by its measurements, as in `restore`."""
+        from ilo.engine.problems.deepinv_physics import generator_measurements, operator_from_physics
+
+        if self.settings.method == "bm3d":
+            raise InputError("BM3D takes no physics here: use deepinv.models.BM3D, or method 'ilo', 'csgm' or 'pulse'")
+        if not isinstance(y, torch.Tensor) or y.ndim < 2:
+            raise InputError(f"y must be a batch of measurements, a tensor [B, ...], got {type(y).__name__}")
+        if not torch.isfinite(y).all():
+            raise InputError("the measurements contain NaN or inf values")
+        shape = (3, self.resolution, self.resolution)
+        op = operator_from_physics(physics, shape)
+        y_gen = generator_measurements(y.detach().float().cpu(), op.cpu(), shape)
+        if names is None:
+            names = [f"image-{vector_digest(row)[:16]}" for row in y_gen]
+        elif len(names) != len(y_gen):
+            raise InputError(f"{len(names)} names for {len(y_gen)} measurements")
+        batch = [Prepared(name, row[None], None, None) for name, row in zip(names, y_gen)]
+        config = self.settings.config
+        with self._lock:
+            if self._solver is None:
+                self._solver = self._build(None)
+            # the row cost measured for the Restorer's task: the generator dominates what a step holds
+            max_rows = None if config is None else self._max_rows(config, len(batch))
+            result = self._solve_locked(batch, None, config, max_rows, op=op)
+        return ((result.images.clamp(-1, 1) + 1) / 2).to(y.device)
 
 
 def restored_images(prepared: list[Prepared], result: BatchResult) -> list[Restored]:

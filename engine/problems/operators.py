@@ -311,6 +311,17 @@ class DenseGaussianCS(Operator):
         self.register_buffer("matrix", torch.randn(m, n, generator=g) / math.sqrt(m))
         self.n, self.m = n, m
 
+    @classmethod
+    def with_matrix(cls, matrix: torch.Tensor, sigma: float | torch.Tensor = 0.0) -> DenseGaussianCS:
+        """The operator of a given m x n matrix (one from elsewhere, e.g. a deepinv physics)."""
+        if matrix.ndim != 2:
+            raise InputError(f"a compressed-sensing matrix is m x n, got shape {list(matrix.shape)}")
+        op = cls.__new__(cls)
+        Operator.__init__(op, sigma)
+        op.register_buffer("matrix", matrix.float())
+        op.m, op.n = matrix.shape
+        return op
+
     @staticmethod
     def project(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], -1) @ matrix.t()
@@ -322,11 +333,7 @@ class DenseGaussianCS(Operator):
         return (y @ self.matrix).reshape(like.shape)
 
     def select(self, index):
-        chosen = DenseGaussianCS.__new__(DenseGaussianCS)
-        Operator.__init__(chosen, self._sigma_of(index))
-        chosen.register_buffer("matrix", self.matrix)  # shared by the batch: not copied
-        chosen.n, chosen.m = self.n, self.m
-        return chosen
+        return DenseGaussianCS.with_matrix(self.matrix, self._sigma_of(index))  # shared by the batch: not copied
 
     def loss_head(self, resolution):
         return self.head_at(resolution)

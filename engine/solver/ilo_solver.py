@@ -220,7 +220,9 @@ def _noise_stream(seed: int, start: int | None = None) -> torch.Generator:
 def solve(y: torch.Tensor, op: Operator, gen: GeneratorView, config: ILOConfig | None = None,
           image_seeds: list[int] | None = None, lpips: LPIPS | None = None, progress=None,
           max_rows: int | None = None) -> SolveResult:  # fmt: skip
-    """Restore images from measurements y = A(x) (+ noise) by ILO over `gen`.
+    """Restore images from measurements y = A(x) (+ noise) by ILO over `gen`. `op` is one of
+    this project's operators or a linear deepinv physics (y then still of [-1, 1] images:
+    `deepinv_physics.generator_measurements` converts deepinv's [0, 1] ones).
 
     Round 0 runs from `config.restarts` random starts as one batch of images x starts; each image
     continues into the intermediate rounds from the start whose round-0 result fits its
@@ -228,6 +230,10 @@ def solve(y: torch.Tensor, op: Operator, gen: GeneratorView, config: ILOConfig |
     restarts pay). `max_rows` caps the rows of one generator call (a memory budget): images are
     solved in chunks, and where not even one image's starts fit, its starts run in groups."""
     check_view(gen)  # a generator without a member the solver uses is refused here, not mid-round
+    if not isinstance(op, Operator):  # a deepinv physics: imported only then (an optional extra)
+        from ilo.engine.problems.deepinv_physics import operator_from_physics
+
+        op = operator_from_physics(op, (3, gen.resolution, gen.resolution))
     config = config or ILOConfig()
     batch = y.shape[0]
     seeds = image_seeds if image_seeds is not None else [config.seed + i for i in range(batch)]
@@ -241,9 +247,10 @@ def solve(y: torch.Tensor, op: Operator, gen: GeneratorView, config: ILOConfig |
         raise IloError(f"max_rows must be at least 1, got {max_rows}")
     per_chunk = batch if max_rows is None else max(1, min(batch, max_rows // config.restarts))
     parts = []
-    for i in range(0, batch, per_chunk):
-        rows = slice(i, i + per_chunk)
-        parts.append(_solve_chunk(y[rows], op.select(rows), gen, config, seeds[rows], lpips, progress, max_rows))
+    with torch.enable_grad():  # the steps need gradients even where the caller turned them off (deepinv's loops do)
+        for i in range(0, batch, per_chunk):
+            rows = slice(i, i + per_chunk)
+            parts.append(_solve_chunk(y[rows], op.select(rows), gen, config, seeds[rows], lpips, progress, max_rows))
     return parts[0] if len(parts) == 1 else _concatenate(parts)
 
 
