@@ -70,8 +70,11 @@ def _records(out: Path) -> dict[str, dict]:
 def _assert_same_outputs(ray_out: Path, local_out: Path) -> None:
     """Same files, same pictures, same numbers (the actors run torch on one thread, the local run
     on two; measured here the files are identical and the metrics agree to float rounding)."""
-    assert sorted(p.name for p in ray_out.glob("*.png")) == sorted(p.name for p in local_out.glob("*.png"))
-    for png in local_out.glob("*.png"):
+    def pictures(out: Path) -> list[Path]:  # loss plots (--plot) are checked by the test that asks for them
+        return sorted(p for p in out.glob("*.png") if not p.name.endswith(".loss.png"))
+
+    assert [p.name for p in pictures(ray_out)] == [p.name for p in pictures(local_out)]
+    for png in pictures(local_out):
         a, b = np.asarray(Image.open(png), dtype=int), np.asarray(Image.open(ray_out / png.name), dtype=int)
         assert np.abs(a - b).max() <= 1, png.name  # one 8-bit level at most, from rounding
     ray_records, local_records = _records(ray_out), _records(local_out)
@@ -88,12 +91,15 @@ def test_ray_writes_what_the_local_run_writes(local_ray, faces, local_run, tmp_p
     from ilo.engine.cli.main import main
 
     out = tmp_path / "ray"
-    argv = ["restore", str(faces), *CLEAN_INPAINT, *SOLVER, "--batch-size", "2", "--out", str(out), "--ray", "--workers", "2"]
+    argv = ["restore", str(faces), *CLEAN_INPAINT, *SOLVER, "--batch-size", "2", "--out", str(out), "--ray", "--workers", "2",
+            "--plot"]  # fmt: skip
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "restored 6 image(s)" in captured.out
     assert "3 batch(es) on 2 Ray actor(s)" in captured.err and "restore: 6/6" in captured.err  # progress across the fleet
     _assert_same_outputs(out, local_run)
+    plots = sorted(out.glob("*.loss.png"))  # the actors send the loss curves back with the images
+    assert len(plots) == 6 and all(Image.open(p).size[0] > 100 for p in plots)
 
 
 def test_ray_resumes_a_half_finished_local_run(local_ray, faces, local_run, tmp_path, capsys):

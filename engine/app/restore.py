@@ -35,6 +35,7 @@ class RestoreOptions(InputSpec):
     batch_size: int = 8
     save_degraded: bool = False
     save_strip: bool = False
+    save_loss_plot: bool = False  # <stem>.loss.png, for methods that optimise (not BM3D)
     overwrite: bool = False
     lpips_metric: LPIPS | None = None
     show_progress: bool = True
@@ -110,8 +111,10 @@ class FolderRestore:
         self.run_dir = RunDir(out)
         self.task = options.task
         self.reader = MeasurementReader(options, self.res)
+        # BM3D has no loss curve: its images are finished without a plot
+        self.plots_skipped = options.save_loss_plot and restorer.settings.method == "bm3d"
         self.writer = ResultWriter(self.run_dir.root, self.task, self.res, options.save_degraded, options.save_strip,
-                                   options.lpips_metric)  # fmt: skip
+                                   options.lpips_metric, options.save_loss_plot and not self.plots_skipped)  # fmt: skip
 
     def prepare(self, path: Path) -> Prepared:
         return self.reader.prepare(path)
@@ -150,6 +153,8 @@ class FolderRestore:
             records = {} if o.overwrite else self.run_dir.records()
             pending, notes = self._pending(inputs, sources, records)
             prepared = self._check_inputs(pending)
+            if self.plots_skipped:
+                notes.append("no loss plots: BM3D is not an optimisation, so it has no loss curve")
             for note in [*o.notes, *notes]:
                 print(f"ilo: note: {note}", file=sys.stderr)
             solver = solver or LocalBatches(self.restorer, self.reader)
@@ -234,7 +239,7 @@ class FolderRestore:
             image = result.images[i : i + 1]
             if b.truth is not None:
                 record.update(self.writer.metrics(image, b.truth, b.mask))
-            self.writer.write(b, image)
+            self.writer.write(b, image, None if result.loss_curves is None else result.loss_curves[i])
             records[b.stem] = self.run_dir.write_record(b.stem, record)
             finished.append(b.stem)
 

@@ -1,5 +1,5 @@
 """What a restore writes for each image (the restored PNG, the strip, the measurements it was
-given) and its metrics; `ilo degrade` writes measurements the same way."""
+given, the loss plot) and its metrics; `ilo degrade` writes measurements the same way."""
 
 from __future__ import annotations
 
@@ -10,20 +10,23 @@ import torch
 import torch.nn.functional as F
 
 from ilo.atomic import atomic_path
+from ilo.engine.app.figures import line_chart
 from ilo.engine.app.image_files import save_png, to_uint8
 from ilo.engine.app.measurements import Prepared
 from ilo.engine.problems.losses import LPIPS
 from ilo.engine.problems.metrics import restoration_metrics
 from ilo.engine.problems.tasks import TaskSpec
+from ilo.errors import IloError
 
 
 class ResultWriter:
     """The files of one restored image in an output folder, and its metrics against a truth."""
 
     def __init__(self, root: Path, task: TaskSpec, resolution: int, save_degraded: bool = False, save_strip: bool = False,
-                 lpips_metric: LPIPS | None = None):  # fmt: skip
+                 lpips_metric: LPIPS | None = None, save_loss_plot: bool = False):  # fmt: skip
         self.root, self.task, self.res = root, task, resolution
         self.save_degraded, self.save_strip, self.lpips_metric = save_degraded, save_strip, lpips_metric
+        self.save_loss_plot = save_loss_plot
 
     def paths(self, stem: str) -> list[Path]:
         paths = [self.root / f"{stem}.png"]
@@ -31,6 +34,8 @@ class ResultWriter:
             paths += degraded_paths(self.root, stem, self.task)
         if self.save_strip:
             paths.append(self.root / f"{stem}.strip.png")
+        if self.save_loss_plot:  # one of the image's outputs: a resumed run redoes an image that lacks it
+            paths.append(self.root / f"{stem}.loss.png")
         return paths
 
     def metrics(self, restored: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor | None) -> dict:
@@ -40,14 +45,31 @@ class ResultWriter:
                 values["lpips"] = float(self.lpips_metric(restored.clamp(-1, 1), truth)[0])
         return values
 
-    def write(self, b: Prepared, restored: torch.Tensor) -> None:
-        """Each file atomically; the record the Restorer writes after these marks the image done."""
+    def write(self, b: Prepared, restored: torch.Tensor, loss_curves: list[list[float]] | None = None) -> None:
+        """Each file atomically; the record the Restorer writes after these marks the image done.
+        `loss_curves`: the image's total loss per round and step, for the loss plot."""
+        if self.save_loss_plot and loss_curves is None:  # before any of the image's files
+            raise IloError(f"{b.stem}: the solver returned no loss curves for the loss plot")
         if self.save_degraded:
             write_degraded(self.root, b.stem, self.task, b.y, b.mask)
         if self.save_strip:
             panels = [p for p in (degraded_view(self.task, b.y, self.res), restored, b.truth) if p is not None]
             save_png(self.root / f"{b.stem}.strip.png", np.concatenate(list(to_uint8(torch.cat(panels))), axis=1))
+        if self.save_loss_plot:
+            with atomic_path(self.root / f"{b.stem}.loss.png") as tmp:
+                loss_plot(b.stem, loss_curves).save(tmp, format="PNG")
         save_png(self.root / f"{b.stem}.png", to_uint8(restored)[0])
+
+
+def loss_plot(name: str, loss_curves: list[list[float]]):
+    """One image's total loss at every step, the rounds one after another and each round's
+    first step marked, so what moving on to the next layer did to the loss shows."""
+    xs, ys, starts = [], [], []
+    for k, curve in enumerate(loss_curves):
+        starts.append((float(len(xs)), f"round {k}"))
+        xs += range(len(xs), len(xs) + len(curve))
+        ys += curve
+    return line_chart({"total loss": (xs, ys)}, "step (all rounds)", "total loss", f"{name}: loss per step", vlines=starts)
 
 
 def degraded_paths(root: Path, stem: str, task: TaskSpec, tag: str = ".degraded") -> list[Path]:

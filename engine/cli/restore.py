@@ -20,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--save-degraded", action="store_true", help="also write the measurements (and masks)")
     p.add_argument("--strip", action="store_true", help="also write degraded | restored | truth side by side")
+    p.add_argument("--plot", action="store_true",
+                   help="also write <stem>.loss.png: the total loss at every step, each round's start marked "
+                        "(not for --method bm3d, which has no loss curve)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="redo every image even where outputs exist")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     r = p.add_argument_group("fleet (Ray Data; pip install -e '.[ray]')")
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     options = RestoreOptions(
         task=task, fit=args.fit, clean_inputs=args.clean, mask=args.mask, mask_dir=args.mask_dir,
         truth_dir=args.truth_dir, max_pixels=args.max_pixels, batch_size=args.batch_size,
-        save_degraded=args.save_degraded, save_strip=args.strip, overwrite=args.overwrite,
+        save_degraded=args.save_degraded, save_strip=args.strip, save_loss_plot=args.plot, overwrite=args.overwrite,
         lpips_metric=lpips if truth_needed else None, show_progress=not args.quiet, notes=notes,
     )  # fmt: skip
     folder = FolderRestore(restorer, options, args.out)

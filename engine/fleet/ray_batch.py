@@ -86,7 +86,8 @@ class RestoreWorker:
                 prepared = [self.reader.prepare(Path(p)) for p in json.loads(str(paths))]
                 result = self.restorer.solve(prepared)
                 meta.update(measurement_mse=result.measurement_mse, best_round=result.best_round,
-                            seconds=result.seconds, backend=self.restorer.backend_name)  # fmt: skip
+                            seconds=result.seconds, backend=self.restorer.backend_name,
+                            loss_curves=result.loss_curves)  # fmt: skip
                 images.append(_to_bytes(result.images))
             except IloError as e:  # the driver reports it and keeps what is finished; the actor lives on
                 meta["error"] = str(e)
@@ -181,7 +182,8 @@ class RayBatches:
                 seen.add(meta["index"])
                 self.backend = meta["backend"]
                 images = _from_bytes(row["images"])
-                yield by_index[meta["index"]], BatchResult(images, meta["measurement_mse"], meta["best_round"], meta["seconds"])
+                yield by_index[meta["index"]], BatchResult(images, meta["measurement_mse"], meta["best_round"], meta["seconds"],
+                                                            meta.get("loss_curves"))  # fmt: skip
         except ray.exceptions.RayError as e:  # a worker's bug or a lost cluster: one line, the finished images kept
             raise IloError(f"the Ray job failed: {_last_line(e)}") from e
 
