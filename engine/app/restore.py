@@ -215,6 +215,7 @@ class FolderRestore:
                 self.run_dir.write_tables(_in_file_order(records))  # a killed run still leaves its tables
                 progress.advance(len(batch.paths))
         except BaseException as e:
+            progress.close()  # the bar's line ends before the error is printed
             if records:
                 self.run_dir.write_tables(_in_file_order(records))
             if isinstance(e, IloError):

@@ -31,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--threads", type=int, help="CPU threads for torch and ONNX Runtime (default: torch's)")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=run)
 
 
@@ -63,7 +64,12 @@ def run(args: argparse.Namespace) -> int:
         raise IloError("--repeats must be at least 1 and --steps at least 2 (the first step of a round is warm-up)")
     settings = LatencySettings(backends=backends, batches=args.batch, repeats=args.repeats, steps=args.steps, device=args.device)
     gen = load_generator(args.model)
-    result = measure(gen, settings, report=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True))
+
+    def report(line: str) -> None:
+        if not args.quiet:
+            print(f"bench: {line}", file=sys.stderr, flush=True)
+
+    result = measure(gen, settings, report=report)
     print(markdown(str(args.model), result, machine(args.device)))
     if args.json:
         from ilo.engine.app.latency import save

@@ -12,6 +12,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("degrade", help="make degraded test inputs from clean images", description=__doc__)
     add_task_arguments(p)
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=run)
 
 
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     )
     prepared = [reader.prepare(p) for p in inputs]  # every input checked before anything is written
     with out.open():
-        progress = Progress(len(prepared), "degrade")
+        progress = Progress(len(prepared), "degrade", enabled=not args.quiet)
         for item in prepared:
             write_degraded(args.out, item.stem, task, item.y, item.mask, tag="")
             out.written = True  # from the first file on, the folder holds this run's outputs

@@ -24,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "once; repeat for several tasks")  # fmt: skip
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto", help="the backend --warm builds for")
     p.add_argument("--device", default="cpu", help="the device --warm builds for")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=run)
 
 
@@ -42,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         bundles.append(lpips_bundle(LPIPS(args.lpips, args.lpips_backbone), gen.resolution))
 
     def progress(i, n, name):
-        print(f"export: {i + 1}/{n} {name}", file=sys.stderr, flush=True)
+        if not args.quiet:
+            print(f"export: {i + 1}/{n} {name}", file=sys.stderr, flush=True)
 
     for bundle in bundles:
         result = export_bundle(bundle, args.cache, progress=progress, force=args.force)

@@ -22,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--columns", type=int, help="grid columns (default: about square)")
     p.add_argument("--save-array", type=Path, help="write the images as float32 NCHW .npy, unclamped")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=run)
 
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     noises = read_noises(args.noises, gen, n) if args.noises else None
 
     images = []
-    progress = Progress(n, "sample")
+    progress = Progress(n, "sample", enabled=not args.quiet)
     with torch.no_grad():
         for start in range(0, n, args.batch_size):
             chunk = latents[start : start + args.batch_size]
