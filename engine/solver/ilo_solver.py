@@ -126,6 +126,8 @@ class SolveResult:
     best_round: torch.Tensor  # [B]
     best_loss: torch.Tensor  # [B] measurement loss of the returned images
     seconds: dict = field(default_factory=dict)
+    # per round: [steps, B] the measurement loss (the data fit, the paper's Fig. 2); round 0 the best start's
+    measurement_curves: list[torch.Tensor] = field(default_factory=list)
 
 
 class _Objective:
@@ -280,7 +282,7 @@ def _solve_chunk(y, op, gen, config: ILOConfig, seeds: list[int], lpips, progres
         run.seconds[f"round {k}"] = time.perf_counter() - t
     run.seconds["total"] = time.perf_counter() - t0
     return SolveResult(run.best_images, run.latents.wplus(z).detach(), run.states, run.starts, run.curves,
-                       run.best_round, run.best_loss, run.seconds)  # fmt: skip
+                       run.best_round, run.best_loss, run.seconds, run.measured_curves)  # fmt: skip
 
 
 def _concatenate(parts: list[SolveResult]) -> SolveResult:
@@ -304,6 +306,7 @@ def _concatenate(parts: list[SolveResult]) -> SolveResult:
         [cat_states(list(group)) for group in zip(*(p.round_starts for p in parts))],
         [cat_curves(list(group)) for group in zip(*(p.loss_curves for p in parts))],
         torch.cat([p.best_round for p in parts]), torch.cat([p.best_loss for p in parts]), seconds,
+        [cat_curves(list(group)) for group in zip(*(p.measurement_curves for p in parts))],
     )  # fmt: skip
 
 
@@ -340,6 +343,7 @@ class _Run:
         self.best_images = torch.zeros(self.images, 3, gen.resolution, gen.resolution, device=device)
         self.best_round = torch.zeros(self.images, dtype=torch.long, device=device)
         self.curves, self.states, self.starts = [], [], []
+        self.measured_curves: list[torch.Tensor] = []
         self.seconds: dict = {}
         self.n_opt_noise = min(config.noise_maps, len(gen.stored_noises()))
 
@@ -357,6 +361,7 @@ class _Run:
         self._absorb(run)
         if not self.curves:  # the records keep the first group's round 0 (per image, its best start's loss)
             self.curves.append(run.curves[0])
+            self.measured_curves.append(run.measured_curves[0])
             self.states.append(())
             self.starts.append(())
         with torch.no_grad():
@@ -432,7 +437,7 @@ class _Run:
         steps, lr0 = int(_per_round(c.steps, k)), float(_per_round(c.lr, k))
         optimiser = Adam(params, lr=lr0, betas=(0.9, 0.999))
         frozen = torch.zeros(self.y.shape[0], dtype=torch.bool, device=self.y.device)
-        history, curve = [], []
+        history, curve, measured_curve = [], [], []
         fused = self._fused_step(k)
         prune_after = self._prune_steps(k, steps)
         for step in range(steps):
@@ -464,6 +469,7 @@ class _Run:
                 if not all(bool(torch.isfinite(p).all()) for p in params):
                     raise IloError(f"the optimisation diverged (variables became NaN/inf) in round {k}, step {step}; lower the learning rate")
             curve.append(loss.detach().reshape(-1, self.images).min(0).values)
+            measured_curve.append(measured.reshape(-1, self.images).min(0).values)
             history.append(measured)
             if c.switch == "plateau":
                 frozen |= _plateaued(history, c.plateau_window, c.plateau_tol)
@@ -486,6 +492,7 @@ class _Run:
                 fused = self._fused_step(k)
         if record:
             self.curves.append(torch.stack(curve))
+            self.measured_curves.append(torch.stack(measured_curve))
             self.states.append(tuple(s.detach() for s in state))
         return z.detach(), [n.detach() for n in noises], tuple(s.detach() for s in state)
 
