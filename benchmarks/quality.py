@@ -1,7 +1,10 @@
-"""Restoration quality of ILO against CSGM, PULSE-style and BM3D on the embedded DCGAN.
+"""Restoration quality of ILO against CSGM, PULSE-style, BM3D and DeepInverse's weight-free TV and
+wavelet priors (`classical_priors.py`, tuned on images outside this set) on the embedded DCGAN.
 
 A benchmark, not a test: it prints and writes a Markdown table, a JSON of every per-image
-number (mean ± std per task and method), and a figure grid of examples.
+number (mean ± std per task and method), a labelled figure grid of examples (PSNR under each
+tile), and the paper's Fig. 2: the measurement loss against the step, ILO's rounds against CSGM
+and PULSE on the same image.
 
 Ground truths: faces the DCGAN generates from held-out seeds (never the solver's seeds), and one
 real photograph that ships with the repository, `examples/faces/astronaut.png`: the astronaut
@@ -24,9 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from classical_priors import PRIORS, chosen_lambdas  # benchmarks/ is the script's folder
+from classical_priors import restore as restore_with_prior
 
 from ilo import load_generator
-from ilo.engine.app.image_files import read_image, save_png, to_uint8
+from ilo.engine.app.figures import labelled_grid, line_chart
+from ilo.engine.app.image_files import read_image, to_uint8
 from ilo.engine.app.restorer import method_config
 from ilo.engine.problems.metrics import mean_and_std, restoration_metrics
 from ilo.engine.problems.tasks import TaskSpec, name_seed
@@ -80,20 +86,25 @@ def degraded(gen, task_name: str, names, truth):
     return op, task.measure(op, truth, names), [name_seed(0, n) for n in names]
 
 
-def run_task(gen, task_name: str, names, truth, methods, ilo_overrides) -> dict:
+def run_task(gen, task_name: str, names, truth, methods, ilo_overrides, lambdas: dict | None = None) -> dict:
+    """Every method on one task; `lambdas` the tuned weights of the classical priors."""
     task = TASKS[task_name]
     res = gen.resolution
     op, y, seeds = degraded(gen, task_name, names, truth)
-    rows, images = {}, {"truth": truth}
+    rows, images, curves = {}, {"truth": truth}, {}
     for method in methods:
         if method == "bm3d":
             if not task.kind.bm3d:
                 continue
             restored, seconds = bm3d_denoise(y, task.sigma)
+        elif method in PRIORS:
+            assert lambdas is not None
+            restored, seconds = restore_with_prior(method, op, y, lambdas[task_name][method], res)
         else:
             config = method_config(method, **(ilo_overrides if method == "ilo" else {}))
             result = solve(y, op, gen, config, image_seeds=seeds)
             restored, seconds = result.images, result.seconds["total"]
+            curves[method] = [c[:, -1].tolist() for c in result.measurement_curves]  # the last image's, per round
         metrics = restoration_metrics(restored, truth, op.observed)
         per_image = {k: [float(v) for v in values] for k, values in metrics.items()}
         per_image["seconds"] = [seconds / len(names)] * len(names)
@@ -104,7 +115,7 @@ def run_task(gen, task_name: str, names, truth, methods, ilo_overrides) -> dict:
               + f"  ({seconds:.1f}s)", file=sys.stderr, flush=True)  # fmt: skip
     if not task.kind.vector_measurements:
         images["measured"] = y if y.shape[-1] == res else torch.nn.functional.interpolate(y, size=(res, res), mode="nearest")
-    return {"per_image": rows, "images": images}
+    return {"per_image": rows, "images": images, "curves": curves}
 
 
 def summarise(per_image: dict) -> dict:
@@ -148,14 +159,50 @@ def verdicts(results: dict) -> list[str]:
 
 
 def figure(examples: dict, methods: list[str], path: Path) -> None:
-    """Rows: one example image per task; columns: measured, each method, truth (blank where a
-    method does not apply, so columns line up)."""
-    rows = []
+    """Rows: one example image per task (the last: the real photograph); columns: measured, each
+    method, truth (blank where a method does not apply); its PSNR under each restored tile."""
+    columns = ["measured", *methods, "truth"]
+    tiles, captions = [], []
     for images in examples.values():
-        blank = torch.zeros_like(images["truth"][:1])
-        order = ["measured", *methods, "truth"]
-        rows.append(np.concatenate([to_uint8(images[k][:1] if k in images else blank)[0] for k in order], axis=1))
-    save_png(path, np.concatenate(rows, axis=0))
+        truth = images["truth"][:1]
+        tiles.append([to_uint8(images[k][:1])[0] if k in images else None for k in columns])
+        captions.append([f"{float(restoration_metrics(images[k][:1], truth)['psnr'][0]):.2f} dB"
+                         if k in images and k not in ("truth", "measured") else None for k in columns])  # fmt: skip
+    labelled_grid(tiles, list(examples), columns, captions).save(path)
+
+
+def loss_figure(curves: dict, task_name: str, image_name: str, path: Path) -> None:
+    """The paper's Fig. 2: measurement loss (MSE on what is observed) against the step, ILO's
+    rounds one after another (each round's start marked) against CSGM and PULSE."""
+    series, vlines = {}, []
+    for method, rounds in curves.items():
+        xs, ys, step = [], [], 0
+        for k, values in enumerate(rounds):
+            if method == "ilo" and len(rounds) > 1:
+                vlines.append((step, f"ILO round {k}"))
+            xs += list(range(step, step + len(values)))
+            ys += values
+            step += len(values)
+        series[method.upper() if method != "ilo" else "ILO"] = (xs, ys)
+    chart = line_chart(series, "step", "measurement loss (MSE)", f"{task_name}, {image_name}: loss per step",
+                       log_y=True, vlines=vlines)  # fmt: skip
+    chart.save(path)
+
+
+def prior_lines(results: dict) -> list[str]:
+    """Where the weight-free priors beat the generator methods (mean PSNR per task)."""
+    out = []
+    for task_name, s in results.items():
+        priors = {m: s[m]["psnr"]["mean"] for m in PRIORS if m in s}
+        generators = {m: s[m]["psnr"]["mean"] for m in ("ilo", "csgm", "pulse") if m in s}
+        if not priors or not generators:
+            continue
+        best_prior = max(priors, key=lambda m: priors[m])
+        beaten = [m for m, v in generators.items() if priors[best_prior] > v]
+        verdict = f"beats {', '.join(beaten)}" if beaten else "beats no generator method"
+        out.append(f"{task_name}: best prior {best_prior} {priors[best_prior]:.2f} dB {verdict} "
+                   f"(ILO {generators.get('ilo', float('nan')):.2f} dB)")  # fmt: skip
+    return out
 
 
 def photo_lines(raw: dict, names: list[str]) -> list[str]:
@@ -173,7 +220,8 @@ def photo_lines(raw: dict, names: list[str]) -> list[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {', '.join(TASKS)}")
-    p.add_argument("--methods", default="ilo,csgm,pulse,bm3d")
+    p.add_argument("--methods", default="ilo,csgm,pulse,bm3d,tv,wavelet")
+    p.add_argument("--curve-task", default="inpaint-box", help="the task of the loss-per-step figure (Fig. 2)")
     p.add_argument("--generated", type=int, default=8, help="generated ground truths")
     p.add_argument("--no-real", action="store_true", help="leave out the real photograph")
     p.add_argument("--ilo", default="{}", help="JSON of ILOConfig overrides, for tuning")
@@ -186,24 +234,35 @@ def main(argv=None) -> int:
     names, truth, note = ground_truths(gen, args.generated, not args.no_real)
     methods = args.methods.split(",")
     ilo_overrides = json.loads(args.ilo)
-    results, raw, examples = {}, {}, {}
+    task_names = args.tasks.split(",")
+    lambdas = chosen_lambdas(gen, task_names, args.out) if any(m in PRIORS for m in methods) else None
+    results, raw, examples, curves = {}, {}, {}, {}
     t0 = time.perf_counter()
-    for task_name in args.tasks.split(","):
-        out = run_task(gen, task_name, names, truth, methods, ilo_overrides)
+    for task_name in task_names:
+        out = run_task(gen, task_name, names, truth, methods, ilo_overrides, lambdas)
         results[task_name] = {m: summarise(v) for m, v in out["per_image"].items()}
         raw[task_name] = out["per_image"]
         examples[task_name] = {k: v[-1:] for k, v in out["images"].items()}  # the last image: the photograph
+        curves[task_name] = out["curves"]
     table = markdown(results, note) + "\n".join(photo_lines(raw, names)) + "\n"
+    if lambdas is not None:
+        table += ("\nDeepInverse priors (FISTA; lambda tuned on images outside this set, "
+                  "classical_priors.md): " + "; ".join(f"{t} " + ", ".join(f"{m} {lam:g}" for m, lam in lambdas[t].items())
+                                                       for t in task_names) + ".\n")  # fmt: skip
+        table += "\n".join(f"- {line}" for line in prior_lines(results)) + "\n"
     checks = verdicts(results)
     print(table + "\n" + "\n".join(checks))
     args.out.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU"
     report = {"ground_truths": note, "names": names, "machine": machine, "ilo_overrides": ilo_overrides,
               "ilo_config": vars(method_config("ilo", **ilo_overrides)), "summary": results, "per_image": raw,
-              "checks": checks, "seconds_total": time.perf_counter() - t0}  # fmt: skip
+              "checks": checks, "prior_lambdas": lambdas, "measurement_curves": curves,
+              "seconds_total": time.perf_counter() - t0}  # fmt: skip
     (args.out / "quality.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out / "quality.md").write_text(table + "\n" + "\n".join(f"- {c}" for c in checks) + f"\n\nMachine: {machine}.\n")
     figure(examples, methods, args.out / "quality_examples.png")
+    if curves.get(args.curve_task):
+        loss_figure(curves[args.curve_task], args.curve_task, names[-1], args.out / "quality_loss_curves.png")
     return 0
 
 
