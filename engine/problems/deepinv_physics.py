@@ -74,13 +74,13 @@ def operator_from_physics(physics, image_shape: ImageShape) -> Operator:
 
 
 def _is_bicubic_reflect(physics, factor: int) -> bool:
+    """deepinv's own bicubic filter at `factor` (per image or channel allowed), reflect padding."""
     if physics.padding != "reflect" or physics.filter is None or int(physics.factor) != factor:
         return False
     reference = deepinv.physics.functional.bicubic_filter(factor).to(physics.filter)
-    return physics.filter.shape[-2:] == reference.shape[-2:] and bool(
-        torch.allclose(physics.filter.expand_as(reference) if physics.filter.shape[0] == 1 else physics.filter,
-                       reference.expand_as(physics.filter), atol=1e-7)  # fmt: skip
-    )
+    if physics.filter.shape[-2:] != reference.shape[-2:]:
+        return False
+    return bool(torch.allclose(physics.filter, reference.expand_as(physics.filter), atol=1e-7))
 
 
 def _numel(shape: ImageShape) -> int:
