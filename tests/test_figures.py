@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import run_fail, run_ok
+from conftest import run_ok
 from PIL import Image
 
 from ilo.engine.app.figures import labelled_grid, line_chart
@@ -127,7 +127,3 @@ def test_restore_plot_with_bm3d_writes_none_and_says_so(tmp_path, capsys, faces,
     assert capsys.readouterr().err.count("no loss plots: BM3D") == 1
 
 
-def test_restore_plot_is_refused_with_ray(tmp_path, capsys, faces):
-    err = run_fail(capsys, "restore", faces, "--clean", "--task", "denoise", "--plot", "--ray", "--out", tmp_path / "x",
-                   *FAST)  # fmt: skip
-    assert "--plot does not work with --ray" in err

@@ -35,7 +35,18 @@ def _operators():
         "cs-circulant": PartialCirculantCS(N, N // 10, batch=BATCH, seed=2),
         "sr2-then-noise": Noise(0.05) * Downsample(2),
         "inpaint-then-sr": Downsample(2) * Inpainting.centre_box(SIZE, BATCH),
+        "deepinv-blur": _deepinv_blur(),  # any linear deepinv physics, through its own A (test_deepinv.py)
     }
+
+
+def _deepinv_blur():
+    import deepinv as dinv
+
+    from ilo.engine.problems.deepinv_physics import PhysicsOperator
+
+    taps = torch.tensor([1.0, 2.0, 1.0])
+    kernel = (taps[:, None] * taps[None, :] / 16)[None, None]  # [1, 1, 3, 3], a small blur
+    return PhysicsOperator(dinv.physics.Blur(filter=kernel, padding="circular"), (3, SIZE, SIZE))
 
 
 @pytest.mark.parametrize("name", list(_operators()))
