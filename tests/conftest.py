@@ -51,6 +51,17 @@ def random_stylegan2(config, seed: int = 0):
     return make(config, seed)
 
 
+def write_generated_faces(folder: Path, gen, count: int, seed: int) -> Path:
+    """`count` faces of `gen` as face0.png, face1.png, ... in `folder` (a folder to restore)."""
+    from ilo.engine.app.image_files import save_png, to_uint8
+
+    with torch.no_grad():
+        faces = gen.synthesize(torch.randn(count, 1, gen.z_dim, generator=torch.Generator().manual_seed(seed)))
+    for i, face in enumerate(to_uint8(faces)):
+        save_png(folder / f"face{i}.png", face)
+    return folder
+
+
 def run_ok(capsys, *argv):
     """Run the `ilo` command in-process; it must succeed. Returns its stdout."""
     from ilo.engine.cli.main import main

@@ -5,12 +5,10 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from conftest import run_ok
+from conftest import run_ok, write_generated_faces
 from PIL import Image
 
 from ilo.engine.app.figures import labelled_grid, line_chart
-from ilo.engine.app.image_files import save_png, to_uint8
 from ilo.errors import InputError
 
 # a few steps of two rounds on torch, with no memory probe: enough for a curve with a round boundary
@@ -90,12 +88,7 @@ def test_line_chart_tolerates_nan_inf_and_single_points():
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory, dcgan):
-    folder = tmp_path_factory.mktemp("faces")
-    with torch.no_grad():
-        images = dcgan.synthesize(torch.randn(2, 1, dcgan.z_dim, generator=torch.Generator().manual_seed(5)))
-    for i, face in enumerate(to_uint8(images)):
-        save_png(folder / f"face{i}.png", face)
-    return folder
+    return write_generated_faces(tmp_path_factory.mktemp("faces"), dcgan, 2, seed=5)
 
 
 def test_restore_plot_writes_a_loss_plot_per_image_and_resumes(tmp_path, capsys, faces):

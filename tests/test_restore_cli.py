@@ -7,22 +7,15 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_fail, run_ok
+from conftest import run_fail, run_ok, write_generated_faces
 from PIL import Image
-
-from ilo.engine.app.image_files import save_png, to_uint8
 
 FAST = ["--steps", "6,3", "--end-stage", "1", "--restarts", "1", "--quiet"]
 
 
 @pytest.fixture(scope="module")
 def clean_dir(tmp_path_factory, dcgan):
-    folder = tmp_path_factory.mktemp("clean")
-    with torch.no_grad():
-        faces = dcgan.synthesize(torch.randn(3, 1, dcgan.z_dim, generator=torch.Generator().manual_seed(11)))
-    for i, face in enumerate(to_uint8(faces)):
-        save_png(folder / f"face{i}.png", face)
-    return folder
+    return write_generated_faces(tmp_path_factory.mktemp("clean"), dcgan, 3, seed=11)
 
 
 def _png(path):
