@@ -108,7 +108,9 @@ def test_the_torch_path_of_a_wrapped_physics_matches_the_native_operator(dcgan):
 def test_our_operators_pass_deepinvs_adjointness_test(make):
     physics = OperatorPhysics(make(), SHAPE)
     u = torch.rand(2, *SHAPE, generator=torch.Generator().manual_seed(0))
-    assert float(physics.adjointness_test(u, num_samples=2)) < 1e-5  # 2: the per-image operators hold 2
+    torch.manual_seed(0)  # deepinv draws its probes from the global generator
+    # float32 sums: up to 9.7e-6 measured over 100 seeds (dense CS); a wrong adjoint gives O(1)
+    assert float(physics.adjointness_test(u, num_samples=2)) < 1e-4  # 2: the per-image operators hold 2
     assert isinstance(physics.noise_model, dinv.physics.GaussianNoise) == (float(make().sigma.max()) > 0)
 
 

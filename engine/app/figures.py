@@ -28,7 +28,7 @@ def _font(size: int):
 def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
     try:
         _, _, right, bottom = draw.textbbox((0, 0), text, font=font)
-        return right, bottom
+        return round(right), round(bottom)
     except (ValueError, AttributeError):  # Pillow < 9.2: no bounding boxes for bitmap fonts
         return font.getsize(text)
 
@@ -96,9 +96,10 @@ def labelled_grid(tiles: Sequence[Sequence[np.ndarray | None]], row_labels: Sequ
         for c, tile in enumerate(row):
             x0 = PAD + label_w + c * cell_w
             if tile is not None:
-                image.paste(Image.fromarray(tile).resize((tw, th), Image.NEAREST), (x0, y0))
-            if captions is not None and captions[r][c]:
-                centred(captions[r][c], x0 + tw / 2, y0 + th + PAD / 2)
+                image.paste(Image.fromarray(tile).resize((tw, th), Image.Resampling.NEAREST), (x0, y0))
+            caption = captions[r][c] if captions is not None else None
+            if caption:
+                centred(caption, x0 + tw / 2, y0 + th + PAD / 2)
     return image
 
 
@@ -132,6 +133,7 @@ def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], xl
         runs[label] = [s for s in stretches if s]
     points = [p for stretches in runs.values() for s in stretches for p in s]
     x_lo, x_hi = _span([p[0] for p in points] + [x for x, _ in vlines], pad=0.0)
+    stride = 1  # decades per major tick (log axis)
     if log_y:
         ys = [p[1] for p in points] or [0.0]
         y_lo, y_hi = math.floor(min(ys)), math.ceil(max(ys))
@@ -168,7 +170,7 @@ def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], xl
         draw.line([(left - 4, py(v)), (left, py(v))], fill="black")
         draw.text((left - 6 - _text_size(draw, label, font)[0], py(v) - text_h / 2), label, fill="black", font=font)
     if log_y and stride == 1 and y_hi - y_lo <= 4:  # minor ticks at 2..9 x each power of ten
-        for e in range(y_lo, y_hi):
+        for e in range(int(y_lo), int(y_hi)):
             for m in range(2, 10):
                 draw.line([(left - 2, py(e + math.log10(m))), (left, py(e + math.log10(m)))], fill="black")
     for v, label in x_ticks:

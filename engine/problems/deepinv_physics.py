@@ -55,19 +55,21 @@ def operator_from_physics(physics, image_shape: ImageShape) -> Operator:
     kind = type(physics)
     if kind is deepinv.physics.Denoising:
         return Noise(sigma)
-    if kind is deepinv.physics.Inpainting and physics.mask is not None:
-        mask = physics.mask.detach().cpu().float()
+    physics_mask: torch.Tensor | None = getattr(physics, "mask", None)  # typed: nn.Module's getattr says Module
+    if kind is deepinv.physics.Inpainting and physics_mask is not None:
+        mask = physics_mask.detach().cpu().float()
         mask = mask if mask.ndim == 4 else mask[None]
         if mask.shape[1] == 1 or torch.all(mask == mask[:, :1]):
             if tuple(mask.shape[2:]) != tuple(image_shape[1:]):
                 raise InputError(f"the physics' mask is {mask.shape[-1]}x{mask.shape[-2]} but the generator makes "
                                  f"{image_shape[2]}x{image_shape[1]} images")  # fmt: skip
             return Inpainting(mask[:, :1], sigma=sigma)
-    if kind is deepinv.physics.CompressedSensing and not physics.channelwise and not physics._A.is_complex():
-        if physics._A.shape[1] != _numel(image_shape):
-            raise InputError(f"the physics measures vectors of {physics._A.shape[1]} values but the generator's "
+    matrix: torch.Tensor | None = getattr(physics, "_A", None)
+    if kind is deepinv.physics.CompressedSensing and matrix is not None and not physics.channelwise and not matrix.is_complex():
+        if matrix.shape[1] != _numel(image_shape):
+            raise InputError(f"the physics measures vectors of {matrix.shape[1]} values but the generator's "
                              f"images have {_numel(image_shape)}")  # fmt: skip
-        return DenseGaussianCS.with_matrix(physics._A.detach().cpu().float(), sigma=sigma)
+        return DenseGaussianCS.with_matrix(matrix.detach().cpu().float(), sigma=sigma)
     if kind is deepinv.physics.Downsampling and _is_bicubic_reflect(physics, factor=2):
         return Downsample(2, sigma=sigma)
     return PhysicsOperator(physics, image_shape, sigma)
@@ -138,11 +140,13 @@ class OperatorPhysics(LinearPhysics):
     def __init__(self, op: Operator, image_shape: ImageShape, **kwargs):
         if not op.linear:
             raise InputError(f"{op.name} is not linear: it has no deepinv LinearPhysics")
-        sigma = op.sigma.reshape(-1)
+        sigma: torch.Tensor = torch.as_tensor(op.sigma).reshape(-1)
         if sigma.numel() > 1 and not torch.all(sigma == sigma[0]):
             raise InputError("the operator has a different sigma per image; deepinv's GaussianNoise takes one here")
-        noise = deepinv.physics.GaussianNoise(float(sigma[0])) if float(sigma[0]) > 0 else deepinv.physics.ZeroNoise()
-        super().__init__(img_size=image_shape, noise_model=noise, **kwargs)
+        noise: deepinv.physics.NoiseModel = (deepinv.physics.GaussianNoise(float(sigma[0])) if float(sigma[0]) > 0
+                                             else deepinv.physics.ZeroNoise())  # fmt: skip
+        # deepinv annotates noise_model by its default (ZeroNoise); any NoiseModel is accepted
+        super().__init__(img_size=image_shape, noise_model=noise, **kwargs)  # pyright: ignore[reportArgumentType]
         self.op = op
         self.image_shape = image_shape
 
