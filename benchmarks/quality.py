@@ -32,7 +32,7 @@ from classical_priors import restore as restore_with_prior
 from out_of_range import out_of_range_truths
 
 from ilo import load_generator
-from ilo.engine.app.figures import labelled_grid, line_chart
+from ilo.engine.app.figures import labelled_grid, line_chart, rounds_in_sequence
 from ilo.engine.app.image_files import read_image, to_uint8
 from ilo.engine.app.restorer import method_config
 from ilo.engine.problems.metrics import mean_and_std, restoration_metrics
@@ -215,14 +215,10 @@ def loss_figure(curves: dict, task_name: str, image_name: str, path: Path) -> No
     rounds one after another (each round's start marked) against CSGM and PULSE."""
     series, vlines = {}, []
     for method, rounds in curves.items():
-        xs, ys, step = [], [], 0
-        for k, values in enumerate(rounds):
-            if method == "ilo" and len(rounds) > 1:
-                vlines.append((step, f"ILO round {k}"))
-            xs += list(range(step, step + len(values)))
-            ys += values
-            step += len(values)
-        series[method.upper() if method != "ilo" else "ILO"] = (xs, ys)
+        xs, ys, starts = rounds_in_sequence(rounds)
+        if method == "ilo" and len(rounds) > 1:
+            vlines = [(step, f"ILO round {k}") for k, step in enumerate(starts)]
+        series[method.upper()] = (xs, ys)
     chart = line_chart(series, "step", "measurement loss (MSE)", f"{task_name}, {image_name}: loss per step",
                        log_y=True, vlines=vlines)  # fmt: skip
     chart.save(path)

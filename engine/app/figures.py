@@ -209,6 +209,18 @@ def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], xl
     return image
 
 
+def rounds_in_sequence(rounds: Sequence[Sequence[float]]) -> tuple[list[float], list[float], list[float]]:
+    """Per-round curves laid end to end: the steps, the values, and the step each round starts at."""
+    xs: list[float] = []
+    ys: list[float] = []
+    starts: list[float] = []
+    for curve in rounds:
+        starts.append(float(len(xs)))
+        xs += [float(x) for x in range(len(xs), len(xs) + len(curve))]
+        ys += [float(y) for y in curve]
+    return xs, ys, starts
+
+
 def _span(values: list[float], pad: float) -> tuple[float, float]:
     """The range of `values`, widened by `pad` of itself; one value (or none) gets a unit range."""
     if not values:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ilo.atomic import atomic_path
-from ilo.engine.app.figures import line_chart
+from ilo.engine.app.figures import line_chart, rounds_in_sequence
 from ilo.engine.app.image_files import save_png, to_uint8
 from ilo.engine.app.measurements import Prepared
 from ilo.engine.problems.losses import LPIPS
@@ -64,12 +64,9 @@ class ResultWriter:
 def loss_plot(name: str, loss_curves: list[list[float]]):
     """One image's total loss at every step, the rounds one after another and each round's
     first step marked, so what moving on to the next layer did to the loss shows."""
-    xs, ys, starts = [], [], []
-    for k, curve in enumerate(loss_curves):
-        starts.append((float(len(xs)), f"round {k}"))
-        xs += range(len(xs), len(xs) + len(curve))
-        ys += curve
-    return line_chart({"total loss": (xs, ys)}, "step (all rounds)", "total loss", f"{name}: loss per step", vlines=starts)
+    xs, ys, starts = rounds_in_sequence(loss_curves)
+    vlines = [(step, f"round {k}") for k, step in enumerate(starts)]
+    return line_chart({"total loss": (xs, ys)}, "step (all rounds)", "total loss", f"{name}: loss per step", vlines=vlines)
 
 
 def degraded_paths(root: Path, stem: str, task: TaskSpec, tag: str = ".degraded") -> list[Path]:
