@@ -397,7 +397,10 @@ class Restorer:
             raise InputError("the measurements contain NaN or inf values")
         shape = (3, self.resolution, self.resolution)
         op = operator_from_physics(physics, shape)
-        y_gen = generator_measurements(y.detach().float().cpu(), op.cpu(), shape)
+        # the solve moves the operator (and so a wrapped physics, the caller's) to the solver's
+        # device and back to the CPU: it goes home afterwards
+        home = next((t.device for t in op.buffers()), torch.device("cpu"))
+        y_gen = generator_measurements(y.detach().float().to(home), op, shape).cpu()
         if names is None:
             names = [f"image-{vector_digest(row)[:16]}" for row in y_gen]
         elif len(names) != len(y_gen):
@@ -409,7 +412,10 @@ class Restorer:
                 self._solver = self._build(None)
             # the row cost measured for the Restorer's task: the generator dominates what a step holds
             max_rows = None if config is None else self._max_rows(config, len(batch))
-            result = self._solve_locked(batch, None, config, max_rows, op=op)
+            try:
+                result = self._solve_locked(batch, None, config, max_rows, op=op)
+            finally:
+                op.to(home)
         return ((result.images.clamp(-1, 1) + 1) / 2).to(y.device)
 
 
