@@ -267,3 +267,14 @@ def test_lpips_graphs_cache_target_features(tmp_path):
     target = feats.run(None, {"target": b.numpy()})
     got = dist.run(None, {"image": a.numpy(), **{f"feat_{i}": f for i, f in enumerate(target)}})[0]
     assert np.allclose(got, lp(a, b).detach().numpy(), rtol=1e-4)
+
+
+def test_export_warm_with_a_cache_folder_is_refused_before_exporting(tmp_path):
+    """--warm fills the engine's own cache; the clash is known from the arguments, so it costs
+    no export (the folder is never made)."""
+    from ilo.engine.cli.main import main
+
+    cache = tmp_path / "cache"
+    with pytest.raises(SystemExit, match="leave out --cache"):
+        main(["export", "--warm", "inpaint", "--cache", str(cache)])
+    assert not cache.exists()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.utils.flop_counter import flop_registry
 
 from ilo.engine.app.memory_budget import PeakMemory
 from ilo.engine.problems.operators import Inpainting
@@ -210,8 +211,6 @@ class _FlopCount(torch.utils._python_dispatch.TorchDispatchMode):
         self.flops = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        from torch.utils.flop_counter import flop_registry
-
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         formula = flop_registry.get(func._overloadpacket)

@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from ilo.export.artifacts import export_bundle, generator_bundle, loss_head_bundle, lpips_bundle
     from ilo.generators.checkpoints.files import load_generator
 
+    if args.warm and args.cache is not None:  # known from the arguments: refused before minutes of export
+        raise SystemExit("ilo: error: --warm fills the cache the engine reads ($ILO_CACHE_DIR); leave out --cache")
     gen = load_generator(args.model)
     heads = list(every_loss_head(gen.resolution).values())
     # the bundles the engine loads: the forward part at once, the stage VJPs when a chained step needs them
@@ -68,9 +70,7 @@ def warm(gen, task: str, args: argparse.Namespace, progress) -> None:
     from ilo.engine.app.restorer import Restorer
     from ilo.engine.problems.tasks import TaskSpec
 
-    if args.cache is not None:
-        raise SystemExit("ilo: error: --warm fills the cache the engine reads ($ILO_CACHE_DIR); leave out --cache")
     t0 = time.perf_counter()
     restorer = Restorer(gen, TaskSpec(task), backend=args.backend, device=args.device, warm=False)
-    restorer.warm(lambda i, n, name: progress(i, n, name))
+    restorer.warm(progress)
     print(f"warm {task}: ready in {time.perf_counter() - t0:.1f}s on {restorer.backend_name}")

@@ -248,19 +248,22 @@ def solve(y: torch.Tensor, op: Operator, gen: GeneratorView, config: ILOConfig |
     if max_rows is not None and max_rows < 1:
         raise IloError(f"max_rows must be at least 1, got {max_rows}")
     per_chunk = batch if max_rows is None else max(1, min(batch, max_rows // config.restarts))
+    latents = _Latents(gen, config, y.device)  # once per solve: it loads (and fingerprints for) the latent statistics
     parts = []
     with torch.enable_grad():  # the steps need gradients even where the caller turned them off (deepinv's loops do)
         for i in range(0, batch, per_chunk):
             rows = slice(i, i + per_chunk)
-            parts.append(_solve_chunk(y[rows], op.select(rows), gen, config, seeds[rows], lpips, progress, max_rows))
+            parts.append(_solve_chunk(y[rows], op.select(rows), gen, config, latents, seeds[rows], lpips, progress,
+                                      max_rows))  # fmt: skip
     return parts[0] if len(parts) == 1 else _concatenate(parts)
 
 
-def _solve_chunk(y, op, gen, config: ILOConfig, seeds: list[int], lpips, progress, max_rows: int | None) -> SolveResult:
+def _solve_chunk(y, op, gen, config: ILOConfig, latents: _Latents, seeds: list[int], lpips, progress,
+                 max_rows: int | None) -> SolveResult:  # fmt: skip
     t0 = time.perf_counter()
     batch = y.shape[0]
     objective = _Objective(op, y, config, lpips, [_noise_stream(s) for s in seeds])
-    run = _Run(y, op, gen, config, _Latents(gen, config, y.device), objective, progress)
+    run = _Run(y, op, gen, config, latents, objective, progress)
     n_stages = len(gen.specs)
     # the default (2) is meant for deep generators: a shallower one stops at its last stage
     end = n_stages - 1 if config.end_stage is None else min(config.end_stage, n_stages - 1)
@@ -356,7 +359,7 @@ class _Run:
         streams = [_noise_stream(s, r) for r in starts for s in seeds]
         objective = _Objective(self.op.select(rows), self.y[rows], self.config, self.objective.lpips, streams)
         run = _Run(objective.y, objective.op, self.gen, self.config, self.latents, objective, self.progress, images)
-        noises = [x.expand(len(rows), -1, -1, -1).clone() for x in self.gen.stored_noises()]
+        noises = [x.expand(len(rows), -1, -1, -1) for x in self.gen.stored_noises()]  # round() copies them
         z, noises, _ = run.round(0, self.latents.start(z0), noises, ())
         self._absorb(run)
         if not self.curves:  # the records keep the first group's round 0 (per image, its best start's loss)
