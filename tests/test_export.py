@@ -1,5 +1,5 @@
 """Graph export: frozen convolutions, BatchNorm folding, per-stage forward and VJP ONNX graphs
-(checked against torch in float64 at batch 1 and 5 from one file), the TensorRT lint, and the
+(checked against torch in float64 at batch 1, and at batch 2 from the same file), the TensorRT lint, and the
 artifact cache."""
 
 import contextlib
@@ -125,7 +125,8 @@ def test_every_stage_has_verified_forward_and_vjp_graphs(which, request):
     assert ("mapping.fwd" in names) == (m["family"] == "stylegan2")
     for g in m["graphs"]:
         assert g["lint"] == [], (g["name"], g["lint"])
-        assert set(g["max_relative_error"]) == {"batch1", "batch2"}  # one file, two batch sizes
+        # one file, two batch sizes: the second image of a pair is checked against itself alone
+        assert set(g["max_relative_error"]) == {"batch1", "batch2", "batch2_second_vs_alone"}
         assert max(g["max_relative_error"].values()) <= MAX_RELATIVE_ERROR, g["name"]
         assert not g["kink_limited"]  # the float64 bound holds outright for these two generators
         model = onnx.load(str(result.folder / g["file"]))
@@ -278,3 +279,21 @@ def test_export_warm_with_a_cache_folder_is_refused_before_exporting(tmp_path):
     with pytest.raises(SystemExit, match="leave out --cache"):
         main(["export", "--warm", "inpaint", "--cache", str(cache)])
     assert not cache.exists()
+
+
+@pytest.mark.parametrize("mixes", [False, True])
+def test_check_catches_a_graph_that_mixes_the_images_of_a_batch(tmp_path, mixes):
+    # the float64 reference runs at batch 1 only; the batch-2 run must still catch a graph
+    # whose images leak into each other (here through a batch mean) and pass one that does not
+    from ilo.export.graphs import GraphFn
+    from ilo.export.onnx_export import export_onnx
+    from ilo.export.verify import check_graph
+
+    def fn(x):
+        return (torch.tanh(x) - (x.mean(0, keepdim=True) if mixes else 0.5 * x),)
+
+    graph = GraphFn("toy.fwd", fn, inputs=[("x", (3, 4))], outputs=[("y", (3, 4))])
+    export_onnx(graph, tmp_path / "toy.onnx")
+    errors = check_graph(tmp_path / "toy.onnx", graph, graph)
+    assert errors["max"]["batch1"] < 1e-6  # at batch 1 a batch mean is the image itself
+    assert (errors["max"]["batch2_second_vs_alone"] > 0.1) == mixes
