@@ -28,7 +28,7 @@ from quality import TASKS, degraded, ground_truths
 
 from ilo import load_generator
 from ilo.engine.problems.metrics import restoration_metrics
-from ilo.engine.solver.ilo_solver import ILOConfig, solve
+from ilo.engine.solver.ilo_solver import AUTO_DEPTH, ILOConfig, solve
 
 TODAY = dict(steps=[300, 100], restarts=3, prune_starts_at=[])
 SETTINGS = {  # name -> (ILOConfig overrides, starts one after another?)
@@ -37,6 +37,14 @@ SETTINGS = {  # name -> (ILOConfig overrides, starts one after another?)
     "3 starts halved@.1+.2": (dict(prune_starts_at=[0.1, 0.2]), False),
     "1 start": (dict(restarts=1, prune_starts_at=[]), False),
     "200+100 x3": (dict(steps=[200, 100], restarts=3, prune_starts_at=[]), False),
+    # issue #16, later probes (a session's run, not the committed table): plateau switching with
+    # stopped images leaving the batch, and shorter intermediate rounds
+    "halved plateau": (dict(switch="plateau"), False),
+    "halved plateau 3e-3": (dict(switch="plateau", plateau_tol=3e-3), False),
+    "halved 300+50": (dict(steps=[300, 50]), False),
+    # issue #19's held-out selection (ilo-auto), and the same with a shorter round 0
+    "ilo-auto": (AUTO_DEPTH, False),
+    "ilo-auto 200": ({**AUTO_DEPTH, "steps": [200, 100]}, False),
 }
 DEFAULT_RUN = "today,defaults,3 starts halved@.1+.2,1 start"
 RESULTS = Path(__file__).parent / "results"

@@ -4,7 +4,7 @@ so building the `ilo` parser (and `ilo --help`) does not load torch."""
 TASKS = ("inpaint", "sr", "denoise", "cs")
 CS_MATRICES = ("circulant", "gaussian")
 FIT_MODES = ("crop", "resize", "pad")
-METHODS = ("ilo", "csgm", "pulse", "bm3d")
+METHODS = ("ilo", "ilo-auto", "csgm", "pulse", "bm3d")
 BACKENDS = ("torch", "cuda", "onnxruntime", "onnxruntime-tensorrt", "tensorrt")
 INPUT_SPACES = ("z", "wplus")
 SAVE_FORMATS = {"rosinality": ".pt", "nvidia": ".pkl"}  # written checkpoint formats, by name and implied suffix

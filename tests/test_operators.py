@@ -36,7 +36,15 @@ def _operators():
         "sr2-then-noise": Noise(0.05) * Downsample(2),
         "inpaint-then-sr": Downsample(2) * Inpainting.centre_box(SIZE, BATCH),
         "deepinv-blur": _deepinv_blur(),  # any linear deepinv physics, through its own A (test_deepinv.py)
+        "held-out-sr": _held_out(Downsample(2), (BATCH, 1, SIZE // 2, SIZE // 2)),  # issue #19's restriction
+        "held-out-cs": _held_out(DenseGaussianCS(N, N // 10, seed=1), (BATCH, N // 10)),
     }
+
+
+def _held_out(op, keep_shape):
+    from ilo.engine.problems.held_out import HeldOut
+
+    return HeldOut(op, (torch.rand(keep_shape, generator=torch.Generator().manual_seed(3)) < 0.8).float())
 
 
 def _deepinv_blur():

@@ -188,3 +188,19 @@ def test_lpips_metric_when_the_backbone_exists(tmp_path, capsys, clean_dir, monk
            *FAST)  # fmt: skip
     (record,) = json.loads((tmp_path / "o2" / "metrics.json").read_text())["images"]
     assert "lpips" not in record  # no backbone: the metric is skipped, not faked
+
+
+def test_held_out_selection_is_recorded_per_image(tmp_path, capsys, clean_dir):
+    # issue #19: what chose each image's result (its round, that round's l1 radius, its held-out
+    # loss) is in its record and in the metrics table
+    out = tmp_path / "o"
+    run_ok(capsys, "restore", clean_dir, "--clean", "--task", "denoise", "--hold-out", "0.2", "--l1-radius", "none,0.3",
+           "--out", out, *FAST)  # fmt: skip
+    images = json.loads((out / "metrics.json").read_text())["images"]
+    assert len(images) == 3
+    for record in images:
+        assert record["held_out_loss"] > 0 and record["best_round"] in (0, 1)
+        assert record["l1_radius"] == (None if record["best_round"] == 0 else 0.3)
+    assert "held_out_loss" in (out / "metrics.csv").read_text().splitlines()[0]
+    err = run_fail(capsys, "restore", clean_dir, "--clean", "--task", "denoise", "--hold-out", "1", "--out", tmp_path / "x", *FAST)
+    assert "hold_out" in err and not (tmp_path / "x").exists()

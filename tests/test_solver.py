@@ -196,3 +196,39 @@ def test_bad_pruning_fractions_are_refused():
     for fractions in ([0.0], [0.5, 0.25], [1.0], [0.3, 0.3]):
         with pytest.raises(IloError, match="prune_starts_at"):
             ILOConfig(prune_starts_at=fractions)
+
+
+class _CountingRows:
+    """Wraps a generator view and records the rows of every stage run (one per step)."""
+
+    def __init__(self, gen):
+        self._gen, self.rows = gen, []
+
+    def __getattr__(self, name):
+        return getattr(self._gen, name)
+
+    def run_stages(self, state, wplus, noises, start, end=None):
+        self.rows.append(wplus.shape[0])
+        return self._gen.run_stages(state, wplus, noises, start, end)
+
+
+@pytest.mark.parametrize("restarts, prune", [(1, []), (3, [0.25, 0.5])])
+def test_stopped_images_leave_the_batch_with_the_same_results(sg2, restarts, prune):
+    # the fast path (an image that plateaued leaves the batch) against the reference (it stays,
+    # frozen): same images, latents and records; the fast path runs fewer rows
+    x = _truth(sg2, 3)
+    op = Downsample(2)
+    y = op.A(x)
+    base = dict(end_stage=2, switch="plateau", plateau_window=4, plateau_tol=0.02, restarts=restarts,
+                prune_starts_at=prune, steps=[40, 30], lr=[0.1, 0.01], l1_radius=[None, 0.1])  # fmt: skip
+    fast_gen, slow_gen = _CountingRows(sg2), _CountingRows(sg2)
+    fast = solve(y, op, fast_gen, ILOConfig(**base), image_seeds=[10, 11, 12])
+    slow = solve(y, op, slow_gen, ILOConfig(**base, retire_stopped=False), image_seeds=[10, 11, 12])
+    assert sum(fast_gen.rows) < sum(slow_gen.rows) and min(fast_gen.rows) < 3  # some image left early
+    assert torch.allclose(fast.images, slow.images, atol=BATCH_ROUNDING)
+    assert torch.allclose(fast.wplus, slow.wplus, atol=BATCH_ROUNDING)
+    assert torch.equal(fast.best_round, slow.best_round)
+    for a, b in zip(fast.states, slow.states):
+        assert all(torch.allclose(s, t, atol=BATCH_ROUNDING) for s, t in zip(a, b))
+    for a, b in zip(fast.measurement_curves, slow.measurement_curves):
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-3, atol=1e-6)

@@ -24,6 +24,7 @@ from ilo.engine.app.restorer import BatchResult, Restorer
 from ilo.engine.app.result_files import ResultWriter
 from ilo.engine.app.run_dir import RunDir, check_output_layout
 from ilo.engine.problems.losses import LPIPS
+from ilo.engine.solver.ilo_solver import radius_of_round
 from ilo.errors import IloError, InputError
 
 
@@ -237,6 +238,11 @@ class FolderRestore:
                 "best_round": result.best_round[i], "seconds": result.seconds / size, "batch_size": size,
                 "backend": backend, "device": self.restorer.settings.device, "sources": b.sources,
             }  # fmt: skip
+            if result.held_out_loss is not None:  # what chose this image's iterate: its round, radius, held-out loss
+                config = self.restorer.settings.config
+                best = result.best_round[i]
+                radius = radius_of_round(config, best) if config is not None and best is not None else None
+                record.update(held_out_loss=result.held_out_loss[i], l1_radius=radius)
             image = result.images[i : i + 1]
             if b.truth is not None:
                 record.update(self.writer.metrics(image, b.truth, b.mask))

@@ -38,7 +38,7 @@ from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec, name_seed
 from ilo.engine.solver.baselines import bm3d_denoise
 from ilo.engine.solver.generator_view import GeneratorView
-from ilo.engine.solver.ilo_solver import ILOConfig, csgm_config, pulse_config, solve
+from ilo.engine.solver.ilo_solver import ILOConfig, auto_depth_config, csgm_config, pulse_config, solve
 from ilo.errors import IloError, InputError
 from ilo.generators.staged import StagedGenerator
 
@@ -48,6 +48,8 @@ def method_config(method: str, **overrides) -> ILOConfig | None:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if method == "ilo":
         return ILOConfig(**overrides)
+    if method == "ilo-auto":
+        return auto_depth_config(**overrides)
     if method == "csgm":
         return csgm_config(**overrides)
     if method == "pulse":
@@ -99,6 +101,7 @@ class BatchResult:
     best_round: list[int | None]
     seconds: float  # the whole batch's solve
     loss_curves: list[list[list[float]]] | None = None  # [image][round][step]
+    held_out_loss: list[float] | None = None  # with config.hold_out: the returned iterate's loss on the held-out measurements
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class Restored:
     best_round: int | None
     seconds: float  # this image's share of its batch's solve
     batch_size: int
+    held_out_loss: float | None = None  # with config.hold_out: what chose this iterate
 
     def to_numpy(self) -> np.ndarray:
         """[H, W, 3] uint8."""
@@ -127,8 +131,9 @@ class Restored:
         return buffer.getvalue()
 
     def metrics(self) -> dict:
+        held = {} if self.held_out_loss is None else {"held_out_loss": self.held_out_loss}
         return {"name": self.name, "measurement_mse": self.measurement_mse, "best_round": self.best_round,
-                "seconds": self.seconds, "batch_size": self.batch_size}  # fmt: skip
+                "seconds": self.seconds, "batch_size": self.batch_size, **held}  # fmt: skip
 
 
 class Restorer:
@@ -363,7 +368,7 @@ class Restorer:
         if s.method == "bm3d":
             images, seconds = bm3d_denoise(y, self.task.sigma)
             best_round: list[int | None] = [None] * len(batch)
-            curves = None
+            curves = held_out = None
         else:
             try:  # the operator may be the shared one: it goes back to the CPU whatever happens
                 t0 = time.perf_counter()
@@ -375,9 +380,10 @@ class Restorer:
             images, best_round = result.images.cpu(), [int(r) for r in result.best_round]
             rounds = [c.cpu() for c in result.loss_curves]  # [steps, B] each
             curves = [[c[:, i].tolist() for c in rounds] for i in range(len(batch))]
+            held_out = [float(v) for v in result.best_loss] if result.held_out else None
         with torch.no_grad():
             fit = op.data_fit(images, y)
-        return BatchResult(images, [float(v) for v in fit], best_round, seconds, curves)
+        return BatchResult(images, [float(v) for v in fit], best_round, seconds, curves, held_out)
 
     def shared_operator(self) -> Operator:
         return self._reader.shared_operator()
@@ -422,8 +428,9 @@ class Restorer:
 def restored_images(prepared: list[Prepared], result: BatchResult) -> list[Restored]:
     """A solved batch as one `Restored` per image, pixels in [0, 1]."""
     n = len(prepared)
+    held = result.held_out_loss
     return [Restored(p.stem, (result.images[i].clamp(-1, 1) + 1) / 2, result.measurement_mse[i], result.best_round[i],
-                     result.seconds / n, n) for i, p in enumerate(prepared)]  # fmt: skip
+                     result.seconds / n, n, None if held is None else held[i]) for i, p in enumerate(prepared)]  # fmt: skip
 
 
 def _as_list(items) -> list:

@@ -33,7 +33,7 @@ SETTINGS_FILE = "run.json"
 RECORDS_DIR = "records"
 LOCK_FILE = ".ilo.lock"
 TABLE_FILES = ("metrics.json", "metrics.csv")
-TABLE_METRICS = ("psnr", "psnr_hole", "ssim", "lpips", "mse_observed", "measurement_mse", "seconds")
+TABLE_METRICS = ("psnr", "psnr_hole", "ssim", "lpips", "mse_observed", "measurement_mse", "held_out_loss", "seconds")
 
 
 def _dumps(obj) -> bytes:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ilo.engine.problems.held_out import holds_out, split_measurements
 from ilo.engine.problems.losses import LPIPS, geocross, measurement_noise
 from ilo.engine.problems.operators import Operator
 from ilo.engine.solver.adam import Adam
@@ -47,6 +48,9 @@ class ILOConfig:
     switch: str = "fixed"  # 'fixed' budgets or 'plateau' (relative improvement over a window)
     plateau_window: int = 25
     plateau_tol: float = 1e-3
+    # with 'plateau': an image that has stopped leaves the batch, so it costs no more steps;
+    # False keeps it in the batch, frozen (the reference path: the same results, no saving)
+    retire_stopped: bool = True
     mse_weight: float = 1.0
     lpips_weight: float = 0.0  # α; needs `lpips`
     geocross_weight: float = 0.1  # β
@@ -62,6 +66,12 @@ class ILOConfig:
     # was the one kept for 43 of 45 images; pruning at a tenth and a fifth kept it for 33), and the default solve does
     # 725 image-steps instead of 1100 (benchmarks/time_to_quality.py).
     prune_starts_at: list[float] = field(default_factory=lambda: [0.25, 0.5])
+    # Held-out selection (issue #19): this share of each image's measurements is left out of the
+    # fit, and the iterate returned is the one that fits those best (over every round and step),
+    # so how deep and how free the fit goes is decided per image without the ground truth. 0: fit
+    # every measurement and return the iterate that fits them best. Super-resolution is always
+    # fitted on every measurement (held_out.holds_out says why).
+    hold_out: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -92,10 +102,17 @@ class ILOConfig:
         fractions = list(self.prune_starts_at)
         if any(not (0 < f < 1) for f in fractions) or fractions != sorted(set(fractions)):
             raise IloError(f"prune_starts_at must be increasing fractions of round 0 between 0 and 1, got {fractions}")
+        if not (0 <= self.hold_out < 1):
+            raise IloError(f"hold_out must be a share of the measurements in [0, 1), got {self.hold_out}")
         if self.noise_maps < 0:
             raise IloError(f"noise_maps must be at least 0, got {self.noise_maps}")
         if self.latent_space not in ("gaussian", "w"):
             raise IloError(f"latent_space must be 'gaussian' or 'w', got '{self.latent_space}'")
+
+
+def radius_of_round(config: ILOConfig, k: int) -> float | None:
+    """The l1 radius round k ran with (× its state's own l1 norm; None: unbounded)."""
+    return _per_round(config.l1_radius, k)
 
 
 def _as_list(value) -> list:
@@ -107,6 +124,17 @@ def csgm_config(**kw) -> ILOConfig:
     base = dict(end_stage=0, steps=[500], lr=[0.05], geocross_weight=0.0, latent_norm_weight=1e-3,
                 spherical=False, noise_maps=0, restarts=3, latent_space="gaussian", prune_starts_at=[])  # fmt: skip
     return ILOConfig(**{**base, **kw})
+
+
+def auto_depth_config(**kw) -> ILOConfig:
+    """ILO that decides per image how deep and how far to go (issue #19): one stage deeper than
+    the defaults, a 3x wider l1 ball, and the iterate chosen by 10% held-out measurements, so an
+    image the generator cannot make goes as far as its measurements support and no further.
+    Measured in benchmarks/results/held_out_selection.md."""
+    return ILOConfig(**{**AUTO_DEPTH, **kw})
+
+
+AUTO_DEPTH = {"end_stage": 3, "l1_radius": [None, 0.3], "hold_out": 0.1}
 
 
 def pulse_config(**kw) -> ILOConfig:
@@ -124,24 +152,30 @@ class SolveResult:
     round_starts: list  # the same states as each round began
     loss_curves: list[torch.Tensor]  # per round: [steps, B] total loss
     best_round: torch.Tensor  # [B]
-    best_loss: torch.Tensor  # [B] measurement loss of the returned images
+    best_loss: torch.Tensor  # [B] measurement loss of the returned images (the held-out loss where config.hold_out)
     seconds: dict = field(default_factory=dict)
     # per round: [steps, B] the measurement loss (the data fit, the paper's Fig. 2); round 0 the best start's
     measurement_curves: list[torch.Tensor] = field(default_factory=list)
+    held_out: bool = False  # best_loss is the loss on held-out measurements (config.hold_out, where it applies)
 
 
 class _Objective:
     """The per-image loss of a generated image against the measurements."""
 
     def __init__(self, op: Operator, y: torch.Tensor, config: ILOConfig, lpips: LPIPS | None,
-                 noise_streams: list[torch.Generator]):  # fmt: skip
+                 noise_streams: list[torch.Generator], judge: tuple[Operator, torch.Tensor] | None = None):  # fmt: skip
         self.op, self.y, self.config, self.lpips = op, y, config, lpips
         self.noise_streams = noise_streams  # eq. 4's fresh noise: one stream per row (batch independence)
+        self.judge = judge  # the held-out measurements' operator and y, or None (iterates judged by the fit)
 
     def take(self, rows: torch.Tensor) -> _Objective:
         """The objective of some of the rows (their noise streams continue where they were)."""
         streams = [self.noise_streams[i] for i in rows.tolist()]
-        return _Objective(self.op.select(rows), self.y[rows], self.config, self.lpips, streams)
+        return _Objective(self.op.select(rows), self.y[rows], self.config, self.lpips, streams, _take_judge(self.judge, rows))
+
+    def score(self, image: torch.Tensor, fit: torch.Tensor) -> torch.Tensor:
+        """What an iterate is judged by: the held-out loss, or (without) the data fit itself."""
+        return fit if self.judge is None else self.judge[0].data_fit(image, self.judge[1])
 
     def draw_noise(self, batch: int, resolution: int) -> torch.Tensor | None:
         """This evaluation's eq. 4 noise for the generated images (None without noise)."""
@@ -172,6 +206,10 @@ class _Objective:
         """The measurement the fused graphs compare against: the data term is
         ‖A(G + n) − y‖² = ‖A(G) − (y − A(n))‖² for a linear A, so eq. 4's noise moves into y."""
         return self.y if image_noise is None else self.y - self.op.A(image_noise)
+
+
+def _take_judge(judge: tuple[Operator, torch.Tensor] | None, rows) -> tuple[Operator, torch.Tensor] | None:
+    return None if judge is None else (judge[0].select(rows), judge[1][rows])
 
 
 def _initial_z(gen: GeneratorView, seeds: list[int], restart: int) -> torch.Tensor:
@@ -241,6 +279,11 @@ def solve(y: torch.Tensor, op: Operator, gen: GeneratorView, config: ILOConfig |
     seeds = image_seeds if image_seeds is not None else [config.seed + i for i in range(batch)]
     if len(seeds) != batch:
         raise IloError(f"{len(seeds)} seeds for {batch} images")
+    judge = None
+    if config.hold_out and holds_out(op):
+        full_y = y
+        op, y, held = split_measurements(op, y, config.hold_out, seeds)
+        judge = (held, full_y)
     if config.lpips_weight and lpips is None:
         raise IloError("lpips_weight > 0 needs an LPIPS module")
     if not torch.isfinite(y).all():
@@ -254,15 +297,15 @@ def solve(y: torch.Tensor, op: Operator, gen: GeneratorView, config: ILOConfig |
         for i in range(0, batch, per_chunk):
             rows = slice(i, i + per_chunk)
             parts.append(_solve_chunk(y[rows], op.select(rows), gen, config, latents, seeds[rows], lpips, progress,
-                                      max_rows))  # fmt: skip
+                                      max_rows, _take_judge(judge, rows)))  # fmt: skip
     return parts[0] if len(parts) == 1 else _concatenate(parts)
 
 
 def _solve_chunk(y, op, gen, config: ILOConfig, latents: _Latents, seeds: list[int], lpips, progress,
-                 max_rows: int | None) -> SolveResult:  # fmt: skip
+                 max_rows: int | None, judge: tuple[Operator, torch.Tensor] | None = None) -> SolveResult:  # fmt: skip
     t0 = time.perf_counter()
     batch = y.shape[0]
-    objective = _Objective(op, y, config, lpips, [_noise_stream(s) for s in seeds])
+    objective = _Objective(op, y, config, lpips, [_noise_stream(s) for s in seeds], judge)
     run = _Run(y, op, gen, config, latents, objective, progress)
     n_stages = len(gen.specs)
     # the default (2) is meant for deep generators: a shallower one stops at its last stage
@@ -285,7 +328,7 @@ def _solve_chunk(y, op, gen, config: ILOConfig, latents: _Latents, seeds: list[i
         run.seconds[f"round {k}"] = time.perf_counter() - t
     run.seconds["total"] = time.perf_counter() - t0
     return SolveResult(run.best_images, run.latents.wplus(z).detach(), run.states, run.starts, run.curves,
-                       run.best_round, run.best_loss, run.seconds, run.measured_curves)  # fmt: skip
+                       run.best_round, run.best_loss, run.seconds, run.measured_curves, judge is not None)  # fmt: skip
 
 
 def _concatenate(parts: list[SolveResult]) -> SolveResult:
@@ -309,7 +352,7 @@ def _concatenate(parts: list[SolveResult]) -> SolveResult:
         [cat_states(list(group)) for group in zip(*(p.round_starts for p in parts))],
         [cat_curves(list(group)) for group in zip(*(p.loss_curves for p in parts))],
         torch.cat([p.best_round for p in parts]), torch.cat([p.best_loss for p in parts]), seconds,
-        [cat_curves(list(group)) for group in zip(*(p.measurement_curves for p in parts))],
+        [cat_curves(list(group)) for group in zip(*(p.measurement_curves for p in parts))], parts[0].held_out,
     )  # fmt: skip
 
 
@@ -357,7 +400,8 @@ class _Run:
         rows = torch.arange(images, device=device).repeat(len(starts))
         z0 = torch.cat([_initial_z(self.gen, seeds, r) for r in starts]).to(device)  # same starts on any device
         streams = [_noise_stream(s, r) for r in starts for s in seeds]
-        objective = _Objective(self.op.select(rows), self.y[rows], self.config, self.objective.lpips, streams)
+        objective = _Objective(self.op.select(rows), self.y[rows], self.config, self.objective.lpips, streams,
+                               _take_judge(self.objective.judge, rows))  # fmt: skip
         run = _Run(objective.y, objective.op, self.gen, self.config, self.latents, objective, self.progress, images)
         noises = [x.expand(len(rows), -1, -1, -1) for x in self.gen.stored_noises()]  # round() copies them
         z, noises, _ = run.round(0, self.latents.start(z0), noises, ())
@@ -384,12 +428,17 @@ class _Run:
         self.best_images[better] = other.best_images[better]
         self.best_round[better] = other.best_round[better]
 
-    def _track(self, measured: torch.Tensor, image: torch.Tensor, k: int) -> None:
-        """Keep each image's best iterate so far (over its slots: the first of equals)."""
+    def _track(self, measured: torch.Tensor, image: torch.Tensor, k: int, live: torch.Tensor | None = None) -> None:
+        """Keep each image's best iterate so far (over its slots: the first of equals).
+        `measured` is in the round's layout, `image` has the batch's rows: `live` of the layout
+        (None: all of it). A row that left the batch never improves (its value was seen)."""
         value, slot = measured.reshape(-1, self.images).min(0)
         improved = value < self.best_loss
-        if measured.shape[0] != self.images:
-            image = image[slot * self.images + torch.arange(self.images, device=slot.device)]
+        if image.shape[0] != self.images or live is not None:
+            rows = slot * self.images + torch.arange(self.images, device=slot.device)
+            if live is not None:
+                rows = torch.searchsorted(live, rows).clamp_max(live.numel() - 1)
+            image = image[rows]
         self.best_loss = torch.where(improved, value, self.best_loss)
         self.best_images[improved] = image.detach()[improved]
         self.best_round[improved] = k
@@ -421,7 +470,12 @@ class _Run:
     def round(self, k: int, z: torch.Tensor, noises: list[torch.Tensor], state: tuple,
               record: bool = True) -> tuple[torch.Tensor, list[torch.Tensor], tuple]:  # fmt: skip
         """Optimise round k's variables; returns the optimised latents, noise maps and input
-        state of stage k (fewer rows than given where round 0's starts were pruned)."""
+        state of stage k (fewer rows than given where round 0's starts were pruned).
+
+        Rows are numbered in the round's layout (slot-major; it shrinks where starts are
+        pruned). With plateau switching, an image that has stopped leaves the batch once no
+        pruning is left to do (its values are parked in that layout), so stopped images cost
+        nothing; `config.retire_stopped=False` keeps them in the batch, frozen (the reference)."""
         c, gen = self.config, self.gen
         z = z.detach().clone().requires_grad_(True)
         noises = [n.detach().clone() for n in noises]
@@ -439,10 +493,41 @@ class _Run:
         radius = _per_round(c.l1_radius, k)
         steps, lr0 = int(_per_round(c.steps, k)), float(_per_round(c.lr, k))
         optimiser = Adam(params, lr=lr0, betas=(0.9, 0.999))
-        frozen = torch.zeros(self.y.shape[0], dtype=torch.bool, device=self.y.device)
+        frozen = torch.zeros(self.y.shape[0], dtype=torch.bool, device=self.y.device)  # in the layout
         history, curve, measured_curve = [], [], []
         fused = self._fused_step(k)
         prune_after = self._prune_steps(k, steps)
+        last_prune = max(prune_after, default=-1)
+        retire = c.switch == "plateau" and c.retire_stopped
+        live: torch.Tensor | None = None  # layout rows still in the batch (None: all)
+        parked: dict | None = None  # the layout's variables, written for rows that left
+        last_measured = last_score = last_loss = None
+        layout_objective = self.objective
+
+        def narrow(rows: torch.Tensor) -> None:
+            """Continue on these rows of the batch (their optimiser moments go with them)."""
+            nonlocal z, noises, noise_vars, state, params, start_norm_z, start_norm_noise, start_state, fused
+            self._take(rows)
+            z = z.detach()[rows].requires_grad_(True)
+            noises = [n.detach()[rows] for n in noises]
+            noise_vars = [noises[i].requires_grad_(True) for i in opt_noise]
+            state = tuple(s.detach()[rows].requires_grad_(True) for s in state)
+            params = [z, *state, *noise_vars]
+            optimiser.take(params, rows)
+            start_norm_z, start_norm_noise = start_norm_z[rows], [r[rows] for r in start_norm_noise]
+            start_state = [s[rows] for s in start_state]
+            fused = self._fused_step(k)
+
+        def park() -> dict:
+            """The layout's variables with the batch's current values written in."""
+            into = parked or {"z": z.detach().clone(), "noises": [n.detach().clone() for n in noises],
+                              "state": [s.detach().clone() for s in state]}  # fmt: skip
+            if live is not None:
+                into["z"][live] = z.detach()
+                for whole, part in zip(into["noises"] + into["state"], noises + list(state)):
+                    whole[live] = part.detach()
+            return into
+
         for step in range(steps):
             batch = self.y.shape[0]
             optimiser.lr = lr_ramp(step / steps, lr0)
@@ -460,39 +545,52 @@ class _Run:
             with torch.no_grad():
                 # without eq. 4's noise the fused graph's data term is the data fit itself
                 measured = data.detach() if data is not None and noise is None else self.op.data_fit(image, self.y)
-                self._track(measured, image, k)
-            before = [p.detach().clone() for p in params] if frozen.any() else None
+                score = self.objective.score(image, measured)
+                if live is not None:  # rows that left keep their last values in the records
+                    assert last_measured is not None and last_score is not None and last_loss is not None
+                    loss_now = last_loss.index_copy(0, live, loss.detach())
+                    measured = last_measured.index_copy(0, live, measured)
+                    score = last_score.index_copy(0, live, score)
+                else:
+                    loss_now = loss.detach()
+                last_measured, last_score, last_loss = measured, score, loss_now
+                self._track(score, image, k, live)
+            frozen_here = frozen if live is None else frozen[live]
+            before = [p.detach().clone() for p in params] if frozen_here.any() else None
             optimiser.zero_grad()
             loss.sum().backward()
             optimiser.step()
             with torch.no_grad():
                 _project(z, start_norm_z, noise_vars, start_norm_noise, state, start_state, radius, c)
                 for p, old in zip(params, before or []):  # images that stopped keep their values
-                    p[frozen] = old[frozen]
+                    p[frozen_here] = old[frozen_here]
                 if not all(bool(torch.isfinite(p).all()) for p in params):
                     raise IloError(f"the optimisation diverged (variables became NaN/inf) in round {k}, step {step}; lower the learning rate")
-            curve.append(loss.detach().reshape(-1, self.images).min(0).values)
+            curve.append(loss_now.reshape(-1, self.images).min(0).values)
             measured_curve.append(measured.reshape(-1, self.images).min(0).values)
-            history.append(measured)
+            history.append(score)  # plateau switching stops where the held-out loss stops falling
             if c.switch == "plateau":
-                frozen |= _plateaued(history, c.plateau_window, c.plateau_tol)
+                frozen = frozen | _plateaued(history, c.plateau_window, c.plateau_tol)  # not in place: frozen_here is the old one
                 if frozen.all():
                     break
+                # an image leaves one step after it stopped: that step measured its last values
+                if retire and step > last_prune and bool(frozen_here.any()):
+                    if live is None:  # the layout's objective, for the rounds after this one
+                        layout_objective = self.objective
+                    parked = park()
+                    positions = (~frozen_here).nonzero().flatten()
+                    live = positions if live is None else live[positions]
+                    narrow(positions)
             if self.progress is not None:
                 self.progress(k, step, steps, measured)
             if step in prune_after:  # successive halving: the rest of round 0 runs on fewer rows
                 rows = self._survivors(measured)
-                self._take(rows)
-                z = z.detach()[rows].requires_grad_(True)
-                noises = [n.detach()[rows] for n in noises]
-                noise_vars = [noises[i].requires_grad_(True) for i in opt_noise]
-                state = tuple(s.detach()[rows].requires_grad_(True) for s in state)
-                params = [z, *state, *noise_vars]
-                optimiser.take(params, rows)
-                start_norm_z, start_norm_noise = start_norm_z[rows], [r[rows] for r in start_norm_noise]
-                start_state = [s[rows] for s in start_state]
+                narrow(rows)
                 frozen, history = frozen[rows], [h[rows] for h in history]
-                fused = self._fused_step(k)
+        if live is not None:
+            parked = park()
+            z, noises, state = parked["z"], parked["noises"], tuple(parked["state"])
+            self.objective, self.y, self.op = layout_objective, layout_objective.y, layout_objective.op
         if record:
             self.curves.append(torch.stack(curve))
             self.measured_curves.append(torch.stack(measured_curve))
