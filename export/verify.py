@@ -79,7 +79,8 @@ def check_graph(path: Path, graph: GraphFn, reference: GraphFn, batches=None, dt
         own = [t.detach().numpy() for t in graph.fn(*first)]
     results = {1: run(first)}
     if 2 in (batches or check_batches(graph)):
-        second = graph.example(1, seed=2)
+        # the second image's own inputs; inputs shared by the batch (a CS matrix) stay the first's
+        second = tuple(a if n in graph.shared else b for (n, _), a, b in zip(graph.inputs, first, graph.example(1, seed=2)))
         pair = tuple(a if n in graph.shared else torch.cat([a, b]) for (n, _), a, b in zip(graph.inputs, first, second))
         together = run(pair)
         if any(np.shape(out)[0] != 2 for out in together):
