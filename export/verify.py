@@ -71,7 +71,7 @@ def check_graph(path: Path, graph: GraphFn, reference: GraphFn, batches=None, dt
     errors: dict[str, dict[str, float]] = {"max": {}, "l2": {}, "outliers": {}, "torch_max": {}}
 
     def run(inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
-        return session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})
+        return [np.asarray(out) for out in session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})]
 
     first = graph.example(1, seed=1)
     with torch.no_grad() if graph.name.endswith(".fwd") else torch.enable_grad():

@@ -21,6 +21,8 @@ class HeldOut(Operator):
     shape: [B|1, 1, h, w] for image-shaped measurements, [B|1, m] for vectors)."""
 
     why_no_head = "a restriction of an operator other than inpainting or denoising runs its data fit in torch"
+    keep: torch.Tensor  # a buffer
+    op: Operator
 
     def __init__(self, op: Operator, keep: torch.Tensor):
         super().__init__(op.sigma)

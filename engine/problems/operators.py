@@ -41,6 +41,7 @@ def _take(t: torch.Tensor, index: slice | torch.Tensor) -> torch.Tensor:
 class Operator(nn.Module):
     linear = True
     name = "operator"
+    sigma: torch.Tensor  # a buffer (declared for static checkers, which cannot see register_buffer)
     # Why operators of this kind have no fused loss head (their loss then runs in torch).
     why_no_head: str | None = None
 
@@ -164,6 +165,7 @@ class Inpainting(Operator):
     """Keep the pixels where mask = 1; mask [B|1, 1, H, W] with values in {0, 1}."""
 
     name = "inpaint"
+    mask: torch.Tensor  # a buffer
 
     def __init__(self, mask: torch.Tensor, sigma: float | torch.Tensor = 0.0):
         super().__init__(sigma)
