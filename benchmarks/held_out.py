@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import torch
 from quality import TASKS, degraded, ground_truths, ood_verdicts
+from report import machine_line, write_result
 
 from ilo import load_generator
 from ilo.engine.problems.metrics import restoration_metrics
@@ -131,16 +130,12 @@ def main(argv=None) -> int:
         return 1
     runs = {which: run(gen, which, tasks, auto_depth_config()) for which in sets}
     table, checks = report(runs)
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU (torch eager)"
+    machine = machine_line()
     text = (f"ilo-auto = ILOConfig(**{json.dumps(AUTO_DEPTH)}) — one stage deeper, a 3x wider l1 ball, the iterate "
             "chosen per image by 10% held-out measurements. PSNR in dB (mean over images; inpainting: full / hole). "
             "Other methods from the committed quality tables.\n\n" + table + "\n" + "\n".join(f"- {c}" for c in checks)
             + f"\n\nMachine: {machine}.\n")  # fmt: skip
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "held_out_selection.md").write_text(text)
-    (args.out / "held_out_selection.json").write_text(json.dumps({"machine": machine, "config": AUTO_DEPTH, "runs": runs,
-                                                                  "checks": checks}, indent=1) + "\n")  # fmt: skip
+    write_result(args.out, "held_out_selection", text, {"machine": machine, "config": AUTO_DEPTH, "runs": runs, "checks": checks})
     figure(runs, args.out / "held_out_selection.png")
     return 0
 

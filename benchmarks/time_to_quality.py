@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from quality import TASKS, degraded, ground_truths
+from report import machine_line, write_result
 
 from ilo import load_generator
 from ilo.engine.problems.metrics import restoration_metrics
@@ -128,14 +127,10 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | " + " | ".join(f"{r['tasks'][t]['psnr']:.2f}" for t in tasks)
                      + f" | {r['psnr']:.2f} | {r['seconds_per_image']:.2f} |")  # fmt: skip
     checks = verdict(rows, "defaults") if "defaults" in rows and "today" in rows else []
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU (torch eager)"
+    machine = machine_line()
     text = "\n".join(lines) + "\n\n" + "\n".join(f"- {c}" for c in checks) + f"\n\nMachine: {machine}. The defaults: " \
         + json.dumps({k: v for k, v in vars(ILOConfig()).items() if k in ("steps", "restarts", "prune_starts_at")}) + ".\n"
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "time_to_quality.md").write_text(text)
-    (args.out / "time_to_quality.json").write_text(json.dumps({"machine": machine, "ground_truths": note, "settings": rows,
-                                                               "checks": checks}, indent=1) + "\n")  # fmt: skip
+    write_result(args.out, "time_to_quality", text, {"machine": machine, "ground_truths": note, "settings": rows, "checks": checks})
     plot(rows, args.out / "time_to_quality.png")
     return 0
 
