@@ -80,3 +80,20 @@ def test_super_resolution_is_fitted_on_every_measurement(sg2):
     with_share = solve(op.A(x), op, sg2, ILOConfig(**short, hold_out=0.2))
     without = solve(op.A(x), op, sg2, ILOConfig(**short))
     assert not with_share.held_out and torch.equal(with_share.images, without.images)
+
+
+def test_an_image_with_nothing_held_out_is_judged_by_its_fit(sg2):
+    # a mask with a few observed pixels can leave nothing to hold out: that image must not be
+    # judged by an empty (always zero) held-out loss, which would keep its very first iterate
+    x = _truth(sg2, 2)
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[0] = 1
+    mask[1, :, 0, 0] = 1  # image 1 observes one pixel
+    op = Inpainting(mask)
+    y = op.A(x)
+    _, _, judge = split_measurements(op, y, 0.05, [1, 2])
+    assert judge.empty(2).tolist() == [False, True]
+    config = ILOConfig(end_stage=1, steps=[10, 5], hold_out=0.05, restarts=1, prune_starts_at=[])
+    result = solve(y, op, sg2, config, image_seeds=[1, 2])
+    assert torch.allclose(result.best_loss[1], op.select(slice(1, 2)).data_fit(result.images[1:], y[1:])[0], rtol=1e-4)
+    assert result.best_loss[1] < result.measurement_curves[0][0, 1] * 0.5  # not stuck at the first iterate

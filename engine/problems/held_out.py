@@ -49,6 +49,10 @@ class HeldOut(Operator):
     def select(self, index):
         return HeldOut(self.op.select(index), _take(self.keep, index))
 
+    def empty(self, batch: int) -> torch.Tensor:
+        """[B] True for images with no measurement kept here (their loss here says nothing)."""
+        return self.keep.expand(batch, *self.keep.shape[1:]).reshape(batch, -1).sum(1) == 0
+
 
 def holds_out(op: Operator) -> bool:
     """Whether held-out selection applies. Not to super-resolution: each low-res pixel is the only

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ilo.engine.problems.held_out import holds_out, split_measurements
+from ilo.engine.problems.held_out import HeldOut, holds_out, split_measurements
 from ilo.engine.problems.losses import LPIPS, geocross, measurement_noise
 from ilo.engine.problems.operators import Operator
 from ilo.engine.solver.adam import Adam
@@ -174,8 +174,13 @@ class _Objective:
         return _Objective(self.op.select(rows), self.y[rows], self.config, self.lpips, streams, _take_judge(self.judge, rows))
 
     def score(self, image: torch.Tensor, fit: torch.Tensor) -> torch.Tensor:
-        """What an iterate is judged by: the held-out loss, or (without) the data fit itself."""
-        return fit if self.judge is None else self.judge[0].data_fit(image, self.judge[1])
+        """What an iterate is judged by: the held-out loss, or (without, or for an image with
+        nothing held out: a mask with a handful of observed pixels) the data fit itself."""
+        if self.judge is None:
+            return fit
+        held, y = self.judge
+        empty = held.empty(y.shape[0]) if isinstance(held, HeldOut) else torch.zeros_like(fit, dtype=torch.bool)
+        return torch.where(empty.to(fit.device), fit, held.data_fit(image, y))
 
     def draw_noise(self, batch: int, resolution: int) -> torch.Tensor | None:
         """This evaluation's eq. 4 noise for the generated images (None without noise)."""
