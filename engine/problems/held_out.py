@@ -46,7 +46,7 @@ class HeldOut(Operator):
         kept = self.keep.expand_as(diff).reshape(diff.shape[0], -1).sum(1)
         return diff.reshape(diff.shape[0], -1).sum(1) / kept.clamp_min(1)
 
-    def select(self, index):
+    def select(self, index) -> HeldOut:
         return HeldOut(self.op.select(index), _take(self.keep, index))
 
     def empty(self, batch: int) -> torch.Tensor:
@@ -70,7 +70,7 @@ def _draw(shape: tuple[int, ...], share: float, seed: int) -> torch.Tensor:
     return (torch.rand(shape, generator=g) < share).float()
 
 
-def split_measurements(op: Operator, y: torch.Tensor, share: float, seeds: list[int]) -> tuple[Operator, torch.Tensor, Operator]:
+def split_measurements(op: Operator, y: torch.Tensor, share: float, seeds: list[int]) -> tuple[Operator, torch.Tensor, HeldOut]:
     """(fit operator, its measurements, judge): `op` restricted to the measurements left after
     holding out a random `share` of each image's, and `op` restricted to those held out (judged
     against the full y). Image-shaped measurements hold out whole pixels (every channel);

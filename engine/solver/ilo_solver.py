@@ -163,10 +163,12 @@ class _Objective:
     """The per-image loss of a generated image against the measurements."""
 
     def __init__(self, op: Operator, y: torch.Tensor, config: ILOConfig, lpips: LPIPS | None,
-                 noise_streams: list[torch.Generator], judge: tuple[Operator, torch.Tensor] | None = None):  # fmt: skip
+                 noise_streams: list[torch.Generator], judge: tuple[HeldOut, torch.Tensor] | None = None):  # fmt: skip
         self.op, self.y, self.config, self.lpips = op, y, config, lpips
         self.noise_streams = noise_streams  # eq. 4's fresh noise: one stream per row (batch independence)
         self.judge = judge  # the held-out measurements' operator and y, or None (iterates judged by the fit)
+        # images with nothing held out (a mask of a handful of pixels) are judged by their fit
+        self.unjudged = None if judge is None else judge[0].empty(judge[1].shape[0]).to(y.device)
 
     def take(self, rows: torch.Tensor) -> _Objective:
         """The objective of some of the rows (their noise streams continue where they were)."""
@@ -176,11 +178,10 @@ class _Objective:
     def score(self, image: torch.Tensor, fit: torch.Tensor) -> torch.Tensor:
         """What an iterate is judged by: the held-out loss, or (without, or for an image with
         nothing held out: a mask with a handful of observed pixels) the data fit itself."""
-        if self.judge is None:
+        if self.judge is None or self.unjudged is None:
             return fit
         held, y = self.judge
-        empty = held.empty(y.shape[0]) if isinstance(held, HeldOut) else torch.zeros_like(fit, dtype=torch.bool)
-        return torch.where(empty.to(fit.device), fit, held.data_fit(image, y))
+        return torch.where(self.unjudged, fit, held.data_fit(image, y))
 
     def draw_noise(self, batch: int, resolution: int) -> torch.Tensor | None:
         """This evaluation's eq. 4 noise for the generated images (None without noise)."""
@@ -213,7 +214,7 @@ class _Objective:
         return self.y if image_noise is None else self.y - self.op.A(image_noise)
 
 
-def _take_judge(judge: tuple[Operator, torch.Tensor] | None, rows) -> tuple[Operator, torch.Tensor] | None:
+def _take_judge(judge: tuple[HeldOut, torch.Tensor] | None, rows) -> tuple[HeldOut, torch.Tensor] | None:
     return None if judge is None else (judge[0].select(rows), judge[1][rows])
 
 
@@ -307,7 +308,7 @@ def solve(y: torch.Tensor, op: Operator, gen: GeneratorView, config: ILOConfig |
 
 
 def _solve_chunk(y, op, gen, config: ILOConfig, latents: _Latents, seeds: list[int], lpips, progress,
-                 max_rows: int | None, judge: tuple[Operator, torch.Tensor] | None = None) -> SolveResult:  # fmt: skip
+                 max_rows: int | None, judge: tuple[HeldOut, torch.Tensor] | None = None) -> SolveResult:  # fmt: skip
     t0 = time.perf_counter()
     batch = y.shape[0]
     objective = _Objective(op, y, config, lpips, [_noise_stream(s) for s in seeds], judge)
