@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -30,6 +31,16 @@ HEADS_REVISION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 def _head(*args, **kwargs) -> LossHead:
     return LossHead(*args, revision=HEADS_REVISION, **kwargs)
+
+
+# Heads' losses are module-level functions (bound with partial), not closures: an export worker
+# process receives its bundle pickled (export/parallel.py).
+def _masked_fit(kind: type[Inpainting], x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return kind(mask).data_fit(x, y)
+
+
+def _projected_fit(kind: type[DenseGaussianCS], x: torch.Tensor, y: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    return (kind.project(x, matrix) - y).square().mean(dim=1)
 
 
 def _take(t: torch.Tensor, index: slice | torch.Tensor) -> torch.Tensor:
@@ -199,13 +210,8 @@ class Inpainting(Operator):
         return Inpainting(_take(self.mask, index), self._sigma_of(index))
 
     def loss_head(self, resolution):
-        kind = type(self)  # a subclass's own data fit, not the base class's
-
-        def fit(x, y, mask):
-            return kind(mask).data_fit(x, y)
-
-        image = (3, resolution, resolution)
-        return _head("inpaint", image, (("mask", (1, resolution, resolution)),), fit)
+        image = (3, resolution, resolution)  # a subclass's own data fit, not the base class's
+        return _head("inpaint", image, (("mask", (1, resolution, resolution)),), partial(_masked_fit, type(self)))
 
     def head_inputs(self, batch):
         return [self.mask.expand(batch, -1, -1, -1).contiguous()]
@@ -346,11 +352,7 @@ class DenseGaussianCS(Operator):
         every ratio (the example traced is m = n / 10)."""
         n = 3 * resolution * resolution
         m = max(1, round(0.1 * n))
-
-        def fit(x, y, matrix):
-            return (cls.project(x, matrix) - y).square().mean(dim=1)
-
-        return _head("cs_gaussian", (m,), (("matrix", (m, n)),), fit, shared=("matrix",),
+        return _head("cs_gaussian", (m,), (("matrix", (m, n)),), partial(_projected_fit, cls), shared=("matrix",),
                         symbolic={"y": {1: "m"}, "matrix": {0: "m"}})  # fmt: skip
 
     def head_inputs(self, batch):
