@@ -147,7 +147,14 @@ def _io(graph: GraphFn, items) -> list[dict]:
     return out
 
 
-def _valid_cache(folder: Path) -> dict | None:
+def bundle_folder(bundle: Bundle, root: Path | None = None) -> Path:
+    """Where the cache keeps `bundle` (under `root`, default the user's cache)."""
+    root = Path(root) if root is not None else cache_dir() / "graphs"
+    return root / f"{bundle.name}-{cache_key(bundle)[:20]}"
+
+
+def read_cached(folder: Path) -> dict | None:
+    """The manifest of a complete cached bundle in `folder`, or None."""
     path = folder / MANIFEST
     if not path.is_file():
         return None
@@ -169,11 +176,10 @@ def export_generator(gen: StagedGenerator, root: Path | None = None, progress=No
 
 def export_bundle(bundle: Bundle, root: Path | None = None, progress=None, force: bool = False) -> ExportResult:
     """Export, lint and verify every graph of a bundle into the cache (or find it there)."""
-    root = Path(root) if root is not None else cache_dir() / "graphs"
-    key = cache_key(bundle)
-    folder = root / f"{bundle.name}-{key[:20]}"
+    folder = bundle_folder(bundle, root)
+    root, key = folder.parent, cache_key(bundle)
     if not force:
-        manifest = _valid_cache(folder)
+        manifest = read_cached(folder)
         if manifest is not None:
             return ExportResult(folder, manifest, True)
     root.mkdir(parents=True, exist_ok=True)
@@ -199,7 +205,7 @@ def export_bundle(bundle: Bundle, root: Path | None = None, progress=None, force
             work.rename(keep)
             raise IloError(f"graphs failed their checks: {', '.join(failed)} (see {keep / MANIFEST})")
         if not force:  # another process (a second Ray actor, say) may have finished the same export first
-            theirs = _valid_cache(folder)
+            theirs = read_cached(folder)
             if theirs is not None:
                 return ExportResult(folder, theirs, True)
         if folder.exists():
@@ -207,7 +213,7 @@ def export_bundle(bundle: Bundle, root: Path | None = None, progress=None, force
         try:
             work.rename(folder)
         except OSError:  # another process renamed its copy into place between our check and here
-            theirs = _valid_cache(folder)
+            theirs = read_cached(folder)
             if theirs is None:
                 raise
             return ExportResult(folder, theirs, True)

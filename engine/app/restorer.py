@@ -38,8 +38,9 @@ from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec, name_seed
 from ilo.engine.solver.baselines import bm3d_denoise
 from ilo.engine.solver.generator_view import GeneratorView
-from ilo.engine.solver.ilo_solver import ILOConfig, auto_depth_config, csgm_config, pulse_config, solve
+from ilo.engine.solver.ilo_solver import ILOConfig, auto_depth_config, csgm_config, fused_rounds, pulse_config, solve
 from ilo.errors import IloError, InputError
+from ilo.export.graphs import LossHead
 from ilo.generators.staged import StagedGenerator
 
 
@@ -241,6 +242,15 @@ class Restorer:
             self._row_costs[name] = cached_row_cost(key, lambda: measure_row_cost(run, device))
         return self._row_costs[name]
 
+    def _fused_steps(self, config: ILOConfig) -> list[tuple[int, LossHead, int]]:
+        """(round, loss head, optimised noise maps) of the fused step graphs a solve of this
+        task with `config` runs."""
+        blank = self._blank()
+        op = self.task.operator(self.resolution, blank.mask) if blank.mask is not None else self._reader.shared_operator()
+        plan = fused_rounds(op, blank.y, len(self.model.stages), len(self.model.noise_shapes), config)
+        heads = [(k, fit.loss_head(self.resolution), n) for k, fit, n in plan]
+        return [(k, head, n) for k, head, n in heads if head is not None]
+
     def _blank(self, name: str = "warm-up") -> Prepared:
         """A measurement of the task's shape (all observed) for the warm-up solve."""
         if self.task.kind.vector_measurements:
@@ -267,7 +277,7 @@ class Restorer:
         to torch, with a note, where the graphs cannot be exported or run; a backend named
         explicitly must work or this fails."""
         from ilo.engine.runtimes.backends import auto_backend_name, check_device, get_backend
-        from ilo.engine.runtimes.bridge import EngineGenerator, EngineLPIPS
+        from ilo.engine.runtimes.bridge import EngineGenerator, EngineLPIPS, export_ahead
 
         s = self.settings
         check_device(s.device)  # here, where it is used: a Ray driver may build one for GPUs it does not have
@@ -284,6 +294,8 @@ class Restorer:
         try:
             name = auto_backend_name(s.device, gen.family) if s.backend == "auto" else s.backend
             backend = get_backend(name, s.device)
+            if s.config is not None:  # what the solve loads, exported side by side on a cold cache
+                export_ahead(gen, backend, self._fused_steps(s.config), lpips, progress=progress)
             engine = EngineGenerator(gen, backend, progress=progress)
             engine_lpips = lpips if lpips is None else EngineLPIPS(lpips, gen.resolution, backend, progress=progress)
         except IloError as e:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
-from ilo.choices import BACKENDS, LPIPS_NETS, TASKS
+from ilo.choices import BACKENDS, LPIPS_NETS, METHODS, TASKS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,10 +19,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lpips", choices=LPIPS_NETS, help="also export LPIPS (features, distance, VJP) at the model's size")
     p.add_argument("--lpips-backbone", type=Path, help="torchvision backbone file (default: the torch hub cache)")
     p.add_argument("--force", action="store_true", help="export again even when the cache holds these graphs")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="bundles exported at once, each in a worker process (default: $ILO_EXPORT_JOBS, else one per "
+                        "core as memory allows for models of 128 px and up, else 1: in this process)")  # fmt: skip
     p.add_argument("--warm", choices=TASKS, action="append", default=[], metavar="TASK",
                    help="also build everything a default ILO solve of TASK needs (its fused step graphs, the sessions, "
                         "the memory a step takes) and cache it, so the first restore on this machine or image starts at "
                         "once; repeat for several tasks")  # fmt: skip
+    p.add_argument("--method", choices=METHODS, default="ilo", help="the method --warm builds for (ilo-auto runs deeper rounds)")
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto", help="the backend --warm builds for")
     p.add_argument("--device", default="cpu", help="the device --warm builds for")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -32,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     # onnx and the exporter load only when used
     from ilo.engine.problems.losses import LPIPS
     from ilo.engine.problems.operators import every_loss_head
-    from ilo.export.artifacts import export_bundle, generator_bundle, loss_head_bundle, lpips_bundle
+    from ilo.export.artifacts import generator_bundle, loss_head_bundle, lpips_bundle
+    from ilo.export.parallel import export_bundles
     from ilo.generators.checkpoints.files import load_generator
 
     if args.warm and args.cache is not None:  # known from the arguments: refused before minutes of export
@@ -40,19 +46,19 @@ def run(args: argparse.Namespace) -> int:
     gen = load_generator(args.model)
     heads = list(every_loss_head(gen.resolution).values())
     # the bundles the engine loads: the forward part at once, the stage VJPs when a chained step needs them
-    bundles = [generator_bundle(gen, "forward"), generator_bundle(gen, "vjp"), loss_head_bundle(heads, gen.resolution)]
+    makers = [partial(generator_bundle, gen, "forward"), partial(generator_bundle, gen, "vjp"),
+              partial(loss_head_bundle, heads, gen.resolution)]  # fmt: skip
     if args.lpips:
-        bundles.append(lpips_bundle(LPIPS(args.lpips, args.lpips_backbone), gen.resolution))
+        makers.append(partial(lpips_bundle, LPIPS(args.lpips, args.lpips_backbone), gen.resolution))
 
     def progress(i, n, name):
         if not args.quiet:
             print(f"export: {i + 1}/{n} {name}", file=sys.stderr, flush=True)
 
-    for bundle in bundles:
-        result = export_bundle(bundle, args.cache, progress=progress, force=args.force)
+    for result in export_bundles(makers, args.cache, args.jobs, gen.resolution, progress, args.force):
         m = result.manifest
         state = "cache hit" if result.cache_hit else "exported"
-        print(f"{bundle.name}: {state}, {len(m['graphs'])} graphs in {result.folder}")
+        print(f"{m['bundle']}: {state}, {len(m['graphs'])} graphs in {result.folder}")
         for g in m["graphs"]:
             limit = f" (kink-limited; l2 {max(g['l2_relative_error'].values()):.0e})" if g["kink_limited"] else ""
             print(f"  {g['name']:20s} {g['bytes'] / 1e6:8.2f} MB  max rel. error {g['error']:.1e}{limit}  "
@@ -63,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def warm(gen, task: str, args: argparse.Namespace, progress) -> None:
-    """A `Restorer` warmed for `task` with the default ILO settings: what `ilo restore` and
+    """A `Restorer` warmed for `task` with `--method`'s default settings: what `ilo restore` and
     `ilo serve` build on their first use, built now and left in the cache."""
     import time
 
@@ -71,6 +77,6 @@ def warm(gen, task: str, args: argparse.Namespace, progress) -> None:
     from ilo.engine.problems.tasks import TaskSpec
 
     t0 = time.perf_counter()
-    restorer = Restorer(gen, TaskSpec(task), backend=args.backend, device=args.device, warm=False)
+    restorer = Restorer(gen, TaskSpec(task), method=args.method, backend=args.backend, device=args.device, warm=False)
     restorer.warm(progress)
-    print(f"warm {task}: ready in {time.perf_counter() - t0:.1f}s on {restorer.backend_name}")
+    print(f"warm {task} ({args.method}): ready in {time.perf_counter() - t0:.1f}s on {restorer.backend_name}")

@@ -17,6 +17,7 @@ returns the fused evaluation for a round and operator when the operator exports 
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,8 +25,9 @@ import torch
 
 from ilo.engine.problems.operators import Operator
 from ilo.engine.runtimes.backends import Backend, Runner, get_backend
-from ilo.export.artifacts import export_bundle, generator_bundle, step_bundle
-from ilo.export.graphs import GraphFn, mapping_graphs, stage_graphs, step_graph
+from ilo.export.artifacts import export_bundle, generator_bundle, lpips_bundle, step_bundle
+from ilo.export.graphs import GraphFn, LossHead, mapping_graphs, stage_graphs, step_graph
+from ilo.export.parallel import export_bundles
 from ilo.generators.latent_stats import LatentStats
 from ilo.generators.staged import StagedGenerator, StageSpec, State
 
@@ -84,6 +86,22 @@ def load_graphs(backend: Backend, make_bundle: Callable, functions: Callable[[],
         return {g.name: backend.load(g, None) for g in functions()}
     result = export_bundle(make_bundle(), cache, progress=progress)
     return {g["name"]: LazyRunner(backend, result.folder / g["file"]) for g in result.manifest["graphs"]}
+
+
+def export_ahead(gen: StagedGenerator, backend: Backend, steps: Sequence[tuple[int, LossHead, int]], lpips=None,
+                 cache: Path | None = None, jobs: int | None = None, progress: Callable | None = None) -> None:  # fmt: skip
+    """Export, side by side (export/parallel.py), the bundles a solve will load: the
+    generator's forward graphs, the fused step graph of each (round, loss head, optimised noise
+    maps) in `steps`, and with `lpips` the chained path's stage VJPs and LPIPS. The engine then
+    finds them in the cache; anything not named here is still exported when first used."""
+    if backend.runs_functions:
+        return
+    noise_maps = len(gen.noise_shapes)
+    makers = [partial(generator_bundle, gen, "forward")]
+    makers += [partial(step_bundle, gen, head, k, min(n, noise_maps)) for k, head, n in steps]
+    if lpips is not None:
+        makers += [partial(generator_bundle, gen, "vjp"), partial(lpips_bundle, lpips, gen.resolution)]
+    export_bundles(makers, cache, jobs, gen.resolution, progress)
 
 
 class LazyRunner:
@@ -235,7 +253,6 @@ class EngineLPIPS(torch.nn.Module):
     def __init__(self, lpips, resolution: int, backend: Backend | str = "onnxruntime", cache: Path | None = None,
                  progress: Callable | None = None):  # fmt: skip
         super().__init__()
-        from ilo.export.artifacts import lpips_bundle
         from ilo.export.graphs import lpips_graphs
 
         backend = get_backend(backend) if isinstance(backend, str) else backend

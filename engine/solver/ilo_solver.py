@@ -313,9 +313,7 @@ def _solve_chunk(y, op, gen, config: ILOConfig, latents: _Latents, seeds: list[i
     batch = y.shape[0]
     objective = _Objective(op, y, config, lpips, [_noise_stream(s) for s in seeds], judge)
     run = _Run(y, op, gen, config, latents, objective, progress)
-    n_stages = len(gen.specs)
-    # the default (2) is meant for deep generators: a shallower one stops at its last stage
-    end = n_stages - 1 if config.end_stage is None else min(config.end_stage, n_stages - 1)
+    end = last_round(config, len(gen.specs))
     group = config.restarts if max_rows is None else max(1, min(config.restarts, max_rows // batch))
     chosen = None
     for first in range(0, config.restarts, group):
@@ -335,6 +333,25 @@ def _solve_chunk(y, op, gen, config: ILOConfig, latents: _Latents, seeds: list[i
     run.seconds["total"] = time.perf_counter() - t0
     return SolveResult(run.best_images, run.latents.wplus(z).detach(), run.states, run.starts, run.curves,
                        run.best_round, run.best_loss, run.seconds, run.measured_curves, judge is not None)  # fmt: skip
+
+
+def last_round(config: ILOConfig, n_stages: int) -> int:
+    """The last round's stage; the default (2) is meant for deep generators: a shallower one
+    stops at its last stage."""
+    return n_stages - 1 if config.end_stage is None else min(config.end_stage, n_stages - 1)
+
+
+def fused_rounds(op: Operator, y: torch.Tensor, n_stages: int, n_noises: int,
+                 config: ILOConfig) -> list[tuple[int, Operator, int]]:  # fmt: skip
+    """(round, operator fitted, noise maps optimised) of each fused step graph a solve of `op`
+    with `config` asks the generator for (`GeneratorView.fused_step`), so an engine can export
+    them all ahead, side by side. The operator fitted is the held-out split's, where there is one."""
+    if config.lpips_weight:
+        return []
+    if config.hold_out and holds_out(op):
+        op = split_measurements(op, y, config.hold_out, [config.seed] * y.shape[0])[0]
+    noises = min(config.noise_maps, n_noises)
+    return [(k, op, noises) for k in range(last_round(config, n_stages) + 1)]
 
 
 def _concatenate(parts: list[SolveResult]) -> SolveResult:

@@ -1,0 +1,92 @@
+"""Bundles exported side by side in worker processes (export/parallel.py) against the same
+bundles exported in this process, and the engine exporting ahead what a solve will load."""
+
+from __future__ import annotations
+
+import pickle
+from functools import partial
+
+import pytest
+import torch
+
+from ilo.engine.problems.operators import every_loss_head
+from ilo.errors import IloError
+from ilo.export import parallel
+from ilo.export.artifacts import generator_bundle, loss_head_bundle
+from ilo.export.parallel import default_jobs, export_bundles, run_worker
+
+
+def test_every_loss_head_survives_pickling():
+    # a worker receives its bundle pickled: a head's loss must be a function it can import
+    x, torch_rng = torch.rand(2, 3, 8, 8), torch.Generator().manual_seed(0)
+    for name, head in every_loss_head(8).items():
+        copy = pickle.loads(pickle.dumps(head))
+        y = torch.rand(2, *head.y_shape, generator=torch_rng)
+        extra = [torch.rand(*([] if n in head.shared else [2]), *shape, generator=torch_rng).round() for n, shape in head.extra]
+        assert torch.equal(copy.loss(x, y, *extra), head.loss(x, y, *extra)), name
+
+
+def test_workers_write_the_graphs_this_process_writes(tmp_path):
+    heads = every_loss_head(8)
+    makers = [partial(loss_head_bundle, [heads[name]], 8) for name in ("inpaint", "cs_gaussian")]
+    seen = []
+    in_workers = export_bundles(makers, tmp_path / "workers", jobs=2, progress=lambda i, n, name: seen.append(name))
+    here = export_bundles(makers, tmp_path / "here", jobs=1)
+    assert all("in a worker" in name for name in seen) and len(seen) == 2
+    assert not any(r.cache_hit for r in in_workers + here)
+    for a, b in zip(in_workers, here):  # the same bytes: tracing does not depend on the process
+        assert [g["sha256"] for g in a.manifest["graphs"]] == [g["sha256"] for g in b.manifest["graphs"]]
+    again = export_bundles(makers, tmp_path / "workers", jobs=2, progress=lambda *a: pytest.fail("exported again"))
+    assert all(r.cache_hit for r in again)
+
+
+def test_a_workers_error_is_raised_with_its_message(tmp_path):
+    job = tmp_path / "job"
+    job.mkdir()
+    bogus = partial(generator_bundle, None, "bogus")  # type: ignore[arg-type]  # fails before it needs a generator
+    (job / "job.pkl").write_bytes(pickle.dumps((bogus, tmp_path, 1, False)))
+    with pytest.raises(IloError, match="unknown part of the generator's graphs 'bogus'"):
+        run_worker(job)
+    (job / "job.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(IloError, match="an export worker failed"):
+        run_worker(job)
+
+
+def test_default_jobs_follow_cores_memory_and_the_environment(monkeypatch):
+    monkeypatch.delenv("ILO_EXPORT_JOBS", raising=False)
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 8)
+    monkeypatch.setattr(parallel, "available_ram", lambda: 64 * parallel.GiB)
+    assert default_jobs(3, 256) == 3  # one per bundle
+    assert default_jobs(12, 256) == 8  # one per core
+    assert default_jobs(4, 64) == 1  # small bundles export faster than a worker starts
+    assert default_jobs(4, 1024) == 1  # a 1024² worker needs more than 64 GiB / 2
+    monkeypatch.setattr(parallel, "available_ram", lambda: None)
+    assert default_jobs(4, 1024) == 4
+    monkeypatch.setenv("ILO_EXPORT_JOBS", "2")
+    assert default_jobs(4, 64) == 2
+    monkeypatch.setenv("ILO_EXPORT_JOBS", "two")
+    with pytest.raises(IloError, match="ILO_EXPORT_JOBS"):
+        default_jobs(4, 64)
+
+
+def test_the_engine_exports_ahead_every_step_graph_a_solve_loads(sg2, tmp_path, monkeypatch):
+    from ilo.engine.app.restorer import Restorer
+    from ilo.engine.problems.tasks import TaskSpec
+    from ilo.engine.runtimes.bridge import EngineGenerator
+    from ilo.engine.solver.ilo_solver import auto_depth_config
+
+    monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path))  # nothing exported yet
+    monkeypatch.setenv("ILO_EXPORT_JOBS", "2")
+    names: list[str] = []
+    # denoising with held-out selection fits an inpainting of the pixels kept: its head, not denoise's
+    restorer = Restorer(sg2, TaskSpec("denoise"), method="ilo-auto", config=auto_depth_config(end_stage=1),
+                        backend="onnxruntime", warm=False)  # fmt: skip
+    restorer.warm(lambda i, n, name: names.append(name))
+    engine, config = restorer._solver[0] if restorer._solver else None, restorer.settings.config
+    assert isinstance(engine, EngineGenerator) and config is not None
+    planned = {(k, head.name, n) for k, head, n in restorer._fused_steps(config)}
+    assert {(k, head) for k, head, _ in planned} == {(0, "inpaint"), (1, "inpaint")}
+    assert set(engine._steps) == planned  # what the warm-up's solve loaded
+    exported = [name.split(" ")[0] for name in names if "in a worker" in name]
+    assert sorted(exported) == ["generator-forward", "step-round0-inpaint", "step-round1-inpaint"]
+    assert all("in a worker" in name for name in names)  # nothing was left to export in this process
