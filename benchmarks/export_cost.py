@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -64,39 +65,60 @@ def cold_start_once(resolution: int, cache: Path) -> dict:
     gen = random_stylegan2(config_f(resolution), seed=resolution)
     marks: dict[str, float] = {}
     t0 = time.perf_counter()
-    restorer = Restorer(gen, TaskSpec("inpaint", centre_box=0.5), backend="onnxruntime", warm=False)
+    # ILO's fixed three rounds, the setting every earlier cold start was measured with
+    restorer = Restorer(gen, TaskSpec("inpaint", centre_box=0.5), method="ilo", backend="onnxruntime", warm=False)
     restorer.warm(lambda i, n, name: marks.setdefault(name.split("/")[0], time.perf_counter() - t0))
     ready = time.perf_counter() - t0
     prepared = restorer.prepare([torch.rand(3, resolution, resolution)], names=["first"])
     t1 = time.perf_counter()
     restorer.solve(prepared, config=ILOConfig(steps=1, restarts=1))
+    from ilo.export.parallel import default_jobs
+
     return {"resolution": resolution, "ready_s": ready, "first_solve_s": time.perf_counter() - t1, "bundles_started_at_s": marks,
-            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}  # fmt: skip
+            "export_jobs": default_jobs(4, resolution), "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "peak_rss_one_worker_gib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20}  # fmt: skip
 
 
-def in_child(flag: str, resolution: int) -> dict | None:
-    """This script's `flag` mode in a fresh process on an empty cache (peak RSS its own); its
-    JSON report, or None (with the child's error shown) if it failed."""
+def in_child(flag: str, resolution: int, env: dict | None = None) -> dict | None:
+    """This script's `flag` mode in a fresh process on an empty cache (peak RSS its own), with
+    `env` added to the environment; its JSON report, or None (with the child's error shown)."""
     with tempfile.TemporaryDirectory() as cache:
-        run = subprocess.run([sys.executable, __file__, flag, str(resolution), "--cache", cache], capture_output=True, text=True)
+        run = subprocess.run([sys.executable, __file__, flag, str(resolution), "--cache", cache], capture_output=True,
+                             text=True, env={**os.environ, **(env or {})})  # fmt: skip
     if run.returncode:
         print(run.stderr[-3000:], file=sys.stderr)
         return None
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def cold_start(resolution: int, out: Path) -> int:
-    r = in_child("--cold-child", resolution)
-    if r is None:
-        return 1
-    starts = ", ".join(f"{name} at {t:.0f}s" for name, t in r["bundles_started_at_s"].items())
-    text = (f"Cold start at {resolution}² (StyleGAN2 config-f, random weights), onnxruntime, inpainting, empty cache: "
-            f"ready for the first step after {r['ready_s']:.0f}s (target 90s), the first one-step solve then "
-            f"{r['first_solve_s']:.1f}s; peak RSS {r['peak_rss_gib']:.2f} GiB. Bundles exported: {starts}.\n")  # fmt: skip
+def cold_start(resolution: int, out: Path, jobs: list[int]) -> int:
+    """One cold start per export-worker count, one after another in this run (a ratio, not a
+    comparison with another day's timings)."""
+    runs = {}
+    for n in jobs:
+        r = in_child("--cold-child", resolution, {"ILO_EXPORT_JOBS": str(n)})
+        if r is None:
+            return 1
+        runs[n] = r
+    lines = [f"`python benchmarks/export_cost.py --cold-start {resolution} --export-jobs {','.join(map(str, jobs))}` "
+             f"({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, nothing else running). Cold start at "
+             f"{resolution}² (StyleGAN2 config-f, random weights), onnxruntime, an inpainting solve of `--method ilo` (three "
+             f"rounds), empty cache: from building the Restorer to ready for the first step (exports, checks, sessions, the "
+             f"memory probe and the warm-up steps), then a one-step solve. Target: 90 s.", "",
+             "| export workers | ready for the first step | first one-step solve | peak RSS, main process | peak RSS, one worker |",
+             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for n, r in runs.items():
+        worker = f"{r['peak_rss_one_worker_gib']:.2f} GiB" if n > 1 else "-"
+        lines.append(f"| {n}{' (in process)' if n == 1 else ''} | {r['ready_s']:.0f} s | {r['first_solve_s']:.1f} s | "
+                     f"{r['peak_rss_gib']:.2f} GiB | {worker} |")  # fmt: skip
+    for n, r in runs.items():
+        starts = ", ".join(f"{name} at {t:.0f} s" for name, t in r["bundles_started_at_s"].items())
+        lines.append(f"\n{n} worker(s), bundles started (or handed to a worker): {starts}.")
+    text = "\n".join(lines) + "\n"
     print(text)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cold_start.md").write_text(text)
-    (out / "cold_start.json").write_text(json.dumps(r, indent=1) + "\n")
+    (out / "cold_start.json").write_text(json.dumps(runs, indent=1) + "\n")
     return 0
 
 
@@ -106,6 +128,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--cold-start", type=int, metavar="RESOLUTION",
                    help="instead: time a new node's first use at this resolution (results/cold_start.{md,json})")
+    p.add_argument("--export-jobs", default="1,2", help="with --cold-start: the export-worker counts to compare")
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     p.add_argument("--cold-child", type=int, help=argparse.SUPPRESS)
     p.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
@@ -117,7 +140,7 @@ def main(argv=None) -> int:
         print(json.dumps(cold_start_once(args.cold_child, args.cache)))
         return 0
     if args.cold_start:
-        return cold_start(args.cold_start, args.out)
+        return cold_start(args.cold_start, args.out, [int(n) for n in args.export_jobs.split(",")])
     rows = []
     for res in [int(r) for r in args.resolutions.split(",")]:
         r = in_child("--child", res)
