@@ -232,3 +232,16 @@ def test_stopped_images_leave_the_batch_with_the_same_results(sg2, restarts, pru
         assert all(torch.allclose(s, t, atol=BATCH_ROUNDING) for s, t in zip(a, b))
     for a, b in zip(fast.measurement_curves, slow.measurement_curves):
         assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+
+@pytest.mark.parametrize("restarts, prune", [(1, [0.25, 0.5]), (3, []), (3, [0.25, 0.5]), (5, [0.1, 0.5])])
+def test_latency_counts_round_zero_as_the_solver_runs_it(sg2, restarts, prune):
+    # the latency benchmark's seconds per solve count round 0's steps x starts as the solver prunes
+    from ilo.engine.app.latency import start_steps
+
+    config = ILOConfig(steps=[12, 1], restarts=restarts, prune_starts_at=prune, end_stage=0, noise_maps=0)
+    counting = _CountingRows(sg2)
+    solve(torch.rand(2, 3, 32, 32), Noise(0.1), counting, config)  # round 0 only: one stage run per step
+    assert len(counting.rows) == 12
+    assert sum(counting.rows) == 2 * start_steps(config, 12)

@@ -9,6 +9,7 @@ graph functions for the per-stage numbers.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from ilo.engine.app.memory_budget import PeakMemory
 from ilo.engine.problems.operators import Inpainting
 from ilo.engine.runtimes.bridge import EngineGenerator
 from ilo.engine.solver.generator_view import GeneratorView
-from ilo.engine.solver.ilo_solver import ILOConfig, solve
+from ilo.engine.solver.ilo_solver import ILOConfig, last_round, solve
 from ilo.export.graphs import stage_graphs
 from ilo.generators.staged import StagedGenerator
 
@@ -79,15 +80,27 @@ def _stage_times(runners: dict[str, Callable], graphs, batch: int, settings: Lat
 
 
 def default_solve_seconds(round_ms: dict[int, float], config: ILOConfig | None = None) -> float:
-    """Seconds per batch of a default ILO solve: restarts x round-0 steps, then the later rounds."""
+    """Seconds per batch of a default ILO solve, from the ms of a step at the batch's size:
+    round 0 for every start, halved where the starts are pruned, then the later rounds."""
     config = config or ILOConfig()
     total = 0.0
-    n_rounds = config.end_stage + 1
-    for k in range(n_rounds):
-        steps = config.steps[min(k, len(config.steps) - 1)] if isinstance(config.steps, list) else config.steps
+    for k in range(last_round(config, max(round_ms) + 1) + 1):
+        steps = int(config.steps[min(k, len(config.steps) - 1)] if isinstance(config.steps, list) else config.steps)
         ms = round_ms.get(k, round_ms[max(round_ms)])
-        total += (config.restarts if k == 0 else 1) * steps * ms / 1e3
+        total += (start_steps(config, steps) if k == 0 else steps) * ms / 1e3
     return total
+
+
+def start_steps(config: ILOConfig, steps: int) -> float:
+    """Steps x starts of a round 0 of `steps` steps: every start until the first pruning, then
+    the better half (rounded up) until the next (the solver's successive halving)."""
+    starts, done, total = config.restarts, 0, 0.0
+    for fraction in config.prune_starts_at:
+        at = int(fraction * steps)
+        if at >= 1 and starts > 1:
+            total += starts * (at - done)
+            done, starts = at, math.ceil(starts / 2)
+    return total + starts * (steps - done)
 
 
 def measure(gen: StagedGenerator, settings: LatencySettings, report: Callable[[str], None] = print) -> dict:

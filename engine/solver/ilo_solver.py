@@ -490,8 +490,7 @@ class _Run:
             return None
         return self.gen.fused_step(k, self.op, self.y.shape[0], self.n_opt_noise)
 
-    def round(self, k: int, z: torch.Tensor, noises: list[torch.Tensor], state: tuple,
-              record: bool = True) -> tuple[torch.Tensor, list[torch.Tensor], tuple]:  # fmt: skip
+    def round(self, k: int, z: torch.Tensor, noises: list[torch.Tensor], state: tuple) -> tuple[torch.Tensor, list[torch.Tensor], tuple]:
         """Optimise round k's variables; returns the optimised latents, noise maps and input
         state of stage k (fewer rows than given where round 0's starts were pruned).
 
@@ -511,8 +510,7 @@ class _Run:
         start_norm_z = norms(z.detach(), 1)
         start_norm_noise = [norms(n.detach(), 3) for n in noise_vars]
         start_state = [s.detach().clone() for s in state]
-        if record:
-            self.starts.append(tuple(start_state))
+        self.starts.append(tuple(start_state))
         radius = _per_round(c.l1_radius, k)
         steps, lr0 = int(_per_round(c.steps, k)), float(_per_round(c.lr, k))
         optimiser = Adam(params, lr=lr0, betas=(0.9, 0.999))
@@ -614,10 +612,9 @@ class _Run:
             parked = park()
             z, noises, state = parked["z"], parked["noises"], tuple(parked["state"])
             self.objective, self.y, self.op = layout_objective, layout_objective.y, layout_objective.op
-        if record:
-            self.curves.append(torch.stack(curve))
-            self.measured_curves.append(torch.stack(measured_curve))
-            self.states.append(tuple(s.detach() for s in state))
+        self.curves.append(torch.stack(curve))
+        self.measured_curves.append(torch.stack(measured_curve))
+        self.states.append(tuple(s.detach() for s in state))
         return z.detach(), [n.detach() for n in noises], tuple(s.detach() for s in state)
 
 
