@@ -44,6 +44,8 @@ SETTINGS = {  # name -> (ILOConfig overrides, starts one after another?)
     # issue #19's held-out selection (ilo-auto), and the same with a shorter round 0
     "ilo-auto": (AUTO_DEPTH, False),
     "ilo-auto 200": ({**AUTO_DEPTH, "steps": [200, 100]}, False),
+    "ilo-auto 250": ({**AUTO_DEPTH, "steps": [250, 100]}, False),
+    "ilo-auto plateau": ({**AUTO_DEPTH, "switch": "plateau"}, False),
 }
 DEFAULT_RUN = "today,defaults,3 starts halved@.1+.2,1 start"
 RESULTS = Path(__file__).parent / "results"
