@@ -59,7 +59,7 @@ def test_default_jobs_follow_cores_memory_and_the_environment(monkeypatch):
     assert default_jobs(3, 256) == 3  # one per bundle
     assert default_jobs(12, 256) == 8  # one per core
     assert default_jobs(4, 64) == 1  # small bundles export faster than a worker starts
-    assert default_jobs(4, 1024) == 1  # a 1024² worker needs more than 64 GiB / 2
+    assert default_jobs(4, 1024) == 1  # a 1024² worker is reckoned at 88 GiB
     monkeypatch.setattr(parallel, "available_ram", lambda: None)
     assert default_jobs(4, 1024) == 4
     monkeypatch.setenv("ILO_EXPORT_JOBS", "2")
@@ -69,7 +69,7 @@ def test_default_jobs_follow_cores_memory_and_the_environment(monkeypatch):
         default_jobs(4, 64)
 
 
-def test_the_engine_exports_ahead_every_step_graph_a_solve_loads(sg2, tmp_path, monkeypatch):
+def test_the_engine_exports_ahead_every_step_graph_a_solve_loads(dcgan, tmp_path, monkeypatch):
     from ilo.engine.app.restorer import Restorer
     from ilo.engine.problems.tasks import TaskSpec
     from ilo.engine.runtimes.bridge import EngineGenerator
@@ -79,8 +79,8 @@ def test_the_engine_exports_ahead_every_step_graph_a_solve_loads(sg2, tmp_path, 
     monkeypatch.setenv("ILO_EXPORT_JOBS", "2")
     names: list[str] = []
     # denoising with held-out selection fits an inpainting of the pixels kept: its head, not denoise's
-    restorer = Restorer(sg2, TaskSpec("denoise"), method="ilo-auto", config=auto_depth_config(end_stage=1),
-                        backend="onnxruntime", warm=False)  # fmt: skip
+    restorer = Restorer(dcgan, TaskSpec("denoise"), method="ilo-auto", config=auto_depth_config(end_stage=1),
+                        backend="onnxruntime", memory_budget="off", warm=False)  # fmt: skip
     restorer.warm(lambda i, n, name: names.append(name))
     engine, config = restorer._solver[0] if restorer._solver else None, restorer.settings.config
     assert isinstance(engine, EngineGenerator) and config is not None
