@@ -5,6 +5,9 @@ TASKS = ("inpaint", "sr", "denoise", "cs")
 CS_MATRICES = ("circulant", "gaussian")
 FIT_MODES = ("crop", "resize", "pad")
 METHODS = ("ilo", "ilo-auto", "csgm", "pulse", "bm3d")
+# ILO that decides its depth per image by held-out measurements: as fast as plain ILO and better
+# on every task, in range and out (benchmarks/results/held_out_selection.md)
+DEFAULT_METHOD = "ilo-auto"
 BACKENDS = ("torch", "cuda", "onnxruntime", "onnxruntime-tensorrt", "tensorrt")
 INPUT_SPACES = ("z", "wplus")
 SAVE_FORMATS = {"rosinality": ".pt", "nvidia": ".pkl"}  # written checkpoint formats, by name and implied suffix

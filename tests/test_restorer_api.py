@@ -54,8 +54,8 @@ def test_every_kind_of_picture_gives_the_same_result(denoiser, noisy):
 
 def test_seeding_follows_the_name_as_on_the_command_line(denoiser, noisy, tmp_path, capsys):
     """The CLI names an image by its file's stem: the API given that name restores it identically."""
-    run_ok(capsys, "restore", noisy, "--task", "denoise", "--out", tmp_path, "--backend", "torch", "--steps", "6,3",
-           "--restarts", "2", "--quiet")  # fmt: skip
+    run_ok(capsys, "restore", noisy, "--task", "denoise", "--method", "ilo", "--out", tmp_path, "--backend", "torch",
+           "--steps", "6,3", "--restarts", "2", "--quiet")  # fmt: skip
     from_cli = np.asarray(Image.open(tmp_path / f"{noisy.stem}.png"))
     [named] = denoiser.restore(noisy, names=[noisy.stem])
     assert np.array_equal(named.to_numpy(), from_cli)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ilo.choices import DEFAULT_MAX_PIXELS, METHODS
+from ilo.choices import DEFAULT_MAX_PIXELS, DEFAULT_METHOD, METHODS
 from ilo.engine.app.in_memory import picture_pixels, vector_digest
 from ilo.engine.app.measurements import InputSpec, MeasurementReader, Prepared
 from ilo.engine.app.memory_budget import (
@@ -69,7 +69,7 @@ class RestorerSettings:
 
     model: str | Path | StagedGenerator = "default"
     task: TaskSpec = field(default_factory=lambda: TaskSpec("denoise"))
-    method: str = "ilo"
+    method: str = DEFAULT_METHOD
     backend: str = "auto"  # 'auto', 'torch', 'onnxruntime', ... (ilo.choices.BACKENDS)
     device: str = "cpu"
     config: ILOConfig | None = None  # None: the method's defaults
@@ -149,7 +149,7 @@ class Restorer:
     """
 
     def __init__(self, model: str | Path | StagedGenerator = "default", task: str | TaskSpec = "denoise",
-                 method: str = "ilo", backend: str = "auto", device: str = "cpu", *, config: ILOConfig | None = None,
+                 method: str = DEFAULT_METHOD, backend: str = "auto", device: str = "cpu", *, config: ILOConfig | None = None,
                  seed: int = 0, fit: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, lpips_net: str = "vgg",
                  lpips_backbone: str | Path | None = None, memory_budget: str = "auto", warm: bool = True,
                  quiet: bool = True, settings: RestorerSettings | None = None, **task_params):  # fmt: skip

@@ -9,7 +9,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from ilo.choices import BACKENDS, LPIPS_NETS, METHODS, TASKS
+from ilo.choices import BACKENDS, DEFAULT_METHOD, LPIPS_NETS, METHODS, TASKS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also build everything a default ILO solve of TASK needs (its fused step graphs, the sessions, "
                         "the memory a step takes) and cache it, so the first restore on this machine or image starts at "
                         "once; repeat for several tasks")  # fmt: skip
-    p.add_argument("--method", choices=METHODS, default="ilo", help="the method --warm builds for (ilo-auto runs deeper rounds)")
+    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help="the method --warm builds for (default: %(default)s)")
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto", help="the backend --warm builds for")
     p.add_argument("--device", default="cpu", help="the device --warm builds for")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
