@@ -28,7 +28,7 @@ from ilo.engine.problems.tasks import TaskSpec
 from tests.conftest import run_ok
 
 FACES = Path(__file__).parents[1] / "examples" / "faces"
-SOLVER = ["--steps", "12,6", "--restarts", "2", "--backend", "torch"]
+SOLVER = ["--steps", "12,6", "--end-stage", "2", "--restarts", "2", "--backend", "torch"]
 CLEAN_INPAINT = ["--clean", "--task", "inpaint", "--centre-box", "0.5"]
 
 

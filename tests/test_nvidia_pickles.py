@@ -143,7 +143,7 @@ def test_restore_end_to_end_on_a_snapshot(tmp_path, capsys, sg2, backend):
         save_png(faces / f"face{i}.png", face)
     out = tmp_path / f"out-{backend}"
     run_ok(capsys, "restore", faces, "--model", path, "--clean", "--task", "inpaint", "--centre-box", "0.5",
-           "--steps", "4,2", "--restarts", "1", "--backend", backend, "--out", out, "--quiet")  # fmt: skip
+           "--steps", "4,2", "--end-stage", "1", "--restarts", "1", "--backend", backend, "--out", out, "--quiet")  # fmt: skip
     records = json.loads((out / "metrics.json").read_text())["images"]
     assert len(records) == 2 and all(r["psnr"] > 5 for r in records)
     assert {r["backend"] for r in records} == {"torch" if backend == "torch" else "onnxruntime on cpu"}

@@ -31,7 +31,7 @@ def test_workers_write_the_graphs_this_process_writes(tmp_path):
     makers = [partial(loss_head_bundle, [heads[name]], 8) for name in ("inpaint", "cs_gaussian")]
     seen = []
     in_workers = export_bundles(makers, tmp_path / "workers", jobs=2, progress=lambda i, n, name: seen.append(name))
-    here = export_bundles(makers, tmp_path / "here", jobs=1)
+    here = export_bundles(makers[:1], tmp_path / "here", jobs=1)  # the reference, for one of them
     assert all("in a worker" in name for name in seen) and len(seen) == 2
     assert not any(r.cache_hit for r in in_workers + here)
     for a, b in zip(in_workers, here):  # the same bytes: tracing does not depend on the process
