@@ -79,7 +79,7 @@ def export_bundles(makers: Sequence[BundleMaker], root: Path | None = None, jobs
     missing = [i for i, b in enumerate(bundles) if force or read_cached(bundle_folder(b, root)) is None]
     jobs = default_jobs(len(missing), resolution) if jobs is None else max(1, jobs)
     if jobs == 1 or len(missing) <= 1:
-        return [export_bundle(b, root, _named(progress, b.name), force and i in missing) for i, b in enumerate(bundles)]
+        return [export_bundle(b, root, progress, force and i in missing) for i, b in enumerate(bundles)]
     threads = max(1, usable_cores() // jobs)
     with tempfile.TemporaryDirectory(prefix="ilo-export-jobs-") as work, ThreadPoolExecutor(jobs) as pool:
         futures = {}
@@ -95,12 +95,6 @@ def export_bundles(makers: Sequence[BundleMaker], root: Path | None = None, jobs
             future.result()  # a worker's error, raised here
     results = [export_bundle(b, root) for b in bundles]  # every one a cache hit now
     return [ExportResult(r.folder, r.manifest, r.cache_hit and i not in missing) for i, r in enumerate(results)]
-
-
-def _named(progress: Callable | None, bundle: str) -> Callable | None:
-    if progress is None:
-        return None
-    return lambda i, n, name: progress(i, n, name if name.startswith(bundle) else f"{bundle}/{name}")
 
 
 def run_worker(job: Path) -> float:
