@@ -46,6 +46,9 @@ SETTINGS = {  # name -> (ILOConfig overrides, starts one after another?)
     "ilo-auto 200": ({**AUTO_DEPTH, "steps": [200, 100]}, False),
     "ilo-auto 250": ({**AUTO_DEPTH, "steps": [250, 100]}, False),
     "ilo-auto plateau": ({**AUTO_DEPTH, "switch": "plateau"}, False),
+    # round 0 kept whole (cutting it cost up to 0.8 dB), the three deeper rounds shortened
+    "ilo-auto 300+60": ({**AUTO_DEPTH, "steps": [300, 60]}, False),
+    "ilo-auto 300+75": ({**AUTO_DEPTH, "steps": [300, 75]}, False),
 }
 DEFAULT_RUN = "today,defaults,3 starts halved@.1+.2,1 start"
 RESULTS = Path(__file__).parent / "results"

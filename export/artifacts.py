@@ -23,6 +23,7 @@ from typing import Callable
 import onnx
 import torch
 
+from ilo.atomic import exclusive_lock
 from ilo.errors import IloError
 from ilo.export.graphs import GraphFn, LossHead, generator_graphs, loss_head_graphs, lpips_graphs, step_graph
 from ilo.export.lint import lint
@@ -175,14 +176,32 @@ def export_generator(gen: StagedGenerator, root: Path | None = None, progress=No
 
 
 def export_bundle(bundle: Bundle, root: Path | None = None, progress=None, force: bool = False) -> ExportResult:
-    """Export, lint and verify every graph of a bundle into the cache (or find it there)."""
+    """Export, lint and verify every graph of a bundle into the cache (or find it there).
+
+    Processes that share the cache (export workers, Ray actors and Serve replicas on one node,
+    test workers) export a bundle once: the first holds the bundle's lock while it exports, the
+    others wait for it and then find the bundle cached, instead of each spending the same
+    minutes and gigabytes on it."""
     folder = bundle_folder(bundle, root)
-    root, key = folder.parent, cache_key(bundle)
     if not force:
         manifest = read_cached(folder)
         if manifest is not None:
             return ExportResult(folder, manifest, True)
-    root.mkdir(parents=True, exist_ok=True)
+
+    def waiting() -> None:
+        if progress is not None:
+            progress(0, 1, f"{bundle.name}: waiting for another process exporting it")
+
+    with exclusive_lock(folder.parent / f".{folder.name}.lock", waiting):
+        if not force:
+            manifest = read_cached(folder)  # the process we waited for exported it
+            if manifest is not None:
+                return ExportResult(folder, manifest, True)
+        return _export_new(bundle, folder, progress, force)
+
+
+def _export_new(bundle: Bundle, folder: Path, progress, force: bool) -> ExportResult:
+    root, key = folder.parent, cache_key(bundle)
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))  # renamed into place when complete
     try:
         entries = []

@@ -1,4 +1,5 @@
-"""Atomic file writes: a finished output is never left half-written or overwritten by a partial one."""
+"""Atomic file writes: a finished output is never left half-written or overwritten by a partial
+one; and an exclusive lock, so that processes sharing a folder make an expensive file once."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 def _current_umask() -> int:
@@ -35,3 +36,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an advisory lock on `path` (made if missing) for the block; `on_wait()` is called
+    first when another process holds it. The kernel drops the lock when its holder exits, so a
+    killed holder never leaves the others waiting. Where there is no `fcntl` (Windows), no lock:
+    what the lock guards must stay correct without it (atomic renames), only slower."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

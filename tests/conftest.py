@@ -22,8 +22,13 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    # Latent statistics and exported graphs go to a per-session folder, never the user's cache.
-    monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "ilo-cache"))
+    # Latent statistics and exported graphs go to a folder of this test session, never the
+    # user's cache. The xdist workers share it (their base folders sit side by side in the
+    # session's), as processes on one node share a real cache: a bundle that two test files
+    # need is exported once (export_bundle's lock), and that sharing is itself exercised.
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    monkeypatch.setenv("ILO_CACHE_DIR", str(shared / "ilo-cache"))
 
 
 @pytest.fixture(scope="session")

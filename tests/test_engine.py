@@ -177,8 +177,13 @@ class Lockstep:
         return evaluate
 
 
-@pytest.mark.parametrize("family", ["dcgan", "stylegan2"])
-@pytest.mark.parametrize("task", ["inpaint", "sr4"])
+# Every head on both families, but super-resolution's rounds 0 and 2 on the DCGAN only: its
+# StyleGAN2 step graphs cost 100 s of suite time to export, and the sr head's graph on StyleGAN2
+# is already held to torch call by call (sr2, round 1, above).
+FAMILY_TASKS = [("dcgan", "inpaint"), ("dcgan", "sr4"), ("stylegan2", "inpaint")]
+
+
+@pytest.mark.parametrize("family,task", FAMILY_TASKS)
 @pytest.mark.parametrize("batch", [1, 4])
 def test_engine_agrees_with_torch_at_every_step_of_an_ilo_run(engines, family, task, batch):
     """100 steps over rounds 0-2 with the default learning rates."""
@@ -200,8 +205,7 @@ def test_engine_agrees_with_torch_at_every_step_of_an_ilo_run(engines, family, t
         assert max(d for d, _ in steps) <= 1e-2 * max(n for _, n in steps)
 
 
-@pytest.mark.parametrize("family", ["dcgan", "stylegan2"])
-@pytest.mark.parametrize("task", ["inpaint", "sr4"])
+@pytest.mark.parametrize("family,task", FAMILY_TASKS)
 def test_free_running_ilo_on_the_engine_restores_as_well_as_torch(engines, family, task):
     """Both solvers on their own for 100 steps. Their trajectories part by float32 rounding
     that Adam amplifies — torch against torch with the DCGAN's BatchNorm folded parts as far

@@ -90,3 +90,32 @@ def test_the_engine_exports_ahead_every_step_graph_a_solve_loads(dcgan, tmp_path
     exported = [name.split(" ")[0] for name in names if "in a worker" in name]
     assert sorted(exported) == ["generator-forward", "step-round0-inpaint", "step-round1-inpaint"]
     assert all("in a worker" in name for name in names)  # nothing was left to export in this process
+
+
+def test_processes_sharing_a_cache_export_a_bundle_once(tmp_path):
+    # two exporters of one bundle at once (threads here: flock locks apart every open of the
+    # lock file, so they stand for two processes): the second waits and finds it cached
+    import threading
+
+    from ilo.export.artifacts import Bundle, export_bundle
+    from ilo.export.graphs import GraphFn
+
+    builds, started = [], threading.Event()
+
+    def build():
+        builds.append(1)
+        started.set()
+        graph = GraphFn("toy.fwd", lambda x: (torch.tanh(x),), inputs=[("x", (3, 4))], outputs=[("y", (3, 4))])
+        return [graph], {graph.name: graph}
+
+    bundle = Bundle("toy", {"n": 1}, build)
+    results, waits = {}, []
+    first = threading.Thread(target=lambda: results.setdefault("first", export_bundle(bundle, tmp_path)))
+    first.start()
+    assert started.wait(60)  # the first holds the lock and is exporting
+    results["second"] = export_bundle(bundle, tmp_path, progress=lambda i, n, name: waits.append(name))
+    first.join()
+    assert len(builds) == 1
+    assert not results["first"].cache_hit and results["second"].cache_hit
+    assert waits == ["toy: waiting for another process exporting it"]
+    assert results["second"].manifest == results["first"].manifest
