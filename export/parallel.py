@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 from ilo.errors import IloError
 from ilo.export.artifacts import Bundle, ExportResult, bundle_folder, export_bundle, read_cached
+from ilo.host_memory import available_host_memory
 
 GiB = 1024**3
 # Peak RSS of one worker exporting StyleGAN2 256² bundles (trace, export, float64 checks): 5.1
@@ -41,20 +42,9 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def available_ram() -> int | None:
-    """MemAvailable from /proc/meminfo, or None where there is none."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def default_jobs(missing: int, resolution: int) -> int:
     """Workers for `missing` bundles of a model at `resolution`: $ILO_EXPORT_JOBS where set;
-    else one per core, as many as the free memory holds, and none (1: here) for small models,
+    else one per core, as many as the free memory holds (a container's limit counts), and none (1: here) for small models,
     whose bundles export faster than a worker starts."""
     if os.environ.get("ILO_EXPORT_JOBS"):
         try:
@@ -64,8 +54,8 @@ def default_jobs(missing: int, resolution: int) -> int:
     if resolution < MIN_PARALLEL_RESOLUTION:
         return 1
     per_job = JOB_BYTES_AT_256 * (resolution / 256) ** 2
-    ram = available_ram()
-    by_memory = missing if ram is None else max(1, int(ram // per_job))
+    ram, _where = available_host_memory()  # a container's limit where it has one
+    by_memory = max(1, int(ram // per_job))
     return max(1, min(missing, usable_cores(), by_memory))
 
 

@@ -43,6 +43,32 @@ def test_the_default_budget_is_a_share_of_what_is_available():
     assert 0.15 * free < budget <= 0.2 * free * 1.05 and "20%" in how
 
 
+@pytest.mark.parametrize("version", [2, 1])
+def test_a_containers_memory_limit_counts_where_it_is_below_what_the_host_has(tmp_path, monkeypatch, version):
+    # in a pod MemAvailable is the host's: the budget of a solve and the export workers must
+    # count against the cgroup's limit, or the container is killed
+    from ilo import host_memory
+    from ilo.export import parallel
+
+    (tmp_path / "meminfo").write_text("MemTotal: 134217728 kB\nMemAvailable: 67108864 kB\n")  # 64 GiB
+    limit, usage = tmp_path / ("memory.max" if version == 2 else "memory.limit_in_bytes"), tmp_path / "usage"
+    limit.write_text(f"{8 * GiB}\n")
+    usage.write_text(f"{2 * GiB}\n")
+    missing = (tmp_path / "none", tmp_path / "none")
+    files = ((limit, usage), missing) if version == 2 else (missing, (limit, usage))
+    monkeypatch.setattr(host_memory, "MEMINFO", tmp_path / "meminfo")
+    monkeypatch.setattr(host_memory, "CGROUP_FILES", files)
+    assert memory_budget.available_memory(torch.device("cpu")) == (6 * GiB, f"left under the cgroup's {limit.name}")
+    budget, how = MemoryBudget().resolve(torch.device("cpu"))
+    assert budget == int(6 * GiB * 0.2) and "cgroup" in how
+    monkeypatch.delenv("ILO_EXPORT_JOBS", raising=False)
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 16)
+    assert parallel.default_jobs(8, 256) == 1  # 6 GiB hold one 5.5 GiB worker, not the host's 64 GiB's 11
+    limit.write_text("max\n" if version == 2 else "9223372036854771712\n")  # no limit
+    assert memory_budget.available_memory(torch.device("cpu")) == (64 * GiB, "available (MemAvailable)")
+    assert parallel.default_jobs(8, 256) == 8
+
+
 def test_a_row_cost_is_fitted_to_two_probes():
     cost = RowCost.from_probes({1: 300 * MiB, 2: 500 * MiB})
     assert (cost.fixed, cost.per_row) == (100 * MiB, 200 * MiB)

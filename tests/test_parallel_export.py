@@ -55,12 +55,12 @@ def test_a_workers_error_is_raised_with_its_message(tmp_path):
 def test_default_jobs_follow_cores_memory_and_the_environment(monkeypatch):
     monkeypatch.delenv("ILO_EXPORT_JOBS", raising=False)
     monkeypatch.setattr(parallel, "usable_cores", lambda: 8)
-    monkeypatch.setattr(parallel, "available_ram", lambda: 64 * parallel.GiB)
+    monkeypatch.setattr(parallel, "available_host_memory", lambda: (64 * parallel.GiB, "test"))
     assert default_jobs(3, 256) == 3  # one per bundle
     assert default_jobs(12, 256) == 8  # one per core
     assert default_jobs(4, 64) == 1  # small bundles export faster than a worker starts
     assert default_jobs(4, 1024) == 1  # a 1024² worker is reckoned at 88 GiB
-    monkeypatch.setattr(parallel, "available_ram", lambda: None)
+    monkeypatch.setattr(parallel, "available_host_memory", lambda: (512 * parallel.GiB, "test"))
     assert default_jobs(4, 1024) == 4
     monkeypatch.setenv("ILO_EXPORT_JOBS", "2")
     assert default_jobs(4, 64) == 2

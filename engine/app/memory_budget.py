@@ -28,6 +28,7 @@ import torch
 
 from ilo.atomic import atomic_write_bytes
 from ilo.errors import IloError
+from ilo.host_memory import available_host_memory
 from ilo.paths import cache_dir
 
 # Of the memory available when a solve starts, the share it may use by default. On a CPU bigger
@@ -98,15 +99,7 @@ def available_memory(device: torch.device) -> tuple[int, str]:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return free, f"free on {device}"
-    meminfo = Path("/proc/meminfo").read_text()
-    free = int(re.search(r"MemAvailable:\s+(\d+) kB", meminfo).group(1)) * 1024  # type: ignore[union-attr]
-    where = "available (MemAvailable)"
-    limit, used = Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")
-    if limit.is_file() and used.is_file() and limit.read_text().strip() != "max":
-        headroom = int(limit.read_text()) - int(used.read_text())
-        if headroom < free:
-            free, where = headroom, "left under the cgroup's memory.max"
-    return free, where
+    return available_host_memory()
 
 
 @dataclass(frozen=True)

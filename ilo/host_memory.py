@@ -1,0 +1,44 @@
+"""Memory this process can still take on the host: the kernel's MemAvailable, or what is left
+under the cgroup's limit where that is lower. In a container (a Kubernetes pod, a Ray worker
+with a memory limit) MemAvailable is the whole host's, and going past the cgroup's limit gets
+the process killed, so both the memory budget of a solve and the number of export workers
+must count against the limit."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+MEMINFO = Path("/proc/meminfo")
+# (limit, usage) files of cgroup v2 and of v1's memory controller; v2 writes "max" for no limit,
+# v1 a number near 2^63
+CGROUP_FILES = ((Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")),
+                (Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"), Path("/sys/fs/cgroup/memory/memory.usage_in_bytes")))  # fmt: skip
+
+
+def available_host_memory() -> tuple[int, str]:
+    """Bytes that can be taken now, and what they are (for messages)."""
+    try:
+        match = re.search(r"MemAvailable:\s+(\d+) kB", MEMINFO.read_text())
+    except OSError:
+        match = None
+    if match:
+        free, where = int(match.group(1)) * 1024, "available (MemAvailable)"
+    else:  # no /proc (macOS): the physical memory is all there is to go on
+        free, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "of physical memory (no MemAvailable here)"
+    for limit, usage in CGROUP_FILES:
+        headroom = _cgroup_headroom(limit, usage)
+        if headroom is not None and headroom < free:
+            free, where = headroom, f"left under the cgroup's {limit.name}"
+    return free, where
+
+
+def _cgroup_headroom(limit: Path, usage: Path) -> int | None:
+    try:
+        cap, used = limit.read_text().strip(), usage.read_text().strip()
+    except OSError:
+        return None
+    if cap == "max" or not cap.isdigit() or not used.isdigit():
+        return None
+    return max(0, int(cap) - int(used))
