@@ -7,6 +7,7 @@ Each resolution runs in its own process, so peak RSS is that export's alone.
     python benchmarks/export_cost.py                 # 256 and 1024, writes benchmarks/results/
     python benchmarks/export_cost.py --resolutions 64
     python benchmarks/export_cost.py --cold-start 256   # a new node's first use, to its first step
+    python benchmarks/export_cost.py --cold-start 32 --replicas 3 [--source OLD_TREE]  # replicas sharing a cache
 """
 
 from __future__ import annotations
@@ -122,6 +123,39 @@ def cold_start(resolution: int, out: Path, jobs: list[int]) -> int:
     return 0
 
 
+def replicas(resolution: int, count: int, out: Path, source: Path | None) -> int:
+    """`count` replicas (Serve replicas, Ray actors) starting at once on one node's empty cache,
+    each a cold start exporting in its own process (ILO_EXPORT_JOBS=1). `source`: the ilo
+    source tree the replicas import instead of this one (a worktree of an earlier commit, for
+    the before-and-after in one run)."""
+    env = {**os.environ, "ILO_EXPORT_JOBS": "1"}
+    if source is not None:
+        env["PYTHONPATH"] = f"{source}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    with tempfile.TemporaryDirectory() as cache:
+        t0 = time.perf_counter()
+        children = [subprocess.Popen([sys.executable, __file__, "--cold-child", str(resolution), "--cache", cache],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                    for _ in range(count)]  # fmt: skip
+        reports = []
+        for child in children:
+            stdout, stderr = child.communicate()
+            if child.returncode:
+                print(stderr[-3000:], file=sys.stderr)
+                return 1
+            reports.append(json.loads(stdout.strip().splitlines()[-1]))
+        wall = time.perf_counter() - t0
+    ready = ", ".join(f"{t:.0f}" for t in sorted(r["ready_s"] for r in reports))
+    rss = ", ".join(f"{r['peak_rss_gib']:.2f}" for r in reports)
+    text = (f"{count} replicas at once, {resolution}², source {source or 'this tree'}: ready after {ready} s "
+            f"(all ready {wall:.0f} s after the start), peak RSS {rss} GiB\n")
+    print(text, end="")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "cold_start_replicas.jsonl", "a") as f:
+        f.write(json.dumps({"resolution": resolution, "replicas": count, "source": str(source or "this tree"),
+                            "date": time.strftime("%Y-%m-%d"), "wall_s": wall, "reports": reports}) + "\n")  # fmt: skip
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--resolutions", default="256,1024")
@@ -129,6 +163,8 @@ def main(argv=None) -> int:
     p.add_argument("--cold-start", type=int, metavar="RESOLUTION",
                    help="instead: time a new node's first use at this resolution (results/cold_start.{md,json})")
     p.add_argument("--export-jobs", default="1,2", help="with --cold-start: the export-worker counts to compare")
+    p.add_argument("--replicas", type=int, help="with --cold-start: this many replicas starting at once on one cache")
+    p.add_argument("--source", type=Path, help="with --replicas: the ilo source tree the replicas import")
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     p.add_argument("--cold-child", type=int, help=argparse.SUPPRESS)
     p.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
@@ -139,6 +175,8 @@ def main(argv=None) -> int:
     if args.cold_child:
         print(json.dumps(cold_start_once(args.cold_child, args.cache)))
         return 0
+    if args.cold_start and args.replicas:
+        return replicas(args.cold_start, args.replicas, args.out, args.source)
     if args.cold_start:
         return cold_start(args.cold_start, args.out, [int(n) for n in args.export_jobs.split(",")])
     rows = []
