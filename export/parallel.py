@@ -44,8 +44,8 @@ def usable_cores() -> int:
 
 def default_jobs(missing: int, resolution: int) -> int:
     """Workers for `missing` bundles of a model at `resolution`: $ILO_EXPORT_JOBS where set;
-    else one per core, as many as the free memory holds (a container's limit counts), and none (1: here) for small models,
-    whose bundles export faster than a worker starts."""
+    else one per core, as many as the free memory holds (a container's limit counts), and
+    none (1: here) for small models, whose bundles export faster than a worker starts."""
     if os.environ.get("ILO_EXPORT_JOBS"):
         try:
             return max(1, int(os.environ["ILO_EXPORT_JOBS"]))
