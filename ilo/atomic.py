@@ -51,14 +51,16 @@ def exclusive_lock(path: str | os.PathLike, on_wait: Callable[[], None] | None =
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    # read-only: flock needs no write access, so a cache shared by several users works even
+    # where the lock file was made by another one with the usual 0644
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if on_wait is not None:
                 on_wait()
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor drops the lock
