@@ -54,8 +54,8 @@ def default_jobs(missing: int, resolution: int) -> int:
     if resolution < MIN_PARALLEL_RESOLUTION:
         return 1
     per_job = JOB_BYTES_AT_256 * (resolution / 256) ** 2
-    ram, _where = available_host_memory()  # a container's limit where it has one
-    by_memory = max(1, int(ram // per_job))
+    host = available_host_memory()  # a container's limit where it has one
+    by_memory = missing if host is None else max(1, int(host[0] // per_job))
     return max(1, min(missing, usable_cores(), by_memory))
 
 

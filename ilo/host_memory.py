@@ -17,8 +17,9 @@ CGROUP_FILES = ((Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.
                 (Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"), Path("/sys/fs/cgroup/memory/memory.usage_in_bytes")))  # fmt: skip
 
 
-def available_host_memory() -> tuple[int, str]:
-    """Bytes that can be taken now, and what they are (for messages)."""
+def available_host_memory() -> tuple[int, str] | None:
+    """Bytes that can be taken now, and what they are (for messages); None where the platform
+    tells neither (Windows)."""
     try:
         match = re.search(r"MemAvailable:\s+(\d+) kB", MEMINFO.read_text())
     except OSError:
@@ -26,7 +27,10 @@ def available_host_memory() -> tuple[int, str]:
     if match:
         free, where = int(match.group(1)) * 1024, "available (MemAvailable)"
     else:  # no /proc (macOS): the physical memory is all there is to go on
-        free, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "of physical memory (no MemAvailable here)"
+        try:
+            free, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "of physical memory (no MemAvailable here)"
+        except (AttributeError, ValueError, OSError):
+            return None
     for limit, usage in CGROUP_FILES:
         headroom = _cgroup_headroom(limit, usage)
         if headroom is not None and headroom < free:

@@ -69,6 +69,23 @@ def test_a_containers_memory_limit_counts_where_it_is_below_what_the_host_has(tm
     assert parallel.default_jobs(8, 256) == 8
 
 
+def test_a_platform_that_tells_no_free_memory_asks_for_a_budget(tmp_path, monkeypatch):
+    # no /proc/meminfo and no sysconf (Windows): the default budget cannot be worked out, so it
+    # is a clear request for one; a size still works, and export workers follow the cores
+    from ilo import host_memory
+    from ilo.export import parallel
+
+    monkeypatch.setattr(host_memory, "MEMINFO", tmp_path / "none")
+    monkeypatch.setattr(host_memory, "CGROUP_FILES", ())
+    monkeypatch.delattr(host_memory.os, "sysconf")
+    with pytest.raises(IloError, match="give --memory-budget a size"):
+        MemoryBudget().resolve(torch.device("cpu"))
+    assert MemoryBudget.parse("8G").resolve(torch.device("cpu"))[0] == 8 * GiB
+    monkeypatch.delenv("ILO_EXPORT_JOBS", raising=False)
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 4)
+    assert parallel.default_jobs(8, 256) == 4
+
+
 def test_a_row_cost_is_fitted_to_two_probes():
     cost = RowCost.from_probes({1: 300 * MiB, 2: 500 * MiB})
     assert (cost.fixed, cost.per_row) == (100 * MiB, 200 * MiB)

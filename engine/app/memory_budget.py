@@ -99,7 +99,10 @@ def available_memory(device: torch.device) -> tuple[int, str]:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return free, f"free on {device}"
-    return available_host_memory()
+    host = available_host_memory()
+    if host is None:
+        raise IloError("cannot tell how much memory is free on this platform: give --memory-budget a size (e.g. 8G) or off")
+    return host
 
 
 @dataclass(frozen=True)
