@@ -204,3 +204,13 @@ def test_held_out_selection_is_recorded_per_image(tmp_path, capsys, clean_dir):
     assert "held_out_loss" in (out / "metrics.csv").read_text().splitlines()[0]
     err = run_fail(capsys, "restore", clean_dir, "--clean", "--task", "denoise", "--hold-out", "1", "--out", tmp_path / "x", *FAST)
     assert "hold_out" in err and not (tmp_path / "x").exists()
+    # an ensemble records every member's choice; its held-out loss is their mean, its round member 0's
+    run_ok(capsys, "restore", clean_dir, "--clean", "--task", "denoise", "--hold-out", "0.2", "--l1-radius", "none,0.3",
+           "--ensemble", "2", "--out", tmp_path / "e", *FAST)  # fmt: skip
+    members = json.loads((tmp_path / "e" / "metrics.json").read_text())["images"]
+    for record, single in zip(members, images):
+        assert len(record["member_rounds"]) == 2 and record["member_rounds"][0] == record["best_round"] == single["best_round"]
+        assert record["held_out_loss"] == pytest.approx(sum(record["member_held_out_loss"]) / 2, rel=1e-5)
+        assert record["member_held_out_loss"][0] == pytest.approx(single["held_out_loss"], rel=1e-2)
+    err = run_fail(capsys, "restore", clean_dir, "--clean", "--task", "denoise", "--ensemble", "0", "--out", tmp_path / "x", *FAST)
+    assert "ensemble must be a whole number" in err and not (tmp_path / "x").exists()

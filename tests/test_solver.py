@@ -5,7 +5,7 @@ import torch
 
 from ilo import IloError
 from ilo.engine.problems.operators import Downsample, Inpainting, Noise
-from ilo.engine.solver.ilo_solver import ILOConfig, csgm_config, pulse_config, solve
+from ilo.engine.solver.ilo_solver import ILOConfig, csgm_config, member_seed, pulse_config, solve
 
 
 def _truth(gen, n, seed=123):
@@ -175,6 +175,30 @@ def test_batched_starts_match_starts_one_after_another(dcgan):
     whole = solve(op.A(x), op, dcgan, pruned, image_seeds=[3, 4])
     split = solve(op.A(x), op, dcgan, pruned, image_seeds=[3, 4], max_rows=3)
     assert torch.allclose(whole.images, split.images, atol=BATCH_ROUNDING)
+
+
+def test_an_ensemble_is_the_mean_of_its_members_solved_one_by_one(dcgan):
+    """The fast path (every member of every image in one batch) against the reference: each
+    member solved alone with its seed, the images averaged. Member 0 is the plain solve, the
+    members differ (their own starts and held-out shares), and a memory cap changes nothing."""
+    x = _truth(dcgan, 2, seed=5)
+    op = Inpainting.random_pixels(64, 2, keep=0.3, generator=torch.Generator().manual_seed(1))
+    y = op.A(x)
+    config = ILOConfig(end_stage=1, steps=[12, 6], restarts=2, prune_starts_at=[0.5], hold_out=0.1, ensemble=3)
+    together = solve(y, op, dcgan, config, image_seeds=[3, 4])
+    single = ILOConfig(end_stage=1, steps=[12, 6], restarts=2, prune_starts_at=[0.5], hold_out=0.1)
+    members = [solve(y, op, dcgan, single, image_seeds=[member_seed(s, m) for s in (3, 4)]) for m in range(3)]
+    assert torch.allclose(together.images, torch.stack([m.images for m in members]).mean(0), atol=BATCH_ROUNDING)
+    assert torch.equal(together.member_rounds, torch.stack([m.best_round for m in members], 1))
+    assert torch.allclose(together.best_loss, torch.stack([m.best_loss for m in members]).mean(0), rtol=1e-2)
+    assert torch.equal(together.best_round, members[0].best_round) and together.held_out
+    assert torch.allclose(together.wplus, members[0].wplus, atol=BATCH_ROUNDING)
+    assert (members[1].images - members[0].images).abs().max() > 0.1  # other starts, other results
+    capped = solve(y, op, dcgan, config, image_seeds=[3, 4], max_rows=2)
+    assert torch.allclose(capped.images, together.images, atol=BATCH_ROUNDING)
+    assert [c.shape[1] for c in together.loss_curves] == [2, 2]
+    with pytest.raises(IloError, match="ensemble must be a whole number"):
+        ILOConfig(ensemble=0)
 
 
 def test_pruned_starts_run_on_fewer_rows_and_stay_batch_independent(dcgan):

@@ -88,7 +88,7 @@ def default_solve_seconds(round_ms: dict[int, float], config: ILOConfig | None =
         steps = int(config.steps[min(k, len(config.steps) - 1)] if isinstance(config.steps, list) else config.steps)
         ms = round_ms.get(k, round_ms[max(round_ms)])
         total += (start_steps(config, steps) if k == 0 else steps) * ms / 1e3
-    return total
+    return total * config.ensemble
 
 
 def start_steps(config: ILOConfig, steps: int) -> float:

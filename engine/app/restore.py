@@ -243,6 +243,10 @@ class FolderRestore:
                 best = result.best_round[i]
                 radius = radius_of_round(config, best) if config is not None and best is not None else None
                 record.update(held_out_loss=result.held_out_loss[i], l1_radius=radius)
+            if result.member_rounds is not None:  # an ensemble: what each member chose (best_round is member 0's)
+                record["member_rounds"] = result.member_rounds[i]
+                if result.member_held_out_loss is not None:
+                    record["member_held_out_loss"] = result.member_held_out_loss[i]
             image = result.images[i : i + 1]
             if b.truth is not None:
                 record.update(self.writer.metrics(image, b.truth, b.mask))

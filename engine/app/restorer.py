@@ -103,6 +103,10 @@ class BatchResult:
     seconds: float  # the whole batch's solve
     loss_curves: list[list[list[float]]] | None = None  # [image][round][step]
     held_out_loss: list[float] | None = None  # with config.hold_out: the returned iterate's loss on the held-out measurements
+    # an ensemble (config.ensemble > 1), per image: each member's best round and (with
+    # hold_out) held-out loss; best_round is member 0's, held_out_loss the members' mean
+    member_rounds: list[list[int]] | None = None
+    member_held_out_loss: list[list[float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -200,10 +204,10 @@ class Restorer:
 
     @staticmethod
     def _trial_config(config: ILOConfig) -> ILOConfig:
-        return dataclasses.replace(config, steps=1, restarts=1, prune_starts_at=[])
+        return dataclasses.replace(config, steps=1, restarts=1, prune_starts_at=[], ensemble=1)
 
     def _max_rows(self, config: ILOConfig, images: int) -> int | None:
-        """The most rows (images x batched starts) one generator call may take within the memory
+        """The most rows (images x ensemble members x batched starts) one generator call may take within the memory
         budget, or None where the whole batch fits (or there is no budget). Not even one row
         fitting is refused here, with the numbers, before anything runs."""
         self._probed_now = False
@@ -219,7 +223,7 @@ class Restorer:
                 f"{cost.per_row / GiB:.2f} GiB per image and start) on {self.backend_name}, but the memory budget is "
                 f"{budget / GiB:.2f} GiB ({how}); free memory or raise --memory-budget"
             )  # fmt: skip
-        return None if rows >= images * config.restarts else rows
+        return None if rows >= images * config.ensemble * config.restarts else rows
 
     def _row_cost(self, config: ILOConfig, device: torch.device) -> RowCost:
         """What a row costs for this model, engine, task and round structure (cached on disk)."""
@@ -380,7 +384,7 @@ class Restorer:
         if s.method == "bm3d":
             images, seconds = bm3d_denoise(y, self.task.sigma)
             best_round: list[int | None] = [None] * len(batch)
-            curves = held_out = None
+            curves = held_out = member_rounds = member_held_out = None
         else:
             try:  # the operator may be the shared one: it goes back to the CPU whatever happens
                 t0 = time.perf_counter()
@@ -393,9 +397,12 @@ class Restorer:
             rounds = [c.cpu() for c in result.loss_curves]  # [steps, B] each
             curves = [[c[:, i].tolist() for c in rounds] for i in range(len(batch))]
             held_out = [float(v) for v in result.best_loss] if result.held_out else None
+            member_rounds = None if result.member_rounds is None else result.member_rounds.tolist()
+            member_held_out = result.member_loss.tolist() if result.member_loss is not None and result.held_out else None
         with torch.no_grad():
             fit = op.data_fit(images, y)
-        return BatchResult(images, [float(v) for v in fit], best_round, seconds, curves, held_out)
+        return BatchResult(images, [float(v) for v in fit], best_round, seconds, curves, held_out, member_rounds,
+                           member_held_out)  # fmt: skip
 
     def shared_operator(self) -> Operator:
         return self._reader.shared_operator()

@@ -87,7 +87,8 @@ class RestoreWorker:
                 result = self.restorer.solve(prepared)
                 meta.update(measurement_mse=result.measurement_mse, best_round=result.best_round,
                             seconds=result.seconds, backend=self.restorer.backend_name,
-                            loss_curves=result.loss_curves, held_out_loss=result.held_out_loss)  # fmt: skip
+                            loss_curves=result.loss_curves, held_out_loss=result.held_out_loss,
+                            member_rounds=result.member_rounds, member_held_out_loss=result.member_held_out_loss)  # fmt: skip
                 images.append(_to_bytes(result.images))
             except IloError as e:  # the driver reports it and keeps what is finished; the actor lives on
                 meta["error"] = str(e)
@@ -183,7 +184,8 @@ class RayBatches:
                 self.backend = meta["backend"]
                 images = _from_bytes(row["images"])
                 yield by_index[meta["index"]], BatchResult(images, meta["measurement_mse"], meta["best_round"], meta["seconds"],
-                                                            meta.get("loss_curves"), meta.get("held_out_loss"))  # fmt: skip
+                                                            meta.get("loss_curves"), meta.get("held_out_loss"),
+                                                            meta.get("member_rounds"), meta.get("member_held_out_loss"))  # fmt: skip
         except ray.exceptions.RayError as e:  # a worker's bug or a lost cluster: one line, the finished images kept
             raise IloError(f"the Ray job failed: {_last_line(e)}") from e
 

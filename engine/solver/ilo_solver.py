@@ -13,6 +13,7 @@ else is in its batch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import time
@@ -72,6 +73,12 @@ class ILOConfig:
     # every measurement and return the iterate that fits them best. Super-resolution is always
     # fitted on every measurement (held_out.holds_out says why).
     hold_out: float = 0.0
+    # Ensemble (issue #19): solves per image, each from its own random starts (and, with
+    # hold_out, its own held-out share), whose images are averaged. Where the generator cannot
+    # make the picture, the members' errors differ and their mean is closer to it than any one
+    # (+0.9 to +1.9 dB out of range at 3, benchmarks/results/ensemble.md); it costs K x the time.
+    # 1: the plain solve, which is also member 0 of any ensemble.
+    ensemble: int = 1
     seed: int = 0
 
     def __post_init__(self):
@@ -92,6 +99,8 @@ class ILOConfig:
             raise IloError(f"end_stage must be a stage index of at least 0, got {self.end_stage}")
         if isinstance(self.restarts, bool) or not isinstance(self.restarts, numbers.Integral) or self.restarts < 1:
             raise IloError(f"restarts must be a whole number of at least 1, got {self.restarts}")
+        if isinstance(self.ensemble, bool) or not isinstance(self.ensemble, numbers.Integral) or self.ensemble < 1:
+            raise IloError(f"ensemble must be a whole number of solves of at least 1, got {self.ensemble}")
         if self.plateau_window < 1 or not (self.plateau_tol >= 0):
             raise IloError(f"the plateau window must be at least 1 and its tolerance at least 0, "
                            f"got {self.plateau_window} and {self.plateau_tol}")  # fmt: skip
@@ -146,7 +155,7 @@ def pulse_config(**kw) -> ILOConfig:
 
 @dataclass
 class SolveResult:
-    images: torch.Tensor  # [B, 3, H, W] best iterate per image
+    images: torch.Tensor  # [B, 3, H, W] best iterate per image (an ensemble's: the mean of its members')
     wplus: torch.Tensor  # [B, n_latent, D] final latents
     states: list  # input state of each round's first stage, as optimised
     round_starts: list  # the same states as each round began
@@ -157,6 +166,10 @@ class SolveResult:
     # per round: [steps, B] the measurement loss (the data fit, the paper's Fig. 2); round 0 the best start's
     measurement_curves: list[torch.Tensor] = field(default_factory=list)
     held_out: bool = False  # best_loss is the loss on held-out measurements (config.hold_out, where it applies)
+    # an ensemble (config.ensemble > 1): each member's best round and loss, [B, members]. Every
+    # other record is member 0's (the plain solve), but best_loss, the members' mean
+    member_rounds: torch.Tensor | None = None
+    member_loss: torch.Tensor | None = None
 
 
 class _Objective:
@@ -285,6 +298,8 @@ def solve(y: torch.Tensor, op: Operator, gen: GeneratorView, config: ILOConfig |
     seeds = image_seeds if image_seeds is not None else [config.seed + i for i in range(batch)]
     if len(seeds) != batch:
         raise IloError(f"{len(seeds)} seeds for {batch} images")
+    if config.ensemble > 1:
+        return _solve_ensemble(y, op, gen, config, seeds, lpips, progress, max_rows)
     judge = None
     if config.hold_out and holds_out(op):
         full_y = y
@@ -305,6 +320,34 @@ def solve(y: torch.Tensor, op: Operator, gen: GeneratorView, config: ILOConfig |
             parts.append(_solve_chunk(y[rows], op.select(rows), gen, config, latents, seeds[rows], lpips, progress,
                                       max_rows, _take_judge(judge, rows)))  # fmt: skip
     return parts[0] if len(parts) == 1 else _concatenate(parts)
+
+
+def member_seed(seed: int, member: int) -> int:
+    """The seed of an image's ensemble member; member 0 keeps the image's own (its plain solve)."""
+    return seed if member == 0 else (seed ^ (member * 0x9E3779B1)) & 0x7FFFFFFF
+
+
+def _solve_ensemble(y, op: Operator, gen, config: ILOConfig, seeds: list[int], lpips, progress,
+                    max_rows: int | None) -> SolveResult:  # fmt: skip
+    """Every member of every image as one batch (member-major rows), then each image's mean.
+    A row's result does not depend on its batch, so member 0 is the plain solve, and max_rows
+    splits the members' rows as it would any batch's."""
+    batch, members = y.shape[0], config.ensemble
+    rows = torch.arange(batch, device=y.device).repeat(members)
+    member_seeds = [member_seed(s, m) for m in range(members) for s in seeds]
+    single = dataclasses.replace(config, ensemble=1)
+    r = solve(y[rows], op.select(rows), gen, single, member_seeds, lpips, progress, max_rows)
+
+    def per_member(t: torch.Tensor) -> torch.Tensor:  # [members * B, ...] -> [members, B, ...]
+        return t.reshape(members, batch, *t.shape[1:])
+
+    def first(states: list[tuple]) -> list[tuple]:
+        return [tuple(s[:batch] for s in group) for group in states]
+
+    return SolveResult(per_member(r.images).mean(0), r.wplus[:batch], first(r.states), first(r.round_starts),
+                       [c[:, :batch] for c in r.loss_curves], r.best_round[:batch], per_member(r.best_loss).mean(0),
+                       r.seconds, [c[:, :batch] for c in r.measurement_curves], r.held_out,
+                       per_member(r.best_round).T, per_member(r.best_loss).T)  # fmt: skip
 
 
 def _solve_chunk(y, op, gen, config: ILOConfig, latents: _Latents, seeds: list[int], lpips, progress,
