@@ -1,0 +1,111 @@
+"""Ensembles (`--ensemble K`, issue #19): ilo-auto solved K times per image from different random
+starts and held-out shares, the images averaged, in range and out of it.
+
+The ensemble runs here, in this run; ilo-auto alone and every other method are read from the
+committed `held_out_selection.json`, `quality.json` and `quality_ood.json` (the same images,
+seeds and measurements; member 0 of an ensemble is ilo-auto's own solve).
+
+    python benchmarks/ensemble.py                    # writes benchmarks/results/ensemble.{md,json,png}
+    python benchmarks/ensemble.py --set out-of-range --tasks sr-x4 --members 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from held_out import IN_RANGE_TOLERANCE, SETS, committed, run
+from quality import TASKS, ood_verdicts
+from report import machine_line, write_result
+
+from ilo import load_generator
+from ilo.engine.solver.ilo_solver import auto_depth_config
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def mean(values) -> float:
+    return float(np.mean(values))
+
+
+def report(runs: dict, members: int) -> tuple[str, list[str], list]:
+    """The table, the verdicts and the figure's rows (task -> method -> mean PSNR)."""
+    auto_runs = json.loads((RESULTS / "held_out_selection.json").read_text())["runs"]
+    label = f"ilo-auto x{members}"
+    lines, checks, rows = [], [], []
+    for which, got in runs.items():
+        summary = committed(which)["summary"]
+        lines += [f"### {which}: {got['note']}", "",
+                  f"| task | ilo (defaults) | ilo-auto | {label} | change | best other method | s / image: ilo-auto → {label} |",
+                  "| --- | ---: | ---: | ---: | ---: | --- | --- |"]  # fmt: skip
+        merged = {}
+        for task_name, r in got["tasks"].items():
+            base, auto = summary[task_name], auto_runs[which]["tasks"][task_name]
+            others = {m: v for m, v in base.items() if m != "ilo"}
+            best = max(others, key=lambda m: others[m]["psnr"]["mean"])
+            hole = "psnr_hole" in r
+
+            def cell(psnr: float, psnr_hole: float | None) -> str:
+                return f"{psnr:.2f}" + (f" / {psnr_hole:.2f}" if psnr_hole is not None else "")
+
+            ilo = cell(base["ilo"]["psnr"]["mean"], base["ilo"]["psnr_hole"]["mean"] if hole else None)
+            single = cell(mean(auto["psnr"]), mean(auto["psnr_hole"]) if hole else None)
+            ens = cell(mean(r["psnr"]), mean(r["psnr_hole"]) if hole else None)
+            change = mean(r["psnr"]) - mean(auto["psnr"])
+            lines.append(f"| {task_name} | {ilo} | {single} | **{ens}** | {change:+.2f} | {best} {others[best]['psnr']['mean']:.2f} | "
+                         f"{auto['seconds_per_image']:.2f} → {r['seconds_per_image']:.2f} |")  # fmt: skip
+            if which == "in-range":
+                gap = mean(r["psnr"]) - base["ilo"]["psnr"]["mean"]
+                ok = gap >= -IN_RANGE_TOLERANCE
+                checks.append(f"{'PASS' if ok else 'MISS'} in range, {task_name}: {label} - ilo {gap:+.2f} dB (target >= -{IN_RANGE_TOLERANCE})")
+            merged[task_name] = {**others, "ilo": {"psnr": {"mean": mean(r["psnr"])},
+                                                   **({"psnr_hole": {"mean": mean(r["psnr_hole"])}} if hole else {})}}  # fmt: skip
+            rows.append({**{m: v["psnr"]["mean"] for m, v in base.items()}, "ilo-auto": mean(auto["psnr"]), label: mean(r["psnr"])})
+        if which == "out-of-range":
+            checks += [f"{c[:5]}out of range, {c[5:].replace('ILO', label)}" for c in ood_verdicts(merged)]
+        rows.append({})  # a gap between the sets
+        lines.append("")
+    return "\n".join(lines), checks, rows
+
+
+def figure(rows: list[dict], tasks: list[str], path: Path) -> None:
+    from ilo.engine.app.figures import line_chart
+
+    methods = list(dict.fromkeys(m for r in rows for m in r))
+    xs = [float(i + 1) for i in range(len(rows))]
+    points = {m: (xs, [r.get(m, float("nan")) for r in rows]) for m in methods}
+    names = ", ".join(f"{i + 1} {t}" for i, t in enumerate(tasks))
+    line_chart(points, f"task ({names}; then the same out of range)", "mean PSNR (dB)",
+               "an ensemble of ilo-auto solves against one, ILO's defaults and the baselines: in range, out of range",
+               log_y=False, vlines=[(len(tasks) + 1, "out of range")], size=(900, 460)).save(path)  # fmt: skip
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", default=",".join(TASKS))
+    p.add_argument("--set", choices=(*SETS, "both"), default="both")
+    p.add_argument("--members", type=int, default=3)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    gen = load_generator("default")
+    tasks = args.tasks.split(",")
+    sets = list(SETS) if args.set == "both" else [args.set]
+    runs = {which: run(gen, which, tasks, auto_depth_config(ensemble=args.members)) for which in sets}
+    table, checks, rows = report(runs, args.members)
+    machine = machine_line()
+    text = (f"`python benchmarks/ensemble.py --members {args.members}`: ilo-auto solved {args.members} times per image "
+            "(`--ensemble`), each member from its own random starts and 10% held-out share, the images averaged. "
+            "ilo-auto alone and the other methods from the committed tables (another run: their seconds are "
+            "that run's). PSNR in dB (mean over images; inpainting: full / hole).\n\n"
+            + table + "\n" + "\n".join(f"- {c}" for c in checks) + f"\n\nMachine: {machine}.\n")  # fmt: skip
+    write_result(args.out, "ensemble", text, {"machine": machine, "members": args.members, "runs": runs, "checks": checks})
+    if len(sets) == 2:
+        figure(rows, tasks, args.out / "ensemble.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
