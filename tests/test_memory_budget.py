@@ -134,6 +134,24 @@ def test_a_batch_over_budget_runs_in_micro_batches_with_the_same_results(dcgan, 
     assert len(fake_cost) == 1
 
 
+def test_a_backend_with_a_batch_limit_gets_micro_batches_within_it(dcgan, monkeypatch):
+    # TensorRT's engines take at most 64 rows a call; images x ensemble members x starts can be
+    # more. Here onnxruntime stands in with a limit of 3 rows: 2 images x 2 members x 2 starts
+    # (8 rows) run in calls of at most 3, with the results of the whole batch.
+    from ilo.engine.runtimes.backends import OnnxRuntimeBackend
+
+    config = method_config("ilo", **FAST, ensemble=2)
+    names, pictures = ["a", "b"], _pictures(2)
+    whole = ilo.Restorer(dcgan, task="denoise", backend="onnxruntime", config=config, memory_budget="off")
+    reference = whole.solve(whole.prepare(pictures, names=names))
+    monkeypatch.setattr(OnnxRuntimeBackend, "max_rows", 3)
+    limited = ilo.Restorer(dcgan, task="denoise", backend="onnxruntime", config=config, memory_budget="off")
+    rows = []
+    result = limited.solve(limited.prepare(pictures, names=names), progress=lambda k, step, steps, measured: rows.append(measured.shape[0]))
+    assert max(rows) == 2  # 3 rows: one image's 2 starts a call (a member of an image is an image to the solver)
+    assert torch.allclose(result.images, reference.images, atol=1e-3)  # tests/test_solver.py's batch rounding bound
+
+
 def test_the_row_cost_is_cached_beside_the_graphs(dcgan, fake_cost, tmp_path):
     config = method_config("ilo", **FAST)
     ilo.Restorer(dcgan, task="inpaint", centre_box=0.5, backend="torch", config=config, memory_budget="1G")

@@ -144,6 +144,18 @@ def test_compressed_sensing_takes_vectors(dcgan):
         r.restore(y[0, :-1])
 
 
+def test_an_ensemble_says_what_each_member_chose(dcgan, noisy, denoiser):
+    # what the command line records, the Python API (and so `ilo serve`'s metrics) returns too
+    r = ilo.Restorer(dcgan, task="denoise", backend="torch", config=method_config("ilo-auto", **FAST, ensemble=2))
+    [out] = r.restore(noisy)
+    metrics = out.metrics()
+    assert len(metrics["member_rounds"]) == len(metrics["member_held_out_loss"]) == 2
+    assert metrics["best_round"] == metrics["member_rounds"][0]
+    assert metrics["held_out_loss"] == pytest.approx(sum(metrics["member_held_out_loss"]) / 2, rel=1e-5)
+    [single] = denoiser.restore(noisy)
+    assert "member_rounds" not in single.metrics()
+
+
 @pytest.mark.parametrize(
     "picture, masks, message",
     [

@@ -201,6 +201,16 @@ def test_an_ensemble_is_the_mean_of_its_members_solved_one_by_one(dcgan):
         ILOConfig(ensemble=0)
 
 
+def test_ensembles_of_nearby_seeds_share_no_member():
+    # the members of `--seed s` must not be the plain solves (or members) of another --seed
+    from ilo.engine.problems.tasks import name_seed
+
+    for name in ("face", "gen00", "astronaut"):
+        seeds = [{member_seed(name_seed(s, name), m) for m in range(5)} for s in range(6)]
+        assert all(len(group) == 5 for group in seeds)
+        assert len(set().union(*seeds)) == 30
+
+
 def test_pruned_starts_run_on_fewer_rows_and_stay_batch_independent(dcgan):
     x = _truth(dcgan, 3, seed=9)
     op = Downsample(2)

@@ -81,7 +81,8 @@ def _stage_times(runners: dict[str, Callable], graphs, batch: int, settings: Lat
 
 def default_solve_seconds(round_ms: dict[int, float], config: ILOConfig | None = None) -> float:
     """Seconds per batch of a default ILO solve, from the ms of a step at the batch's size:
-    round 0 for every start, halved where the starts are pruned, then the later rounds."""
+    round 0 for every start, halved where the starts are pruned, then the later rounds; an
+    ensemble's K members as K solves."""
     config = config or ILOConfig()
     total = 0.0
     for k in range(last_round(config, max(round_ms) + 1) + 1):

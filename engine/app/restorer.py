@@ -44,6 +44,9 @@ from ilo.export.graphs import LossHead
 from ilo.generators.staged import StagedGenerator
 
 
+ADDED_LATER = {"ensemble": 1}  # solver settings newer than run folders in use, at their neutral values
+
+
 def method_config(method: str, **overrides) -> ILOConfig | None:
     """The solver settings of a method, with the caller's overrides (None for BM3D)."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -102,9 +105,11 @@ class BatchResult:
     best_round: list[int | None]
     seconds: float  # the whole batch's solve
     loss_curves: list[list[list[float]]] | None = None  # [image][round][step]
-    held_out_loss: list[float] | None = None  # with config.hold_out: the returned iterate's loss on the held-out measurements
+    # with config.hold_out: the returned iterate's loss on the held-out measurements (an
+    # ensemble's: the mean of its members', each on its own held-out share)
+    held_out_loss: list[float] | None = None
     # an ensemble (config.ensemble > 1), per image: each member's best round and (with
-    # hold_out) held-out loss; best_round is member 0's, held_out_loss the members' mean
+    # hold_out) held-out loss; best_round, the l1 radius and the loss curves are member 0's
     member_rounds: list[list[int]] | None = None
     member_held_out_loss: list[list[float]] | None = None
 
@@ -119,7 +124,9 @@ class Restored:
     best_round: int | None
     seconds: float  # this image's share of its batch's solve
     batch_size: int
-    held_out_loss: float | None = None  # with config.hold_out: what chose this iterate
+    held_out_loss: float | None = None  # with config.hold_out: what chose this iterate (an ensemble: the members' mean)
+    member_rounds: list[int] | None = None  # an ensemble: each member's round (best_round is member 0's)
+    member_held_out_loss: list[float] | None = None  # an ensemble with config.hold_out: each member's
 
     def to_numpy(self) -> np.ndarray:
         """[H, W, 3] uint8."""
@@ -136,9 +143,11 @@ class Restored:
         return buffer.getvalue()
 
     def metrics(self) -> dict:
-        held = {} if self.held_out_loss is None else {"held_out_loss": self.held_out_loss}
+        optional = {"held_out_loss": self.held_out_loss, "member_rounds": self.member_rounds,
+                    "member_held_out_loss": self.member_held_out_loss}  # fmt: skip
         return {"name": self.name, "measurement_mse": self.measurement_mse, "best_round": self.best_round,
-                "seconds": self.seconds, "batch_size": self.batch_size, **held}  # fmt: skip
+                "seconds": self.seconds, "batch_size": self.batch_size,
+                **{k: v for k, v in optional.items() if v is not None}}  # fmt: skip
 
 
 class Restorer:
@@ -207,23 +216,28 @@ class Restorer:
         return dataclasses.replace(config, steps=1, restarts=1, prune_starts_at=[], ensemble=1)
 
     def _max_rows(self, config: ILOConfig, images: int) -> int | None:
-        """The most rows (images x ensemble members x batched starts) one generator call may take within the memory
-        budget, or None where the whole batch fits (or there is no budget). Not even one row
-        fitting is refused here, with the numbers, before anything runs."""
+        """The most rows (images x ensemble members x batched starts) one generator call may
+        take within the memory budget and the backend's own limit (TensorRT's batch profile),
+        or None where the whole batch fits. Not even one row fitting the budget is refused
+        here, with the numbers, before anything runs."""
         self._probed_now = False
-        if self.memory_budget.off or self.settings.method == "bm3d":
+        if self.settings.method == "bm3d":
             return None
-        device = torch.device(self.settings.device)
-        cost = self._row_cost(config, device)
-        budget, how = self.memory_budget.resolve(device)
-        rows = cost.rows_within(budget)
-        if rows < 1:
-            raise MemoryBudgetError(
-                f"one image needs about {cost.peak(1) / GiB:.2f} GiB for a step ({cost.fixed / GiB:.2f} GiB fixed + "
-                f"{cost.per_row / GiB:.2f} GiB per image and start) on {self.backend_name}, but the memory budget is "
-                f"{budget / GiB:.2f} GiB ({how}); free memory or raise --memory-budget"
-            )  # fmt: skip
-        return None if rows >= images * config.ensemble * config.restarts else rows
+        backend = getattr(self._solver[0], "backend", None) if self._solver is not None else None
+        limit: int | None = getattr(backend, "max_rows", None)
+        if not self.memory_budget.off:
+            device = torch.device(self.settings.device)
+            cost = self._row_cost(config, device)
+            budget, how = self.memory_budget.resolve(device)
+            rows = cost.rows_within(budget)
+            if rows < 1:
+                raise MemoryBudgetError(
+                    f"one image needs about {cost.peak(1) / GiB:.2f} GiB for a step ({cost.fixed / GiB:.2f} GiB fixed + "
+                    f"{cost.per_row / GiB:.2f} GiB per image and start) on {self.backend_name}, but the memory budget is "
+                    f"{budget / GiB:.2f} GiB ({how}); free memory or raise --memory-budget"
+                )  # fmt: skip
+            limit = rows if limit is None else min(limit, rows)
+        return None if limit is None or limit >= images * config.ensemble * config.restarts else limit
 
     def _row_cost(self, config: ILOConfig, device: torch.device) -> RowCost:
         """What a row costs for this model, engine, task and round structure (cached on disk)."""
@@ -271,8 +285,11 @@ class Restorer:
 
     def describe(self) -> dict:
         s = self.settings
-        return {"task": self.task.describe(), "method": s.method,
-                "solver": dataclasses.asdict(s.config) if s.config is not None else None, "seed": s.seed,
+        solver = None
+        if s.config is not None:  # a setting added later is left out at its neutral value, so a run
+            # folder written before it existed resumes (its recorded settings still match)
+            solver = {k: v for k, v in dataclasses.asdict(s.config).items() if ADDED_LATER.get(k, object()) != v}
+        return {"task": self.task.describe(), "method": s.method, "solver": solver, "seed": s.seed,
                 "model": self.fingerprint(), "backend": self.backend_name, "device": s.device}  # fmt: skip
 
     def _build(self, progress) -> tuple[GeneratorView, LPIPS | None]:
@@ -447,9 +464,13 @@ class Restorer:
 def restored_images(prepared: list[Prepared], result: BatchResult) -> list[Restored]:
     """A solved batch as one `Restored` per image, pixels in [0, 1]."""
     n = len(prepared)
-    held = result.held_out_loss
+
+    def of(values: list | None, i: int):
+        return None if values is None else values[i]
+
     return [Restored(p.stem, (result.images[i].clamp(-1, 1) + 1) / 2, result.measurement_mse[i], result.best_round[i],
-                     result.seconds / n, n, None if held is None else held[i]) for i, p in enumerate(prepared)]  # fmt: skip
+                     result.seconds / n, n, of(result.held_out_loss, i), of(result.member_rounds, i),
+                     of(result.member_held_out_loss, i)) for i, p in enumerate(prepared)]  # fmt: skip
 
 
 def _as_list(items) -> list:

@@ -34,6 +34,7 @@ RECORDS_DIR = "records"
 LOCK_FILE = ".ilo.lock"
 TABLE_FILES = ("metrics.json", "metrics.csv")
 TABLE_METRICS = ("psnr", "psnr_hole", "ssim", "lpips", "mse_observed", "measurement_mse", "held_out_loss", "seconds")
+MEMBER_COLUMNS = ("member_rounds", "member_held_out_loss")  # an ensemble's, per member
 
 
 def _dumps(obj) -> bytes:
@@ -133,19 +134,33 @@ class RunDir:
                 summary[key] = {**mean_and_std(values), "n": len(values)}
         json_path, csv_path = self.root / "metrics.json", self.root / "metrics.csv"
         atomic_write_bytes(json_path, _dumps({"images": records, "summary": summary}))
-        columns = ["name", "input", "output", *[k for k in TABLE_METRICS if any(k in r for r in records)], "best_round"]
+        columns = ["name", "input", "output", *[k for k in TABLE_METRICS if any(k in r for r in records)], "best_round",
+                   *[k for k in MEMBER_COLUMNS if any(k in r for r in records)]]  # fmt: skip
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for r in records:
-            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+            writer.writerow({k: _cell(r.get(k)) for k in columns})
         atomic_write_bytes(csv_path, buffer.getvalue().encode())
         return json_path, csv_path
 
 
+def _cell(value) -> str | int | float:
+    """A CSV cell: empty for none, a list (an ensemble's members) as space-separated values."""
+    if value is None:
+        return ""
+    return " ".join(str(v) for v in value) if isinstance(value, list) else value
+
+
 def _finite(record: dict) -> dict:
-    """JSON has no inf: an exact reconstruction's PSNR is written as null."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+    """JSON has no inf: an exact reconstruction's PSNR is written as null (also inside a list)."""
+
+    def clean(v):
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    return {k: clean(v) for k, v in record.items()}
 
 
 def check_output_layout(root: Path, outputs: dict[str, list[Path]], sources: dict[str, list[Path]], fixed: list[Path]) -> None:

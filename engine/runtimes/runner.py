@@ -32,6 +32,7 @@ class BackendUnavailable(IloError):
 class Backend:
     name = ""
     runs_functions = False  # True: runs the graph functions in torch, needs no exported files
+    max_rows: int | None = None  # the most rows one call takes (built engines' batch profile), None: any
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)

@@ -34,6 +34,7 @@ WORKSPACE_BYTES = 4 << 30
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    max_rows = MAX_BATCH
 
     def __init__(self, device: torch.device | str = "cuda"):
         super().__init__(device)

@@ -14,6 +14,7 @@ else is in its batch.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import numbers
 import time
@@ -161,7 +162,9 @@ class SolveResult:
     round_starts: list  # the same states as each round began
     loss_curves: list[torch.Tensor]  # per round: [steps, B] total loss
     best_round: torch.Tensor  # [B]
-    best_loss: torch.Tensor  # [B] measurement loss of the returned images (the held-out loss where config.hold_out)
+    # [B] measurement loss of the returned images (the held-out loss where config.hold_out); an
+    # ensemble's: the mean of its members' (each on its own held-out share), not its mean image's
+    best_loss: torch.Tensor
     seconds: dict = field(default_factory=dict)
     # per round: [steps, B] the measurement loss (the data fit, the paper's Fig. 2); round 0 the best start's
     measurement_curves: list[torch.Tensor] = field(default_factory=list)
@@ -323,8 +326,14 @@ def solve(y: torch.Tensor, op: Operator, gen: GeneratorView, config: ILOConfig |
 
 
 def member_seed(seed: int, member: int) -> int:
-    """The seed of an image's ensemble member; member 0 keeps the image's own (its plain solve)."""
-    return seed if member == 0 else (seed ^ (member * 0x9E3779B1)) & 0x7FFFFFFF
+    """The seed of an image's ensemble member; member 0 keeps the image's own (its plain solve).
+    A hash, not a mix like the one that makes image seeds from `--seed`: with the same mix,
+    member m at --seed 0 would be the plain solve at --seed m, and the ensembles of nearby
+    seeds would share members."""
+    if member == 0:
+        return seed
+    digest = hashlib.blake2b(f"ensemble member {member} of seed {seed}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
 
 
 def _solve_ensemble(y, op: Operator, gen, config: ILOConfig, seeds: list[int], lpips, progress,
