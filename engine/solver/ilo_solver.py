@@ -77,7 +77,8 @@ class ILOConfig:
     # Ensemble (issue #19): solves per image, each from its own random starts (and, with
     # hold_out, its own held-out share), whose images are averaged. Where the generator cannot
     # make the picture, the members' errors differ and their mean is closer to it than any one
-    # (+0.9 to +1.9 dB out of range at 3, benchmarks/results/ensemble.md); it costs K x the time.
+    # (at 3: +1.2 to +2.0 dB in range, +0.4 to +1.6 out of range, benchmarks/results/ensemble.md);
+    # it costs about K x the time.
     # 1: the plain solve, which is also member 0 of any ensemble.
     ensemble: int = 1
     seed: int = 0
