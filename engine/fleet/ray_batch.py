@@ -85,16 +85,22 @@ class RestoreWorker:
             try:
                 prepared = [self.reader.prepare(Path(p)) for p in json.loads(str(paths))]
                 result = self.restorer.solve(prepared)
-                meta.update(measurement_mse=result.measurement_mse, best_round=result.best_round,
-                            seconds=result.seconds, backend=self.restorer.backend_name,
-                            loss_curves=result.loss_curves, held_out_loss=result.held_out_loss,
-                            member_rounds=result.member_rounds, member_held_out_loss=result.member_held_out_loss)  # fmt: skip
+                meta.update(_result_fields(result), backend=self.restorer.backend_name)
                 images.append(_to_bytes(result.images))
             except IloError as e:  # the driver reports it and keeps what is finished; the actor lives on
                 meta["error"] = str(e)
                 images.append(b"")
             metas.append(json.dumps(meta))
         return {"meta": np.array(metas, dtype=object), "images": np.array(images, dtype=object)}
+
+
+# every field of a worker's BatchResult but its images (sent as bytes beside), so a field added
+# to BatchResult reaches the driver without being named here
+_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(BatchResult) if f.name != "images")
+
+
+def _result_fields(result: BatchResult) -> dict:
+    return {k: getattr(result, k) for k in _RESULT_FIELDS}
 
 
 class RayBatches:
@@ -183,9 +189,7 @@ class RayBatches:
                 seen.add(meta["index"])
                 self.backend = meta["backend"]
                 images = _from_bytes(row["images"])
-                yield by_index[meta["index"]], BatchResult(images, meta["measurement_mse"], meta["best_round"], meta["seconds"],
-                                                            meta.get("loss_curves"), meta.get("held_out_loss"),
-                                                            meta.get("member_rounds"), meta.get("member_held_out_loss"))  # fmt: skip
+                yield by_index[meta["index"]], BatchResult(images=images, **{k: meta[k] for k in _RESULT_FIELDS})
         except ray.exceptions.RayError as e:  # a worker's bug or a lost cluster: one line, the finished images kept
             raise IloError(f"the Ray job failed: {_last_line(e)}") from e
 
