@@ -50,6 +50,15 @@ def dcgan():
     return load_generator("default")
 
 
+def small_dcgan(seed: int = 0):
+    """A random DCGAN of 16 px (3 stages), fresh from its constructor (trainable weights): for
+    tests of what the engine exports and loads, which does not depend on a model's size."""
+    from ilo.generators.dcgan import DCGANConfig, DCGANGenerator
+
+    torch.manual_seed(seed)
+    return DCGANGenerator(DCGANConfig(z_dim=8, channels=(16, 8)))
+
+
 def random_stylegan2(config, seed: int = 0):
     from ilo.generators.stylegan2 import random_stylegan2 as make
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_fused_step_equals_torch
+from conftest import assert_fused_step_equals_torch, small_dcgan
 
 from ilo.engine.problems.losses import LPIPS
 from ilo.engine.problems.operators import DenseGaussianCS, Downsample, Inpainting, Noise, PartialCirculantCS
@@ -227,15 +227,19 @@ def test_free_running_ilo_on_the_engine_restores_as_well_as_torch(engines, famil
     assert gap.abs().max() <= 0.5
 
 
-def test_stage_vjps_are_exported_only_when_a_chained_step_needs_them(dcgan, tmp_path):
+def test_stage_vjps_are_exported_only_when_a_chained_step_needs_them(tmp_path):
     """A solve on the fused step graphs never runs a stage's VJP, so a cold start does not pay
-    for them; a chained step (here: an operator without a loss head) exports them on first use."""
-    engine = EngineGenerator(dcgan, "onnxruntime", cache=tmp_path)
+    for them; a chained step (here: an operator without a loss head) exports them on first use.
+    On a small random DCGAN of 16 px (which bundles load does not depend on the model's size),
+    fresh from its constructor: trainable, which the engine must not trip over nor change."""
+    small = small_dcgan()
+    engine = EngineGenerator(small, "onnxruntime", cache=tmp_path)
     bundles = lambda: sorted(p.name.rsplit("-", 1)[0] for p in tmp_path.iterdir() if not p.name.startswith("."))
     assert bundles() == ["generator-forward"]
-    op = Inpainting.centre_box(64, 1)
-    solve(op.A(torch.zeros(1, 3, 64, 64)), op, engine, ILOConfig(steps=[2, 1], end_stage=1, restarts=1))
+    op = Inpainting.centre_box(16, 1)
+    solve(op.A(torch.zeros(1, 3, 16, 16)), op, engine, ILOConfig(steps=[2, 1], end_stage=1, restarts=1))
     assert "generator-vjp" not in bundles()
     chained = Noise(0.0) * Downsample(2)  # a composition: no fused head, so the stage VJPs run
-    solve(chained.A(torch.zeros(1, 3, 64, 64)), chained, engine, ILOConfig(steps=[2], end_stage=0, restarts=1))
+    solve(chained.A(torch.zeros(1, 3, 16, 16)), chained, engine, ILOConfig(steps=[2], end_stage=0, restarts=1))
     assert "generator-vjp" in bundles()
+    assert all(p.requires_grad for p in small.parameters())

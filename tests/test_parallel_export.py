@@ -8,6 +8,7 @@ from functools import partial
 
 import pytest
 import torch
+from conftest import small_dcgan
 
 from ilo.engine.problems.operators import every_loss_head
 from ilo.errors import IloError
@@ -69,7 +70,7 @@ def test_default_jobs_follow_cores_memory_and_the_environment(monkeypatch):
         default_jobs(4, 64)
 
 
-def test_the_engine_exports_ahead_every_step_graph_a_solve_loads(dcgan, tmp_path, monkeypatch):
+def test_the_engine_exports_ahead_every_step_graph_a_solve_loads(tmp_path, monkeypatch):
     from ilo.engine.app.restorer import Restorer
     from ilo.engine.problems.tasks import TaskSpec
     from ilo.engine.runtimes.bridge import EngineGenerator
@@ -79,7 +80,7 @@ def test_the_engine_exports_ahead_every_step_graph_a_solve_loads(dcgan, tmp_path
     monkeypatch.setenv("ILO_EXPORT_JOBS", "2")
     names: list[str] = []
     # denoising with held-out selection fits an inpainting of the pixels kept: its head, not denoise's
-    restorer = Restorer(dcgan, TaskSpec("denoise"), method="ilo-auto", config=auto_depth_config(end_stage=1),
+    restorer = Restorer(small_dcgan(), TaskSpec("denoise"), method="ilo-auto", config=auto_depth_config(end_stage=1),
                         backend="onnxruntime", memory_budget="off", warm=False)  # fmt: skip
     restorer.warm(lambda i, n, name: names.append(name))
     engine, config = restorer._solver[0] if restorer._solver else None, restorer.settings.config

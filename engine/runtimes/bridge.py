@@ -17,6 +17,7 @@ returns the fused evaluation for a round and operator when the operator exports 
 
 from __future__ import annotations
 
+import copy
 from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
@@ -88,6 +89,16 @@ def load_graphs(backend: Backend, make_bundle: Callable, functions: Callable[[],
     return {g["name"]: LazyRunner(backend, result.folder / g["file"]) for g in result.manifest["graphs"]}
 
 
+def frozen(gen: StagedGenerator) -> StagedGenerator:
+    """The generator with no trainable weight: itself, or a frozen copy. A module fresh from its
+    constructor is trainable, and traced as it is its graphs would need weight gradients that
+    ONNX cannot express; the graphs hold the weights as constants, and the caller's module is
+    left as it is."""
+    if any(p.requires_grad for p in gen.parameters()):
+        return copy.deepcopy(gen).requires_grad_(False)
+    return gen
+
+
 def export_ahead(gen: StagedGenerator, backend: Backend, steps: Sequence[tuple[int, LossHead, int]], lpips=None,
                  cache: Path | None = None, jobs: int | None = None, progress: Callable | None = None) -> None:  # fmt: skip
     """Export, side by side (export/parallel.py), the bundles a solve will load: the
@@ -96,6 +107,7 @@ def export_ahead(gen: StagedGenerator, backend: Backend, steps: Sequence[tuple[i
     finds them in the cache; anything not named here is still exported when first used."""
     if backend.runs_functions:
         return
+    gen = frozen(gen)
     noise_maps = len(gen.noise_shapes)
     makers = [partial(generator_bundle, gen, "forward")]
     makers += [partial(step_bundle, gen, head, k, min(n, noise_maps)) for k, head, n in steps]
@@ -141,6 +153,7 @@ class EngineGenerator:
 
     def __init__(self, gen: StagedGenerator, backend: Backend | str = "onnxruntime", cache: Path | None = None,
                  progress: Callable | None = None):  # fmt: skip
+        gen = frozen(gen)
         self.torch_generator = gen
         if isinstance(backend, str):  # on the device the generator is on
             backend = get_backend(backend, next(iter(gen.state_dict().values())).device)
