@@ -7,6 +7,7 @@ seeds and measurements; member 0 of an ensemble is ilo-auto's own solve).
 
     python benchmarks/ensemble.py                    # writes benchmarks/results/ensemble.{md,json,png}
     python benchmarks/ensemble.py --set out-of-range --tasks sr-x4 --members 5
+    python benchmarks/ensemble.py --set out-of-range --tasks denoise-0.1 --members 20 --restarts 1
 """
 
 from __future__ import annotations
@@ -88,20 +89,23 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--set", choices=(*SETS, "both"), default="both")
     p.add_argument("--members", type=int, default=3)
+    p.add_argument("--restarts", type=int, help="random starts of each member's round 0 (default: ilo-auto's 3)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     gen = load_generator("default")
     tasks = args.tasks.split(",")
     sets = list(SETS) if args.set == "both" else [args.set]
-    runs = {which: run(gen, which, tasks, auto_depth_config(ensemble=args.members)) for which in sets}
+    starts = {} if args.restarts is None else {"restarts": args.restarts}
+    runs = {which: run(gen, which, tasks, auto_depth_config(ensemble=args.members, **starts)) for which in sets}
     table, checks, rows = report(runs, args.members)
     machine = machine_line()
-    text = (f"`python benchmarks/ensemble.py --members {args.members}`: ilo-auto solved {args.members} times per image "
-            "(`--ensemble`), each member from its own random starts and 10% held-out share, the images averaged. "
+    command = f"--members {args.members}" + ("" if args.restarts is None else f" --restarts {args.restarts}")
+    text = (f"`python benchmarks/ensemble.py {command}`: ilo-auto solved {args.members} times per image "
+            f"(`--ensemble`), each member from its own {args.restarts or 3} random start(s) and 10% held-out share, the images averaged. "
             "ilo-auto alone and the other methods from the committed tables (another run: their seconds are "
             "that run's). PSNR in dB (mean over images; inpainting: full / hole).\n\n"
             + table + "\n" + "\n".join(f"- {c}" for c in checks) + f"\n\nMachine: {machine}.\n")  # fmt: skip
-    write_result(args.out, "ensemble", text, {"machine": machine, "members": args.members, "runs": runs, "checks": checks})
+    write_result(args.out, "ensemble", text, {"machine": machine, "members": args.members, "restarts": args.restarts, "runs": runs, "checks": checks})
     if len(sets) == 2:
         figure(rows, tasks, args.out / "ensemble.png")
     return 0
