@@ -632,7 +632,9 @@ class _Run:
             frozen_here = frozen if live is None else frozen[live]
             before = [p.detach().clone() for p in params] if frozen_here.any() else None
             optimiser.zero_grad()
-            loss.sum().backward()
+            # only the round's variables: a generator with trainable weights (a module fresh
+            # from training code) gets no weight gradients, neither computed nor stored on it
+            loss.sum().backward(inputs=params)
             optimiser.step()
             with torch.no_grad():
                 _project(z, start_norm_z, noise_vars, start_norm_noise, state, start_state, radius, c)
