@@ -298,7 +298,7 @@ class Restorer:
         to torch, with a note, where the graphs cannot be exported or run; a backend named
         explicitly must work or this fails."""
         from ilo.engine.runtimes.backends import auto_backend_name, check_device, get_backend
-        from ilo.engine.runtimes.bridge import EngineGenerator, EngineLPIPS, export_ahead
+        from ilo.engine.runtimes.bridge import EngineGenerator, EngineLPIPS, export_ahead, frozen
 
         s = self.settings
         check_device(s.device)  # here, where it is used: a Ray driver may build one for GPUs it does not have
@@ -315,6 +315,7 @@ class Restorer:
         try:
             name = auto_backend_name(s.device, gen.family) if s.backend == "auto" else s.backend
             backend = get_backend(name, s.device)
+            gen = frozen(gen)  # once: export_ahead and the engine would each copy a trainable model
             if s.config is not None:  # what the solve loads, exported side by side on a cold cache
                 export_ahead(gen, backend, self._fused_steps(s.config), lpips, progress=progress)
             engine = EngineGenerator(gen, backend, progress=progress)
