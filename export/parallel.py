@@ -24,12 +24,22 @@ from typing import Callable, Sequence
 
 from ilo.errors import IloError
 from ilo.export.artifacts import Bundle, ExportResult, bundle_folder, export_bundle, read_cached
+from ilo.generators.staged import StagedGenerator
 from ilo.host_memory import available_host_memory
 
 GiB = 1024**3
-# Peak RSS of one worker exporting StyleGAN2 256² bundles (trace, export, float64 checks): 5.1
-# GiB here. Scaled by the pixel count, as the checks' activations are most of it.
-JOB_BYTES_AT_256 = 5.5 * GiB
+# What one bundle's export takes at its peak (trace, ONNX export, the float64 checks and their
+# sessions), from the model's shapes: a part that follows the weights (their float32 and float64
+# copies, the traced program, the serialised graph) and one that follows what the stages write
+# (the checks' activations). Fitted to StyleGAN2 config-f on the 2-core EPYC: 5.0 GiB, an export
+# worker's peak at 256², and 8.8 GiB, the peak of the whole in-process `ilo export --warm` at
+# 1024² (its memory probe included; the generator's own export peaked at 7.3 GiB): an estimate
+# on the high side (benchmarks/real_resolutions.py, export_cost.py).
+JOB_BYTES_PER_WEIGHT_BYTE = 36
+JOB_BYTES_PER_STATE_BYTE = 17
+# A worker may be planned on this share of the memory available: the rest is the caller's and
+# the estimate's margin.
+JOBS_SHARE = 0.8
 # A worker pays about 6 s to start (torch, onnx, the exporter) and shares the cores: on the
 # 2-core EPYC the default model's bundles (64², 5-15 s each) took 41 s in two workers against
 # 36 s here; StyleGAN2 256²'s (60-110 s each) 313 s against 386 s (benchmarks/export_cost.py).
@@ -42,10 +52,17 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def default_jobs(missing: int, resolution: int) -> int:
-    """Workers for `missing` bundles of a model at `resolution`: $ILO_EXPORT_JOBS where set;
-    else one per core, as many as the free memory holds (a container's limit counts), and
-    none (1: here) for small models, whose bundles export faster than a worker starts."""
+def export_job_bytes(gen: StagedGenerator) -> int:
+    """One bundle's export of `gen` at its peak, estimated from its shapes (see above)."""
+    weights = sum(t.numel() * t.element_size() for t in gen.state_dict().values())
+    return JOB_BYTES_PER_WEIGHT_BYTE * weights + JOB_BYTES_PER_STATE_BYTE * gen.state_bytes()
+
+
+def default_jobs(missing: int, resolution: int, job_bytes: int) -> int:
+    """Workers for `missing` bundles of a model at `resolution` whose export takes `job_bytes`:
+    $ILO_EXPORT_JOBS where set; else one per core, as many as JOBS_SHARE of the free memory
+    holds (a container's limit counts), and none (1: here) for small models, whose bundles
+    export faster than a worker starts."""
     if os.environ.get("ILO_EXPORT_JOBS"):
         try:
             return max(1, int(os.environ["ILO_EXPORT_JOBS"]))
@@ -53,24 +70,43 @@ def default_jobs(missing: int, resolution: int) -> int:
             raise IloError(f"ILO_EXPORT_JOBS must be a whole number of workers, got '{os.environ['ILO_EXPORT_JOBS']}'") from None
     if resolution < MIN_PARALLEL_RESOLUTION:
         return 1
-    per_job = JOB_BYTES_AT_256 * (resolution / 256) ** 2
     host = available_host_memory()  # a container's limit where it has one
-    by_memory = missing if host is None else max(1, int(host[0] // per_job))
+    by_memory = missing if host is None else max(1, int(JOBS_SHARE * host[0] // job_bytes))
     return max(1, min(missing, usable_cores(), by_memory))
 
 
+def refuse_what_cannot_fit(gen: StagedGenerator, missing: int) -> None:
+    """Refuse, before minutes of export, bundles whose export alone is estimated at more than
+    all the memory available."""
+    need, host = export_job_bytes(gen), available_host_memory()
+    if missing and host is not None and need > host[0]:
+        raise IloError(
+            f"exporting a {gen.resolution}² {gen.family}'s graphs needs about {need / GiB:.1f} GiB a bundle (estimated "
+            f"from its shapes), more than the {host[0] / GiB:.2f} GiB {host[1]}; free memory, or export on a larger "
+            f"machine with the same versions and copy its $ILO_CACHE_DIR/graphs here"
+        )  # fmt: skip
+
+
 def export_bundles(makers: Sequence[BundleMaker], root: Path | None = None, jobs: int | None = None,
-                   resolution: int = 256, progress: Callable | None = None, force: bool = False) -> list[ExportResult]:  # fmt: skip
+                   gen: StagedGenerator | None = None, progress: Callable | None = None,
+                   force: bool = False) -> list[ExportResult]:  # fmt: skip
     """Export (or find cached) every bundle `makers` make, in up to `jobs` workers at once
-    (None: `default_jobs`); `force` exports them again. With one job, or one bundle to export,
-    it runs here, in this process: the reference path. `progress(i, n, name)` hears of each
-    bundle as it starts (here) or is handed to a worker. Results in the order of `makers`."""
+    (None: `default_jobs` for the model `gen`, in this process where it is not given); `force`
+    exports them again. With one job, or one bundle to export, it runs here, in this process:
+    the reference path. Bundles of a `gen` whose export cannot fit are refused before any of
+    them starts. `progress(i, n, name)` hears of each bundle as it starts (here) or is handed
+    to a worker. Results in the order of `makers`."""
     bundles = [make() for make in makers]
     missing = [i for i, b in enumerate(bundles) if force or read_cached(bundle_folder(b, root)) is None]
-    jobs = default_jobs(len(missing), resolution) if jobs is None else max(1, jobs)
+    if gen is not None:
+        refuse_what_cannot_fit(gen, len(missing))
+    if jobs is None:
+        jobs = 1 if gen is None else default_jobs(len(missing), gen.resolution, export_job_bytes(gen))
+    jobs = max(1, jobs)
     if jobs == 1 or len(missing) <= 1:
-        return [export_bundle(b, root, progress, force and i in missing) for i, b in enumerate(bundles)]
+        return [export_here(b, root, progress, force and i in missing) for i, b in enumerate(bundles)]
     threads = max(1, usable_cores() // jobs)
+    running: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="ilo-export-jobs-") as work, ThreadPoolExecutor(jobs) as pool:
         futures = {}
         for n, i in enumerate(missing):
@@ -80,21 +116,66 @@ def export_bundles(makers: Sequence[BundleMaker], root: Path | None = None, jobs
                 pickle.dump((makers[i], root, threads, force), f)
             if progress is not None:
                 progress(n, len(missing), f"{bundles[i].name} (in a worker, {jobs} at once)")
-            futures[pool.submit(run_worker, job)] = i
-        for future in as_completed(futures):
-            future.result()  # a worker's error, raised here
+            futures[pool.submit(run_worker, job, bundles[i].name, running)] = i
+        try:
+            for future in as_completed(futures):
+                future.result()  # a worker's error, raised here
+        except BaseException:  # the first failure (or ^C) ends the export: no bundle waits for minutes in vain
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in running:
+                proc.kill()
+            raise
     results = [export_bundle(b, root) for b in bundles]  # every one a cache hit now
     return [ExportResult(r.folder, r.manifest, r.cache_hit and i not in missing) for i, r in enumerate(results)]
 
 
-def run_worker(job: Path) -> float:
+def export_here(bundle: Bundle, root: Path | None, progress: Callable | None, force: bool) -> ExportResult:
+    """`export_bundle` in this process, where running out of memory is one line naming the
+    bundle (as a worker's failure is); any other error keeps its traceback."""
+    try:
+        return export_bundle(bundle, root, progress, force)
+    except Exception as e:  # noqa: BLE001 - ONNX Runtime's errors are no RuntimeError; others are re-raised
+        if isinstance(e, IloError) or not out_of_memory(e):
+            raise
+        raise IloError(f"exporting {bundle.name} failed: {failure_cause(e)}") from e
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """torch's, the allocator's and ONNX Runtime's ways of saying so."""
+    text = str(e).lower()
+    return isinstance(e, MemoryError) or any(s in text for s in ("can't allocate memory", "out of memory", "failed to allocate"))
+
+
+def failure_cause(e: BaseException) -> str:
+    """An unexpected error as one line: its first line, or what it means where it is out of memory."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return f"out of memory ({text})" if out_of_memory(e) else f"{type(e).__name__}: {text}"
+
+
+class WorkerLog(Exception):
+    """A failed worker's own output (its traceback): the cause of the one-line IloError the
+    caller sees, shown where tracebacks are (`ilo --debug`)."""
+
+
+def run_worker(job: Path, name: str = "a bundle", running: list[subprocess.Popen] | None = None) -> float:
     """Run one export job (a folder holding job.pkl) in a fresh interpreter; its seconds. A
-    failure is raised with the worker's own error message."""
+    failure is one line naming the bundle `name` and the cause (the worker's own error message,
+    or how it ended), with the worker's log chained to it. The worker's process is added to
+    `running`, so the caller can stop it."""
     t0 = time.perf_counter()
     with open(job / "log.txt", "wb") as log:
-        done = subprocess.run([sys.executable, "-m", "ilo.export.worker", str(job)], stdout=log, stderr=subprocess.STDOUT)
+        done = subprocess.Popen([sys.executable, "-m", "ilo.export.worker", str(job)], stdout=log, stderr=subprocess.STDOUT)
+        if running is not None:
+            running.append(done)
+        done.wait()
     if done.returncode:
-        tail = (job / "log.txt").read_text(errors="replace").strip().splitlines()[-12:]
-        message = next((line.split("error: ", 1)[1] for line in reversed(tail) if "ilo-export-worker: error: " in line), None)
-        raise IloError(message or f"an export worker failed (exit {done.returncode}):\n" + "\n".join(tail))
+        text = (job / "log.txt").read_text(errors="replace").strip()
+        message = next((line.split("error: ", 1)[1] for line in reversed(text.splitlines())
+                        if "ilo-export-worker: error: " in line), None)  # fmt: skip
+        if message is None and done.returncode < 0:
+            signal = -done.returncode
+            message = f"the worker was killed by signal {signal}" + (" (out of memory?)" if signal == 9 else "")
+        raise IloError(f"exporting {name} failed: {message or f'the worker exited with {done.returncode}'}") from WorkerLog(
+            text[-20000:] or "(the worker wrote nothing)"
+        )
     return time.perf_counter() - t0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import sys
+import traceback
 from pathlib import Path
 
 
@@ -17,6 +18,7 @@ def main(job: str) -> int:
 
     from ilo.errors import IloError
     from ilo.export.artifacts import export_bundle
+    from ilo.export.parallel import failure_cause
 
     try:
         with open(Path(job) / "job.pkl", "rb") as f:
@@ -25,6 +27,10 @@ def main(job: str) -> int:
         export_bundle(make(), root, force=force)
     except IloError as e:
         print(f"ilo-export-worker: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - the caller shows one line; the traceback stays in the log
+        traceback.print_exc()
+        print(f"ilo-export-worker: error: {failure_cause(e)}", file=sys.stderr)
         return 2
     return 0
 

@@ -9,6 +9,7 @@ must not read anything but its arguments and its own constant weights.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -144,6 +145,11 @@ class StagedGenerator(nn.Module):
     @property
     def specs(self) -> list[StageSpec]:
         return [stage.spec for stage in self.stages]
+
+    def state_bytes(self) -> int:
+        """Bytes (float32) of every stage's output state for one image: what a pass writes,
+        and what memory estimates scale with."""
+        return 4 * sum(math.prod(shape) for spec in self.specs for shape in spec.state_out)
 
     def image_from_state(self, state: State) -> torch.Tensor:
         raise NotImplementedError

@@ -45,4 +45,17 @@ def _cgroup_headroom(limit: Path, usage: Path) -> int | None:
         return None
     if cap == "max" or not cap.isdigit() or not used.isdigit():
         return None
-    return max(0, int(cap) - int(used))
+    # the usage counts the page cache too, and a container that just read a checkpoint or wrote
+    # graphs holds gigabytes of it; its inactive part is given back before anything is killed
+    return max(0, int(cap) - int(used) + _inactive_file(limit.parent / "memory.stat"))
+
+
+def _inactive_file(stat: Path) -> int:
+    """The cgroup's reclaimable page cache: v2's inactive_file, v1's total_inactive_file."""
+    try:
+        lines = stat.read_text().splitlines()
+    except OSError:
+        return 0
+    values = dict(line.split(None, 1) for line in lines if " " in line)
+    value = values.get("inactive_file", values.get("total_inactive_file", "0")).strip()
+    return int(value) if value.isdigit() else 0

@@ -4,6 +4,7 @@ artifact cache."""
 
 import contextlib
 import json
+import re
 
 import numpy as np
 import onnx
@@ -297,3 +298,43 @@ def test_check_catches_a_graph_that_mixes_the_images_of_a_batch(tmp_path, mixes)
     errors = check_graph(tmp_path / "toy.onnx", graph, graph)
     assert errors["max"]["batch1"] < 1e-6  # at batch 1 a batch mean is the image itself
     assert (errors["max"]["batch2_second_vs_alone"] > 0.1) == mixes
+
+
+def test_the_export_plan_and_step_estimate_at_1024_export_nothing(capsys, tmp_path, monkeypatch):
+    # what `ilo export` would do for a 1024² StyleGAN2, worked out from the checkpoint's shapes
+    from ilo.generators.checkpoints.rosinality import to_rosinality
+    from ilo.generators.stylegan2 import config_f, random_stylegan2
+
+    from ilo.engine.app import memory_budget
+
+    monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path / "cache"))
+    # as on a 24 GiB machine, whatever this one has free now
+    monkeypatch.setattr(memory_budget, "available_memory", lambda device: (19 * 2**30, "available (test)"))
+    checkpoint = tmp_path / "sg2_1024.pt"
+    torch.save(to_rosinality(random_stylegan2(config_f(1024), seed=3)), checkpoint)
+    out = run_ok(capsys, "export", "--model", checkpoint, "--warm", "inpaint", "--dry-run")
+    steps = ", ".join(f"step-round{k}-inpaint" for k in range(4))  # ilo-auto's four rounds
+    assert f"warm inpaint (ilo-auto) would export: generator-forward, {steps}\n" in out
+    assert re.search(r"one image's step: an estimated 3\.\d\d GiB \(1\.\d\d GiB fixed \+ 2\.\d\d GiB per image", out)
+    # without --warm: the generator's graphs and every loss head, the dense CS one at a small example
+    assert "would export: generator-forward, generator-vjp, loss-heads\n" in run_ok(capsys, "export", "--model", checkpoint, "--dry-run")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_the_plan_has_the_stage_vjps_only_where_a_round_runs_chained(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path))
+    # circulant CS has no loss head: its rounds chain the stage graphs, whose VJPs are exported ahead
+    out = run_ok(capsys, "export", "--warm", "cs", "--warm", "inpaint", "--dry-run")
+    assert "warm cs (ilo-auto) would export: generator-forward, generator-vjp\n" in out
+    assert re.search(r"warm inpaint \(ilo-auto\) would export: generator-forward, step-round0-inpaint[^\n]*\n", out)
+    assert "generator-vjp" not in out.split("warm inpaint")[1] and not any(tmp_path.iterdir())
+
+
+def test_export_warm_fails_where_its_export_fails_instead_of_falling_back_to_torch(capsys, tmp_path, monkeypatch):
+    from ilo.export import parallel
+
+    monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(parallel, "available_host_memory", lambda: (2**20, "available (test)"))
+    err = run_fail(capsys, "export", "--warm", "inpaint")
+    assert "exporting a 64² dcgan's graphs needs about" in err and "torch" not in err
+    assert len(err.strip().splitlines()) == 1

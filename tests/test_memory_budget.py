@@ -5,6 +5,7 @@ even one image fits."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -61,12 +62,17 @@ def test_a_containers_memory_limit_counts_where_it_is_below_what_the_host_has(tm
     assert memory_budget.available_memory(torch.device("cpu")) == (6 * GiB, f"left under the cgroup's {limit.name}")
     budget, how = MemoryBudget().resolve(torch.device("cpu"))
     assert budget == int(6 * GiB * 0.2) and "cgroup" in how
+    # page cache the kernel can take back (a checkpoint just read) is not counted as used
+    stat_line = "inactive_file" if version == 2 else "total_inactive_file"
+    (tmp_path / "memory.stat").write_text(f"anon 1000\n{stat_line} {GiB}\nactive_file 5\n")
+    assert memory_budget.available_memory(torch.device("cpu"))[0] == 7 * GiB
+    (tmp_path / "memory.stat").unlink()
     monkeypatch.delenv("ILO_EXPORT_JOBS", raising=False)
     monkeypatch.setattr(parallel, "usable_cores", lambda: 16)
-    assert parallel.default_jobs(8, 256) == 1  # 6 GiB hold one 5.5 GiB worker, not the host's 64 GiB's 11
+    assert parallel.default_jobs(8, 256, int(5.5 * GiB)) == 1  # the cgroup's 6 GiB: one worker at least, not the host's 9
     limit.write_text("max\n" if version == 2 else "9223372036854771712\n")  # no limit
     assert memory_budget.available_memory(torch.device("cpu")) == (64 * GiB, "available (MemAvailable)")
-    assert parallel.default_jobs(8, 256) == 8
+    assert parallel.default_jobs(8, 256, int(5.5 * GiB)) == 8
 
 
 def test_a_platform_that_tells_no_free_memory_asks_for_a_budget(tmp_path, monkeypatch):
@@ -83,7 +89,19 @@ def test_a_platform_that_tells_no_free_memory_asks_for_a_budget(tmp_path, monkey
     assert MemoryBudget.parse("8G").resolve(torch.device("cpu"))[0] == 8 * GiB
     monkeypatch.delenv("ILO_EXPORT_JOBS", raising=False)
     monkeypatch.setattr(parallel, "usable_cores", lambda: 4)
-    assert parallel.default_jobs(8, 256) == 4
+    assert parallel.default_jobs(8, 256, int(5.5 * GiB)) == 4
+
+
+def test_where_two_rows_would_not_fit_one_row_is_probed_and_split_as_the_estimate_splits(monkeypatch):
+    _available(monkeypatch, 10)
+    trials = []
+    estimate = RowCost(1 * GiB, 5 * GiB, {})  # two rows: 11 GiB, more than 80% of 10 GiB
+    cost = memory_budget.measure_row_cost(trials.append, torch.device("cpu"), estimate)
+    assert trials == [1, 1] and set(cost.probes) == {"1"}  # the untimed run, then one probe at 1 row
+    assert cost.per_row == max(int(5 / 6 * int(cost.probes["1"])), 1)
+    trials.clear()
+    memory_budget.measure_row_cost(trials.append, torch.device("cpu"), RowCost(1 * GiB, 2 * GiB, {}))
+    assert trials == [1, 1, 2]
 
 
 def test_a_row_cost_is_fitted_to_two_probes():
@@ -107,7 +125,7 @@ def fake_cost(monkeypatch, tmp_path):
     monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path))
     calls = []
 
-    def measure(trial, device):
+    def measure(trial, device, estimate=None):
         trial(1)  # the real probe's trial steps, so the sessions it would load are loaded
         calls.append(device)
         return RowCost(0, 100 * MiB, {"1": 100 * MiB, "2": 200 * MiB})
@@ -173,3 +191,65 @@ def test_the_command_line_refuses_a_budget_it_cannot_read(capsys, tmp_path):
     faces = Path(__file__).parents[1] / "examples" / "faces"
     err = run_fail(capsys, "restore", faces, "--task", "denoise", "--out", tmp_path / "o", "--memory-budget", "12X")
     assert "cannot read the memory budget '12X'" in err and not (tmp_path / "o").exists()
+
+
+def _available(monkeypatch, gib: float) -> None:
+    """This machine as if `gib` GiB were available now."""
+    monkeypatch.setattr(memory_budget, "available_memory", lambda device: (int(gib * GiB), "available (test)"))
+
+
+def test_the_default_budget_runs_one_image_that_fits_though_its_share_is_smaller(monkeypatch):
+    # a budget keeps batches from being killed; it must not refuse the one image that fits
+    _available(monkeypatch, 10)
+    cpu = torch.device("cpu")
+    one_fits = RowCost(1 * GiB, 3 * GiB, {})  # one row: 4 GiB, more than 20% of 10 GiB
+    assert MemoryBudget().rows(one_fits, cpu, "test") == 1
+    assert MemoryBudget().rows(RowCost(0, GiB // 2, {}), cpu, "test") == 4  # larger batches: by the share
+    with pytest.raises(MemoryBudgetError, match=r"budget is 3\.00 GiB \(--memory-budget"):
+        MemoryBudget.parse("3G").rows(one_fits, cpu, "test")  # a budget the user gave is theirs
+    with pytest.raises(MemoryBudgetError, match=r"9\.00 GiB for a step.*8\.00 GiB \(80% of the 10\.00 GiB available \(test\), the most one image"):
+        MemoryBudget().rows(RowCost(1 * GiB, 8 * GiB, {}), cpu, "test")
+
+
+def test_a_model_too_big_for_the_machine_is_refused_before_anything_is_exported(monkeypatch, tmp_path):
+    from ilo.generators.stylegan2 import config_f, random_stylegan2
+
+    monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path))
+    gen = random_stylegan2(config_f(1024), seed=1)
+    _available(monkeypatch, 3)  # one 1024² image's step is estimated at 3.65 GiB
+    with pytest.raises(MemoryBudgetError, match=r"an estimated 3\.\d\d GiB .*before exporting anything.*the most one image"):
+        ilo.Restorer(gen, task="inpaint", centre_box=0.5, backend="onnxruntime")
+    assert not any(tmp_path.iterdir())  # not a graph exported, not a probe run
+
+
+def test_the_step_estimate_at_1024_is_close_below_what_the_probe_measured():
+    # the estimate refuses only what clearly cannot fit: it must err low, but not by much, against
+    # the row costs real_resolutions.py measured at 256² and 1024²
+    from ilo.engine.app.memory_estimate import estimated_row_cost
+    from ilo.generators.stylegan2 import config_f, random_stylegan2
+
+    runs = json.loads((Path(__file__).parents[1] / "benchmarks" / "results" / "real_resolutions.json").read_text())
+    assert {r["resolution"] for r in runs} >= {256, 1024}
+    for run in runs:
+        with torch.device("meta"):  # shapes only: not a weight is made
+            gen = random_stylegan2(config_f(run["resolution"]), seed=0)
+        estimate = estimated_row_cost(gen)
+        for measured in run["measured_step_gib"]:
+            fixed_plus_one = measured["fixed"] + measured["per_row"]
+            assert 0.75 * fixed_plus_one <= estimate.peak(1) / GiB <= fixed_plus_one, run["resolution"]
+            assert 0.75 * measured["per_row"] <= estimate.per_row / GiB <= measured["per_row"], run["resolution"]
+
+
+def test_dense_cs_whose_matrix_cannot_fit_is_refused_at_once(dcgan, monkeypatch, tmp_path, capsys):
+    from ilo.engine.problems import tasks
+
+    monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path / "cache"))
+    # the 64² model's matrix at ratio 0.1: 1229 x 12288 float32, 0.06 GiB, more than 30% of 0.1 GiB
+    monkeypatch.setattr(tasks, "available_host_memory", lambda: (int(0.1 * GiB), "available (test)"))
+    refusal = r"dense Gaussian CS at 64² needs a 0\.1 GiB matrix \(1229 x 12288.*--cs-matrix circulant"
+    with pytest.raises(IloError, match=refusal):
+        ilo.Restorer(dcgan, task="cs", cs_matrix="gaussian", backend="onnxruntime")
+    faces = Path(__file__).parents[1] / "examples" / "faces"
+    err = run_fail(capsys, "restore", faces, "--clean", "--task", "cs", "--cs-matrix", "gaussian", "--out", tmp_path / "o")
+    assert re.search(refusal, err) and not (tmp_path / "o").exists() and not (tmp_path / "cache").exists()
+    ilo.Restorer(dcgan, task="cs", cs_matrix="gaussian", ratio=0.02, backend="torch", warm=False)  # 0.01 GiB: it fits

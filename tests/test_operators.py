@@ -172,6 +172,12 @@ def test_every_head_ilo_export_writes_comes_from_an_operator():
     assert Downsample(1).loss_head(64).name == "denoise" and Downsample(32).loss_head(64) is None  # 2 px: no head
     assert "at least 4 pixels" in Downsample(32).no_head_reason(64) and Downsample(4).no_head_reason(64) is None
     assert len({h.revision for h in heads.values()}) == 1 and heads["inpaint"].revision  # in the graphs' cache keys
+    # the dense CS head is traced on a few rows (m is dynamic): at 1024² an example of n / 10
+    # rows would take terabytes, and its float64 check twice that
+    for resolution, rows in ((1024, 16), (256, 85), (64, 1229)):
+        n = 3 * resolution**2
+        assert every_loss_head(resolution)["cs_gaussian"].extra == (("matrix", (rows, n)),)
+        assert rows * n * 4 <= 256 * 2**20
 
 
 @pytest.mark.parametrize("name", list(_operators()))

@@ -49,25 +49,66 @@ def test_a_workers_error_is_raised_with_its_message(tmp_path):
     with pytest.raises(IloError, match="unknown part of the generator's graphs 'bogus'"):
         run_worker(job)
     (job / "job.pkl").write_bytes(b"not a pickle")
-    with pytest.raises(IloError, match="an export worker failed"):
-        run_worker(job)
+    with pytest.raises(IloError) as failed:
+        run_worker(job, "generator-forward")
+    # one line that names the bundle and the cause; the worker's traceback is chained for --debug
+    assert str(failed.value).startswith("exporting generator-forward failed: UnpicklingError") and "\n" not in str(failed.value)
+    assert "Traceback" in str(failed.value.__cause__)
+
+
+def test_a_killed_worker_is_one_line_naming_its_bundle(tmp_path):
+    import os
+
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "job.pkl").write_bytes(pickle.dumps((partial(os.abort), tmp_path, 1, False)))  # dies by SIGABRT
+    with pytest.raises(IloError, match=r"^exporting step-round0-inpaint failed: the worker was killed by signal 6$"):
+        run_worker(job, "step-round0-inpaint")
+
+
+def test_running_out_of_memory_here_is_one_line_naming_the_bundle(tmp_path):
+    from ilo.export.artifacts import Bundle
+
+    def build(error):
+        raise error
+
+    oom = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 30924079104 bytes.\nmore")
+    with pytest.raises(IloError, match=r"^exporting loss-heads failed: out of memory \(DefaultCPUAllocator: [^\n]*\)$"):
+        export_bundles([partial(Bundle, "loss-heads", {}, partial(build, oom))], tmp_path, jobs=1)
+    with pytest.raises(RuntimeError, match="a bug"):  # anything else keeps its traceback
+        export_bundles([partial(Bundle, "loss-heads", {}, partial(build, RuntimeError("a bug")))], tmp_path, jobs=1)
 
 
 def test_default_jobs_follow_cores_memory_and_the_environment(monkeypatch):
+    from ilo.generators.stylegan2 import config_f, random_stylegan2
+
     monkeypatch.delenv("ILO_EXPORT_JOBS", raising=False)
     monkeypatch.setattr(parallel, "usable_cores", lambda: 8)
     monkeypatch.setattr(parallel, "available_host_memory", lambda: (64 * parallel.GiB, "test"))
-    assert default_jobs(3, 256) == 3  # one per bundle
-    assert default_jobs(12, 256) == 8  # one per core
-    assert default_jobs(4, 64) == 1  # small bundles export faster than a worker starts
-    assert default_jobs(4, 1024) == 1  # a 1024² worker is reckoned at 88 GiB
-    monkeypatch.setattr(parallel, "available_host_memory", lambda: (512 * parallel.GiB, "test"))
-    assert default_jobs(4, 1024) == 4
+    with torch.device("meta"):  # shapes only
+        at_256, at_1024 = (parallel.export_job_bytes(random_stylegan2(config_f(r))) for r in (256, 1024))
+    # the estimate against what real_resolutions.py measured: 5.0 GiB a worker at 256², 8.8 in process at 1024²
+    assert 5.0 <= at_256 / parallel.GiB <= 6.0 and 8.8 <= at_1024 / parallel.GiB <= 10.5
+    assert default_jobs(3, 256, at_256) == 3  # one per bundle
+    assert default_jobs(12, 256, at_256) == 8  # one per core
+    assert default_jobs(4, 64, 1) == 1  # small bundles export faster than a worker starts
+    assert default_jobs(4, 1024, at_1024) == 4
+    monkeypatch.setattr(parallel, "available_host_memory", lambda: (18 * parallel.GiB, "test"))  # this 24 GiB machine
+    assert default_jobs(4, 256, at_256) == 2 and default_jobs(4, 1024, at_1024) == 1
     monkeypatch.setenv("ILO_EXPORT_JOBS", "2")
-    assert default_jobs(4, 64) == 2
+    assert default_jobs(4, 64, 1) == 2
     monkeypatch.setenv("ILO_EXPORT_JOBS", "two")
     with pytest.raises(IloError, match="ILO_EXPORT_JOBS"):
-        default_jobs(4, 64)
+        default_jobs(4, 64, 1)
+
+
+def test_an_export_that_cannot_fit_is_refused_before_it_starts(tmp_path, monkeypatch):
+    gen = small_dcgan()
+    makers = [partial(generator_bundle, gen, "forward")]
+    monkeypatch.setattr(parallel, "available_host_memory", lambda: (parallel.export_job_bytes(gen) // 2, "available (test)"))
+    with pytest.raises(IloError, match=r"exporting a 16² dcgan's graphs needs about .* GiB a bundle \(estimated from its shapes\)"):
+        export_bundles(makers, tmp_path, gen=gen)
+    assert not any(tmp_path.iterdir())
 
 
 def test_the_engine_exports_ahead_every_step_graph_a_solve_loads(tmp_path, monkeypatch):
@@ -90,6 +131,7 @@ def test_the_engine_exports_ahead_every_step_graph_a_solve_loads(tmp_path, monke
     assert set(engine._steps) == planned  # what the warm-up's solve loaded
     exported = [name.split(" ")[0] for name in names if "in a worker" in name]
     assert sorted(exported) == ["generator-forward", "step-round0-inpaint", "step-round1-inpaint"]
+    assert sorted(b.name for b in restorer.export_plan()) == sorted(exported)  # the plan (`ilo export --dry-run`) is what was exported
     assert all("in a worker" in name for name in names)  # nothing was left to export in this process
 
 

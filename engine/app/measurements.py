@@ -80,6 +80,7 @@ class MeasurementReader:
     def __init__(self, spec: InputSpec, resolution: int):
         self.spec, self.task, self.res = spec, spec.task, resolution
         self.task.measurement_size(resolution)  # e.g. a factor that does not divide the resolution
+        self.task.check_matrix_fits(resolution)  # before any input is read: refused at once
         self.cs_measurements = self.task.measurement_count(resolution) if self.task.kind.vector_measurements else None
         self._shared_op: Operator | None = None
         self._shared_mask = None  # the --mask picture, read on first use

@@ -36,6 +36,10 @@ from ilo.paths import cache_dir
 # (benchmarks/results/memory.md), so a fifth leaves the rest of the machine alone at no cost. A
 # GPU needs big batches to be busy, and nothing else should be on it.
 DEFAULT_SHARE = {"cpu": 0.2, "cuda": 0.85}
+# The default share sizes batches; it must not refuse the one image that fits. Where one row is
+# more than the share, the default still runs one at a time if it takes at most this much of
+# what is available (the rest is the margin for the process's own growth and the machine).
+ONE_ROW_SHARE = {"cpu": 0.8, "cuda": 0.9}
 GiB = 1024**3
 
 
@@ -77,6 +81,34 @@ class MemoryBudget:
     @property
     def off(self) -> bool:
         return self.share == 0.0
+
+    @property
+    def default(self) -> bool:
+        return self.bytes is None and self.share is None
+
+    def rows(self, cost: RowCost, device: torch.device, where: str, estimated: bool = False) -> int:
+        """Rows (images x starts) one call may take at `cost` on `device`: as many as the
+        budget holds, and with the default budget at least one wherever one row fits in
+        ONE_ROW_SHARE of what is available. Where not even one row fits, a MemoryBudgetError
+        with the numbers; `where` names the engine, `estimated` says the cost is an estimate."""
+        budget, how = self.resolve(device)
+        rows = cost.rows_within(budget)
+        if rows >= 1:
+            return rows
+        if self.default:
+            free, what = available_memory(device)
+            share = ONE_ROW_SHARE[device.type]
+            budget = int(free * share)
+            how = f"{share:.0%} of the {free / GiB:.2f} GiB {what}, the most one image may take"
+            if cost.peak(1) <= budget:
+                return 1
+        way_out = ("free memory or use a smaller model (or, to try anyway, give --memory-budget a size or off)"
+                   if self.default else "free memory or raise --memory-budget")  # fmt: skip
+        raise MemoryBudgetError(
+            f"one image needs {'an estimated' if estimated else 'about'} {cost.peak(1) / GiB:.2f} GiB for a step "
+            f"({cost.fixed / GiB:.2f} GiB fixed + {cost.per_row / GiB:.2f} GiB per image and start) on {where}, but the "
+            f"memory budget is {budget / GiB:.2f} GiB ({how}); {way_out}"
+        )  # fmt: skip
 
     def resolve(self, device: torch.device) -> tuple[int, str]:
         """The budget in bytes now, and how it was arrived at (for messages)."""
@@ -121,21 +153,32 @@ class RowCost:
         return max(0, (budget - self.fixed) // max(self.per_row, 1))
 
     @classmethod
-    def from_probes(cls, probes: dict[int, int]) -> RowCost:
-        one, two = probes[1], probes[2]
-        per_row = max(two - one, 1)  # memory that grows with the batch
+    def from_probes(cls, probes: dict[int, int], estimate: RowCost | None = None) -> RowCost:
+        """From peaks at 1 and 2 rows; from the peak at 1 row alone, split as `estimate` splits
+        its own, where 2 rows were not probed."""
+        one = probes[1]
+        if 2 not in probes:
+            assert estimate is not None, "one probe is split as the estimate splits"
+            per_row = max(int(estimate.per_row * one / max(estimate.peak(1), 1)), 1)
+        else:
+            per_row = max(probes[2] - one, 1)  # memory that grows with the batch
         return cls(max(one - per_row, 0), per_row, {str(k): v for k, v in probes.items()})
 
 
-def measure_row_cost(trial: Callable[[int], None], device: torch.device) -> RowCost:
+def measure_row_cost(trial: Callable[[int], None], device: torch.device, estimate: RowCost | None = None) -> RowCost:
     """Run `trial(rows)` (one step of every round at that many rows) at 1 and 2 rows after one
-    untimed run (which loads what loads lazily), and fit the row cost to the two peaks."""
+    untimed run (which loads what loads lazily), and fit the row cost to the two peaks. Where
+    `estimate` says two rows would not fit in ONE_ROW_SHARE of what is available, only one row
+    is probed (the machine runs one image at a time anyway), split as the estimate splits."""
     from ilo.engine.runtimes.ort_runner import arena_released_after_runs
 
     probes = {}
+    rows_probed = (1, 2)
+    if estimate is not None and estimate.peak(2) > ONE_ROW_SHARE[device.type] * available_memory(device)[0]:
+        rows_probed = (1,)
     with arena_released_after_runs(device):  # each run gives back what it took, the first one too
         trial(1)
-        for rows in (1, 2):
+        for rows in rows_probed:
             gc.collect()
             _trim_heap()
             if device.type == "cuda":
@@ -144,7 +187,7 @@ def measure_row_cost(trial: Callable[[int], None], device: torch.device) -> RowC
             with PeakMemory(device) as memory:
                 trial(rows)
             probes[rows] = memory.peak
-    return RowCost.from_probes(probes)
+    return RowCost.from_probes(probes, estimate)
 
 
 def _trim_heap() -> None:

@@ -25,21 +25,24 @@ import torch
 from ilo.choices import DEFAULT_MAX_PIXELS, DEFAULT_METHOD, METHODS
 from ilo.engine.app.in_memory import picture_pixels, vector_digest
 from ilo.engine.app.measurements import InputSpec, MeasurementReader, Prepared
-from ilo.engine.app.memory_budget import (
-    GiB,
-    MemoryBudget,
-    MemoryBudgetError,
-    RowCost,
-    cached_row_cost,
-    measure_row_cost,
-)
+from ilo.engine.app.memory_budget import MemoryBudget, RowCost, cached_row_cost, measure_row_cost
+from ilo.engine.app.memory_estimate import estimated_row_cost
 from ilo.engine.problems.losses import LPIPS
 from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec, name_seed
 from ilo.engine.solver.baselines import bm3d_denoise
 from ilo.engine.solver.generator_view import GeneratorView
-from ilo.engine.solver.ilo_solver import ILOConfig, auto_depth_config, csgm_config, fused_rounds, pulse_config, solve
+from ilo.engine.solver.ilo_solver import (
+    ILOConfig,
+    auto_depth_config,
+    csgm_config,
+    fused_rounds,
+    last_round,
+    pulse_config,
+    solve,
+)
 from ilo.errors import IloError, InputError
+from ilo.export.artifacts import Bundle
 from ilo.export.graphs import LossHead
 from ilo.generators.staged import StagedGenerator
 
@@ -227,15 +230,7 @@ class Restorer:
         limit: int | None = getattr(backend, "max_rows", None)
         if not self.memory_budget.off:
             device = torch.device(self.settings.device)
-            cost = self._row_cost(config, device)
-            budget, how = self.memory_budget.resolve(device)
-            rows = cost.rows_within(budget)
-            if rows < 1:
-                raise MemoryBudgetError(
-                    f"one image needs about {cost.peak(1) / GiB:.2f} GiB for a step ({cost.fixed / GiB:.2f} GiB fixed + "
-                    f"{cost.per_row / GiB:.2f} GiB per image and start) on {self.backend_name}, but the memory budget is "
-                    f"{budget / GiB:.2f} GiB ({how}); free memory or raise --memory-budget"
-                )  # fmt: skip
+            rows = self.memory_budget.rows(self._row_cost(config, device), device, self.backend_name)
             limit = rows if limit is None else min(limit, rows)
         return None if limit is None or limit >= images * config.ensemble * config.restarts else limit
 
@@ -257,8 +252,25 @@ class Restorer:
                 self._solve_locked([self._blank(f"memory-probe-{i}") for i in range(rows)], None, trial, None)
                 self._probed_now = True
 
-            self._row_costs[name] = cached_row_cost(key, lambda: measure_row_cost(run, device))
+            estimate = estimated_row_cost(self.model)
+            self._row_costs[name] = cached_row_cost(key, lambda: measure_row_cost(run, device, estimate))
         return self._row_costs[name]
+
+    def export_plan(self) -> list[Bundle]:
+        """The bundles a solve loads from the cache (named, nothing built or exported), in the
+        order a warm-up exports them: [] where the backend runs the graph functions itself."""
+        from ilo.engine.runtimes.backends import auto_backend_name, get_backend
+        from ilo.engine.runtimes.bridge import ahead_makers
+
+        s = self.settings
+        if s.method == "bm3d" or s.backend == "torch" or s.config is None:
+            return []
+        name = auto_backend_name(s.device, self.model.family) if s.backend == "auto" else s.backend
+        if get_backend(name, s.device).runs_functions:
+            return []
+        lpips = LPIPS(s.lpips_net, s.lpips_backbone) if s.config.lpips_weight else None
+        steps = self._fused_steps(s.config)
+        return [make() for make in ahead_makers(self.model, steps, lpips, self._chained(s.config, steps))]
 
     def _fused_steps(self, config: ILOConfig) -> list[tuple[int, LossHead, int]]:
         """(round, loss head, optimised noise maps) of the fused step graphs a solve of this
@@ -268,6 +280,10 @@ class Restorer:
         plan = fused_rounds(op, blank.y, len(self.model.stages), len(self.model.noise_shapes), config)
         heads = [(k, fit.loss_head(self.resolution), n) for k, fit, n in plan]
         return [(k, head, n) for k, head, n in heads if head is not None]
+
+    def _chained(self, config: ILOConfig, steps: list) -> bool:
+        """Whether some round runs the chained stage graphs: its operator has no loss head."""
+        return not config.lpips_weight and len(steps) < last_round(config, len(self.model.stages)) + 1
 
     def _blank(self, name: str = "warm-up") -> Prepared:
         """A measurement of the task's shape (all observed) for the warm-up solve."""
@@ -302,6 +318,7 @@ class Restorer:
 
         s = self.settings
         check_device(s.device)  # here, where it is used: a Ray driver may build one for GPUs it does not have
+        self.preflight()
         gen = self.model.to(s.device)
         lpips = None
         if s.config is not None and s.config.lpips_weight:
@@ -317,7 +334,8 @@ class Restorer:
             backend = get_backend(name, s.device)
             gen = frozen(gen)  # once: export_ahead and the engine would each copy a trainable model
             if s.config is not None:  # what the solve loads, exported side by side on a cold cache
-                export_ahead(gen, backend, self._fused_steps(s.config), lpips, progress=progress)
+                steps = self._fused_steps(s.config)
+                export_ahead(gen, backend, steps, lpips, progress=progress, chained=self._chained(s.config, steps))
             engine = EngineGenerator(gen, backend, progress=progress)
             engine_lpips = lpips if lpips is None else EngineLPIPS(lpips, gen.resolution, backend, progress=progress)
         except IloError as e:
@@ -328,6 +346,21 @@ class Restorer:
             return gen, lpips
         self.backend_name = engine.backend.describe()
         return engine, engine_lpips
+
+    def preflight(self) -> RowCost | None:
+        """Refuse at once, before minutes of export, a dense CS matrix or one image's step that
+        the shapes already say cannot fit in the memory there is; else the step's estimated
+        cost (None where nothing is optimised or the budget is off)."""
+        from ilo.engine.runtimes.backends import check_device
+
+        check_device(self.settings.device)
+        device = torch.device(self.settings.device)
+        if self.settings.method == "bm3d" or self.memory_budget.off:
+            return None
+        cost = estimated_row_cost(self.model)
+        where = f"{self.model.family} {self.resolution}² (estimated from its shapes, before exporting anything)"
+        self.memory_budget.rows(cost, device, where, estimated=True)
+        return cost
 
     # --- restoring --------------------------------------------------------------------------
 

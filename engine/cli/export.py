@@ -1,11 +1,15 @@
-"""`ilo export`: trace every generator stage (and the latent mapping proxy), the measurement
-loss heads and optionally LPIPS into forward and VJP ONNX graphs, lint them for TensorRT, check
-them against torch, and cache them."""
+"""`ilo export`: trace a model's graphs into forward and VJP ONNX graphs, lint them for
+TensorRT, check them against torch, and cache them. By default every generator stage (and the
+latent mapping proxy), every operator's loss head and optionally LPIPS; with `--warm TASK`,
+exactly what a solve of TASK loads (its fused step graphs, the sessions, the memory a step
+takes), so the first restore starts at once."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -23,18 +27,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="bundles exported at once, each in a worker process (default: $ILO_EXPORT_JOBS, else one per "
                         "core as memory allows for models of 128 px and up, else 1: in this process)")  # fmt: skip
     p.add_argument("--warm", choices=TASKS, action="append", default=[], metavar="TASK",
-                   help="also build everything a default ILO solve of TASK needs (its fused step graphs, the sessions, "
-                        "the memory a step takes) and cache it, so the first restore on this machine or image starts at "
-                        "once; repeat for several tasks")  # fmt: skip
+                   help="build exactly what a solve of TASK with --method loads (the generator's forward graphs, its "
+                        "fused step graphs, the sessions, the memory a step takes) instead of every graph, so the first "
+                        "restore on this machine or image starts at once; repeat for several tasks")  # fmt: skip
     p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help="the method --warm builds for (default: %(default)s)")
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto", help="the backend --warm builds for")
     p.add_argument("--device", default="cpu", help="the device --warm builds for")
+    p.add_argument("--dry-run", action="store_true",
+                   help="say what would be exported and, with --warm, what one image's step is estimated to take; "
+                        "export nothing")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    # onnx and the exporter load only when used
+    # torch, onnx and the exporter load only when used
+    import torch
+
+    from ilo.engine.app.memory_budget import GiB
     from ilo.engine.problems.losses import LPIPS
     from ilo.engine.problems.operators import every_loss_head
     from ilo.export.artifacts import generator_bundle, loss_head_bundle, lpips_bundle
@@ -44,10 +54,14 @@ def run(args: argparse.Namespace) -> int:
     if args.warm and args.cache is not None:  # known from the arguments: refused before minutes of export
         raise SystemExit("ilo: error: --warm fills the cache the engine reads ($ILO_CACHE_DIR); leave out --cache")
     gen = load_generator(args.model)
-    heads = list(every_loss_head(gen.resolution).values())
-    # the bundles the engine loads: the forward part at once, the stage VJPs when a chained step needs them
-    makers = [partial(generator_bundle, gen, "forward"), partial(generator_bundle, gen, "vjp"),
-              partial(loss_head_bundle, heads, gen.resolution)]  # fmt: skip
+    makers = []
+    if not args.warm:
+        # the generator's graphs the engine loads (the forward part at once, the stage VJPs when a
+        # chained step needs them) and every operator's loss head; with --warm, what those tasks'
+        # solves load and nothing else
+        heads = list(every_loss_head(gen.resolution).values())
+        makers = [partial(generator_bundle, gen, "forward"), partial(generator_bundle, gen, "vjp"),
+                  partial(loss_head_bundle, heads, gen.resolution)]  # fmt: skip
     if args.lpips:
         makers.append(partial(lpips_bundle, LPIPS(args.lpips, args.lpips_backbone), gen.resolution))
 
@@ -55,7 +69,23 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"export: {i + 1}/{n} {name}", file=sys.stderr, flush=True)
 
-    for result in export_bundles(makers, args.cache, args.jobs, gen.resolution, progress, args.force):
+    if args.jobs is not None:  # the warm-ups' exports read the count where every entry point does
+        os.environ["ILO_EXPORT_JOBS"] = str(args.jobs)
+    # every task's refusal (a dense CS matrix, a step that cannot fit) before anything is exported
+    warming = [(task, warm_restorer(gen, task, args)) for task in args.warm]
+    costs = [restorer.preflight() for _, restorer in warming]
+    if args.dry_run:
+        if makers:
+            say_plan("would export", [make() for make in makers], gen, args.cache)
+        for (task, restorer), cost in zip(warming, costs):
+            say_plan(f"warm {task} ({args.method}) would export", restorer.export_plan(), gen, None)
+            if cost is not None:
+                rows = restorer.memory_budget.rows(cost, torch.device(args.device), f"{gen.family} {gen.resolution}²")
+                print(f"  one image's step: an estimated {cost.peak(1) / GiB:.2f} GiB ({cost.fixed / GiB:.2f} GiB fixed + "
+                      f"{cost.per_row / GiB:.2f} GiB per image and start); the default memory budget holds {rows} a "
+                      f"call now")  # fmt: skip
+        return 0
+    for result in export_bundles(makers, args.cache, args.jobs, gen, progress, args.force):
         m = result.manifest
         state = "cache hit" if result.cache_hit else "exported"
         print(f"{m['bundle']}: {state}, {len(m['graphs'])} graphs in {result.folder}")
@@ -63,20 +93,32 @@ def run(args: argparse.Namespace) -> int:
             limit = f" (kink-limited; l2 {max(g['l2_relative_error'].values()):.0e})" if g["kink_limited"] else ""
             print(f"  {g['name']:20s} {g['bytes'] / 1e6:8.2f} MB  max rel. error {g['error']:.1e}{limit}  "
                   f"{g['export_seconds']:6.1f}s  {'lint ok' if not g['lint'] else 'LINT: ' + '; '.join(g['lint'])}")  # fmt: skip
-    for task in args.warm:
-        warm(gen, task, args, progress)
+    for task, restorer in warming:
+        t0 = time.perf_counter()
+        restorer.warm(progress)
+        print(f"warm {task} ({args.method}): ready in {time.perf_counter() - t0:.1f}s on {restorer.backend_name}")
     return 0
 
 
-def warm(gen, task: str, args: argparse.Namespace, progress) -> None:
-    """A `Restorer` warmed for `task` with `--method`'s default settings: what `ilo restore` and
-    `ilo serve` build on their first use, built now and left in the cache."""
-    import time
-
+def warm_restorer(gen, task: str, args: argparse.Namespace):
+    """A `Restorer` for `task` with `--method`'s default settings, not yet warm: what `ilo
+    restore` and `ilo serve` build on their first use. `--backend auto` is resolved here, so
+    an export that fails stops the command instead of falling back to torch with a cold cache."""
     from ilo.engine.app.restorer import Restorer
     from ilo.engine.problems.tasks import TaskSpec
+    from ilo.engine.runtimes.backends import auto_backend_name
 
-    t0 = time.perf_counter()
-    restorer = Restorer(gen, TaskSpec(task), method=args.method, backend=args.backend, device=args.device, warm=False)
-    restorer.warm(progress)
-    print(f"warm {task} ({args.method}): ready in {time.perf_counter() - t0:.1f}s on {restorer.backend_name}")
+    backend = auto_backend_name(args.device, gen.family) if args.backend == "auto" else args.backend
+    return Restorer(gen, TaskSpec(task), method=args.method, backend=backend, device=args.device, warm=False)
+
+
+def say_plan(what: str, bundles: list, gen, cache: Path | None) -> None:
+    """One line: the bundles, each marked where the cache already holds it; refused where
+    exporting what is missing is estimated not to fit."""
+    from ilo.export.artifacts import bundle_folder, read_cached
+    from ilo.export.parallel import refuse_what_cannot_fit
+
+    cached = [read_cached(bundle_folder(b, cache)) is not None for b in bundles]
+    refuse_what_cannot_fit(gen, cached.count(False))
+    names = [f"{b.name} (cached)" if hit else b.name for b, hit in zip(bundles, cached)]
+    print(f"{what}: {', '.join(names) or 'nothing (this backend runs no graph files)'}")

@@ -71,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     lpips = _lpips_metric(args, notes) if truth_needed or args.lpips_weight else None
     # the engine is built (graphs exported on first use) only once every input has passed its checks
     restorer = Restorer(settings=settings, warm=False, quiet=args.quiet)
+    if args.ray is None or not args.gpus_per_worker:  # a step that cannot fit: refused before inputs or Ray
+        restorer.preflight()
     options = RestoreOptions(
         task=task, fit=args.fit, clean_inputs=args.clean, mask=args.mask, mask_dir=args.mask_dir,
         truth_dir=args.truth_dir, max_pixels=args.max_pixels, batch_size=args.batch_size,

@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.gpus_per_replica:  # GPU replicas check their own devices (this machine may have none)
         check_device(args.device)
     from ilo.engine.app.measurements import InputSpec, MeasurementReader
+    from ilo.engine.app.restorer import Restorer
     from ilo.engine.fleet.ray_batch import resolved
     from ilo.engine.fleet.service import ServiceConfig, serve_forever
     from ilo.generators.checkpoints.files import load_generator
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         task.built_in_mask(gen.resolution, "check")
     model = resolved(args.model) if args.model != "default" else "default"
     settings = restorer_settings(args, task, gen)
+    if not args.gpus_per_replica:  # a model whose step cannot fit here is refused before Ray starts
+        Restorer(settings=settings, warm=False).preflight()
     settings.model = str(model)  # replicas load it from its path (a cluster's nodes see the same path)
     config = ServiceConfig(
         host=args.host, port=args.port, replicas=args.replicas, max_batch_size=args.max_batch_size,

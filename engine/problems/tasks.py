@@ -13,6 +13,12 @@ import torch
 from ilo.choices import CS_MATRICES, TASKS  # noqa: F401  (re-exported)
 from ilo.engine.problems.operators import DenseGaussianCS, Downsample, Inpainting, Noise, Operator, PartialCirculantCS
 from ilo.errors import InputError
+from ilo.host_memory import available_host_memory
+
+# Dense Gaussian CS holds its m x n matrix: at most this share of the memory available, checked
+# before any is drawn (MeasurementReader). A run from clean pictures draws two (the reader measures
+# with one, the solver fits with its own), and the generator, its graphs and the steps need the rest.
+DENSE_MATRIX_SHARE = 0.3
 
 
 def name_seed(seed: int, name: str) -> int:
@@ -114,6 +120,26 @@ class TaskSpec:
     def measurement_count(self, resolution: int) -> int:
         """m, the number of compressed-sensing measurements of one image."""
         return max(1, round(self.ratio * 3 * resolution * resolution))
+
+    def matrix_bytes(self, resolution: int) -> int:
+        """What the operator's own matrix holds (float32): dense Gaussian CS's m x n, else 0."""
+        if self.task != "cs" or self.cs_matrix != "gaussian":
+            return 0
+        return 4 * self.measurement_count(resolution) * 3 * resolution * resolution
+
+    def check_matrix_fits(self, resolution: int) -> None:
+        """Refuse, before it is drawn, a dense CS matrix that would take more than
+        DENSE_MATRIX_SHARE of the memory available (it is made on the host): at 256² and the
+        default ratio it is 15.5 GB. Checked where a run's readers are made, before either
+        draws one."""
+        matrix = self.matrix_bytes(resolution)
+        host = available_host_memory() if matrix else None
+        if host is not None and matrix > DENSE_MATRIX_SHARE * host[0]:
+            raise InputError(
+                f"dense Gaussian CS at {resolution}² needs a {matrix / 2**30:.1f} GiB matrix "
+                f"({self.measurement_count(resolution)} x {3 * resolution**2} float32), more than {DENSE_MATRIX_SHARE:.0%} "
+                f"of the {host[0] / 2**30:.2f} GiB {host[1]}; use --cs-matrix circulant (no matrix) or a smaller --ratio"
+            )  # fmt: skip
 
     def built_in_mask(self, resolution: int, name: str) -> torch.Tensor:
         """The [1, H, W] mask that --centre-box / --box / --keep describe for image `name`."""

@@ -100,20 +100,31 @@ def frozen(gen: StagedGenerator) -> StagedGenerator:
 
 
 def export_ahead(gen: StagedGenerator, backend: Backend, steps: Sequence[tuple[int, LossHead, int]], lpips=None,
-                 cache: Path | None = None, jobs: int | None = None, progress: Callable | None = None) -> None:  # fmt: skip
+                 cache: Path | None = None, jobs: int | None = None, progress: Callable | None = None,
+                 chained: bool = False) -> None:  # fmt: skip
     """Export, side by side (export/parallel.py), the bundles a solve will load: the
     generator's forward graphs, the fused step graph of each (round, loss head, optimised noise
-    maps) in `steps`, and with `lpips` the chained path's stage VJPs and LPIPS. The engine then
-    finds them in the cache; anything not named here is still exported when first used."""
+    maps) in `steps`, and where a step runs `chained` (an operator without a loss head) or with
+    `lpips` the stage VJPs (and LPIPS). The engine then finds them in the cache; anything not
+    named here is still exported when first used."""
     if backend.runs_functions:
         return
+    export_bundles(ahead_makers(gen, steps, lpips, chained), cache, jobs, gen, progress)
+
+
+def ahead_makers(gen: StagedGenerator, steps: Sequence[tuple[int, LossHead, int]], lpips=None,
+                 chained: bool = False) -> list[Callable]:  # fmt: skip
+    """What `export_ahead` exports, as bundle makers (a bundle made is only named; its graphs
+    are built when it is exported)."""
     gen = frozen(gen)
     noise_maps = len(gen.noise_shapes)
     makers = [partial(generator_bundle, gen, "forward")]
     makers += [partial(step_bundle, gen, head, k, min(n, noise_maps)) for k, head, n in steps]
+    if chained or lpips is not None:
+        makers.append(partial(generator_bundle, gen, "vjp"))
     if lpips is not None:
-        makers += [partial(generator_bundle, gen, "vjp"), partial(lpips_bundle, lpips, gen.resolution)]
-    export_bundles(makers, cache, jobs, gen.resolution, progress)
+        makers.append(partial(lpips_bundle, lpips, gen.resolution))
+    return makers
 
 
 class LazyRunner:

@@ -1,0 +1,25 @@
+"""What one step of a solve will hold, estimated from the generator's shapes before anything is
+exported or run: so that a model too big for this machine is refused in one line at once, not
+after minutes of export.
+
+The measured row cost (memory_budget.py) stays what sizes the batches; this estimate only decides
+whether to start at all. Both the part that grows with the rows and the fixed part of a measured
+step follow what the stages write (the sum of their output states, `state_bytes`): on ONNX Runtime,
+for StyleGAN2 config-f, 10.8x and 4.8-5.0x those bytes at 256², 10.6-10.8x and 4.4x at 1024²
+(inpainting, the 2-core EPYC, benchmarks/results/real_resolutions.md and the run before it). The factors below are rounded down, so the estimate errs low:
+it refuses only what clearly cannot fit, and the probe decides the rest.
+"""
+
+from __future__ import annotations
+
+from ilo.engine.app.memory_budget import RowCost
+from ilo.generators.staged import StagedGenerator
+
+PER_ROW_PER_STATE_BYTE = 10
+FIXED_PER_STATE_BYTE = 4
+
+
+def estimated_row_cost(gen: StagedGenerator) -> RowCost:
+    """A step's memory at one row and per further row, from the shapes alone."""
+    states = gen.state_bytes()
+    return RowCost(FIXED_PER_STATE_BYTE * states, PER_ROW_PER_STATE_BYTE * states, {})
