@@ -73,10 +73,10 @@ def cold_start_once(resolution: int, cache: Path) -> dict:
     prepared = restorer.prepare([torch.rand(3, resolution, resolution)], names=["first"])
     t1 = time.perf_counter()
     restorer.solve(prepared, config=ILOConfig(steps=1, restarts=1))
-    from ilo.export.parallel import default_jobs
+    from ilo.export.parallel import default_jobs, export_job_bytes
 
     return {"resolution": resolution, "ready_s": ready, "first_solve_s": time.perf_counter() - t1, "bundles_started_at_s": marks,
-            "export_jobs": default_jobs(4, resolution), "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "export_jobs": default_jobs(4, resolution, export_job_bytes(gen)), "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "peak_rss_one_worker_gib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20}  # fmt: skip
 
 
