@@ -282,7 +282,7 @@ def _noise_stream(seed: int, start: int | None = None) -> torch.Generator:
 
 def solve(y: torch.Tensor, op: Operator, gen: GeneratorView, config: ILOConfig | None = None,
           image_seeds: list[int] | None = None, lpips: LPIPS | None = None, progress=None,
-          max_rows: int | None = None) -> SolveResult:  # fmt: skip
+          max_rows: int | None = None, starts: torch.Tensor | None = None) -> SolveResult:  # fmt: skip
     """Restore images from measurements y = A(x) (+ noise) by ILO over `gen`. `op` is one of
     this project's operators or a linear deepinv physics (y then still of [-1, 1] images:
     `deepinv_physics.generator_measurements` converts deepinv's [0, 1] ones).
@@ -291,7 +291,9 @@ def solve(y: torch.Tensor, op: Operator, gen: GeneratorView, config: ILOConfig |
     continues into the intermediate rounds from the start whose round-0 result fits its
     measurements best (a poor start is what intermediate rounds cannot repair, so this is where
     restarts pay). `max_rows` caps the rows of one generator call (a memory budget): images are
-    solved in chunks, and where not even one image's starts fit, its starts run in groups."""
+    solved in chunks, and where not even one image's starts fit, its starts run in groups.
+    `starts` [B, rows, D] (a learned start, `encoder.learned_starts`) replaces each image's first
+    random start; the others stay random."""
     check_view(gen)  # a generator without a member the solver uses is refused here, not mid-round
     if not isinstance(op, Operator):  # a deepinv physics: imported only then (an optional extra)
         from ilo.engine.problems.deepinv_physics import operator_from_physics
@@ -302,8 +304,10 @@ def solve(y: torch.Tensor, op: Operator, gen: GeneratorView, config: ILOConfig |
     seeds = image_seeds if image_seeds is not None else [config.seed + i for i in range(batch)]
     if len(seeds) != batch:
         raise IloError(f"{len(seeds)} seeds for {batch} images")
+    if starts is not None and starts.shape[0] != batch:
+        raise IloError(f"{starts.shape[0]} learned starts for {batch} images")
     if config.ensemble > 1:
-        return _solve_ensemble(y, op, gen, config, seeds, lpips, progress, max_rows)
+        return _solve_ensemble(y, op, gen, config, seeds, lpips, progress, max_rows, starts)
     judge = None
     if config.hold_out and holds_out(op):
         full_y = y
@@ -322,7 +326,7 @@ def solve(y: torch.Tensor, op: Operator, gen: GeneratorView, config: ILOConfig |
         for i in range(0, batch, per_chunk):
             rows = slice(i, i + per_chunk)
             parts.append(_solve_chunk(y[rows], op.select(rows), gen, config, latents, seeds[rows], lpips, progress,
-                                      max_rows, _take_judge(judge, rows)))  # fmt: skip
+                                      max_rows, _take_judge(judge, rows), None if starts is None else starts[rows]))  # fmt: skip
     return parts[0] if len(parts) == 1 else _concatenate(parts)
 
 
@@ -338,7 +342,7 @@ def member_seed(seed: int, member: int) -> int:
 
 
 def _solve_ensemble(y, op: Operator, gen, config: ILOConfig, seeds: list[int], lpips, progress,
-                    max_rows: int | None) -> SolveResult:  # fmt: skip
+                    max_rows: int | None, starts: torch.Tensor | None = None) -> SolveResult:  # fmt: skip
     """Every member of every image as one batch (member-major rows), then each image's mean.
     A row's result does not depend on its batch, so member 0 is the plain solve, and max_rows
     splits the members' rows as it would any batch's."""
@@ -346,7 +350,8 @@ def _solve_ensemble(y, op: Operator, gen, config: ILOConfig, seeds: list[int], l
     rows = torch.arange(batch, device=y.device).repeat(members)
     member_seeds = [member_seed(s, m) for m in range(members) for s in seeds]
     single = dataclasses.replace(config, ensemble=1)
-    r = solve(y[rows], op.select(rows), gen, single, member_seeds, lpips, progress, max_rows)
+    r = solve(y[rows], op.select(rows), gen, single, member_seeds, lpips, progress, max_rows,
+              None if starts is None else starts[rows])  # fmt: skip
 
     def per_member(t: torch.Tensor) -> torch.Tensor:  # [members * B, ...] -> [members, B, ...]
         return t.reshape(members, batch, *t.shape[1:])
@@ -361,7 +366,8 @@ def _solve_ensemble(y, op: Operator, gen, config: ILOConfig, seeds: list[int], l
 
 
 def _solve_chunk(y, op, gen, config: ILOConfig, latents: _Latents, seeds: list[int], lpips, progress,
-                 max_rows: int | None, judge: tuple[HeldOut, torch.Tensor] | None = None) -> SolveResult:  # fmt: skip
+                 max_rows: int | None, judge: tuple[HeldOut, torch.Tensor] | None = None,
+                 learned: torch.Tensor | None = None) -> SolveResult:  # fmt: skip
     t0 = time.perf_counter()
     batch = y.shape[0]
     objective = _Objective(op, y, config, lpips, [_noise_stream(s) for s in seeds], judge)
@@ -371,7 +377,7 @@ def _solve_chunk(y, op, gen, config: ILOConfig, latents: _Latents, seeds: list[i
     chosen = None
     for first in range(0, config.restarts, group):
         starts = range(first, min(first + group, config.restarts))
-        candidate = run.first_round(seeds, starts)
+        candidate = run.first_round(seeds, starts, learned)
         chosen = candidate if chosen is None else _pick(candidate, chosen)
     assert chosen is not None  # restarts >= 1 (checked by ILOConfig)
     run.seconds["round 0"] = time.perf_counter() - t0
@@ -469,12 +475,14 @@ class _Run:
         self.seconds: dict = {}
         self.n_opt_noise = min(config.noise_maps, len(gen.stored_noises()))
 
-    def first_round(self, seeds: list[int], starts: range) -> dict:
+    def first_round(self, seeds: list[int], starts: range, learned: torch.Tensor | None = None) -> dict:
         """Round 0 from the random starts `starts`, as one batch of images x starts (pruned by
-        successive halving when the config says so); per image, the variables of its best start."""
+        successive halving when the config says so); per image, the variables of its best start.
+        `learned` [images, rows, D] stands in for start 0."""
         images, device = self.images, self.y.device
         rows = torch.arange(images, device=device).repeat(len(starts))
-        z0 = torch.cat([_initial_z(self.gen, seeds, r) for r in starts]).to(device)  # same starts on any device
+        z0 = torch.cat([learned.cpu() if r == 0 and learned is not None else _initial_z(self.gen, seeds, r)
+                        for r in starts]).to(device)  # same starts on any device  # fmt: skip
         streams = [_noise_stream(s, r) for r in starts for s in seeds]
         objective = _Objective(self.op.select(rows), self.y[rows], self.config, self.objective.lpips, streams,
                                _take_judge(self.objective.judge, rows))  # fmt: skip
