@@ -31,6 +31,7 @@ from ilo.engine.problems.losses import LPIPS
 from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec, name_seed
 from ilo.engine.solver.baselines import bm3d_denoise
+from ilo.engine.solver.encoder import learned_starts
 from ilo.engine.solver.generator_view import GeneratorView
 from ilo.engine.solver.ilo_solver import (
     ILOConfig,
@@ -44,7 +45,7 @@ from ilo.engine.solver.ilo_solver import (
 from ilo.errors import IloError, InputError
 from ilo.export.artifacts import Bundle
 from ilo.export.graphs import LossHead
-from ilo.generators.staged import StagedGenerator
+from ilo.generators.staged import StagedGenerator, state_fingerprint
 
 
 ADDED_LATER = {"ensemble": 1}  # solver settings newer than run folders in use, at their neutral values
@@ -86,6 +87,9 @@ class RestorerSettings:
     lpips_backbone: str | Path | None = None
     # what a solve may take: 'auto' (a share of the memory available), 'off', '60%' or a size ('12G')
     memory_budget: str = "auto"
+    # a trained encoder whose learned start replaces each image's first random start: 'auto'
+    # (the model's own, ilo.engine.app.encoder_cache), a file, or None (random starts only)
+    encoder: str | Path | None = None
 
     def __post_init__(self):
         MemoryBudget.parse(self.memory_budget)  # a budget that cannot be read stops here, not at the first solve
@@ -93,6 +97,8 @@ class RestorerSettings:
             raise InputError(f"unknown method '{self.method}' (choose from {', '.join(METHODS)})")
         if self.method == "bm3d" and not self.task.kind.bm3d:
             raise InputError("BM3D is a denoiser: use it with --task denoise")
+        if self.method == "bm3d" and self.encoder is not None:
+            raise InputError("an encoder gives the generator's search a learned start; BM3D searches nothing")
         if self.config is None:
             self.config = method_config(self.method)
 
@@ -161,20 +167,21 @@ class Restorer:
     >>> out.to_pil().save("restored.png"); out.measurement_mse
 
     `task_params` are the task's parameters (factor, sigma, ratio, cs_matrix, centre_box, box,
-    keep, op_seed). `warm=False` defers loading the engine to the first solve (or `warm()`).
+    keep, op_seed). `encoder` ('auto' or a file) starts round 0 from a learned start (see
+    RestorerSettings). `warm=False` defers loading the engine to the first solve (or `warm()`).
     """
 
     def __init__(self, model: str | Path | StagedGenerator = "default", task: str | TaskSpec = "denoise",
                  method: str = DEFAULT_METHOD, backend: str = "auto", device: str = "cpu", *, config: ILOConfig | None = None,
                  seed: int = 0, fit: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, lpips_net: str = "vgg",
-                 lpips_backbone: str | Path | None = None, memory_budget: str = "auto", warm: bool = True,
-                 quiet: bool = True, settings: RestorerSettings | None = None, **task_params):  # fmt: skip
+                 lpips_backbone: str | Path | None = None, memory_budget: str = "auto", encoder: str | Path | None = None,
+                 warm: bool = True, quiet: bool = True, settings: RestorerSettings | None = None, **task_params):  # fmt: skip
         if settings is None:
             spec = task if isinstance(task, TaskSpec) else TaskSpec(task, **task_params)
             if isinstance(task, TaskSpec) and task_params:
                 raise InputError(f"give task parameters ({', '.join(task_params)}) in the TaskSpec, not beside it")
             settings = RestorerSettings(model, spec, method, backend, device, config, seed, fit, max_pixels, lpips_net,
-                                        lpips_backbone, memory_budget)  # fmt: skip
+                                        lpips_backbone, memory_budget, encoder)  # fmt: skip
         from ilo.generators.checkpoints.files import load_generator
 
         self.settings, self.quiet = settings, quiet
@@ -189,6 +196,18 @@ class Restorer:
         self.backend_name = "not loaded"
         self._fingerprint: str | None = None
         self.memory_budget = MemoryBudget.parse(settings.memory_budget)
+        self._encoder = None
+        if settings.encoder == "auto":  # the model's own: cached by `ilo export --encoder`, or shipped
+            from ilo.engine.app.encoder_cache import model_encoder
+
+            self._encoder = model_encoder(self.model)
+            if self._encoder is None:
+                raise InputError("this model has no encoder yet: train one with `ilo export --model MODEL --encoder` "
+                                 "(cached for later runs), or leave out --encoder")  # fmt: skip
+        elif settings.encoder is not None:  # refused here, by name, where it is not this model's
+            from ilo.engine.solver.encoder_files import load_encoder
+
+            self._encoder = load_encoder(Path(settings.encoder), self.fingerprint())
         self._row_costs: dict[str, RowCost] = {}
         self._probed_now = False
         if warm:
@@ -305,8 +324,11 @@ class Restorer:
         if s.config is not None:  # a setting added later is left out at its neutral value, so a run
             # folder written before it existed resumes (its recorded settings still match)
             solver = {k: v for k, v in dataclasses.asdict(s.config).items() if ADDED_LATER.get(k, object()) != v}
-        return {"task": self.task.describe(), "method": s.method, "solver": solver, "seed": s.seed,
-                "model": self.fingerprint(), "backend": self.backend_name, "device": s.device}  # fmt: skip
+        described = {"task": self.task.describe(), "method": s.method, "solver": solver, "seed": s.seed,
+                     "model": self.fingerprint(), "backend": self.backend_name, "device": s.device}  # fmt: skip
+        if self._encoder is not None:  # only where there is one: run folders from before learned starts still resume
+            described["encoder"] = state_fingerprint(self._encoder, "encoder")
+        return described
 
     def _build(self, progress) -> tuple[GeneratorView, LPIPS | None]:
         """The generator (and LPIPS loss) the solver runs: exported graphs on a backend, or torch.
@@ -439,8 +461,9 @@ class Restorer:
         else:
             try:  # the operator may be the shared one: it goes back to the CPU whatever happens
                 t0 = time.perf_counter()
+                starts = None if self._encoder is None else learned_starts(self._encoder, op, y, self.model)
                 result = solve(y.to(s.device), op.to(s.device), gen, config, image_seeds=seeds, lpips=lpips,
-                               progress=progress, max_rows=max_rows)  # fmt: skip
+                               progress=progress, max_rows=max_rows, starts=starts)  # fmt: skip
                 seconds = time.perf_counter() - t0
             finally:
                 op.cpu()

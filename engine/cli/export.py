@@ -33,6 +33,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help="the method --warm builds for (default: %(default)s)")
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto", help="the backend --warm builds for")
     p.add_argument("--device", default="cpu", help="the device --warm builds for")
+    p.add_argument("--encoder", action="store_true",
+                   help="train the model's encoder (its learned start for round 0) on its own samples, check it, export "
+                        "it beside the graphs and cache it (resumes a stopped training); use it with ilo restore --encoder")  # fmt: skip
+    p.add_argument("--encoder-steps", type=int, default=3000, metavar="N", help="training steps of --encoder (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --encoder's training")
     p.add_argument("--dry-run", action="store_true",
                    help="say what would be exported and, with --warm, what one image's step is estimated to take; "
                         "export nothing")  # fmt: skip
@@ -55,10 +60,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("ilo: error: --warm fills the cache the engine reads ($ILO_CACHE_DIR); leave out --cache")
     gen = load_generator(args.model)
     makers = []
-    if not args.warm:
+    if not args.warm and not args.encoder:
         # the generator's graphs the engine loads (the forward part at once, the stage VJPs when a
         # chained step needs them) and every operator's loss head; with --warm, what those tasks'
-        # solves load and nothing else
+        # solves load and nothing else; with --encoder alone, the encoder
         heads = list(every_loss_head(gen.resolution).values())
         makers = [partial(generator_bundle, gen, "forward"), partial(generator_bundle, gen, "vjp"),
                   partial(loss_head_bundle, heads, gen.resolution)]  # fmt: skip
@@ -93,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
             limit = f" (kink-limited; l2 {max(g['l2_relative_error'].values()):.0e})" if g["kink_limited"] else ""
             print(f"  {g['name']:20s} {g['bytes'] / 1e6:8.2f} MB  max rel. error {g['error']:.1e}{limit}  "
                   f"{g['export_seconds']:6.1f}s  {'lint ok' if not g['lint'] else 'LINT: ' + '; '.join(g['lint'])}")  # fmt: skip
+    if args.encoder:
+        train(gen, args)
     for task, restorer in warming:
         t0 = time.perf_counter()
         restorer.warm(progress)
@@ -122,3 +129,25 @@ def say_plan(what: str, bundles: list, gen, cache: Path | None) -> None:
     refuse_what_cannot_fit(gen, cached.count(False))
     names = [f"{b.name} (cached)" if hit else b.name for b, hit in zip(bundles, cached)]
     print(f"{what}: {', '.join(names) or 'nothing (this backend runs no graph files)'}")
+
+
+def train(gen, args: argparse.Namespace) -> None:
+    """`--encoder`: train, check, export and cache the model's encoder, with a progress bar."""
+    from ilo.engine.app.encoder_cache import train_and_cache
+    from ilo.engine.app.progress import Progress
+    from ilo.engine.solver.encoder_training import TrainingSettings
+
+    if args.encoder_steps < 1:
+        raise SystemExit("ilo: error: --encoder-steps must be at least 1")
+    bar = Progress(args.encoder_steps, "encoder", enabled=not args.quiet, unit="step")
+
+    def progress(step: int, steps: int, loss: float) -> None:
+        bar.done = step - 1  # a resumed run starts part-way
+        bar.advance(1, f"image mse {loss:.4f}")
+
+    path, _, exported, record = train_and_cache(gen, TrainingSettings(steps=args.encoder_steps, seed=args.seed),
+                                                progress=progress)  # fmt: skip
+    bar.close()
+    [graph] = exported.manifest["graphs"]
+    print(f"encoder: {path} ({record['seconds']:.0f} s of training, image mse {record['final_image_mse']:.4f} over the "
+          f"last steps); graph {exported.folder / graph['file']} (max rel. error {graph['error']:.1e})")

@@ -58,6 +58,10 @@ def add_solver_arguments(p: argparse.ArgumentParser) -> None:
                    help="solve each image K times from different random starts (and held-out shares) and average the "
                         "results: at K=3, +1.2 to +2.0 dB on faces the generator makes and +0.4 to +1.6 dB on ones it "
                         "cannot, for about K times the time (default 1)")  # fmt: skip
+    s.add_argument("--encoder", metavar="auto|FILE",
+                   help="start round 0 from a trained encoder's guess (a learned start) in place of each image's first "
+                        "random start: 'auto' = the model's own (shipped with the default model, else made by ilo export "
+                        "--encoder), or a .safetensors file; refused if it was trained for other weights")  # fmt: skip
     s.add_argument("--lpips-weight", type=float, help="weight of LPIPS in the loss (needs the backbone file)")
     s.add_argument("--seed", type=int, default=0, help="seed of the random starts (per image, from its name)")
     p.add_argument("--lpips-net", choices=LPIPS_NETS, default="vgg", help="LPIPS network for the loss and the metric")
@@ -88,5 +92,5 @@ def restorer_settings(args: argparse.Namespace, task: TaskSpec, model: str | Pat
     return RestorerSettings(
         model=model, task=task, method=args.method, backend=args.backend, device=args.device, config=config,
         seed=args.seed, fit=getattr(args, "fit", None), max_pixels=args.max_pixels, lpips_net=args.lpips_net,
-        lpips_backbone=args.lpips_backbone, memory_budget=args.memory_budget,
+        lpips_backbone=args.lpips_backbone, memory_budget=args.memory_budget, encoder=args.encoder,
     )  # fmt: skip
