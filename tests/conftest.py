@@ -123,6 +123,14 @@ def emulated_kernels(tmp_path_factory):
     return open_library(lib / EMULATED_LIBRARY)
 
 
+def count_calls(monkeypatch, library) -> list[str]:
+    """The names of the kernels `library` (a loaded KernelLibrary) is asked to run from now on,
+    in order: proof that a fast path ran the kernels rather than torch's reference ops."""
+    calls, call = [], library.call
+    monkeypatch.setattr(library, "call", lambda name, *args: (calls.append(name), call(name, *args))[1])
+    return calls
+
+
 def assert_fused_step_equals_torch(gen, engine, op, batch: int = 2, k: int = 1) -> None:
     """One fused graph call of `engine` against torch autograd on `gen`: the per-image loss,
     the image and the gradients w.r.t. the round's state, latents and noise maps (the first

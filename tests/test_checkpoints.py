@@ -9,7 +9,6 @@ from conftest import STYLEGAN2_32, random_stylegan2
 from nvidia_reference import nvidia_forward
 
 from ilo import CheckpointError, UnsafeCheckpointError, load_generator, save_generator
-from ilo.generators.checkpoints.files import estimate_latent_avg
 from ilo.generators.checkpoints.nvidia import to_nvidia_pickle
 from ilo.generators.checkpoints.safe_pickle import dump_pickle, safe_load_pickle
 from ilo.generators.stylegan2 import StyleGAN2Config
@@ -170,11 +169,15 @@ def test_truncated_and_unknown_files(tmp_path):
 
 def test_missing_latent_avg_is_estimated_deterministically(tmp_path):
     ckpt = _rosinality_dict()
-    del ckpt["latent_avg"]
+    stored = ckpt.pop("latent_avg")  # rosinality's own mean_latent(4096) of these weights
     torch.save(ckpt, tmp_path / "train.pt")
     a, b = load_generator(tmp_path / "train.pt"), load_generator(tmp_path / "train.pt")
     assert torch.equal(a.latent_avg, b.latent_avg)
-    assert torch.equal(a.latent_avg, estimate_latent_avg(a))
+    # Two sample means of the same mapping (10,000 and 4,096 samples) differ by a standard error
+    # of at most 0.025 per dimension; measured 0.034 over the 64. 0.1 is 4 of them; an estimate
+    # of 1,000 samples is 0.15 off, one that skips the mapping (the mean of z) 1.9.
+    assert a.latent_avg.shape == stored.shape and not torch.equal(a.latent_avg, stored)
+    assert (a.latent_avg - stored).abs().max() <= 0.1
 
 
 def test_dcgan_cannot_be_written_as_stylegan2(dcgan, tmp_path):

@@ -121,6 +121,8 @@ def test_operators_without_a_head_run_the_chained_path(engines):
     x = gen.synthesize(torch.randn(2, 1, gen.z_dim, generator=torch.Generator().manual_seed(9)))
     config = ILOConfig(steps=[10, 5], restarts=1)
     on_engine, on_torch = solve(op.A(x), op, engine, config), solve(op.A(x), op, gen, config)
+    shapes = [c.shape for c in on_engine.loss_curves]
+    assert shapes == [c.shape for c in on_torch.loss_curves] == [(10, 2), (5, 2), (5, 2)]  # every step of 3 rounds
     for a, b in zip(on_engine.loss_curves, on_torch.loss_curves):
         assert relative(a, b) <= 1e-3
 

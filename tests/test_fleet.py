@@ -67,9 +67,10 @@ def _records(out: Path) -> dict[str, dict]:
     return {r["name"]: r for r in json.loads((out / "metrics.json").read_text())["images"]}
 
 
-def _assert_same_outputs(ray_out: Path, local_out: Path) -> None:
+def _assert_same_outputs(ray_out: Path, local_out: Path, batch_size: int | None = None) -> None:
     """Same files, same pictures, same numbers (the actors run torch on one thread, the local run
-    on two; measured here the files are identical and the metrics agree to float rounding)."""
+    on two; measured here the files are identical and the metrics agree to float rounding).
+    `batch_size`: the Ray run's, where it is not the local run's."""
     def pictures(out: Path) -> list[Path]:  # loss plots (--plot) are checked by the test that asks for them
         return sorted(p for p in out.glob("*.png") if not p.name.endswith(".loss.png"))
 
@@ -83,7 +84,7 @@ def _assert_same_outputs(ray_out: Path, local_out: Path) -> None:
         mine = ray_records[name]
         for key in ("psnr", "ssim", "measurement_mse"):
             assert mine[key] == pytest.approx(local[key], rel=1e-3, abs=1e-5), (name, key)
-        assert mine["sources"] == local["sources"] and mine["batch_size"] == local["batch_size"]
+        assert mine["sources"] == local["sources"] and mine["batch_size"] == (batch_size or local["batch_size"])
     assert not list(ray_out.rglob("*.partial*"))
 
 
@@ -124,11 +125,27 @@ def _restore_workers() -> list[int]:
     return pids
 
 
-def test_a_killed_worker_costs_a_retry_not_an_output(local_ray, faces, local_run, tmp_path, capsys):
+def test_a_killed_worker_costs_a_retry_not_an_output(local_ray, faces, local_run, tmp_path, capsys, monkeypatch):
     """SIGKILL one actor once the run is under way: Ray starts another and solves its batch again;
     every output is written once, whole, and equals the local run's."""
+    from ilo.engine.app.result_files import ResultWriter
+    from ilo.engine.app.run_dir import RunDir
     from ilo.engine.cli.main import main
 
+    # this process writes every output and record (the actors send results back): count them
+    written: dict[str, list[str]] = {"outputs": [], "records": []}
+    write, write_record = ResultWriter.write, RunDir.write_record
+
+    def counted_write(self, batch, *args):
+        written["outputs"].append(batch.stem)
+        return write(self, batch, *args)
+
+    def counted_record(self, stem, *args):
+        written["records"].append(stem)
+        return write_record(self, stem, *args)
+
+    monkeypatch.setattr(ResultWriter, "write", counted_write)
+    monkeypatch.setattr(RunDir, "write_record", counted_record)
     out = tmp_path / "killed"
     argv = ["restore", str(faces), *CLEAN_INPAINT, *SOLVER, "--batch-size", "1", "--out", str(out), "--ray",
             "--workers", "2", "--quiet"]  # fmt: skip
@@ -146,18 +163,11 @@ def test_a_killed_worker_costs_a_retry_not_an_output(local_ray, faces, local_run
     assert victim is not None, "the run finished before a worker could be killed"
     assert result.get("rc") == 0
     assert victim not in _restore_workers()
-    _assert_same_outputs_batch_one(out, local_run)
-
-
-def _assert_same_outputs_batch_one(out: Path, local_out: Path) -> None:
-    """As `_assert_same_outputs`, for a run solved one image per batch (the local run used two:
-    the metrics then agree to the batch-size rounding measured in test_restorer_api)."""
-    assert sorted(p.name for p in out.glob("*.png")) == sorted(p.name for p in local_out.glob("*.png"))
-    records = _records(out)
-    assert len(records) == 6 and all(r["batch_size"] == 1 for r in records.values())
-    for name, local in _records(local_out).items():
-        assert records[name]["psnr"] == pytest.approx(local["psnr"], abs=0.5), name
-    assert not list(out.rglob("*.partial*"))
+    faces_written = sorted(p.stem for p in faces.glob("*.png"))
+    assert sorted(written["outputs"]) == sorted(written["records"]) == faces_written  # each once, the retried one too
+    # one image per batch here, two in the local run: solved alone or in pairs on the CPU the
+    # images come out the same (measured: identical files), so the local run's bounds hold
+    _assert_same_outputs(out, local_run, batch_size=1)
 
 
 def test_ray_flags_and_addresses_are_checked_before_anything_is_written(local_ray, faces, tmp_path, capsys):

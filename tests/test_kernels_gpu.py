@@ -1,33 +1,59 @@
 """The CUDA kernels against the torch reference on a GPU, at every StyleGAN2 config-f layer
 shape, batch 1 and 8: float32 with TF32 off within 1e-4 (relative to the largest value), fp16
 and bf16 within 1e-2, forward and VJP; and the engine's `cuda` backend against torch. Needs a
-CUDA device and nvcc (the library is built here if kernels/lib has none); skips elsewhere."""
+CUDA device, and the CUDA build of the library or nvcc to build one here; skips without a
+CUDA device or where no library exists and none can be built. A library that is there but
+does not load (stale ABI, foreign file) or is the host-emulation build fails."""
 
 from __future__ import annotations
 
 import copy
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import cmake_build
+from conftest import cmake_build, count_calls
 
 from ilo.generators import ops as R
 from ilo.kernels.fast_path import KernelOps
 from ilo.kernels.layer_shapes import config_f_layers
-from ilo.kernels.library import CUDA_LIBRARY, KernelLibraryError, load_library, open_library
+from ilo.kernels.library import (
+    CUDA_LIBRARY,
+    LIBRARY_ENV,
+    KernelLibraryError,
+    library_candidates,
+    load_library,
+    open_library,
+)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
+def cuda_library(build_dir):
+    """The CUDA build of the kernel library: the one the package finds, else one built here
+    (`build_dir()` gives the folder). Skips only where no library exists and nvcc is missing."""
+    if os.environ.get(LIBRARY_ENV) and not Path(os.environ[LIBRARY_ENV]).is_file():
+        pytest.fail(f"${LIBRARY_ENV} names {os.environ[LIBRARY_ENV]}, which does not exist")
+    if any(path.is_file() for path in library_candidates()):
+        try:
+            library = load_library()
+        except KernelLibraryError as e:  # stale or foreign: building another would hide it
+            pytest.fail(f"the kernel library does not load: {e}")
+    elif shutil.which("nvcc") is None:
+        pytest.skip("no kernel library built and no nvcc to build one")
+    else:
+        library = open_library(cmake_build(build_dir(), "-DILO_KERNELS_EMULATION=OFF") / CUDA_LIBRARY)
+    if library.device_type != "cuda":  # its layers would take the reference path: torch against torch
+        pytest.fail(f"{library.path} is the {library.build_info} build, not the CUDA one; point ${LIBRARY_ENV} at "
+                    f"{CUDA_LIBRARY} or unset it")  # fmt: skip
+    return library
+
+
 @pytest.fixture(scope="module")
 def cuda_kernels(tmp_path_factory):
-    try:
-        return load_library()
-    except KernelLibraryError:
-        if shutil.which("nvcc") is None:
-            pytest.skip("no kernel library built and no nvcc to build one")
-        return open_library(cmake_build(tmp_path_factory.mktemp("kernels-cuda"), "-DILO_KERNELS_EMULATION=OFF") / CUDA_LIBRARY)
+    return cuda_library(lambda: tmp_path_factory.mktemp("kernels-cuda"))
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +88,7 @@ def _layer(shape, seed=0):
 @pytest.mark.parametrize("shape", config_f_layers(), ids=lambda s: s.name.replace(" ", ""))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("tf32", [False, True], ids=["cuda-cores", "tf32-tensor-cores"])
-def test_config_f_layers_match_the_reference(cuda_kernels, shape, batch, dtype, tf32):
+def test_config_f_layers_match_the_reference(cuda_kernels, shape, batch, dtype, tf32, monkeypatch):
     """Against float32 torch (TF32 off) from the same rounded inputs: 1e-4 for float32 on the
     CUDA cores, 5e-3 on TF32 tensor cores, 1e-2 for fp16 / bf16. Outputs by their largest
     error; reduced-precision gradients by the relative L2 norm, because a pre-activation that
@@ -77,7 +103,10 @@ def test_config_f_layers_match_the_reference(cuda_kernels, shape, batch, dtype, 
     inputs = (x, w) if shape.kind == "rgb" else (x, w, noise)
     ref = run(x.float(), w, noise.float())  # float32 from the same (rounded) inputs
     fast_layer = R.with_fast_layers(layer, KernelOps(cuda_kernels, tf32=tf32))
+    calls = count_calls(monkeypatch, cuda_kernels)
     y = ((lambda x, w, n: fast_layer(x, w)) if shape.kind == "rgb" else fast_layer)(x, w, noise)
+    assert y.grad_fn is not None and "ModulatedLayer" in type(y.grad_fn).__name__  # the kernel ran ...
+    assert "ilo_conv" in calls  # ... on this library
     assert y.dtype == dtype
     dy = torch.randn(ref.shape, device="cuda", generator=g)
     tol = 1e-2 if dtype != torch.float32 else (5e-3 if tf32 else 1e-4)
@@ -89,7 +118,7 @@ def test_config_f_layers_match_the_reference(cuda_kernels, shape, batch, dtype, 
         assert (relative if exact else relative_l2)(a, b) <= tol, name
 
 
-def test_kernel_engine_on_the_gpu_equals_torch(sg2, cuda_kernels):
+def test_kernel_engine_on_the_gpu_equals_torch(sg2, cuda_kernels, monkeypatch):
     from ilo.engine.runtimes.backends import KernelBackend
     from ilo.engine.runtimes.bridge import EngineGenerator
 
@@ -99,6 +128,9 @@ def test_kernel_engine_on_the_gpu_equals_torch(sg2, cuda_kernels):
     grads = []
     for g in (engine, gen):
         x = z.clone().requires_grad_(True)
+        calls = count_calls(monkeypatch, cuda_kernels)
         image = g.synthesize(x)
         grads.append((image.detach(), torch.autograd.grad(image.square().sum(), x)[0]))
+        assert ("ilo_conv" in calls) == (g is engine)  # the engine ran the kernels, forward and back; torch did not
+        assert g is gen or "ilo_act_grad" in calls
     assert relative(grads[0][0], grads[1][0]) <= 1e-4 and relative(grads[0][1], grads[1][1]) <= 1e-4

@@ -43,8 +43,10 @@ def test_nothing_lost_outputs_never_replace_inputs(tmp_path, capsys):
     jpg = tmp_path / "jpg"
     jpg.mkdir()
     Image.open(faces / "generated_90100.png").save(jpg / "a.jpg")
+    jpg_before = {p.name: p.read_bytes() for p in jpg.iterdir()}
     assert "is the folder of the input" in run_fail(capsys, "restore", jpg, *CLEAN_INPAINT, "--out", jpg, *FAST)
     assert {p.name: p.read_bytes() for p in faces.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in jpg.iterdir()} == jpg_before  # no a.png, no lock, no settings
 
 
 def test_resume_redoes_an_input_whose_content_changed(tmp_path, capsys):
@@ -97,9 +99,24 @@ def test_every_input_is_checked_before_work_starts(tmp_path, capsys):
 
 def test_gaussian_cs_measurements_restore(tmp_path, capsys):
     # the dense Gaussian operator had no `m`, so reading its measurement files crashed
+    from ilo.engine.problems.operators import DenseGaussianCS
+
     run_ok(capsys, "degrade", FACES / "generated_90100.png", "--task", "cs", "--cs-matrix", "gaussian", "--out", tmp_path / "y")
     run_ok(capsys, "restore", tmp_path / "y", "--task", "cs", "--cs-matrix", "gaussian", "--out", tmp_path / "out", *FAST)
-    assert (tmp_path / "out" / "generated_90100.png").is_file()
+    [record] = _records(tmp_path / "out").values()
+    assert record["name"] == "generated_90100" and record["task"] == "cs" and record["output"] == "generated_90100.png"
+    # Fitted to the measurements in the file, by the matrix that made them (degrade's defaults:
+    # ratio 0.1, seed 0): the written image's fit, computed here, is the record's 2.77 (8-bit
+    # rounding and the clamp to [-1, 1] move it by 2e-4 of itself; another matrix seed gives
+    # 5.2, the measurements reversed 5.6), and 3 steps already fit better than a grey image,
+    # whose fit is the measurements' mean square (3.2).
+    y = torch.from_numpy(np.load(tmp_path / "y" / "generated_90100.npy"))[None]
+    pixels = np.asarray(Image.open(tmp_path / "out" / "generated_90100.png"), dtype=np.float32)
+    image = torch.from_numpy(pixels / 127.5 - 1).permute(2, 0, 1)[None]
+    op = DenseGaussianCS(3 * 64 * 64, y.shape[1], seed=0)
+    assert y.shape == (1, round(0.1 * 3 * 64 * 64))
+    assert float(op.data_fit(image, y)) == pytest.approx(record["measurement_mse"], rel=0.02)
+    assert record["measurement_mse"] < 0.95 * float(y.square().mean())
 
 
 def test_nothing_half_written_a_killed_run_resumes_to_the_same_bytes(tmp_path):

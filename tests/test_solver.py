@@ -5,7 +5,8 @@ import torch
 
 from ilo import IloError
 from ilo.engine.problems.operators import Downsample, Inpainting, Noise
-from ilo.engine.solver.ilo_solver import ILOConfig, csgm_config, member_seed, pulse_config, solve
+from ilo.engine.solver.ilo_solver import ILOConfig, _initial_z, csgm_config, member_seed, pulse_config, solve
+from ilo.engine.solver.projections import norms
 
 
 def _truth(gen, n, seed=123):
@@ -95,8 +96,17 @@ def test_seeded_runs_repeat_exactly(sg2):
 def test_spherical_projection_keeps_latent_norms(sg2):
     x = _truth(sg2, 1)
     op = Downsample(2)
-    result = solve(op.A(x), op, sg2, pulse_config(steps=[20]))
+    result = solve(op.A(x), op, sg2, pulse_config(steps=[20]), image_seeds=[5])
     assert len(result.loss_curves) == 1 and result.best_round.item() == 0
+    # the optimised variable is the Gaussianised z (w+ is its image under the latent statistics),
+    # one vector per layer: each must end on the sphere it started on, having moved along it
+    z = sg2.latent_stats().from_w(result.wplus)
+    z0 = _initial_z(sg2, [5], 0)
+    assert z.shape == z0.shape == (1, sg2.n_latent, sg2.style_dim)
+    # 20 unprojected Adam steps of lr 0.1 move the norms by 4-22%; undoing the leaky ReLU and
+    # the statistics in float32 leaves them 1.2e-7 from the start here
+    assert torch.allclose(norms(z, 1), norms(z0, 1), rtol=1e-4, atol=0)
+    assert (norms(z - z0, 1) > 1).all()  # it moved (3.5-4.2): one that stood still would keep its norm trivially
 
 
 def test_l1_radius_bounds_the_state_change(dcgan):
