@@ -27,6 +27,9 @@ from report import machine_line, write_result
 
 from ilo import load_generator
 from ilo.engine.problems.metrics import restoration_metrics
+from ilo.engine.app.encoder_cache import SHIPPED
+from ilo.engine.solver.encoder import learned_starts
+from ilo.engine.solver.encoder_files import load_encoder
 from ilo.engine.solver.ilo_solver import AUTO_DEPTH, ILOConfig, solve
 
 TODAY = dict(steps=[300, 100], restarts=3, prune_starts_at=[])
@@ -50,6 +53,18 @@ SETTINGS = {  # name -> (ILOConfig overrides, starts one after another?)
     "ilo-auto 300+60": ({**AUTO_DEPTH, "steps": [300, 60]}, False),
     "ilo-auto 300+75": ({**AUTO_DEPTH, "steps": [300, 75]}, False),
 }
+# from a learned start (the shipped encoder's) in place of the first random start
+LEARNED = {
+    "learned ilo-auto": {**AUTO_DEPTH},
+    "learned 1 start 100+100": {**AUTO_DEPTH, "restarts": 1, "steps": [100, 100], "prune_starts_at": []},
+    "learned 1 start 100+50": {**AUTO_DEPTH, "restarts": 1, "steps": [100, 50], "prune_starts_at": []},
+    "learned 1 start 50+50": {**AUTO_DEPTH, "restarts": 1, "steps": [50, 50], "prune_starts_at": []},
+    "learned 2 starts 100+100": {**AUTO_DEPTH, "restarts": 2, "steps": [100, 100], "prune_starts_at": []},
+    "learned 1 start 150+100": {**AUTO_DEPTH, "restarts": 1, "steps": [150, 100], "prune_starts_at": []},
+    "learned 3 starts 150+100": {**AUTO_DEPTH, "steps": [150, 100]},
+    "learned 3 starts 100+50": {**AUTO_DEPTH, "steps": [100, 50]},
+}
+SETTINGS.update({name: (overrides, False) for name, overrides in LEARNED.items()})
 DEFAULT_RUN = "today,defaults,3 starts halved@.1+.2,1 start"
 RESULTS = Path(__file__).parent / "results"
 
@@ -76,14 +91,18 @@ def warmed_engine(gen, tasks: list[str], settings: list[str]):
     return EngineGenerator(gen, backend)
 
 
-def run_setting(solver_gen, gen, names, truth, overrides: dict, sequential: bool, tasks: list[str]) -> dict:
-    """One setting on every task; `solver_gen` runs the solve (torch or an engine of `gen`)."""
+def run_setting(solver_gen, gen, names, truth, overrides: dict, sequential: bool, tasks: list[str],
+                encoder=None) -> dict:  # fmt: skip
+    """One setting on every task; `solver_gen` runs the solve (torch or an engine of `gen`);
+    with `encoder`, from its learned start (its time counted)."""
     out = {}
     config = ILOConfig(**overrides)
     for task_name in tasks:
         op, y, seeds = degraded(gen, task_name, names, truth)
         t0 = time.perf_counter()
-        result = solve(y, op, solver_gen, config, image_seeds=seeds, max_rows=len(names) if sequential else None)
+        starts = None if encoder is None else learned_starts(encoder, op, y, gen)
+        result = solve(y, op, solver_gen, config, image_seeds=seeds, max_rows=len(names) if sequential else None,
+                       starts=starts)  # fmt: skip
         seconds = time.perf_counter() - t0
         psnr = [float(v) for v in restoration_metrics(result.images, truth, op.observed)["psnr"]]
         out[task_name] = {"psnr": float(np.mean(psnr)), "per_image": psnr, "seconds_per_image": seconds / len(names)}
@@ -135,18 +154,21 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--generated", type=int, default=8)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--set", choices=("in-range", "out-of-range"), default="in-range",
+                   help="quality.py's generated faces and the photograph, or its out-of-range set")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                    help="what runs the generator: torch eager (the reference) or the exported graphs on onnxruntime, "
                         "what `ilo restore` runs by default; graphs are exported (or taken from the cache) before any timing")  # fmt: skip
     args = p.parse_args(argv)
     gen = load_generator("default")
     solver_gen = gen if args.backend == "torch" else warmed_engine(gen, args.tasks.split(","), args.settings.split(","))
-    names, truth, note = ground_truths(gen, args.generated, True)
+    names, truth, note = ground_truths(gen, args.generated, True, out_of_range=args.set == "out-of-range")
     tasks = args.tasks.split(",")
     rows = {}
     for name in args.settings.split(","):
         overrides, sequential = SETTINGS[name]
-        per_task = run_setting(solver_gen, gen, names, truth, overrides, sequential, tasks)
+        encoder = load_encoder(SHIPPED, gen.fingerprint()) if name in LEARNED else None
+        per_task = run_setting(solver_gen, gen, names, truth, overrides, sequential, tasks, encoder)
         rows[name] = {"overrides": overrides, "starts_one_after_another": sequential, "tasks": per_task,
                       "psnr": float(np.mean([v["psnr"] for v in per_task.values()])),
                       "seconds_per_image": float(np.mean([v["seconds_per_image"] for v in per_task.values()]))}  # fmt: skip

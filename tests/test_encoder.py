@@ -193,3 +193,15 @@ def test_the_command_line_refuses_an_encoder_that_is_not_the_models(capsys, tmp_
         capsys, "restore", faces, "--task", "denoise", "--method", "bm3d", "--encoder", "auto", "--out", tmp_path / "c"
     )
     assert "BM3D searches nothing" in err
+
+
+def test_a_folder_restored_from_a_learned_start_does_not_resume_without_it(capsys, tmp_path, monkeypatch, dcgan):
+    from conftest import run_fail, run_ok, write_generated_faces
+
+    monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path / "cache"))
+    faces = write_generated_faces(tmp_path / "faces", dcgan, 1, seed=3)
+    run = ["restore", faces, "--clean", "--task", "denoise", "--steps", "2,1", "--end-stage", "1", "--restarts", "1",
+           "--backend", "torch", "--quiet", "--out", tmp_path / "out"]  # fmt: skip
+    run_ok(capsys, *run, "--encoder", "auto")
+    assert "holds a run with other settings (encoder)" in run_fail(capsys, *run)
+    assert "restored 0 image(s), 1 already finished" in run_ok(capsys, *run, "--encoder", "auto")  # the same: resumes

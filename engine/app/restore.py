@@ -131,6 +131,9 @@ class FolderRestore:
             # mask files are matched by content, per image (each record's sources), not by path
             "mask_files": o.mask is not None or o.mask_dir is not None,
             "model": described["model"], **o.extra_settings,
+            # a learned start changes every result; named only where there is one, so a folder
+            # begun without one still resumes
+            **({"encoder": described["encoder"]} if "encoder" in described else {}),
         }  # fmt: skip
 
     def run(self, inputs: list[Path], solver: BatchSolver | None = None) -> dict:
