@@ -63,6 +63,11 @@ LEARNED = {
     "learned 1 start 150+100": {**AUTO_DEPTH, "restarts": 1, "steps": [150, 100], "prune_starts_at": []},
     "learned 3 starts 150+100": {**AUTO_DEPTH, "steps": [150, 100]},
     "learned 3 starts 100+50": {**AUTO_DEPTH, "steps": [100, 50]},
+    # a gentler round 0, so the start is refined rather than left
+    "learned 3 starts 100+50 lr.03": {**AUTO_DEPTH, "steps": [100, 50], "lr": [0.03, 0.01]},
+    "learned 1 start 150+100 lr.03": {**AUTO_DEPTH, "restarts": 1, "steps": [150, 100], "lr": [0.03, 0.01],
+                                      "prune_starts_at": []},
+    "learned 3 starts 150+50 lr.03": {**AUTO_DEPTH, "steps": [150, 50], "lr": [0.03, 0.01]},
 }
 SETTINGS.update({name: (overrides, False) for name, overrides in LEARNED.items()})
 DEFAULT_RUN = "today,defaults,3 starts halved@.1+.2,1 start"
