@@ -205,3 +205,38 @@ def test_a_folder_restored_from_a_learned_start_does_not_resume_without_it(capsy
     run_ok(capsys, *run, "--encoder", "auto")
     assert "holds a run with other settings (encoder)" in run_fail(capsys, *run)
     assert "restored 0 image(s), 1 already finished" in run_ok(capsys, *run, "--encoder", "auto")  # the same: resumes
+
+
+def test_the_encoder_alone_is_a_method_one_pass_and_nothing_optimised(dcgan, capsys, tmp_path, monkeypatch):
+    import ilo
+    from conftest import run_ok, write_generated_faces
+
+    from ilo.engine.app.encoder_cache import SHIPPED
+    from ilo.engine.problems.metrics import restoration_metrics
+    from ilo.engine.solver.encoder import encoded_images
+    from ilo.engine.solver.encoder_files import load_encoder
+
+    monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path / "cache"))
+    restorer = ilo.Restorer(dcgan, task="sr", factor=4, method="encoder")
+    assert restorer.settings.config is None and restorer.backend_name == "torch"  # nothing exported
+    with torch.no_grad():
+        truth = dcgan.synthesize(torch.randn(2, 1, dcgan.z_dim, generator=torch.Generator().manual_seed(73_000)))
+    op = restorer.task.operator(64)
+    y = op.A(truth)
+    [a, b] = restorer.restore(list((y.clamp(-1, 1) + 1) / 2), names=["a", "b"])
+    assert a.best_round is None and a.to_numpy().shape == (64, 64, 3)
+    # what it returns is G(E(y)) of the model's own encoder
+    seen = torch.cat(
+        [p.y for p in restorer.prepare(list((y.clamp(-1, 1) + 1) / 2), names=["a", "b"])]
+    )  # as 8-bit pictures
+    want = encoded_images(load_encoder(SHIPPED, dcgan.fingerprint()), op, seen, dcgan)
+    got = torch.stack([a.tensor, b.tensor]) * 2 - 1
+    assert (got - want.clamp(-1, 1)).abs().max() < 1e-5
+    # a rough guess (about 20 dB here, behind bicubic upsampling's 25-27 at x4), yet a face:
+    # better than the best flat picture, the truth's own mean colour (17-20 dB against 15 here)
+    flat = truth.mean((2, 3), keepdim=True).expand_as(truth)
+    psnr = restoration_metrics(got, truth, None)["psnr"]
+    assert (psnr > restoration_metrics(flat, truth, None)["psnr"] + 1).all(), psnr
+    faces = write_generated_faces(tmp_path / "faces", dcgan, 2, seed=4)
+    out = run_ok(capsys, "restore", faces, "--clean", "--task", "sr", "--method", "encoder", "--out", tmp_path / "out")
+    assert "restored 2 image(s)" in out and (tmp_path / "out" / "face1.png").is_file()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ilo.choices import ONE_PASS_METHODS
 from ilo.engine.app.image_files import file_sha256
 from ilo.engine.app.measurements import InputSpec, MeasurementReader, Prepared
 from ilo.engine.app.progress import Progress
@@ -112,8 +113,8 @@ class FolderRestore:
         self.run_dir = RunDir(out)
         self.task = options.task
         self.reader = MeasurementReader(options, self.res)
-        # BM3D has no loss curve: its images are finished without a plot
-        self.plots_skipped = options.save_loss_plot and restorer.settings.method == "bm3d"
+        # BM3D and the encoder alone have no loss curve: their images are finished without a plot
+        self.plots_skipped = options.save_loss_plot and restorer.settings.method in ONE_PASS_METHODS
         self.writer = ResultWriter(self.run_dir.root, self.task, self.res, options.save_degraded, options.save_strip,
                                    options.lpips_metric, options.save_loss_plot and not self.plots_skipped)  # fmt: skip
 

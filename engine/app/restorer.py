@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ilo.choices import DEFAULT_MAX_PIXELS, DEFAULT_METHOD, METHODS
+from ilo.choices import DEFAULT_MAX_PIXELS, DEFAULT_METHOD, METHODS, ONE_PASS_METHODS
 from ilo.engine.app.in_memory import picture_pixels, vector_digest
 from ilo.engine.app.measurements import InputSpec, MeasurementReader, Prepared
 from ilo.engine.app.memory_budget import MemoryBudget, RowCost, cached_row_cost, measure_row_cost
@@ -31,7 +31,7 @@ from ilo.engine.problems.losses import LPIPS
 from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec, name_seed
 from ilo.engine.solver.baselines import bm3d_denoise
-from ilo.engine.solver.encoder import learned_starts
+from ilo.engine.solver.encoder import encoded_images, learned_starts
 from ilo.engine.solver.generator_view import GeneratorView
 from ilo.engine.solver.ilo_solver import (
     ILOConfig,
@@ -62,9 +62,10 @@ def method_config(method: str, **overrides) -> ILOConfig | None:
         return csgm_config(**overrides)
     if method == "pulse":
         return pulse_config(**overrides)
-    if method == "bm3d":
+    if method in ONE_PASS_METHODS:
         if overrides:
-            raise InputError(f"BM3D takes no solver settings (got {', '.join(sorted(overrides))})")
+            name = "BM3D" if method == "bm3d" else "the encoder alone"
+            raise InputError(f"{name} takes no solver settings (got {', '.join(sorted(overrides))})")
         return None
     raise InputError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
 
@@ -99,6 +100,8 @@ class RestorerSettings:
             raise InputError("BM3D is a denoiser: use it with --task denoise")
         if self.method == "bm3d" and self.encoder is not None:
             raise InputError("an encoder gives the generator's search a learned start; BM3D searches nothing")
+        if self.method == "encoder" and self.encoder is None:
+            self.encoder = "auto"  # the method is the model's own encoder, unless a file is named
         if self.config is None:
             self.config = method_config(self.method)
 
@@ -243,7 +246,7 @@ class Restorer:
         or None where the whole batch fits. Not even one row fitting the budget is refused
         here, with the numbers, before anything runs."""
         self._probed_now = False
-        if self.settings.method == "bm3d":
+        if self.settings.method in ONE_PASS_METHODS:
             return None
         backend = getattr(self._solver[0], "backend", None) if self._solver is not None else None
         limit: int | None = getattr(backend, "max_rows", None)
@@ -345,7 +348,7 @@ class Restorer:
         lpips = None
         if s.config is not None and s.config.lpips_weight:
             lpips = LPIPS(s.lpips_net, s.lpips_backbone).to(s.device)
-        if s.method == "bm3d" or s.backend == "torch":
+        if s.method in ONE_PASS_METHODS or s.backend == "torch":  # a single pass: nothing to export
             self.backend_name = "torch"
             return gen, lpips
         if progress is None and not self.quiet:
@@ -377,7 +380,7 @@ class Restorer:
 
         check_device(self.settings.device)
         device = torch.device(self.settings.device)
-        if self.settings.method == "bm3d" or self.memory_budget.off:
+        if self.settings.method in ONE_PASS_METHODS or self.memory_budget.off:
             return None
         cost = estimated_row_cost(self.model)
         where = f"{self.model.family} {self.resolution}² (estimated from its shapes, before exporting anything)"
@@ -454,8 +457,12 @@ class Restorer:
             op = self._reader.shared_operator()
         assert self._solver is not None, "built by solve() or warm()"
         gen, lpips = self._solver
-        if s.method == "bm3d":
-            images, seconds = bm3d_denoise(y, self.task.sigma)
+        if s.method in ONE_PASS_METHODS:
+            t0 = time.perf_counter()
+            if s.method == "bm3d":
+                images, seconds = bm3d_denoise(y, self.task.sigma)
+            else:
+                images, seconds = encoded_images(self._encoder, op, y, self.model), time.perf_counter() - t0
             best_round: list[int | None] = [None] * len(batch)
             curves = held_out = member_rounds = member_held_out = None
         else:

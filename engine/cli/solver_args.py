@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ilo.choices import BACKENDS, DEFAULT_METHOD, LPIPS_NETS, METHODS
+from ilo.choices import BACKENDS, DEFAULT_METHOD, LPIPS_NETS, METHODS, ONE_PASS_METHODS
 from ilo.errors import IloError
 
 if TYPE_CHECKING:
@@ -39,7 +39,8 @@ def add_solver_arguments(p: argparse.ArgumentParser) -> None:
                    help="'ilo-auto' (default): ILO that chooses per image how deep and how far to fit by 10%% held-out "
                         "measurements (better on every task, most on faces the generator cannot make: rotated, shifted, "
                         "occluded, real photographs; about the same time); 'ilo': the paper's fixed depth (stage 2, l1 "
-                        "radius 10%%); 'csgm', 'pulse' and 'bm3d' are the baselines")  # fmt: skip
+                        "radius 10%%); 'csgm', 'pulse' and 'bm3d' are the baselines; 'encoder': the model's trained encoder alone "
+                        "(one pass, nothing optimised: the fastest, see --encoder)")  # fmt: skip
     s = p.add_argument_group("solver (per-round lists are comma-separated; the last value repeats)")
     s.add_argument("--steps", type=_per_round(int), help="steps per round, e.g. 300,100")
     s.add_argument("--lr", type=_per_round(float), help="learning rate per round, e.g. 0.1,0.01")
@@ -85,7 +86,7 @@ def restorer_settings(args: argparse.Namespace, task: TaskSpec, model: str | Pat
                         switch=args.switch, restarts=args.restarts, lpips_weight=args.lpips_weight,
                         prune_starts_at=args.prune_starts, hold_out=args.hold_out, ensemble=args.ensemble)  # fmt: skip
     # --seed seeds the random starts and is harmless for BM3D; the other flags must not be ignored
-    config = method_config(args.method, **solver_flags, **({} if args.method == "bm3d" else {"seed": args.seed}))
+    config = method_config(args.method, **solver_flags, **({} if args.method in ONE_PASS_METHODS else {"seed": args.seed}))
     stages = getattr(model, "stages", None)
     if stages is not None and args.end_stage is not None and args.end_stage >= len(stages):  # a stage that is not there
         raise IloError(f"--end-stage {args.end_stage} does not exist: this generator has stages 0..{len(stages) - 1}")

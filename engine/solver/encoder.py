@@ -77,6 +77,13 @@ def learned_starts(encoder: nn.Module, op: Operator, y: torch.Tensor, gen: Gener
     return z
 
 
+def encoded_images(encoder: nn.Module, op: Operator, y: torch.Tensor, gen: GeneratorView) -> torch.Tensor:
+    """The encoder alone as a restoration (one pass, nothing optimised): G(E(y)), [B, 3, R, R]."""
+    z = learned_starts(encoder, op, y, gen)
+    with torch.no_grad():
+        return gen.synthesize(gen.gaussian_to_w(z, gen.latent_stats()) if gen.has_mapping else z)
+
+
 def encoder_graph(encoder: LatentEncoder) -> GraphFn:
     """The encoder as a graph function: measurement view -> z, batch axis dynamic. (The input
     is not called "view": the exporter names nodes after torch ops, and a graph input of that
