@@ -75,10 +75,10 @@ def default_jobs(missing: int, resolution: int, job_bytes: int) -> int:
     return max(1, min(missing, usable_cores(), by_memory))
 
 
-def refuse_what_cannot_fit(gen: StagedGenerator, missing: int) -> None:
-    """Refuse, before minutes of export, bundles whose export alone is estimated at more than
-    all the memory available."""
-    need, host = export_job_bytes(gen), available_host_memory()
+def refuse_what_cannot_fit(gen: StagedGenerator, missing: int, need: int | None = None) -> None:
+    """Refuse, before minutes of export, bundles whose export alone (`need`, by default
+    `export_job_bytes`) is estimated at more than all the memory available."""
+    need, host = need or export_job_bytes(gen), available_host_memory()
     if missing and host is not None and need > host[0]:
         raise IloError(
             f"exporting a {gen.resolution}² {gen.family}'s graphs needs about {need / GiB:.1f} GiB a bundle (estimated "
@@ -98,10 +98,11 @@ def export_bundles(makers: Sequence[BundleMaker], root: Path | None = None, jobs
     to a worker. Results in the order of `makers`."""
     bundles = [make() for make in makers]
     missing = [i for i, b in enumerate(bundles) if force or read_cached(bundle_folder(b, root)) is None]
+    need = None if gen is None else export_job_bytes(gen)
     if gen is not None:
-        refuse_what_cannot_fit(gen, len(missing))
+        refuse_what_cannot_fit(gen, len(missing), need)
     if jobs is None:
-        jobs = 1 if gen is None else default_jobs(len(missing), gen.resolution, export_job_bytes(gen))
+        jobs = 1 if gen is None or need is None else default_jobs(len(missing), gen.resolution, need)
     jobs = max(1, jobs)
     if jobs == 1 or len(missing) <= 1:
         return [export_here(b, root, progress, force and i in missing) for i, b in enumerate(bundles)]

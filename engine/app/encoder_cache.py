@@ -17,8 +17,10 @@ from ilo.generators.staged import StagedGenerator
 from ilo.paths import assets_dir, cache_dir
 
 
-def encoder_path(gen: StagedGenerator) -> Path:
-    return cache_dir() / "encoders" / f"{gen.fingerprint()[:32]}.safetensors"
+def encoder_path(gen: StagedGenerator, fingerprint: str | None = None) -> Path:
+    """Where `gen`'s encoder is cached (`fingerprint`: gen's, where the caller has it: hashing
+    a 1024² model's weights takes a noticeable fraction of a second)."""
+    return cache_dir() / "encoders" / f"{(fingerprint or gen.fingerprint())[:32]}.safetensors"
 
 
 # the embedded default model's encoder, trained by `ilo export --model default --encoder
@@ -26,15 +28,16 @@ def encoder_path(gen: StagedGenerator) -> Path:
 SHIPPED = assets_dir() / "dcgan_face64_encoder.safetensors"
 
 
-def model_encoder(gen: StagedGenerator) -> LatentEncoder | None:
+def model_encoder(gen: StagedGenerator, fingerprint: str | None = None) -> LatentEncoder | None:
     """`gen`'s own encoder: the one `ilo export --encoder` cached, else the one shipped for the
     embedded model; None where there is neither. A damaged or foreign file is refused by
-    load_encoder, not passed over."""
-    path = encoder_path(gen)
+    load_encoder, not passed over. `fingerprint`: gen's, where the caller has it."""
+    fingerprint = fingerprint or gen.fingerprint()
+    path = encoder_path(gen, fingerprint)
     if path.exists():
-        return load_encoder(path, gen.fingerprint())
-    if encoder_metadata(SHIPPED).get("generator_sha256") == gen.fingerprint():
-        return load_encoder(SHIPPED, gen.fingerprint())
+        return load_encoder(path, fingerprint)
+    if encoder_metadata(SHIPPED).get("generator_sha256") == fingerprint:
+        return load_encoder(SHIPPED, fingerprint)
     return None
 
 
@@ -53,14 +56,15 @@ def train_and_cache(gen: StagedGenerator, settings: TrainingSettings, shape: Enc
                     progress=None) -> tuple[Path, LatentEncoder, ExportResult, dict]:  # fmt: skip
     """Train `gen`'s encoder (resuming a stopped run of the same settings), save it in the cache
     and export its graph there; the file, the encoder, the export and the training's record."""
-    path = encoder_path(gen)
+    fingerprint = gen.fingerprint()
+    path = encoder_path(gen, fingerprint)
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = path.with_name(path.stem + f".s{settings.seed}.training")
     t0 = time.perf_counter()
     encoder, losses = train_encoder(gen, shape, settings, checkpoint, progress)
     record = {**vars(settings), "seconds": time.perf_counter() - t0, "final_image_mse": sum(losses[-50:]) / len(losses[-50:]),
               "torch": torch.__version__}  # fmt: skip
-    save_encoder(encoder, gen.fingerprint(), path, record)
+    save_encoder(encoder, fingerprint, path, record)
     exported = export_bundle(encoder_bundle(encoder))
     checkpoint.unlink(missing_ok=True)
     return path, encoder, exported, record

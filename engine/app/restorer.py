@@ -203,7 +203,7 @@ class Restorer:
         if settings.encoder == "auto":  # the model's own: cached by `ilo export --encoder`, or shipped
             from ilo.engine.app.encoder_cache import model_encoder
 
-            self._encoder = model_encoder(self.model)
+            self._encoder = model_encoder(self.model, self.fingerprint())
             if self._encoder is None:
                 raise InputError("this model has no encoder yet: train one with `ilo export --model MODEL --encoder` "
                                  "(cached for later runs), or leave out --encoder")  # fmt: skip
