@@ -65,8 +65,13 @@ LEARNED = {
     "learned 3 starts 100+50": {**AUTO_DEPTH, "steps": [100, 50]},
     # a gentler round 0, so the start is refined rather than left
     "learned 3 starts 100+50 lr.03": {**AUTO_DEPTH, "steps": [100, 50], "lr": [0.03, 0.01]},
-    "learned 1 start 150+100 lr.03": {**AUTO_DEPTH, "restarts": 1, "steps": [150, 100], "lr": [0.03, 0.01],
-                                      "prune_starts_at": []},
+    "learned 1 start 150+100 lr.03": {
+        **AUTO_DEPTH,
+        "restarts": 1,
+        "steps": [150, 100],
+        "lr": [0.03, 0.01],
+        "prune_starts_at": [],
+    },
     "learned 3 starts 150+50 lr.03": {**AUTO_DEPTH, "steps": [150, 50], "lr": [0.03, 0.01]},
 }
 SETTINGS.update({name: (overrides, False) for name, overrides in LEARNED.items()})
@@ -126,7 +131,9 @@ def plot(rows: dict, path: Path) -> None:
     d = ImageDraw.Draw(img)
 
     def at(x, y):
-        return left + (width - left - 20) * x / x_max, height - bottom - (height - bottom - 20) * (y - y_lo) / (y_hi - y_lo)
+        return left + (width - left - 20) * x / x_max, height - bottom - (height - bottom - 20) * (y - y_lo) / (
+            y_hi - y_lo
+        )
 
     d.line([at(0, y_lo), at(x_max, y_lo)], fill="black")
     d.line([at(0, y_lo), at(0, y_hi)], fill="black")
@@ -138,7 +145,9 @@ def plot(rows: dict, path: Path) -> None:
         px, py = at(x, y)
         d.ellipse([px - 4, py - 4, px + 4, py + 4], fill=(60, 120, 200))
         d.text((px + 6, py - 12), name, fill="black")
-    d.text((left, height - 20), "mean PSNR over tasks (dB) against seconds per image (one run, this machine)", fill="black")
+    d.text(
+        (left, height - 20), "mean PSNR over tasks (dB) against seconds per image (one run, this machine)", fill="black"
+    )
     img.save(path)
 
 
@@ -159,8 +168,12 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--generated", type=int, default=8)
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--set", choices=("in-range", "out-of-range"), default="in-range",
-                   help="quality.py's generated faces and the photograph, or its out-of-range set")
+    p.add_argument(
+        "--set",
+        choices=("in-range", "out-of-range"),
+        default="in-range",
+        help="quality.py's generated faces and the photograph, or its out-of-range set",
+    )
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                    help="what runs the generator: torch eager (the reference) or the exported graphs on onnxruntime, "
                         "what `ilo restore` runs by default; graphs are exported (or taken from the cache) before any timing")  # fmt: skip
@@ -186,11 +199,26 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | " + " | ".join(f"{r['tasks'][t]['psnr']:.2f}" for t in tasks)
                      + f" | {r['psnr']:.2f} | {r['seconds_per_image']:.2f} |")  # fmt: skip
     # the command's default method is ilo-auto; "defaults" is --method ilo's
-    checks = [line for name in ("defaults", "ilo-auto") if name in rows and "today" in rows for line in verdict(rows, name)]
-    machine = machine_line("CPU (torch eager)" if args.backend == "torch" else "CPU (onnxruntime engine, exported graphs)")
-    text = "\n".join(lines) + "\n\n" + "\n".join(f"- {c}" for c in checks) + f"\n\nMachine: {machine}. The defaults: " \
-        + json.dumps({k: v for k, v in vars(ILOConfig()).items() if k in ("steps", "restarts", "prune_starts_at")}) + ".\n"
-    write_result(args.out, "time_to_quality", text, {"machine": machine, "ground_truths": note, "settings": rows, "checks": checks})
+    checks = [
+        line for name in ("defaults", "ilo-auto") if name in rows and "today" in rows for line in verdict(rows, name)
+    ]
+    machine = machine_line(
+        "CPU (torch eager)" if args.backend == "torch" else "CPU (onnxruntime engine, exported graphs)"
+    )
+    text = (
+        "\n".join(lines)
+        + "\n\n"
+        + "\n".join(f"- {c}" for c in checks)
+        + f"\n\nMachine: {machine}. The defaults: "
+        + json.dumps({k: v for k, v in vars(ILOConfig()).items() if k in ("steps", "restarts", "prune_starts_at")})
+        + ".\n"
+    )
+    write_result(
+        args.out,
+        "time_to_quality",
+        text,
+        {"machine": machine, "ground_truths": note, "settings": rows, "checks": checks},
+    )
     plot(rows, args.out / "time_to_quality.png")
     return 0
 

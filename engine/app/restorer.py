@@ -298,7 +298,11 @@ class Restorer:
         """(round, loss head, optimised noise maps) of the fused step graphs a solve of this
         task with `config` runs."""
         blank = self._blank()
-        op = self.task.operator(self.resolution, blank.mask) if blank.mask is not None else self._reader.shared_operator()
+        op = (
+            self.task.operator(self.resolution, blank.mask)
+            if blank.mask is not None
+            else self._reader.shared_operator()
+        )
         plan = fused_rounds(op, blank.y, len(self.model.stages), len(self.model.noise_shapes), config)
         heads = [(k, fit.loss_head(self.resolution), n) for k, fit, n in plan]
         return [(k, head, n) for k, head, n in heads if head is not None]
@@ -352,8 +356,10 @@ class Restorer:
             self.backend_name = "torch"
             return gen, lpips
         if progress is None and not self.quiet:
+
             def progress(i, n, name):
                 print(f"export (first use, cached after): {i + 1}/{n} {name}", file=sys.stderr, flush=True)
+
         try:
             name = auto_backend_name(s.device, gen.family) if s.backend == "auto" else s.backend
             backend = get_backend(name, s.device)
@@ -479,7 +485,9 @@ class Restorer:
             curves = [[c[:, i].tolist() for c in rounds] for i in range(len(batch))]
             held_out = [float(v) for v in result.best_loss] if result.held_out else None
             member_rounds = None if result.member_rounds is None else result.member_rounds.tolist()
-            member_held_out = result.member_loss.tolist() if result.member_loss is not None and result.held_out else None
+            member_held_out = (
+                result.member_loss.tolist() if result.member_loss is not None and result.held_out else None
+            )
         with torch.no_grad():
             fit = op.data_fit(images, y)
         return BatchResult(images, [float(v) for v in fit], best_round, seconds, curves, held_out, member_rounds,

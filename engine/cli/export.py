@@ -17,10 +17,14 @@ from ilo.choices import BACKENDS, DEFAULT_METHOD, LPIPS_NETS, METHODS, TASKS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export stage graphs (forward + VJP) to ONNX, verified and cached", description=__doc__)
+    p = sub.add_parser(
+        "export", help="export stage graphs (forward + VJP) to ONNX, verified and cached", description=__doc__
+    )
     p.add_argument("--model", default="default", help="'default' (embedded 64px face DCGAN) or a checkpoint path")
     p.add_argument("--cache", type=Path, help="cache folder (default: $ILO_CACHE_DIR/graphs or ~/.cache/ilo/graphs)")
-    p.add_argument("--lpips", choices=LPIPS_NETS, help="also export LPIPS (features, distance, VJP) at the model's size")
+    p.add_argument(
+        "--lpips", choices=LPIPS_NETS, help="also export LPIPS (features, distance, VJP) at the model's size"
+    )
     p.add_argument("--lpips-backbone", type=Path, help="torchvision backbone file (default: the torch hub cache)")
     p.add_argument("--force", action="store_true", help="export again even when the cache holds these graphs")
     p.add_argument("--jobs", type=int, metavar="N",
@@ -30,13 +34,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="build exactly what a solve of TASK with --method loads (the generator's forward graphs, its "
                         "fused step graphs, the sessions, the memory a step takes) instead of every graph, so the first "
                         "restore on this machine or image starts at once; repeat for several tasks")  # fmt: skip
-    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help="the method --warm builds for (default: %(default)s)")
+    p.add_argument(
+        "--method", choices=METHODS, default=DEFAULT_METHOD, help="the method --warm builds for (default: %(default)s)"
+    )
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto", help="the backend --warm builds for")
     p.add_argument("--device", default="cpu", help="the device --warm builds for")
     p.add_argument("--encoder", action="store_true",
                    help="train the model's encoder (its learned start for round 0) on its own samples, check it, export "
                         "it beside the graphs and cache it (resumes a stopped training); use it with ilo restore --encoder")  # fmt: skip
-    p.add_argument("--encoder-steps", type=int, default=3000, metavar="N", help="training steps of --encoder (default: %(default)s)")
+    p.add_argument(
+        "--encoder-steps",
+        type=int,
+        default=3000,
+        metavar="N",
+        help="training steps of --encoder (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of --encoder's training")
     p.add_argument("--dry-run", action="store_true",
                    help="say what would be exported and, with --warm, what one image's step is estimated to take; "
@@ -149,5 +161,7 @@ def train(gen, args: argparse.Namespace) -> None:
                                                 progress=progress)  # fmt: skip
     bar.close()
     [graph] = exported.manifest["graphs"]
-    print(f"encoder: {path} ({record['seconds']:.0f} s of training, image mse {record['final_image_mse']:.4f} over the "
-          f"last steps); graph {exported.folder / graph['file']} (max rel. error {graph['error']:.1e})")
+    print(
+        f"encoder: {path} ({record['seconds']:.0f} s of training, image mse {record['final_image_mse']:.4f} over the "
+        f"last steps); graph {exported.folder / graph['file']} (max rel. error {graph['error']:.1e})"
+    )

@@ -21,7 +21,9 @@ def _per_round(cast):
         try:
             values = [None if v.strip().lower() == "none" else cast(v) for v in text.split(",")]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list, one value per round, got '{text}'") from None
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list, one value per round, got '{text}'"
+            ) from None
         return values if len(values) > 1 else values[0]
 
     return parse
@@ -44,10 +46,16 @@ def add_solver_arguments(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("solver (per-round lists are comma-separated; the last value repeats)")
     s.add_argument("--steps", type=_per_round(int), help="steps per round, e.g. 300,100")
     s.add_argument("--lr", type=_per_round(float), help="learning rate per round, e.g. 0.1,0.01")
-    s.add_argument("--l1-radius", type=_per_round(float), help="l1 radius per round, x the state's l1 norm; 'none' = off")
+    s.add_argument(
+        "--l1-radius", type=_per_round(float), help="l1 radius per round, x the state's l1 norm; 'none' = off"
+    )
     s.add_argument("--end-stage", type=int, help="last stage whose input is optimised (0 = latent only)")
-    s.add_argument("--switch", choices=("fixed", "plateau"), help="fixed step budgets, or move on when the loss flattens")
-    s.add_argument("--restarts", type=int, help="random starts of round 0, run as one batch; the best per image is kept")
+    s.add_argument(
+        "--switch", choices=("fixed", "plateau"), help="fixed step budgets, or move on when the loss flattens"
+    )
+    s.add_argument(
+        "--restarts", type=int, help="random starts of round 0, run as one batch; the best per image is kept"
+    )
     s.add_argument("--prune-starts", type=_fractions, metavar="F[,F...]",
                    help="successive halving: at these fractions of round 0 each image keeps the better half of its "
                         "starts, e.g. 0.5,0.75 (default: every start runs all of round 0)")  # fmt: skip
@@ -78,7 +86,9 @@ def add_solver_arguments(p: argparse.ArgumentParser) -> None:
                         "as 12G or 800M, or 'off'. What a step needs is measured once per model and task, and cached")  # fmt: skip
 
 
-def restorer_settings(args: argparse.Namespace, task: TaskSpec, model: str | Path | StagedGenerator) -> RestorerSettings:
+def restorer_settings(
+    args: argparse.Namespace, task: TaskSpec, model: str | Path | StagedGenerator
+) -> RestorerSettings:
     """The settings the options describe; a solver flag the method would ignore is refused."""
     from ilo.engine.app.restorer import RestorerSettings, method_config
 
@@ -86,7 +96,9 @@ def restorer_settings(args: argparse.Namespace, task: TaskSpec, model: str | Pat
                         switch=args.switch, restarts=args.restarts, lpips_weight=args.lpips_weight,
                         prune_starts_at=args.prune_starts, hold_out=args.hold_out, ensemble=args.ensemble)  # fmt: skip
     # --seed seeds the random starts and is harmless for BM3D; the other flags must not be ignored
-    config = method_config(args.method, **solver_flags, **({} if args.method in ONE_PASS_METHODS else {"seed": args.seed}))
+    config = method_config(
+        args.method, **solver_flags, **({} if args.method in ONE_PASS_METHODS else {"seed": args.seed})
+    )
     stages = getattr(model, "stages", None)
     if stages is not None and args.end_stage is not None and args.end_stage >= len(stages):  # a stage that is not there
         raise IloError(f"--end-stage {args.end_stage} does not exist: this generator has stages 0..{len(stages) - 1}")

@@ -175,8 +175,12 @@ class EngineGenerator:
         if not self.backend.runs_functions:  # exported when a chained step first needs one
             vjps = LazyBundle(self.backend, lambda: generator_bundle(gen, "vjp"), cache, progress)
             runners.update({f"stage{k}.vjp": vjps.runner(f"stage{k}.vjp") for k in range(len(gen.stages))})
-        self.stage_pairs = [GraphPair(runners[f"stage{k}.fwd"], runners[f"stage{k}.vjp"]) for k in range(len(gen.stages))]
-        self.mapping_pair = GraphPair(runners["mapping.fwd"], runners["mapping.vjp"]) if "mapping.fwd" in runners else None
+        self.stage_pairs = [
+            GraphPair(runners[f"stage{k}.fwd"], runners[f"stage{k}.vjp"]) for k in range(len(gen.stages))
+        ]
+        self.mapping_pair = (
+            GraphPair(runners["mapping.fwd"], runners["mapping.vjp"]) if "mapping.fwd" in runners else None
+        )
         self._steps: dict[tuple[int, str, int], Runner] = {}
 
     # --- the torch model's: shapes, specs, noise maps, the mapping and its statistics ----------
@@ -280,7 +284,9 @@ class EngineLPIPS(torch.nn.Module):
         from ilo.export.graphs import lpips_graphs
 
         backend = get_backend(backend) if isinstance(backend, str) else backend
-        runners = load_graphs(backend, lambda: lpips_bundle(lpips, resolution), lambda: lpips_graphs(lpips, resolution), cache, progress)
+        runners = load_graphs(
+            backend, lambda: lpips_bundle(lpips, resolution), lambda: lpips_graphs(lpips, resolution), cache, progress
+        )
         self.features = runners["lpips_features.fwd"]
         self.distance = GraphPair(runners["lpips.fwd"], runners["lpips.vjp"])
 

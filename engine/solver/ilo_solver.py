@@ -190,7 +190,9 @@ class _Objective:
     def take(self, rows: torch.Tensor) -> _Objective:
         """The objective of some of the rows (their noise streams continue where they were)."""
         streams = [self.noise_streams[i] for i in rows.tolist()]
-        return _Objective(self.op.select(rows), self.y[rows], self.config, self.lpips, streams, _take_judge(self.judge, rows))
+        return _Objective(
+            self.op.select(rows), self.y[rows], self.config, self.lpips, streams, _take_judge(self.judge, rows)
+        )
 
     def score(self, image: torch.Tensor, fit: torch.Tensor) -> torch.Tensor:
         """What an iterate is judged by: the held-out loss, or (without, or for an image with
@@ -202,9 +204,13 @@ class _Objective:
 
     def draw_noise(self, batch: int, resolution: int) -> torch.Tensor | None:
         """This evaluation's eq. 4 noise for the generated images (None without noise)."""
-        return measurement_noise(torch.Size((batch, 3, resolution, resolution)), self.op, self.noise_streams, self.y.device)
+        return measurement_noise(
+            torch.Size((batch, 3, resolution, resolution)), self.op, self.noise_streams, self.y.device
+        )
 
-    def __call__(self, image: torch.Tensor, noise: torch.Tensor | None, pre_latents: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, image: torch.Tensor, noise: torch.Tensor | None, pre_latents: torch.Tensor, z: torch.Tensor
+    ) -> torch.Tensor:
         c = self.config
         seen = image if noise is None else image + noise
         loss = c.mse_weight * self.op.data_fit(seen, self.y)
@@ -551,7 +557,9 @@ class _Run:
             return None
         return self.gen.fused_step(k, self.op, self.y.shape[0], self.n_opt_noise)
 
-    def round(self, k: int, z: torch.Tensor, noises: list[torch.Tensor], state: tuple) -> tuple[torch.Tensor, list[torch.Tensor], tuple]:
+    def round(
+        self, k: int, z: torch.Tensor, noises: list[torch.Tensor], state: tuple
+    ) -> tuple[torch.Tensor, list[torch.Tensor], tuple]:
         """Optimise round k's variables; returns the optimised latents, noise maps and input
         state of stage k (fewer rows than given where round 0's starts were pruned).
 
@@ -623,7 +631,9 @@ class _Run:
                 image = gen.image_from_state(gen.run_stages(state, wplus, noises, k))
                 loss = self.objective(image, noise, self.latents.pre(z), z)
             if not torch.isfinite(loss).all():
-                raise IloError(f"the optimisation diverged (loss is NaN/inf) in round {k}, step {step}; lower the learning rate")
+                raise IloError(
+                    f"the optimisation diverged (loss is NaN/inf) in round {k}, step {step}; lower the learning rate"
+                )
             with torch.no_grad():
                 # without eq. 4's noise the fused graph's data term is the data fit itself
                 measured = data.detach() if data is not None and noise is None else self.op.data_fit(image, self.y)
@@ -649,12 +659,16 @@ class _Run:
                 for p, old in zip(params, before or []):  # images that stopped keep their values
                     p[frozen_here] = old[frozen_here]
                 if not all(bool(torch.isfinite(p).all()) for p in params):
-                    raise IloError(f"the optimisation diverged (variables became NaN/inf) in round {k}, step {step}; lower the learning rate")
+                    raise IloError(
+                        f"the optimisation diverged (variables became NaN/inf) in round {k}, step {step}; lower the learning rate"
+                    )
             curve.append(loss_now.reshape(-1, self.images).min(0).values)
             measured_curve.append(measured.reshape(-1, self.images).min(0).values)
             history.append(score)  # plateau switching stops where the held-out loss stops falling
             if c.switch == "plateau":
-                frozen = frozen | _plateaued(history, c.plateau_window, c.plateau_tol)  # not in place: frozen_here is the old one
+                frozen = frozen | _plateaued(
+                    history, c.plateau_window, c.plateau_tol
+                )  # not in place: frozen_here is the old one
                 if frozen.all():
                     break
                 # an image leaves one step after it stopped: that step measured its last values
