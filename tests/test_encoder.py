@@ -67,12 +67,20 @@ def test_training_learns_is_deterministic_and_resumes_where_it_stopped(tmp_path)
     shape = EncoderShape.of(gen, width=8, max_width=16)
     settings = TrainingSettings(steps=8, batch=4, checkpoint_every=4)
     whole, losses = train_encoder(gen, shape, settings)
-    # stopped after 4 steps (a checkpoint), then resumed: the same weights as the run in one go
+    # stopped during step 5 (its last checkpoint is step 4's), then resumed: the same weights
+    # as the run in one go
     halfway = tmp_path / "encoder.ckpt"
-    train_encoder(gen, shape, TrainingSettings(steps=4, batch=4, checkpoint_every=4), checkpoint=halfway)
-    saved = torch.load(halfway, weights_only=True)
-    saved["settings"]["steps"] = 8  # as if the 8-step run had been stopped at step 4
-    torch.save(saved, halfway)
+
+    class Stopped(Exception):
+        pass
+
+    def stop_in_step_5(step, total, loss):
+        if step == 5:
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        train_encoder(gen, shape, settings, checkpoint=halfway, progress=stop_in_step_5)
+    assert int(torch.load(halfway, weights_only=True)["step"]) == 4
     resumed, resumed_losses = train_encoder(gen, shape, settings, checkpoint=halfway)
     assert resumed_losses == losses
     assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
@@ -167,14 +175,14 @@ def test_a_restore_from_the_learned_start_beats_a_random_start_at_the_same_steps
         y = task.measure(op, truth, names)
         pictures = (y.clamp(-1, 1) + 1) / 2
         psnr = {}
-        for encoder in (None, "auto"):
+        for encoder in ("none", "auto"):
             restorer = ilo.Restorer(
                 dcgan, task=task, backend="torch", config=config, encoder=encoder, memory_budget="off"
             )
             out = restorer.restore(list(pictures), masks=list(masks) if masks is not None else None, names=names)
             restored = torch.stack([o.tensor for o in out]) * 2 - 1
             psnr[encoder] = float(restoration_metrics(restored, truth, op.observed)["psnr"].mean())
-        assert psnr["auto"] > psnr[None] + 1.5, (task.task, psnr)
+        assert psnr["auto"] > psnr["none"] + 1.5, (task.task, psnr)
 
 
 def test_the_command_line_refuses_an_encoder_that_is_not_the_models(capsys, tmp_path, monkeypatch):
@@ -203,8 +211,9 @@ def test_a_folder_restored_from_a_learned_start_does_not_resume_without_it(capsy
     run = ["restore", faces, "--clean", "--task", "denoise", "--steps", "2,1", "--end-stage", "1", "--restarts", "1",
            "--backend", "torch", "--quiet", "--out", tmp_path / "out"]  # fmt: skip
     run_ok(capsys, *run, "--encoder", "auto")
-    assert "holds a run with other settings (encoder)" in run_fail(capsys, *run)
-    assert "restored 0 image(s), 1 already finished" in run_ok(capsys, *run, "--encoder", "auto")  # the same: resumes
+    # (its solver settings differ too: the default schedule is the learned start's)
+    assert "holds a run with other settings (encoder, solver)" in run_fail(capsys, *run, "--encoder", "none")
+    assert "restored 0 image(s), 1 already finished" in run_ok(capsys, *run)  # the default takes it too: resumes
 
 
 def test_the_encoder_alone_is_a_method_one_pass_and_nothing_optimised(dcgan, capsys, tmp_path, monkeypatch):
@@ -240,3 +249,59 @@ def test_the_encoder_alone_is_a_method_one_pass_and_nothing_optimised(dcgan, cap
     faces = write_generated_faces(tmp_path / "faces", dcgan, 2, seed=4)
     out = run_ok(capsys, "restore", faces, "--clean", "--task", "sr", "--method", "encoder", "--out", tmp_path / "out")
     assert "restored 2 image(s)" in out and (tmp_path / "out" / "face1.png").is_file()
+
+
+def test_the_default_method_starts_from_the_models_encoder_with_its_shorter_schedule(
+    dcgan, tmp_path, monkeypatch, capsys
+):
+    import ilo
+    from conftest import STYLEGAN2_32
+
+    from ilo.engine.problems.tasks import TaskSpec
+    from ilo.engine.solver.ilo_solver import AUTO_DEPTH, LEARNED_AUTO, LEARNED_FAST, ILOConfig
+
+    monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path / "cache"))
+    learned = ilo.Restorer(dcgan, task="denoise", sigma=0.1, backend="torch", warm=False, quiet=False)
+    assert learned.settings.config == ILOConfig(**LEARNED_AUTO) and learned._encoder is not None
+    assert "no encoder" not in capsys.readouterr().err
+    fast = ilo.Restorer(dcgan, task="denoise", backend="torch", fast=True, warm=False)
+    assert fast.settings.config == ILOConfig(**LEARNED_FAST)
+    # an override replaces that one setting of the learned schedule, nothing else
+    overridden = ilo.RestorerSettings(dcgan, TaskSpec("denoise"), solver_overrides={"steps": [50, 10]})
+    assert ilo.Restorer(settings=overridden, warm=False).settings.config == ILOConfig(
+        **{**LEARNED_AUTO, "steps": [50, 10]}
+    )
+    # random starts only where asked, or where the model has no encoder (said once, with the way out)
+    assert ilo.Restorer(dcgan, task="denoise", encoder="none", warm=False).settings.config == ILOConfig(**AUTO_DEPTH)
+    bare = ilo.Restorer(STYLEGAN2_32, task="denoise", backend="torch", warm=False, quiet=False)
+    assert bare._encoder is None and bare.settings.config == ILOConfig(**AUTO_DEPTH)
+    err = capsys.readouterr().err
+    assert err.count("this model has no encoder") == 1 and "ilo export --model MODEL --encoder" in err
+    with pytest.raises(IloError, match="needs the model's encoder|this model has none"):
+        ilo.Restorer(STYLEGAN2_32, task="denoise", fast=True, warm=False)
+    with pytest.raises(IloError, match="not csgm's"):
+        ilo.Restorer(dcgan, task="denoise", method="csgm", fast=True, warm=False)
+    # the baselines and plain ILO start at random unless an encoder is named
+    assert ilo.Restorer(dcgan, task="denoise", method="ilo", warm=False)._encoder is None
+
+
+def test_on_the_engine_the_learned_start_runs_as_the_exported_graph_and_matches_the_module(
+    dcgan, tmp_path, monkeypatch
+):
+    import ilo
+    from ilo.engine.app.encoder_engine import EngineEncoder
+    from ilo.engine.solver.encoder import learned_starts
+    from ilo.engine.solver.ilo_solver import ILOConfig
+
+    monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path / "cache"))
+    restorer = ilo.Restorer(dcgan, task="sr", factor=4, backend="onnxruntime", encoder="auto", memory_budget="off",
+                            config=ILOConfig(steps=1, restarts=1, prune_starts_at=[], end_stage=0))  # fmt: skip
+    assert isinstance(restorer._start_encoder, EngineEncoder)
+    assert "encoder" in [b.name for b in restorer.export_plan()]  # exported with the solve's graphs
+    op = restorer.task.operator(64)
+    with torch.no_grad():
+        y = op.A(dcgan.synthesize(torch.randn(3, 1, dcgan.z_dim, generator=torch.Generator().manual_seed(74_000))))
+    on_engine = learned_starts(restorer._start_encoder, op, y, dcgan)
+    reference = learned_starts(restorer._encoder, op, y, dcgan)
+    # float32 graph against the module: measured 2e-6 here
+    assert (on_engine - reference).abs().max() < 1e-4

@@ -323,9 +323,10 @@ def test_the_export_plan_and_step_estimate_at_1024_export_nothing(capsys, tmp_pa
 
 def test_the_plan_has_the_stage_vjps_only_where_a_round_runs_chained(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path))
-    # circulant CS has no loss head: its rounds chain the stage graphs, whose VJPs are exported ahead
+    # circulant CS has no loss head: its rounds chain the stage graphs, whose VJPs are exported
+    # ahead (with the encoder the default model's learned start runs on)
     out = run_ok(capsys, "export", "--warm", "cs", "--warm", "inpaint", "--dry-run")
-    assert "warm cs (ilo-auto) would export: generator-forward, generator-vjp\n" in out
+    assert "warm cs (ilo-auto) would export: generator-forward, generator-vjp, encoder\n" in out
     assert re.search(r"warm inpaint \(ilo-auto\) would export: generator-forward, step-round0-inpaint[^\n]*\n", out)
     assert "generator-vjp" not in out.split("warm inpaint")[1] and not any(tmp_path.iterdir())
 

@@ -23,7 +23,7 @@ FAST = dict(steps=[6, 3], restarts=2)
 
 @pytest.fixture(scope="module")
 def denoiser(dcgan):
-    return ilo.Restorer(dcgan, task="denoise", backend="torch", config=method_config("ilo", **FAST))
+    return ilo.Restorer(dcgan, task="denoise", method="ilo", backend="torch", config=method_config("ilo", **FAST))
 
 
 @pytest.fixture(scope="module")

@@ -306,3 +306,16 @@ def test_a_trainable_generator_is_solved_as_a_frozen_one_and_gets_no_weight_grad
     a, b = solve(y, op, trainable, config), solve(y, op, frozen, config)
     assert torch.equal(a.images, b.images)
     assert all(p.requires_grad and p.grad is None for p in trainable.parameters())
+
+
+def test_plateau_switching_stops_on_the_best_loss_not_on_one_noisy_step():
+    from ilo.engine.solver.ilo_solver import _Patience
+
+    patience = _Patience(window=3, tol=0.01)
+    # image 0 keeps improving with a step up in between (a high learning rate); image 1 is flat
+    scores = [[10.0, 5.0], [12.0, 5.0], [9.0, 5.0], [11.0, 5.0], [8.0, 5.0], [8.0, 5.0], [8.0, 5.0], [8.0, 5.0]]
+    stopped = [patience.update(torch.tensor(s)).tolist() for s in scores]
+    assert [s[1] for s in stopped] == [False, False, False, True, True, True, True, True]  # 3 steps without gain
+    assert [s[0] for s in stopped] == [False] * 7 + [True]  # stopped 3 steps after its last gain
+    patience.take(torch.tensor([1]))
+    assert patience.update(torch.tensor([5.0])).tolist() == [True]

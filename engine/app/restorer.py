@@ -51,13 +51,20 @@ from ilo.generators.staged import StagedGenerator, state_fingerprint
 ADDED_LATER = {"ensemble": 1}  # solver settings newer than run folders in use, at their neutral values
 
 
-def method_config(method: str, **overrides) -> ILOConfig | None:
-    """The solver settings of a method, with the caller's overrides (None for BM3D)."""
+def method_config(method: str, learned: bool = False, fast: bool = False, **overrides) -> ILOConfig | None:
+    """The solver settings of a method, with the caller's overrides (None for the one-pass
+    methods). `learned`: the solve starts from an encoder's learned start, which ilo-auto's
+    schedule is shortened for; `fast`: ilo-auto's faster schedule (learned starts only)."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    if fast and method != "ilo-auto":
+        raise InputError(f"the fast setting is ilo-auto's schedule from a learned start, not {method}'s")
     if method == "ilo":
         return ILOConfig(**overrides)
     if method == "ilo-auto":
-        return auto_depth_config(**overrides)
+        if fast and not learned:
+            raise InputError("the fast setting starts from the model's encoder, and this model has none: train one "
+                             "with `ilo export --model MODEL --encoder` (cached for later runs)")  # fmt: skip
+        return auto_depth_config(learned=learned, fast=fast, **overrides)
     if method == "csgm":
         return csgm_config(**overrides)
     if method == "pulse":
@@ -89,8 +96,16 @@ class RestorerSettings:
     # what a solve may take: 'auto' (a share of the memory available), 'off', '60%' or a size ('12G')
     memory_budget: str = "auto"
     # a trained encoder whose learned start replaces each image's first random start: 'auto'
-    # (the model's own, ilo.engine.app.encoder_cache), a file, or None (random starts only)
+    # (the model's own, ilo.engine.app.encoder_cache; refused where there is none), a file,
+    # 'none' (random starts only), or None: the method's default, which for ilo-auto is the
+    # model's own where it has one (with the shorter schedule a learned start allows) and for
+    # the encoder method the model's own; the baselines and plain ILO start at random
     encoder: str | Path | None = None
+    # ilo-auto's faster schedule from the learned start (needs the model's encoder)
+    fast: bool = False
+    # solver settings that replace the method's defaults (e.g. {"steps": [100, 30]}), where
+    # `config` is None; the defaults themselves depend on whether there is a learned start
+    solver_overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
         MemoryBudget.parse(self.memory_budget)  # a budget that cannot be read stops here, not at the first solve
@@ -98,12 +113,20 @@ class RestorerSettings:
             raise InputError(f"unknown method '{self.method}' (choose from {', '.join(METHODS)})")
         if self.method == "bm3d" and not self.task.kind.bm3d:
             raise InputError("BM3D is a denoiser: use it with --task denoise")
-        if self.method == "bm3d" and self.encoder is not None:
+        if self.method == "bm3d" and self.encoder not in (None, "none"):
             raise InputError("an encoder gives the generator's search a learned start; BM3D searches nothing")
-        if self.method == "encoder" and self.encoder is None:
+        if self.method == "encoder" and self.encoder in (None, "none"):
+            if self.encoder == "none":
+                raise InputError("the encoder method is the encoder alone: it cannot run with --encoder none")
             self.encoder = "auto"  # the method is the model's own encoder, unless a file is named
-        if self.config is None:
-            self.config = method_config(self.method)
+        if self.config is not None and (self.solver_overrides or self.fast):
+            raise InputError("give either a whole solver config or the method's overrides and fast setting, not both")
+        if self.config is None:  # bad overrides stop here; the config is made where the encoder is known
+            method_config(self.method, learned=True, fast=self.fast, **self.solver_overrides)
+
+    def learned_default(self) -> bool:
+        """Whether the method takes the model's own encoder, where it has one, without being asked."""
+        return self.encoder is None and self.method == "ilo-auto"
 
 
 @dataclass
@@ -170,21 +193,22 @@ class Restorer:
     >>> out.to_pil().save("restored.png"); out.measurement_mse
 
     `task_params` are the task's parameters (factor, sigma, ratio, cs_matrix, centre_box, box,
-    keep, op_seed). `encoder` ('auto' or a file) starts round 0 from a learned start (see
-    RestorerSettings). `warm=False` defers loading the engine to the first solve (or `warm()`).
+    keep, op_seed). `encoder` (None: the method's default; 'auto', 'none' or a file) and `fast`
+    choose the learned start and its schedule (see RestorerSettings). `warm=False` defers
+    loading the engine to the first solve (or `warm()`).
     """
 
     def __init__(self, model: str | Path | StagedGenerator = "default", task: str | TaskSpec = "denoise",
                  method: str = DEFAULT_METHOD, backend: str = "auto", device: str = "cpu", *, config: ILOConfig | None = None,
                  seed: int = 0, fit: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, lpips_net: str = "vgg",
                  lpips_backbone: str | Path | None = None, memory_budget: str = "auto", encoder: str | Path | None = None,
-                 warm: bool = True, quiet: bool = True, settings: RestorerSettings | None = None, **task_params):  # fmt: skip
+                 fast: bool = False, warm: bool = True, quiet: bool = True, settings: RestorerSettings | None = None, **task_params):  # fmt: skip
         if settings is None:
             spec = task if isinstance(task, TaskSpec) else TaskSpec(task, **task_params)
             if isinstance(task, TaskSpec) and task_params:
                 raise InputError(f"give task parameters ({', '.join(task_params)}) in the TaskSpec, not beside it")
             settings = RestorerSettings(model, spec, method, backend, device, config, seed, fit, max_pixels, lpips_net,
-                                        lpips_backbone, memory_budget, encoder)  # fmt: skip
+                                        lpips_backbone, memory_budget, encoder, fast)  # fmt: skip
         from ilo.generators.checkpoints.files import load_generator
 
         self.settings, self.quiet = settings, quiet
@@ -199,22 +223,36 @@ class Restorer:
         self.backend_name = "not loaded"
         self._fingerprint: str | None = None
         self.memory_budget = MemoryBudget.parse(settings.memory_budget)
-        self._encoder = None
-        if settings.encoder == "auto":  # the model's own: cached by `ilo export --encoder`, or shipped
-            from ilo.engine.app.encoder_cache import model_encoder
-
-            self._encoder = model_encoder(self.model, self.fingerprint())
-            if self._encoder is None:
-                raise InputError("this model has no encoder yet: train one with `ilo export --model MODEL --encoder` "
-                                 "(cached for later runs), or leave out --encoder")  # fmt: skip
-        elif settings.encoder is not None:  # refused here, by name, where it is not this model's
-            from ilo.engine.solver.encoder_files import load_encoder
-
-            self._encoder = load_encoder(Path(settings.encoder), self.fingerprint())
+        self._encoder = self._find_encoder(settings)
+        self._start_encoder: Callable | None = None  # what computes the starts: the engine's graph, or the module
+        if settings.config is None:  # the method's schedule, from the learned start where there is one
+            learned = self._encoder is not None
+            config = method_config(settings.method, learned=learned, fast=settings.fast, **settings.solver_overrides)
+            self.settings = settings = dataclasses.replace(settings, config=config, solver_overrides={}, fast=False)
         self._row_costs: dict[str, RowCost] = {}
         self._probed_now = False
         if warm:
             self.warm()
+
+    def _find_encoder(self, settings: RestorerSettings):
+        """The encoder the settings name (see RestorerSettings.encoder), or None."""
+        from ilo.engine.app.encoder_cache import model_encoder
+
+        if settings.encoder == "none" or (settings.encoder is None and not settings.learned_default()):
+            return None
+        if settings.encoder is None or settings.encoder == "auto":  # cached by `ilo export --encoder`, or shipped
+            encoder = model_encoder(self.model, self.fingerprint())
+            if encoder is None and settings.encoder == "auto":
+                raise InputError("this model has no encoder yet: train one with `ilo export --model MODEL --encoder` "
+                                 "(cached for later runs), or leave out --encoder")  # fmt: skip
+            if encoder is None and not self.quiet:  # once a run: every restore then searches from random starts
+                print(f"ilo: note: this model has no encoder, so round 0 searches from {ILOConfig().restarts} random "
+                      "starts (about 2.5x the time of a learned start): `ilo export --model MODEL --encoder` trains "
+                      "one, once (cached for later runs)", file=sys.stderr)  # fmt: skip
+            return encoder
+        from ilo.engine.solver.encoder_files import load_encoder  # refused here, by name, where not this model's
+
+        return load_encoder(Path(settings.encoder), self.fingerprint())
 
     # --- building ---------------------------------------------------------------------------
 
@@ -292,7 +330,16 @@ class Restorer:
             return []
         lpips = LPIPS(s.lpips_net, s.lpips_backbone) if s.config.lpips_weight else None
         steps = self._fused_steps(s.config)
-        return [make() for make in ahead_makers(self.model, steps, lpips, self._chained(s.config, steps))]
+        chained = self._chained(s.config, steps)
+        return [make() for make in ahead_makers(self.model, steps, lpips, chained, self._encoder_makers())]
+
+    def _encoder_makers(self) -> list[Callable]:
+        """The encoder's bundle, where the solve starts from one (exported with the rest)."""
+        from functools import partial
+
+        from ilo.engine.solver.encoder import encoder_bundle
+
+        return [] if self._encoder is None else [partial(encoder_bundle, self._encoder)]
 
     def _fused_steps(self, config: ILOConfig) -> list[tuple[int, LossHead, int]]:
         """(round, loss head, optimised noise maps) of the fused step graphs a solve of this
@@ -352,6 +399,8 @@ class Restorer:
         lpips = None
         if s.config is not None and s.config.lpips_weight:
             lpips = LPIPS(s.lpips_net, s.lpips_backbone).to(s.device)
+        if self._encoder is not None:  # the module, on the device; an engine replaces it below
+            self._start_encoder = self._encoder.to(s.device)
         if s.method in ONE_PASS_METHODS or s.backend == "torch":  # a single pass: nothing to export
             self.backend_name = "torch"
             return gen, lpips
@@ -366,8 +415,13 @@ class Restorer:
             gen = frozen(gen)  # once: export_ahead and the engine would each copy a trainable model
             if s.config is not None:  # what the solve loads, exported side by side on a cold cache
                 steps = self._fused_steps(s.config)
-                export_ahead(gen, backend, steps, lpips, progress=progress, chained=self._chained(s.config, steps))
+                export_ahead(gen, backend, steps, lpips, progress=progress, chained=self._chained(s.config, steps),
+                             extra=self._encoder_makers())  # fmt: skip
             engine = EngineGenerator(gen, backend, progress=progress)
+            if self._encoder is not None:
+                from ilo.engine.app.encoder_engine import EngineEncoder
+
+                self._start_encoder = EngineEncoder(self._encoder, backend, progress)
             engine_lpips = lpips if lpips is None else EngineLPIPS(lpips, gen.resolution, backend, progress=progress)
         except IloError as e:
             if s.backend != "auto":
@@ -468,15 +522,20 @@ class Restorer:
             if s.method == "bm3d":
                 images, seconds = bm3d_denoise(y, self.task.sigma)
             else:
-                images, seconds = encoded_images(self._encoder, op, y, self.model), time.perf_counter() - t0
+                images = encoded_images(self._encoder.to(s.device), op.to(s.device), y.to(s.device), self.model)
+                op.cpu()
+                images, seconds = images.cpu(), time.perf_counter() - t0
             best_round: list[int | None] = [None] * len(batch)
             curves = held_out = member_rounds = member_held_out = None
         else:
             try:  # the operator may be the shared one: it goes back to the CPU whatever happens
                 t0 = time.perf_counter()
-                starts = None if self._encoder is None else learned_starts(self._encoder, op, y, self.model)
-                result = solve(y.to(s.device), op.to(s.device), gen, config, image_seeds=seeds, lpips=lpips,
-                               progress=progress, max_rows=max_rows, starts=starts)  # fmt: skip
+                y, op = y.to(s.device), op.to(s.device)
+                starts = None
+                if self._start_encoder is not None:
+                    starts = learned_starts(self._start_encoder, op, y, self.model)
+                result = solve(y, op, gen, config, image_seeds=seeds, lpips=lpips, progress=progress,
+                               max_rows=max_rows, starts=starts)  # fmt: skip
                 seconds = time.perf_counter() - t0
             finally:
                 op.cpu()

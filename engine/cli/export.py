@@ -112,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{g['export_seconds']:6.1f}s  {'lint ok' if not g['lint'] else 'LINT: ' + '; '.join(g['lint'])}")  # fmt: skip
     if args.encoder:
         train(gen, args)
+        # made again: the warm-ups' schedules and plans are the learned start's now
+        warming = [(task, warm_restorer(gen, task, args)) for task in args.warm]
     for task, restorer in warming:
         t0 = time.perf_counter()
         restorer.warm(progress)

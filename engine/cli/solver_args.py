@@ -67,10 +67,15 @@ def add_solver_arguments(p: argparse.ArgumentParser) -> None:
                    help="solve each image K times from different random starts (and held-out shares) and average the "
                         "results: at K=3, +1.2 to +2.0 dB on faces the generator makes and +0.4 to +1.6 dB on ones it "
                         "cannot, for about K times the time (default 1)")  # fmt: skip
-    s.add_argument("--encoder", metavar="auto|FILE",
+    s.add_argument("--encoder", metavar="auto|none|FILE",
                    help="start round 0 from a trained encoder's guess (a learned start) in place of each image's first "
                         "random start: 'auto' = the model's own (shipped with the default model, else made by ilo export "
-                        "--encoder), or a .safetensors file; refused if it was trained for other weights")  # fmt: skip
+                        "--encoder), 'none' = random starts only, or a .safetensors file; refused if it was trained for "
+                        "other weights. Default: ilo-auto takes the model's own where it has one, with a 2.5x shorter "
+                        "schedule; the other search methods start at random")  # fmt: skip
+    s.add_argument("--fast", action="store_true",
+                   help="ilo-auto's fast schedule from the learned start (needs the model's encoder): about half the "
+                        "default's time, for a little less quality (benchmarks/results/time_to_quality.md)")  # fmt: skip
     s.add_argument("--lpips-weight", type=float, help="weight of LPIPS in the loss (needs the backbone file)")
     s.add_argument("--seed", type=int, default=0, help="seed of the random starts (per image, from its name)")
     p.add_argument("--lpips-net", choices=LPIPS_NETS, default="vgg", help="LPIPS network for the loss and the metric")
@@ -90,20 +95,20 @@ def restorer_settings(
     args: argparse.Namespace, task: TaskSpec, model: str | Path | StagedGenerator
 ) -> RestorerSettings:
     """The settings the options describe; a solver flag the method would ignore is refused."""
-    from ilo.engine.app.restorer import RestorerSettings, method_config
+    from ilo.engine.app.restorer import RestorerSettings
 
     solver_flags = dict(steps=args.steps, lr=args.lr, l1_radius=args.l1_radius, end_stage=args.end_stage,
                         switch=args.switch, restarts=args.restarts, lpips_weight=args.lpips_weight,
                         prune_starts_at=args.prune_starts, hold_out=args.hold_out, ensemble=args.ensemble)  # fmt: skip
     # --seed seeds the random starts and is harmless for BM3D; the other flags must not be ignored
-    config = method_config(
-        args.method, **solver_flags, **({} if args.method in ONE_PASS_METHODS else {"seed": args.seed})
-    )
+    overrides = {k: v for k, v in solver_flags.items() if v is not None}
+    overrides.update({} if args.method in ONE_PASS_METHODS else {"seed": args.seed})
     stages = getattr(model, "stages", None)
     if stages is not None and args.end_stage is not None and args.end_stage >= len(stages):  # a stage that is not there
         raise IloError(f"--end-stage {args.end_stage} does not exist: this generator has stages 0..{len(stages) - 1}")
     return RestorerSettings(
-        model=model, task=task, method=args.method, backend=args.backend, device=args.device, config=config,
+        model=model, task=task, method=args.method, backend=args.backend, device=args.device,
         seed=args.seed, fit=getattr(args, "fit", None), max_pixels=args.max_pixels, lpips_net=args.lpips_net,
-        lpips_backbone=args.lpips_backbone, memory_budget=args.memory_budget, encoder=args.encoder,
+        lpips_backbone=args.lpips_backbone, memory_budget=args.memory_budget, encoder=args.encoder, fast=args.fast,
+        solver_overrides=overrides,
     )  # fmt: skip

@@ -101,19 +101,19 @@ def frozen(gen: StagedGenerator) -> StagedGenerator:
 
 def export_ahead(gen: StagedGenerator, backend: Backend, steps: Sequence[tuple[int, LossHead, int]], lpips=None,
                  cache: Path | None = None, jobs: int | None = None, progress: Callable | None = None,
-                 chained: bool = False) -> None:  # fmt: skip
+                 chained: bool = False, extra: Sequence[Callable] = ()) -> None:  # fmt: skip
     """Export, side by side (export/parallel.py), the bundles a solve will load: the
     generator's forward graphs, the fused step graph of each (round, loss head, optimised noise
     maps) in `steps`, and where a step runs `chained` (an operator without a loss head) or with
     `lpips` the stage VJPs (and LPIPS). The engine then finds them in the cache; anything not
-    named here is still exported when first used."""
+    named here is still exported when first used. `extra`: more bundle makers (the encoder's)."""
     if backend.runs_functions:
         return
-    export_bundles(ahead_makers(gen, steps, lpips, chained), cache, jobs, gen, progress)
+    export_bundles(ahead_makers(gen, steps, lpips, chained, extra), cache, jobs, gen, progress)
 
 
 def ahead_makers(gen: StagedGenerator, steps: Sequence[tuple[int, LossHead, int]], lpips=None,
-                 chained: bool = False) -> list[Callable]:  # fmt: skip
+                 chained: bool = False, extra: Sequence[Callable] = ()) -> list[Callable]:  # fmt: skip
     """What `export_ahead` exports, as bundle makers (a bundle made is only named; its graphs
     are built when it is exported)."""
     gen = frozen(gen)
@@ -124,7 +124,7 @@ def ahead_makers(gen: StagedGenerator, steps: Sequence[tuple[int, LossHead, int]
         makers.append(partial(generator_bundle, gen, "vjp"))
     if lpips is not None:
         makers.append(partial(lpips_bundle, lpips, gen.resolution))
-    return makers
+    return makers + list(extra)
 
 
 class LazyRunner:
