@@ -204,3 +204,209 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys, build, expe
     assert expected in err, err
     assert "weights_only=False" not in err  # never pass on torch's advice to run a file's code
     assert _snapshot(tmp_path, out) == before
+
+
+# --- third pass: lost data, silently wrong reads, unclear messages -------------------------------
+
+S = ["--steps", "5,2", "--restarts", "1", "--quiet"]
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG of a few dozen bytes whose header declares width x height (nothing else is read)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return path
+
+
+def _bad_running_var(path: Path) -> Path:
+    import torch
+
+    from ilo.generators.checkpoints.dcgan import to_dcgan_state
+    from ilo.generators.checkpoints.files import load_generator
+
+    state = to_dcgan_state(load_generator("default"))
+    state["main.1.running_var"] = -state["main.1.running_var"].abs() - 1
+    torch.save(state, path)
+    return path
+
+
+def _third_pass_cases():
+    out = lambda t: t / "out"  # noqa: E731
+
+    def foreign_files(t):
+        faces = _faces(t, 1)
+        (t / "out").mkdir()
+        shutil.copy(sorted(FACES.glob("generated_*.png"))[1], t / "out" / "generated_90100.png")
+        (t / "out" / "metrics.csv").write_text("precious\n")
+        return ["restore", str(faces), "--task", "denoise", "--out", str(out(t)), *S], out(t)
+
+    def foreign_files_degrade(t):
+        faces = _faces(t, 1)
+        (t / "out").mkdir()
+        (t / "out" / "generated_90100.png").write_text("precious\n")
+        return ["degrade", str(faces), "--task", "denoise", "--out", str(out(t))], out(t)
+
+    def negative_running_var(t):
+        return ["sample", "--model", str(_bad_running_var(t / "bad.pt")), "--n", "1", "-o", str(out(t) / "g.png")], out(t)
+
+    def int32_tiff(t):
+        (t / "in").mkdir()
+        Image.fromarray(np.linspace(0, 1e6, 64 * 64).reshape(64, 64).astype(np.int32), mode="I").save(t / "in" / "a.tif")
+        return ["restore", str(t / "in" / "a.tif"), "--task", "denoise", "--out", str(out(t)), *S], out(t)
+
+    def animated(suffix):
+        def build(t):
+            (t / "in").mkdir()
+            frames = [Image.new("RGB", (64, 64), (v, v, v)) for v in (0, 120, 240)]
+            frames[0].save(t / "in" / f"a{suffix}", save_all=True, append_images=frames[1:])
+            return ["restore", str(t / "in" / f"a{suffix}"), "--task", "denoise", "--out", str(out(t)), *S], out(t)
+
+        return build
+
+    def fifo(t):
+        import os
+
+        (t / "in").mkdir()
+        os.mkfifo(t / "in" / "a.png")
+        return ["restore", str(t / "in" / "a.png"), "--task", "denoise", "--out", str(out(t)), *S], out(t)
+
+    def fifo_mask(t):
+        import os
+
+        os.mkfifo(t / "m.png")
+        return ["restore", str(_faces(t, 1)), "--task", "inpaint", "--mask", str(t / "m.png"), "--out", str(out(t)), *S], out(t)
+
+    def huge_header(t):
+        return ["restore", str(_png_header_only(t / "in" / "a.png", 30000, 30000)), "--task", "denoise", "--out", str(out(t)), *S], out(t)
+
+    def records_link(t):
+        faces = _faces(t, 1)
+        (t / "out").mkdir()
+        (t / "out" / "records").symlink_to(faces, target_is_directory=True)
+        return ["restore", str(faces), "--task", "denoise", "--out", str(out(t)), *S], out(t)
+
+    def masks_link(t):
+        faces = _faces(t, 1)
+        (t / "out").mkdir()
+        (t / "elsewhere").mkdir()  # a folder of the user's, outside --out
+        (t / "out" / "masks").symlink_to(t / "elsewhere", target_is_directory=True)
+        return ["degrade", str(faces), *CLEAN_INPAINT[1:], "--out", str(out(t))], out(t)
+
+    return [
+        ("files ilo did not write in --out (restore)", foreign_files, "was not written by ilo"),
+        ("files ilo did not write in --out (degrade)", foreign_files_degrade, "was not written by ilo"),
+        ("checkpoint with a negative running_var", negative_running_var, "main.1.running_var"),
+        ("32-bit integer TIFF", int32_tiff, "32-bit"),
+        ("animated GIF", animated(".gif"), "has 3 frames"),
+        ("animated WebP", animated(".webp"), "has 3 frames"),
+        ("a FIFO as input", fifo, "not a regular file"),
+        ("/dev/zero as input", lambda t: (["restore", "/dev/zero", "--task", "denoise", "--out", str(out(t)), *S], out(t)),
+         "not a regular file"),
+        ("a FIFO as --mask", fifo_mask, "not a regular file"),
+        ("30000x30000 PNG header", huge_header, "30000x30000"),
+        ("out/records links into the inputs", records_link, "is a link"),
+        ("out/masks links out of --out (degrade)", masks_link, "is a link"),
+    ]
+
+
+THIRD = _third_pass_cases()
+
+
+@pytest.mark.parametrize("build, expected", [c[1:] for c in THIRD], ids=[c[0] for c in THIRD])
+def test_third_pass_bad_input(tmp_path, capsys, build, expected):
+    argv, out = build(tmp_path)
+    before = _snapshot(tmp_path, out)
+    err = run_fail(capsys, *argv)
+    assert expected in err, err
+    assert _snapshot(tmp_path, out) == before
+
+
+def test_fit_crop_too_small_suggests_only_what_the_task_takes(tmp_path, capsys):
+    image = _png(tmp_path / "in" / "a.png", np.full((1, 1, 3), 200))
+    err = run_fail(capsys, "restore", image, "--task", "denoise", "--fit", "crop", "--out", tmp_path / "out", *S)
+    assert "--fit resize" in err and "pad" not in err, err
+
+
+def test_convert_into_a_folder_suggests_a_checkpoint_name(tmp_path, capsys):
+    model = Path(__file__).parent / "fixtures" / "stylegan2_rosinality_32px.pt"
+    err = run_fail(capsys, "convert", model, tmp_path)
+    assert ".png" not in err and str(tmp_path / "model.pt") in err, err
+
+
+def test_huge_header_names_size_and_limit(tmp_path, capsys):
+    png = _png_header_only(tmp_path / "in" / "a.png", 30000, 30000)
+    err = run_fail(capsys, "restore", png, "--task", "denoise", "--out", tmp_path / "out", *S)
+    assert "30000x30000" in err and "--max-pixels" in err and "64" in err, err
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    from ilo.engine.app.image_files import read_picture
+
+    stored = np.zeros((40, 64, 3), dtype=np.uint8)
+    stored[:, :8] = 255  # a white band on the left of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise: the band is on top
+    Image.fromarray(stored).save(tmp_path / "a.jpg", exif=exif, quality=100)
+    picture = read_picture(tmp_path / "a.jpg")
+    assert picture.size == (40, 64) and picture.pixels.shape == (64, 40, 3)
+    assert picture.pixels[:8].mean() > 200 and picture.pixels[-8:].mean() < 50
+
+
+def test_transparent_mask_pixels_are_missing(tmp_path, capsys):
+    from ilo.engine.app.image_files import mask_tensor, read_picture
+    from ilo.engine.cli.main import build_parser
+
+    rgba = np.full((64, 64, 4), 255, dtype=np.uint8)
+    rgba[16:48, 16:48, 3] = 0  # the hole drawn as transparency over white
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "m.png")
+    mask = mask_tensor(read_picture(tmp_path / "m.png"))
+    assert mask[0, 16:48, 16:48].sum() == 0 and mask.sum() == 64 * 64 - 32 * 32
+    palette = Image.fromarray(np.where(rgba[..., 3] == 0, 0, 1).astype(np.uint8), mode="P")
+    palette.putpalette([255, 255, 255, 255, 255, 255])
+    palette.save(tmp_path / "p.png", transparency=0)
+    assert mask_tensor(read_picture(tmp_path / "p.png")).sum() == 64 * 64 - 32 * 32
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["restore", "--help"])
+    assert "transparent" in capsys.readouterr().out
+
+
+def test_a_gif_is_an_input_in_a_folder_too(tmp_path):
+    from ilo.engine.app.image_files import list_inputs
+
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (64, 64)).save(tmp_path / "in" / "a.gif")
+    assert [p.name for p in list_inputs([str(tmp_path / "in")])] == ["a.gif"]
+
+
+def test_resume_redoes_a_truncated_output(tmp_path, capsys):
+    from conftest import run_ok
+
+    faces = _faces(tmp_path, 1)
+    out = tmp_path / "out"
+    run_ok(capsys, "restore", faces, "--task", "denoise", "--out", out, *S)
+    png = out / "generated_90100.png"
+    png.write_bytes(png.read_bytes()[:200])
+    said = run_ok(capsys, "restore", faces, "--task", "denoise", "--out", out, *S)
+    assert "restored 1 image(s)" in said, said
+    with Image.open(png) as im:
+        im.load()
+
+
+def test_degrade_refuses_a_folder_of_other_settings(tmp_path, capsys):
+    from conftest import run_ok
+
+    faces = _faces(tmp_path, 1)
+    out = tmp_path / "out"
+    run_ok(capsys, "degrade", faces, "--task", "denoise", "--out", out, "--quiet")
+    before = _snapshot(out)
+    err = run_fail(capsys, "degrade", faces, "--task", "denoise", "--sigma", "0.3", "--out", out, "--quiet")
+    assert "other settings" in err and "--overwrite" in err, err
+    assert _snapshot(out) == before
+    run_ok(capsys, "degrade", faces, "--task", "denoise", "--sigma", "0.3", "--out", out, "--quiet", "--overwrite")
