@@ -155,6 +155,8 @@ class FolderRestore:
         )
         with self.run_dir.open():
             self.run_dir.check(settings, o.overwrite)
+            written = [p for i in inputs for p in [*self.outputs(i.stem), self.run_dir.record_path(i.stem)]]
+            self.run_dir.check_foreign([*written, *self.run_dir.fixed_files()], o.overwrite)
             records = {} if o.overwrite else self.run_dir.records()
             pending, notes = self._pending(inputs, sources, records)
             prepared = self._check_inputs(pending)
@@ -166,7 +168,7 @@ class FolderRestore:
             if pending:
                 solver.open()
             try:
-                names = {p.name for i in inputs for p in [*self.outputs(i.stem), self.run_dir.record_path(i.stem)]}
+                names = {p.name for p in written}
                 self.run_dir.start(settings, o.overwrite, outputs=names)
                 return self._restore_all(solver, pending, prepared, records, skipped=len(inputs) - len(pending))
             finally:
