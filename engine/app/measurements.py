@@ -135,7 +135,7 @@ class MeasurementReader:
                     digests: dict | None = None) -> Prepared:  # fmt: skip
         """One picture (and its mask) already decoded, from a file or handed over in memory."""
         s = self.spec
-        fitted, valid = fit_to(image.tensor, self.input_size(), s.fit, image.name)
+        fitted, valid = fit_to(image.tensor, self.input_size(), s.fit, image.name, pad_ok=self.task.kind.takes_masks)
         mask_tensor_ = self._mask(stem, image, mask, valid)
         if s.clean_inputs:
             op = self.task.operator(self.res, mask_tensor_) if mask_tensor_ is not None else self.shared_operator()
