@@ -9,10 +9,11 @@ from pathlib import Path
 from ilo.errors import InputError
 
 
-def check_output_file(path: Path, what: str) -> None:
-    """`path` must name a file (not a folder), below a folder or a path where one can be made."""
+def check_output_file(path: Path, what: str, example: str = "out.png") -> None:
+    """`path` must name a file (not a folder), below a folder or a path where one can be made.
+    `example`: a file name of the kind the command writes, for the suggestion."""
     if path.is_dir():
-        raise InputError(f"{what} {path} is a folder; give a file name inside it (e.g. {path / 'out.png'})")
+        raise InputError(f"{what} {path} is a folder; give a file name inside it (e.g. {path / example})")
     _check_parents(path, what)
 
 
