@@ -299,8 +299,23 @@ def _third_pass_cases():
         (t / "out" / "masks").symlink_to(t / "elsewhere", target_is_directory=True)
         return ["degrade", str(faces), *CLEAN_INPAINT[1:], "--out", str(out(t))], out(t)
 
+    def int32_tiff_8bit(t):  # 8-bit values in 32-bit integers: taken for 16-bit they read as black
+        (t / "in").mkdir()
+        Image.fromarray(np.full((64, 64), 200, np.int32), mode="I").save(t / "in" / "a.tif")
+        return ["restore", str(t / "in" / "a.tif"), "--task", "denoise", "--out", str(out(t)), *S], out(t)
+
+    def fifo_in_mask_dir(t):
+        import os
+
+        faces = _faces(t, 1)
+        (t / "masks").mkdir()
+        os.mkfifo(t / "masks" / "generated_90100.png")
+        return ["restore", str(faces), "--task", "inpaint", "--mask-dir", str(t / "masks"), "--out", str(out(t)), *S], out(t)
+
     return [
         ("files ilo did not write in --out (restore)", foreign_files, "was not written by ilo"),
+        ("32-bit integer TIFF of 8-bit values", int32_tiff_8bit, "32-bit"),
+        ("a FIFO in --mask-dir", fifo_in_mask_dir, "not a regular file"),
         ("files ilo did not write in --out (degrade)", foreign_files_degrade, "was not written by ilo"),
         ("checkpoint with a negative running_var", negative_running_var, "main.1.running_var"),
         ("32-bit integer TIFF", int32_tiff, "32-bit"),
@@ -410,3 +425,17 @@ def test_degrade_refuses_a_folder_of_other_settings(tmp_path, capsys):
     assert "other settings" in err and "--overwrite" in err, err
     assert _snapshot(out) == before
     run_ok(capsys, "degrade", faces, "--task", "denoise", "--sigma", "0.3", "--out", out, "--quiet", "--overwrite")
+
+
+def test_an_output_name_taken_by_a_folder_is_refused_before_the_solve(tmp_path, capsys):
+    from conftest import run_ok
+
+    faces = _faces(tmp_path, 1)
+    out = tmp_path / "out"
+    run_ok(capsys, "restore", faces, "--task", "denoise", "--out", out, *S)
+    (out / "generated_90100.png").unlink()
+    (out / "generated_90100.png").mkdir()
+    before = _snapshot(out)
+    err = run_fail(capsys, "restore", faces, "--task", "denoise", "--out", out, *S)
+    assert "generated_90100.png is a folder where ilo would write a file" in err, err
+    assert _snapshot(out) == before

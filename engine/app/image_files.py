@@ -70,6 +70,7 @@ class Picture:
 def file_sha256(path: str | Path) -> str:
     """SHA-256 of a file's bytes, read in chunks (inputs can be large)."""
     digest = hashlib.sha256()
+    _check_regular(Path(path))
     try:
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -130,6 +131,14 @@ def decode_picture(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
                 width, height = im.size
                 if width * height > max_pixels:
                     _refuse_pixels(name, (width, height), max_pixels)
+                if im.mode == "I" and im.format != "PNG":
+                    # 32-bit integers (a TIFF's, say) have no agreed range: 8-bit values stored in
+                    # them would read as black if taken for 16-bit, and larger ones would clip.
+                    # (Older image libraries open a 16-bit PNG as mode I: that one is 16-bit.)
+                    raise InputError(
+                        f"{name}: 32-bit integer pixels, whose range ilo cannot tell; it reads 8- and 16-bit "
+                        "images (and floating-point ones in [0, 1]): convert it to one of those"
+                    )
                 frames = getattr(im, "n_frames", 1)
                 if frames > 1:  # which frame the user meant is not ours to guess
                     raise InputError(

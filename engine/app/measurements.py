@@ -225,6 +225,6 @@ def check_cs_vector(values, name: str, expected: int | None, ratio: float, resol
 def find_by_stem(folder: Path, stem: str, what: str) -> Path:
     for suffix in IMAGE_SUFFIXES:
         for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
-            if candidate.is_file():
+            if candidate.exists():  # a folder or a pipe by that name is refused by the read, by what it is
                 return candidate
     raise InputError(f"no {what} for '{stem}' in {folder} (expected {folder / (stem + '.png')})")

@@ -196,6 +196,8 @@ def check_output_layout(root: Path, outputs: dict[str, list[Path]], sources: dic
     for name, paths in outputs.items():
         for path in paths:
             _check_no_link_between(root, path)
+            if path.is_dir():  # found now, not by the rename after the image's solve
+                raise InputError(f"{path} is a folder where ilo would write a file; move it or use another --out")
             key = _identity(path)
             if key in readers:
                 owner, source = readers[key]
