@@ -312,8 +312,15 @@ def _third_pass_cases():
         os.mkfifo(t / "masks" / "generated_90100.png")
         return ["restore", str(faces), "--task", "inpaint", "--mask-dir", str(t / "masks"), "--out", str(out(t)), *S], out(t)
 
+    def records_is_a_file(t):
+        faces = _faces(t, 1)
+        (t / "out").mkdir()
+        (t / "out" / "records").write_text("a file where ilo keeps its records\n")
+        return ["restore", str(faces), "--task", "denoise", "--out", str(out(t)), *S], out(t)
+
     return [
         ("files ilo did not write in --out (restore)", foreign_files, "was not written by ilo"),
+        ("out/records is a file", records_is_a_file, "is a file where ilo makes a folder"),
         ("32-bit integer TIFF of 8-bit values", int32_tiff_8bit, "32-bit"),
         ("a FIFO in --mask-dir", fifo_in_mask_dir, "not a regular file"),
         ("files ilo did not write in --out (degrade)", foreign_files_degrade, "was not written by ilo"),
@@ -439,3 +446,16 @@ def test_an_output_name_taken_by_a_folder_is_refused_before_the_solve(tmp_path, 
     err = run_fail(capsys, "restore", faces, "--task", "denoise", "--out", out, *S)
     assert "generated_90100.png is a folder where ilo would write a file" in err, err
     assert _snapshot(out) == before
+
+
+def test_a_broken_exif_block_is_read_as_stored_without_a_warning(tmp_path):
+    import warnings
+
+    from ilo.engine.app.image_files import read_picture
+
+    pixels = np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)
+    Image.fromarray(pixels).save(tmp_path / "a.png", exif=b"Exif\x00\x00MM\x00*garbage")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would reach the user's terminal as lines of noise
+        picture = read_picture(tmp_path / "a.png")
+    assert (picture.pixels == pixels).all()

@@ -201,7 +201,9 @@ _EXIF_SWAPS = {2: False, 3: False, 4: False, 5: True, 6: True, 7: True, 8: True}
 
 def _orientation(im) -> int:
     try:
-        return int(im.getexif().get(0x0112, 1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the library warns of a broken block: lines of noise for the user
+            return int(im.getexif().get(0x0112, 1))
     except (ValueError, TypeError, SyntaxError, OSError):  # a broken EXIF block: shown as stored
         return 1
 
