@@ -459,3 +459,18 @@ def test_a_broken_exif_block_is_read_as_stored_without_a_warning(tmp_path):
         warnings.simplefilter("error")  # a warning would reach the user's terminal as lines of noise
         picture = read_picture(tmp_path / "a.png")
     assert (picture.pixels == pixels).all()
+
+
+def test_a_wrong_size_suggests_only_the_fits_the_task_takes(tmp_path, capsys):
+    faces = _faces(tmp_path, 1)  # 64x64, where super-resolution by 4 reads 16x16
+    err = run_fail(capsys, "restore", faces, "--task", "sr", "--out", tmp_path / "out", *S)
+    assert "crop|resize|pad" not in err and "--fit crop|resize" in err, err
+
+
+@pytest.mark.parametrize("flag", ["--mask-dir", "--truth-dir"])
+def test_a_file_given_as_a_folder_of_masks_or_truths_says_so(tmp_path, capsys, flag):
+    faces = _faces(tmp_path, 1)
+    mask = _png(tmp_path / "m.png", np.full((64, 64), 255))
+    task = ["--task", "inpaint"] if flag == "--mask-dir" else ["--task", "denoise"]
+    err = run_fail(capsys, "restore", faces, *task, flag, mask, "--out", tmp_path / "out", *S)
+    assert f"{flag} {mask} is a file, not a folder" in err, err

@@ -334,7 +334,7 @@ def fit_to(image: torch.Tensor, size: int, mode: str | None, name: str, what: st
 def _refuse_size(name, size: tuple[int, int], wanted: int, what: str = "image") -> None:
     raise InputError(
         f"{name}: {what} is {size[0]}x{size[1]} but this task needs {wanted}x{wanted}; "
-        "resize it yourself or pass --fit crop|resize|pad"
+        "resize it yourself or pass --fit crop|resize (or pad, for inpainting)"
     )
 
 

@@ -100,9 +100,9 @@ class MeasurementReader:
         s = self.spec
         found = {"input": path}
         if self.task.kind.takes_masks and (s.mask or s.mask_dir):
-            found["mask"] = s.mask if s.mask is not None else find_by_stem(s.mask_dir, path.stem, "mask")
+            found["mask"] = s.mask if s.mask is not None else find_by_stem(s.mask_dir, path.stem, "mask", "--mask-dir")
         if s.truth_dir is not None:
-            found["truth"] = find_by_stem(s.truth_dir, path.stem, "ground truth")
+            found["truth"] = find_by_stem(s.truth_dir, path.stem, "ground truth", "--truth-dir")
         return found
 
     def prepare(self, path: Path) -> Prepared:
@@ -222,7 +222,10 @@ def check_cs_vector(values, name: str, expected: int | None, ratio: float, resol
     return y
 
 
-def find_by_stem(folder: Path, stem: str, what: str) -> Path:
+def find_by_stem(folder: Path, stem: str, what: str, flag: str | None = None) -> Path:
+    """The file of `what` for an input in `folder` (given by `flag`), by the input's stem."""
+    if flag is not None and folder.exists() and not folder.is_dir():  # not "no mask for x in m.png/"
+        raise InputError(f"{flag} {folder} is a file, not a folder; it names a folder of {what} files, one per input")
     for suffix in IMAGE_SUFFIXES:
         for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
             if candidate.exists():  # a folder or a pipe by that name is refused by the read, by what it is
