@@ -474,3 +474,19 @@ def test_a_file_given_as_a_folder_of_masks_or_truths_says_so(tmp_path, capsys, f
     task = ["--task", "inpaint"] if flag == "--mask-dir" else ["--task", "denoise"]
     err = run_fail(capsys, "restore", faces, *task, flag, mask, "--out", tmp_path / "out", *S)
     assert f"{flag} {mask} is a file, not a folder" in err, err
+
+
+@pytest.mark.parametrize("kind", ["pil", "array", "bytes"])
+def test_transparency_in_a_mask_handed_over_in_memory_is_missing_too(tmp_path, kind):
+    import io
+
+    from ilo.engine.app.in_memory import picture_pixels
+
+    rgba = np.full((64, 64, 4), 255, dtype=np.uint8)
+    rgba[16:48, 16:48, 3] = 0
+    image = Image.fromarray(rgba, mode="RGBA")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    obj = {"pil": image, "array": rgba, "bytes": buffer.getvalue()}[kind]
+    pixels, _ = picture_pixels(obj, "mask", mask=True)
+    assert pixels.tensor.sum() == 64 * 64 - 32 * 32
