@@ -221,7 +221,8 @@ def _png_header_only(path: Path, width: int, height: int) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    path.write_bytes(png)
     return path
 
 
@@ -254,11 +255,13 @@ def _third_pass_cases():
         return ["degrade", str(faces), "--task", "denoise", "--out", str(out(t))], out(t)
 
     def negative_running_var(t):
-        return ["sample", "--model", str(_bad_running_var(t / "bad.pt")), "--n", "1", "-o", str(out(t) / "g.png")], out(t)
+        model = _bad_running_var(t / "bad.pt")
+        return ["sample", "--model", str(model), "--n", "1", "-o", str(out(t) / "g.png")], out(t)
 
     def int32_tiff(t):
         (t / "in").mkdir()
-        Image.fromarray(np.linspace(0, 1e6, 64 * 64).reshape(64, 64).astype(np.int32), mode="I").save(t / "in" / "a.tif")
+        values = np.linspace(0, 1e6, 64 * 64).reshape(64, 64).astype(np.int32)
+        Image.fromarray(values, mode="I").save(t / "in" / "a.tif")
         return ["restore", str(t / "in" / "a.tif"), "--task", "denoise", "--out", str(out(t)), *S], out(t)
 
     def animated(suffix):
@@ -281,10 +284,16 @@ def _third_pass_cases():
         import os
 
         os.mkfifo(t / "m.png")
-        return ["restore", str(_faces(t, 1)), "--task", "inpaint", "--mask", str(t / "m.png"), "--out", str(out(t)), *S], out(t)
+        faces = _faces(t, 1)
+        mask = str(t / "m.png")
+        return ["restore", str(faces), "--task", "inpaint", "--mask", mask, "--out", str(out(t)), *S], out(t)
+
+    def restore_dev_zero(t):
+        return ["restore", "/dev/zero", "--task", "denoise", "--out", str(out(t)), *S], out(t)
 
     def huge_header(t):
-        return ["restore", str(_png_header_only(t / "in" / "a.png", 30000, 30000)), "--task", "denoise", "--out", str(out(t)), *S], out(t)
+        png = _png_header_only(t / "in" / "a.png", 30000, 30000)
+        return ["restore", str(png), "--task", "denoise", "--out", str(out(t)), *S], out(t)
 
     def records_link(t):
         faces = _faces(t, 1)
@@ -310,7 +319,8 @@ def _third_pass_cases():
         faces = _faces(t, 1)
         (t / "masks").mkdir()
         os.mkfifo(t / "masks" / "generated_90100.png")
-        return ["restore", str(faces), "--task", "inpaint", "--mask-dir", str(t / "masks"), "--out", str(out(t)), *S], out(t)
+        masks = str(t / "masks")
+        return ["restore", str(faces), "--task", "inpaint", "--mask-dir", masks, "--out", str(out(t)), *S], out(t)
 
     def records_is_a_file(t):
         faces = _faces(t, 1)
@@ -329,8 +339,7 @@ def _third_pass_cases():
         ("animated GIF", animated(".gif"), "has 3 frames"),
         ("animated WebP", animated(".webp"), "has 3 frames"),
         ("a FIFO as input", fifo, "not a regular file"),
-        ("/dev/zero as input", lambda t: (["restore", "/dev/zero", "--task", "denoise", "--out", str(out(t)), *S], out(t)),
-         "not a regular file"),
+        ("/dev/zero as input", restore_dev_zero, "not a regular file"),
         ("a FIFO as --mask", fifo_mask, "not a regular file"),
         ("30000x30000 PNG header", huge_header, "30000x30000"),
         ("out/records links into the inputs", records_link, "is a link"),

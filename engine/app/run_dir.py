@@ -218,7 +218,9 @@ def _check_no_link_between(root: Path, path: Path) -> None:
     for part in path.relative_to(root).parts[:-1]:
         folder = folder / part
         if folder.exists() and not folder.is_dir():
-            raise InputError(f"{folder} is a file where ilo makes a folder for its {path.name}; move it or use another --out")
+            raise InputError(
+                f"{folder} is a file where ilo makes a folder for its {path.name}; move it or use another --out"
+            )
         if folder.is_symlink():
             raise InputError(
                 f"{folder} is a link (to {os.readlink(folder)}); ilo would write {path.name} through it, "

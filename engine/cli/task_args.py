@@ -36,8 +36,10 @@ def add_task_arguments(p: argparse.ArgumentParser, files: bool = True) -> None:
     g.add_argument("--ratio", type=float, help="cs: measurements per pixel value, m/n (default 0.1)")
     g.add_argument("--cs-matrix", choices=CS_MATRICES, help="cs: fast partial circulant (default) or dense Gaussian")
     if files:
-        g.add_argument("--mask", type=Path, help="inpaint: one mask image for every input (black or transparent = missing)")
-        g.add_argument("--mask-dir", type=Path, help="inpaint: a mask per input, same file stem (black or transparent = missing)")
+        g.add_argument("--mask", type=Path,
+                       help="inpaint: one mask image for every input (black or transparent = missing)")  # fmt: skip
+        g.add_argument("--mask-dir", type=Path,
+                       help="inpaint: a mask per input, same file stem (black or transparent = missing)")  # fmt: skip
     g.add_argument("--centre-box", type=float, metavar="FRACTION", help="inpaint: a centred square hole of this side fraction")
     g.add_argument("--box", type=_box, metavar="T,L,H,W", help="inpaint: a rectangular hole, in generator pixels")
     g.add_argument("--keep", type=float, metavar="RATE", help="inpaint: observe this fraction of pixels at random")
