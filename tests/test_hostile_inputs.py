@@ -499,3 +499,25 @@ def test_transparency_in_a_mask_handed_over_in_memory_is_missing_too(tmp_path, k
     obj = {"pil": image, "array": rgba, "bytes": buffer.getvalue()}[kind]
     pixels, _ = picture_pixels(obj, "mask", mask=True)
     assert pixels.tensor.sum() == 64 * 64 - 32 * 32
+
+
+def test_an_interrupted_degrade_can_be_run_again(tmp_path, capsys, monkeypatch):
+    from conftest import run_ok
+
+    import ilo.engine.app.result_files as result_files
+    from ilo.engine.cli.main import main
+
+    faces = _faces(tmp_path, 2)
+    out = tmp_path / "out"
+    write, calls = result_files.write_degraded, []
+
+    def interrupted(*args, **kwargs):  # Ctrl-C after the first image's files
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(result_files, "write_degraded", interrupted)
+    assert main(["degrade", str(faces), "--task", "denoise", "--out", str(out), "--quiet"]) == 130
+    monkeypatch.setattr(result_files, "write_degraded", write)
+    run_ok(capsys, "degrade", faces, "--task", "denoise", "--out", out, "--quiet")

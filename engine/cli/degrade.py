@@ -48,11 +48,13 @@ def run(args: argparse.Namespace) -> int:
         # adding images to an earlier degrade is fine; other measurements of the same names are not
         out.check(summary, args.overwrite, compared=("task", "resolution"))
         out.check_foreign([p for paths in outputs.values() for p in paths] + [args.out / SETTINGS_FILE], args.overwrite)
+        # the settings first, as a restore writes run.json: an interrupted degrade leaves a folder
+        # that says whose files it holds, so running it again may write over them
+        atomic_write_bytes(args.out / SETTINGS_FILE, (json.dumps(summary, indent=2) + "\n").encode())
+        out.written = True  # from here on the folder holds this run's files
         progress = Progress(len(prepared), "degrade", enabled=not args.quiet)
         for item in prepared:
             write_degraded(args.out, item.stem, task, item.y, item.mask, tag="")
-            out.written = True  # from the first file on, the folder holds this run's outputs
             progress.advance()
-        atomic_write_bytes(args.out / SETTINGS_FILE, (json.dumps(summary, indent=2) + "\n").encode())
     print(f"wrote {len(prepared)} degraded input(s) for --task {task.task} to {args.out}")
     return 0
