@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from ilo.choices import BACKENDS, DEFAULT_METHOD, LPIPS_NETS, METHODS, TASKS
+from ilo.engine.cli.values import seed
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="training steps of --encoder (default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of --encoder's training")
+    p.add_argument("--seed", type=seed, default=0, help="seed of --encoder's training")
     p.add_argument("--dry-run", action="store_true",
                    help="say what would be exported and, with --warm, what one image's step is estimated to take; "
                         "export nothing")  # fmt: skip

@@ -8,6 +8,7 @@ import sys
 from typing import Sequence
 
 from ilo.engine.cli import bench, convert, degrade, export, info, restore, sample, serve
+from ilo.engine.cli.values import Parser, UsageError, join_negative_lists
 from ilo.errors import IloError
 from ilo.version import __version__
 
@@ -16,7 +17,7 @@ _ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, err
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ilo",
         description="Restore images by Intermediate Layer Optimization over a pretrained generator.",
     )
@@ -30,7 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(join_negative_lists(sys.argv[1:] if argv is None else argv))
+    except UsageError as e:
+        print(f"ilo: error: {e}", file=sys.stderr)
+        return 1
     if args.command is None:
         parser.print_help()
         return 2

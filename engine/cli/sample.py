@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ilo.choices import INPUT_SPACES
+from ilo.engine.cli.values import seed
 from ilo.errors import InputError
 
 
@@ -13,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="render samples of a generator", description=__doc__)
     p.add_argument("--model", default="default", help="'default' (embedded 64px face DCGAN) or a checkpoint path")
     p.add_argument("--n", type=int, default=16, help="number of random samples (ignored with --latents)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random latents")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the random latents")
     p.add_argument("--latents", type=Path, help=".npy/.pt holding z [N, z_dim] (or w+ with --input-space wplus)")
     p.add_argument("--input-space", choices=INPUT_SPACES, default="z", help="what --latents holds (default z)")
     p.add_argument("--truncation", type=float, default=1.0, help="truncation psi toward the average latent (z input)")
