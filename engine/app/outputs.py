@@ -6,7 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ilo.atomic import temporary_name_bytes
 from ilo.errors import InputError
+
+# What a file name may hold where the file system cannot say (255 bytes on ext4, XFS, APFS, NTFS)
+DEFAULT_NAME_MAX = 255
 
 
 def check_output_file(path: Path, what: str) -> None:
@@ -14,6 +18,47 @@ def check_output_file(path: Path, what: str) -> None:
     if path.is_dir():
         raise InputError(f"{what} {path} is a folder; give a file name inside it (e.g. {path / 'out.png'})")
     _check_parents(path, what)
+    check_name_length(path, what)
+
+
+def check_name_length(path: Path, what: str) -> None:
+    """`path` can be written: its name, and the longer name of the temporary file it is written
+    through, fit the file system's limit. Checked before any work, so a long input name is not
+    refused by the file system at the end of a solve."""
+    needed = temporary_name_bytes(path)
+    limit = _name_max(path.parent)
+    if needed > limit:
+        over = needed - limit
+        raise InputError(
+            f"{what} {_short(path.name)} is too long a file name for {path.parent}: writing it needs a name of {needed} "
+            f"bytes (with its temporary file's), the file system allows {limit}; shorten it by {over} or more"
+        )
+
+
+def _short(name: str, keep: int = 48) -> str:
+    return name if len(name) <= keep else f"{name[:keep]}..."
+
+
+def _name_max(folder: Path) -> int:
+    for existing in (folder, *folder.parents):
+        if existing.is_dir():
+            try:
+                return os.pathconf(existing, "PC_NAME_MAX")
+            except (OSError, ValueError, AttributeError):  # not on this platform or file system
+                return DEFAULT_NAME_MAX
+    return DEFAULT_NAME_MAX
+
+
+def check_not_in_the_way(path: Path, what: str) -> None:
+    """Nothing that is not a file may sit where `path` will be written: a folder there would
+    fail the final rename after the work, and a file where its folder belongs, the write."""
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder; move it away or use another --out")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{what} {path}: {parent} is a file where a folder belongs; move it away or use another --out")
+            return
 
 
 def check_folder_path(path: Path, what: str) -> None:

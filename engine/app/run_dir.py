@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ilo.atomic import atomic_write_bytes
-from ilo.engine.app.outputs import check_folder_path
+from ilo.engine.app.outputs import check_folder_path, check_name_length, check_not_in_the_way
 from ilo.engine.app.outputs import file_identity as _identity
 from ilo.engine.problems.metrics import mean_and_std
 from ilo.errors import IloError, InputError
@@ -74,6 +74,8 @@ class RunDir:
             previous = json.loads(path.read_text())
         except (OSError, ValueError) as e:
             raise InputError(f"{path}: unreadable run settings ({e}); use another --out or --overwrite") from None
+        if not isinstance(previous, dict):  # valid JSON, but not settings this program wrote
+            raise InputError(f"{path}: holds a {type(previous).__name__}, not run settings; use another --out or --overwrite")
         changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
         if changed:
             raise InputError(
@@ -117,9 +119,12 @@ class RunDir:
         out = {}
         for path in self._record_files():
             try:
-                out[path.stem] = json.loads(path.read_text())
+                record = json.loads(path.read_text())
             except (OSError, ValueError):
                 raise InputError(f"{path}: unreadable record; delete it to redo that image") from None
+            if not isinstance(record, dict):  # valid JSON, but not a record this program wrote
+                raise InputError(f"{path}: holds a {type(record).__name__}, not an image's record; delete it to redo that image")
+            out[path.stem] = record
         return out
 
     def fixed_files(self) -> list[Path]:
@@ -175,8 +180,13 @@ def check_output_layout(root: Path, outputs: dict[str, list[Path]], sources: dic
             if folder == _identity(root):
                 raise InputError(f"--out {root} is the folder of the input {path}; choose an output folder apart from the inputs")
     claimed: dict[object, str] = {_identity(p): "the run's own files" for p in fixed}
+    for path in fixed:
+        check_not_in_the_way(path, "the run's file")
     for name, paths in outputs.items():
         for path in paths:
+            what = f"the output of '{name if len(name) <= 48 else name[:48] + '...'}'"
+            check_not_in_the_way(path, what)
+            check_name_length(path, what)
             key = _identity(path)
             if key in readers:
                 owner, source = readers[key]

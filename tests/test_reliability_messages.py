@@ -1,0 +1,135 @@
+"""Bad input that used to end in a traceback, a usage screen or a killed process, one named test
+each: every one is now a single line on stderr with exit status 1, refused before the work, and
+the output folder is left as it was (no run.json, no partial outputs)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_fail, run_ok
+from PIL import Image
+
+FACES = Path(__file__).resolve().parents[1] / "examples" / "faces"
+S = ["--steps", "5,2", "--restarts", "1", "--quiet"]
+CLEAN_INPAINT = ["--clean", "--task", "inpaint", "--centre-box", "0.5"]
+
+
+def _faces(folder: Path, n: int = 1, name: str | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for src in sorted(FACES.glob("generated_*.png"))[:n]:
+        shutil.copy(src, folder / (f"{name}.png" if name else src.name))
+    return folder
+
+
+def _snapshot(*folders: Path) -> dict:
+    """Every file under the folders with its bytes (None for a folder that does not exist)."""
+    state = {}
+    for folder in folders:
+        if not folder.exists():
+            state[str(folder)] = None
+            continue
+        for path in sorted(folder.rglob("*")):
+            state[str(path)] = path.read_bytes() if path.is_file() else "dir"
+    return state
+
+
+def _refused(capsys, tmp_path, *argv) -> str:
+    """Run `ilo argv`; it must fail in one line and change nothing under tmp_path."""
+    before = _snapshot(tmp_path)
+    err = run_fail(capsys, *argv)
+    assert "weights_only=False" not in err  # never pass on torch's advice to run a file's code
+    assert _snapshot(tmp_path) == before
+    return err
+
+
+# --- names and folders the outputs need ------------------------------------------------------
+
+
+def test_too_long_a_file_name_is_refused_before_the_solve(tmp_path, capsys):
+    faces = _faces(tmp_path / "in", name="x" * 250)
+    err = _refused(capsys, tmp_path, "restore", faces, *CLEAN_INPAINT, "--out", tmp_path / "out", *S)
+    assert "too long a file name" in err and "the file system allows" in err
+
+
+def test_the_longest_name_that_fits_is_restored(tmp_path, capsys):
+    faces = _faces(tmp_path / "in", name="x" * 227)  # its record's temporary file: 255 bytes
+    run_ok(capsys, "restore", faces, *CLEAN_INPAINT, "--out", tmp_path / "out", *S, "--backend", "torch")
+    assert (tmp_path / "out" / ("x" * 227 + ".png")).is_file()
+
+
+def test_a_file_named_records_in_out_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "records").write_text("mine")
+    err = _refused(capsys, tmp_path, "restore", _faces(tmp_path / "in"), *CLEAN_INPAINT, "--out", out, *S)
+    assert "records is a file where a folder belongs" in err
+
+
+def test_run_json_that_is_not_settings_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text("[1, 2]\n")
+    err = _refused(capsys, tmp_path, "restore", _faces(tmp_path / "in"), *CLEAN_INPAINT, "--out", out, *S)
+    assert "holds a list, not run settings" in err
+
+
+def test_a_record_that_is_not_a_record_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    faces = _faces(tmp_path / "in")
+    run_ok(capsys, "restore", faces, *CLEAN_INPAINT, "--out", out, *S, "--backend", "torch")
+    (out / "records" / "generated_90100.json").write_text("[1, 2]\n")
+    err = _refused(capsys, tmp_path, "restore", faces, *CLEAN_INPAINT, "--out", out, *S)
+    assert "not an image's record" in err
+
+
+def test_a_folder_where_an_output_goes_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "a.png").mkdir(parents=True)
+    faces = _faces(tmp_path / "in", name="a")
+    err = _refused(capsys, tmp_path, "restore", faces, *CLEAN_INPAINT, "--out", out, *S)
+    assert "a.png is a folder" in err and ".partial" not in err
+
+
+# --- values of flags --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--steps", "abc"], "'abc' is not a whole number"),
+        (["--steps", "1e9"], "write it in digits, e.g. 1000000000"),
+        (["--seed", "99999999999999999999999"], "seeds run from 0 to"),
+        (["--seed", "-1"], "seeds run from 0 to"),
+        (["--op-seed", "99999999999999999999999"], "seeds run from 0 to"),
+        (["--batch-size", "x"], "--batch-size"),
+        (["--no-such-flag"], "unrecognized arguments"),
+    ],
+    ids=["steps abc", "steps 1e9", "seed too big", "seed negative", "op-seed too big", "batch-size x", "unknown flag"],
+)
+def test_a_value_a_flag_cannot_use_is_one_line_and_exit_1(tmp_path, capsys, flags, expected):
+    argv = ["restore", _faces(tmp_path / "in"), *CLEAN_INPAINT, "--out", tmp_path / "out", *S, *flags]
+    assert expected in _refused(capsys, tmp_path, *argv)
+
+
+@pytest.mark.parametrize("spelling", [["--box", "-5,0,10,10"], ["--box=-5,0,10,10"]], ids=["space", "equals"])
+def test_a_negative_box_is_read_either_way_and_refused(tmp_path, capsys, spelling):
+    argv = [
+        "restore",
+        _faces(tmp_path / "in"),
+        "--clean",
+        "--task",
+        "inpaint",
+        *spelling,
+        "--out",
+        tmp_path / "out",
+        *S,
+    ]
+    assert "--box -5,0,10,10 does not fit a 64px image" in _refused(capsys, tmp_path, *argv)
+
+
+def test_a_negative_first_value_of_a_list_is_a_value(tmp_path, capsys):
+    # --lr -0.1,0.01 reaches the solver's own check (not argparse's "expected one argument")
+    argv = ["restore", _faces(tmp_path / "in"), *CLEAN_INPAINT, "--out", tmp_path / "out", *S, "--lr", "-0.1,0.01"]
+    assert "expected one argument" not in _refused(capsys, tmp_path, *argv)
