@@ -2,6 +2,7 @@
 each: every one is now a single line on stderr with exit status 1, refused before the work, and
 the output folder is left as it was (no run.json, no partial outputs)."""
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -133,3 +134,44 @@ def test_a_negative_first_value_of_a_list_is_a_value(tmp_path, capsys):
     # --lr -0.1,0.01 reaches the solver's own check (not argparse's "expected one argument")
     argv = ["restore", _faces(tmp_path / "in"), *CLEAN_INPAINT, "--out", tmp_path / "out", *S, "--lr", "-0.1,0.01"]
     assert "expected one argument" not in _refused(capsys, tmp_path, *argv)
+
+
+# --- compressed-sensing measurement files -----------------------------------------------------
+
+M = round(0.1 * 3 * 64 * 64)  # measurements of the default model's 64px at --ratio 0.1
+
+
+@contextlib.contextmanager
+def _address_space(extra: int):
+    """At most `extra` more bytes of address space for this process in the block: a refusal
+    that must come before a big allocation is shown to, without ever allocating gigabytes."""
+    import resource
+
+    used = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (used + extra, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def test_cs_file_whose_header_claims_10_to_the_11_values_is_refused_from_its_header(tmp_path, capsys):
+    folder = tmp_path / "cs"
+    folder.mkdir()
+    with open(folder / "huge.npy", "wb") as f:  # 100 bytes of data under a header of shape (10^11,)
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (10**11,)})
+        f.write(bytes(100))
+    with _address_space(1 << 30):
+        err = _refused(capsys, tmp_path, "restore", folder, "--task", "cs", "--out", tmp_path / "out", *S)
+    assert f"declares shape [100000000000] (100000000000 values) but --ratio 0.1 measurements at 64px are {M}" in err
+
+
+def test_cs_measurement_of_3e38_is_refused_up_front(tmp_path, capsys):
+    folder = tmp_path / "cs"
+    folder.mkdir()
+    y = np.zeros(M, np.float32)
+    y[3] = 3e38
+    np.save(folder / "big.npy", y)
+    err = _refused(capsys, tmp_path, "restore", folder, "--task", "cs", "--out", tmp_path / "out", *S)
+    assert "a measurement of 3e+38" in err and "stay below" in err
