@@ -175,3 +175,34 @@ def test_cs_measurement_of_3e38_is_refused_up_front(tmp_path, capsys):
     np.save(folder / "big.npy", y)
     err = _refused(capsys, tmp_path, "restore", folder, "--task", "cs", "--out", tmp_path / "out", *S)
     assert "a measurement of 3e+38" in err and "stay below" in err
+
+
+# --- hostile files ----------------------------------------------------------------------------
+
+
+def _zip_bomb(path: Path, unpacked: int = 64 << 20) -> Path:
+    """A genuine checkpoint re-zipped with deflate and one more record of `unpacked` zero bytes:
+    a file of some kilobytes that declares tens of megabytes."""
+    import zipfile
+
+    fixture = Path(__file__).parent / "fixtures" / "stylegan2_rosinality_32px.pt"
+    with zipfile.ZipFile(fixture) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+        prefix = src.infolist()[0].filename.split("/")[0]
+        with dst.open(f"{prefix}/data/bomb", "w", force_zip64=True) as record:
+            zeros = bytes(1 << 20)
+            for _ in range(unpacked >> 20):
+                record.write(zeros)
+    return path
+
+
+def test_zip_bomb_checkpoint_is_refused_from_its_central_directory(tmp_path, capsys, monkeypatch):
+    import torch
+
+    bomb = _zip_bomb(tmp_path / "bomb.pt")
+    assert bomb.stat().st_size < 2 << 20
+    loads = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a) or pytest.fail("torch.load was reached"))
+    err = _refused(capsys, tmp_path, "sample", "--model", bomb, "--n", "1", "-o", tmp_path / "x.png")
+    assert "refusing to load" in err and "compression bomb" in err and not loads
