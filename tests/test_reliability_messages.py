@@ -206,3 +206,47 @@ def test_zip_bomb_checkpoint_is_refused_from_its_central_directory(tmp_path, cap
     monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a) or pytest.fail("torch.load was reached"))
     err = _refused(capsys, tmp_path, "sample", "--model", bomb, "--n", "1", "-o", tmp_path / "x.png")
     assert "refusing to load" in err and "compression bomb" in err and not loads
+
+
+SG2_32 = Path(__file__).parent / "fixtures" / "stylegan2_rosinality_32px.pt"
+
+
+def test_sample_latents_that_would_run_code_never_pass_on_torchs_advice(tmp_path, capsys):
+    import torch
+
+    class Payload:  # a pickle that would call os.system on load
+        def __reduce__(self):
+            import os
+
+            return (os.system, ("echo pwned",))
+
+    torch.save({"z": Payload()}, tmp_path / "evil.pt")
+    err = _refused(capsys, tmp_path, "sample", "--latents", tmp_path / "evil.pt", "-o", tmp_path / "x.png")
+    assert "refusing to load" in err and "nothing from the file was run" in err
+
+
+def test_sample_latents_of_random_bytes(tmp_path, capsys):
+    (tmp_path / "z.pt").write_bytes(np.random.default_rng(0).bytes(5000))
+    err = _refused(capsys, tmp_path, "sample", "--latents", tmp_path / "z.pt", "-o", tmp_path / "x.png")
+    assert "not a tensor file torch can read" in err
+
+
+def test_sample_latents_zip_bomb(tmp_path, capsys):
+    bomb = _zip_bomb(tmp_path / "z.pt")
+    err = _refused(capsys, tmp_path, "sample", "--latents", bomb, "-o", tmp_path / "x.png")
+    assert "compression bomb" in err
+
+
+def test_sample_latents_whose_header_claims_10_to_the_11_values(tmp_path, capsys):
+    with open(tmp_path / "z.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (10**9, 100)})
+        f.write(bytes(100))
+    with _address_space(1 << 30):
+        err = _refused(capsys, tmp_path, "sample", "--latents", tmp_path / "z.npy", "-o", tmp_path / "x.png")
+    assert "declares shape [1000000000, 100]" in err
+
+
+def test_sample_noises_holding_an_object_array(tmp_path, capsys):
+    np.savez(tmp_path / "n.npz", noise_0=np.array([1, "a", None], dtype=object))
+    argv = ["sample", "--model", SG2_32, "--noises", tmp_path / "n.npz", "--n", "1", "-o", tmp_path / "x.png"]
+    assert "'noise_0' is unreadable" in _refused(capsys, tmp_path, *argv)

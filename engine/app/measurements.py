@@ -27,7 +27,7 @@ from ilo.engine.app.image_files import (
     mask_tensor,
     read_picture,
 )  # fmt: skip
-from ilo.engine.app.npy_header import check_npy_count
+from ilo.engine.app.npy_header import check_npy_count, check_npy_holds
 from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec
 from ilo.errors import InputError
@@ -191,6 +191,7 @@ class MeasurementReader:
         try:
             data = _read_small(path, self.cs_measurements)
             check_npy_count(data, str(path), self.cs_measurements, f"--ratio {self.task.ratio} measurements at {self.res}px")
+            check_npy_holds(data, str(path))
             y = np.load(io.BytesIO(data), allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
             raise InputError(f"{path}: unreadable measurements ({e})") from None

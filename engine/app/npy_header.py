@@ -39,3 +39,38 @@ def check_npy_count(data: bytes, name: str, expected: int, what: str) -> None:
         raise InputError(
             f"{name}: its header declares shape {list(shape)} ({count} values) but {what} are {expected} values"
         )
+
+
+def check_npy_holds(data: bytes, name: str) -> None:
+    """Refuse an .npy whose header declares more values than the file has bytes for: numpy
+    allocates the declared array before it finds the data missing."""
+    found = npy_shape(data)
+    if found is None:
+        return
+    shape, dtype = found
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize if shape else dtype.itemsize
+    if declared > len(data):
+        raise InputError(f"{name}: its header declares shape {list(shape)} of {dtype} ({declared:,} bytes) but the file "
+                         f"holds {len(data):,} bytes: truncated, or not an array")  # fmt: skip
+
+
+def check_npz_members(data: bytes, name: str) -> None:
+    """`check_npy_holds` for every array of an .npz archive, from each member's first bytes."""
+    import io
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as member:
+                    head = member.read(1 << 16)
+                found = npy_shape(head)
+                if found is None:
+                    continue
+                shape, dtype = found
+                declared = int(np.prod(shape, dtype=object)) * dtype.itemsize if shape else dtype.itemsize
+                if declared > info.file_size:
+                    raise InputError(f"{name}: its member {info.filename} declares shape {list(shape)} of {dtype} "
+                                     f"({declared:,} bytes) but holds {info.file_size:,} bytes: truncated, or not an array")  # fmt: skip
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError):
+        return  # numpy's reader says what is wrong with it
