@@ -250,3 +250,15 @@ def test_sample_noises_holding_an_object_array(tmp_path, capsys):
     np.savez(tmp_path / "n.npz", noise_0=np.array([1, "a", None], dtype=object))
     argv = ["sample", "--model", SG2_32, "--noises", tmp_path / "n.npz", "--n", "1", "-o", tmp_path / "x.png"]
     assert "'noise_0' is unreadable" in _refused(capsys, tmp_path, *argv)
+
+
+def test_sample_n_that_cannot_fit_is_refused_before_drawing(tmp_path, capsys):
+    with _address_space(1 << 30):
+        err = _refused(capsys, tmp_path, "sample", "--n", "100000000", "-o", tmp_path / "x.png")
+    assert "--n 100,000,000 samples of 64px hold" in err and "sample fewer at a time" in err
+
+
+@pytest.mark.parametrize("columns, expected", [("0", "--columns must be at least 1"), ("100000000", "GiB at once")])
+def test_sample_columns_out_of_range(tmp_path, capsys, columns, expected):
+    err = _refused(capsys, tmp_path, "sample", "--n", "4", "--columns", columns, "-o", tmp_path / "x.png")
+    assert expected in err

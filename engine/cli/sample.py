@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
 from ilo.choices import INPUT_SPACES
@@ -32,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("nothing to write: give -o GRID.png and/or --save-array OUT.npy")
     if args.batch_size < 1 or (args.latents is None and args.n < 1):
         raise InputError("--n and --batch-size must be at least 1")
+    if args.columns is not None and args.columns < 1:
+        raise InputError("--columns must be at least 1")
     import numpy as np
     import torch
 
@@ -40,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from ilo.engine.app.latent_files import read_latents, read_noises
     from ilo.engine.app.outputs import check_distinct, check_output_file
     from ilo.engine.app.progress import Progress
+    from ilo.engine.app.sample_memory import check_sample_fits
     from ilo.generators.checkpoints.files import load_generator
 
     outputs = [(args.output, "-o"), (args.save_array, "--save-array")]
@@ -49,9 +53,12 @@ def run(args: argparse.Namespace) -> int:
     model = Path(args.model) if args.model != "default" else None
     check_distinct(outputs, [args.latents, args.noises, model])
     gen = load_generator(args.model)
+    fits = partial(check_sample_fits, gen=gen, columns=args.columns, grid=args.output is not None, array=args.save_array is not None)
     if args.latents is not None:
         latents = read_latents(args.latents, gen, args.input_space)
+        fits(latents.shape[0], flag=f"--latents {args.latents.name}:")
     else:
+        fits(args.n, flag="--n")
         latents = torch.randn(args.n, gen.z_dim, generator=torch.Generator().manual_seed(args.seed))
     if args.input_space == "wplus" and args.latents is not None and args.truncation != 1.0:
         raise InputError("--truncation applies to z latents, not to --input-space wplus")
