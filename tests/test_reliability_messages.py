@@ -262,3 +262,26 @@ def test_sample_n_that_cannot_fit_is_refused_before_drawing(tmp_path, capsys):
 def test_sample_columns_out_of_range(tmp_path, capsys, columns, expected):
     err = _refused(capsys, tmp_path, "sample", "--n", "4", "--columns", columns, "-o", tmp_path / "x.png")
     assert expected in err
+
+
+# --- images -----------------------------------------------------------------------------------
+
+
+def test_fit_resize_of_a_1_by_1000000_strip_stays_small(tmp_path, capsys):
+    strip = tmp_path / "in" / "strip.png"
+    strip.parent.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (1, 1_000_000, 3), dtype=np.uint8)).save(strip)
+    with _address_space(2 << 30):  # resized whole it would take 49 GB
+        run_ok(capsys, "degrade", strip.parent, "--task", "sr", "--fit", "resize", "--out", tmp_path / "out")
+    assert Image.open(tmp_path / "out" / "strip.png").size == (16, 16)
+
+
+def test_fit_resize_keeps_ordinary_shapes_whole():
+    import torch
+
+    from ilo.engine.app.image_files import fit_to
+
+    image = torch.rand(3, 80, 64) * 2 - 1  # within MAX_ASPECT: resized whole, exactly as before
+    fitted, _ = fit_to(image, 32, "resize", "x")
+    whole = torch.nn.functional.interpolate(image[None], size=(40, 32), mode="bicubic", antialias=True)[0]
+    assert torch.equal(fitted, whole[:, 4:36].clamp(-1, 1))
