@@ -285,3 +285,36 @@ def test_fit_resize_keeps_ordinary_shapes_whole():
     fitted, _ = fit_to(image, 32, "resize", "x")
     whole = torch.nn.functional.interpolate(image[None], size=(40, 32), mode="bicubic", antialias=True)[0]
     assert torch.equal(fitted, whole[:, 4:36].clamp(-1, 1))
+
+
+# --- ilo bench --------------------------------------------------------------------------------
+
+
+def test_bench_refuses_a_batch_over_the_memory_budget_before_any_work(tmp_path, capsys, monkeypatch):
+    from ilo.engine.app import latency
+
+    monkeypatch.setattr(latency, "measure", lambda *a, **k: pytest.fail("the benchmark started"))
+    argv = ["bench", "--model", SG2_32, "--backends", "torch", "--batch", "1,16", "--steps", "2", "--memory-budget", "10M",
+            "--json", tmp_path / "bench.json"]  # fmt: skip
+    err = _refused(capsys, tmp_path, *argv)
+    assert "--batch 16 cannot fit" in err and "the memory budget is 10.0 MiB" in err and "batches up to 5 fit" in err
+
+
+def test_bench_writes_each_finished_batch_as_it_goes(tmp_path, capsys, monkeypatch):
+    from ilo.engine.app import latency
+    from ilo.engine.cli.main import main
+
+    step_times = latency._step_times
+
+    def second_batch_dies(gen, batch, settings, device):
+        if batch == 2:
+            raise MemoryError("killed")
+        return step_times(gen, batch, settings, device)
+
+    monkeypatch.setattr(latency, "_step_times", second_batch_dies)
+    argv = ["bench", "--model", SG2_32, "--backends", "torch", "--batch", "1,2", "--steps", "2", "--repeats", "1", "--quiet",
+            "--json", tmp_path / "bench.json"]  # fmt: skip
+    with pytest.raises(MemoryError):
+        main([str(a) for a in argv])
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["complete"] is False and [r["batch"] for r in saved["rows"]] == [1]
