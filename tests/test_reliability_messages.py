@@ -318,3 +318,63 @@ def test_bench_writes_each_finished_batch_as_it_goes(tmp_path, capsys, monkeypat
         main([str(a) for a in argv])
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["complete"] is False and [r["batch"] for r in saved["rows"]] == [1]
+
+
+# --- cases found by trying more hostile input -------------------------------------------------
+
+
+def test_bench_threads_below_one(tmp_path, capsys):
+    err = _refused(capsys, tmp_path, "bench", "--model", SG2_32, "--backends", "torch", "--threads", "-1")
+    assert "--threads must be at least 1" in err
+
+
+def test_sample_truncation_nan(tmp_path, capsys):
+    err = _refused(
+        capsys, tmp_path, "sample", "--model", SG2_32, "--truncation", "nan", "--n", "2", "-o", tmp_path / "x.png"
+    )
+    assert "truncation must be a finite number" in err
+
+
+def test_sample_latents_that_overflow_write_nothing(tmp_path, capsys):
+    np.save(tmp_path / "w.npy", np.full((1, 8, 64), 3e38, np.float32))
+    argv = [
+        "sample",
+        "--model",
+        SG2_32,
+        "--latents",
+        tmp_path / "w.npy",
+        "--input-space",
+        "wplus",
+        "-o",
+        tmp_path / "x.png",
+    ]
+    assert "hold NaN or inf values, so nothing was written" in _refused(capsys, tmp_path, *argv)
+
+
+def test_ray_cpus_per_worker_nan(tmp_path, capsys):
+    argv = [
+        "restore",
+        _faces(tmp_path / "in"),
+        *CLEAN_INPAINT,
+        "--out",
+        tmp_path / "out",
+        *S,
+        "--ray",
+        "--cpus-per-worker",
+        "nan",
+    ]
+    assert "--cpus-per-worker must be positive" in _refused(capsys, tmp_path, *argv)
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--ensemble", "99999999999999999999"], "--ensemble 99999999999999999999 holds at least"),
+        (["--steps", "5,2", "--restarts", "100000000"], "--restarts 100000000 holds at least"),
+    ],
+    ids=["ensemble 1e20", "restarts 1e8"],
+)
+def test_ensemble_or_restarts_that_cannot_be_held_are_refused_before_the_run(tmp_path, capsys, flags, expected):
+    base = S if "--restarts" not in flags else ["--quiet"]
+    argv = ["restore", _faces(tmp_path / "in"), *CLEAN_INPAINT, "--out", tmp_path / "out", *base, *flags]
+    assert expected in _refused(capsys, tmp_path, *argv)

@@ -60,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
     from ilo.errors import IloError
     from ilo.generators.checkpoints.files import load_generator
 
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise IloError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     if not backends:

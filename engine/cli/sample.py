@@ -72,7 +72,12 @@ def run(args: argparse.Namespace) -> int:
             chunk = latents[start : start + args.batch_size]
             wplus = chunk if args.input_space == "wplus" and args.latents is not None else gen.latents_from_z(chunk, args.truncation)
             chunk_noises = None if noises is None else [x if x.shape[0] == 1 else x[start : start + len(chunk)] for x in noises]
-            images.append(gen.synthesize(wplus, chunk_noises))
+            chunk_images = gen.synthesize(wplus, chunk_noises)
+            if not torch.isfinite(chunk_images).all():  # e.g. a --truncation far from 1 overflows w
+                cause = f"--truncation {args.truncation}" if args.truncation != 1.0 else "latents"
+                raise InputError(f"samples {start}..{start + len(chunk) - 1} hold NaN or inf values, so nothing was written: "
+                                 f"{cause} far outside the generator's range?")  # fmt: skip
+            images.append(chunk_images)
             progress.advance(len(chunk))
     images = torch.cat(images)
 
