@@ -378,3 +378,29 @@ def test_ensemble_or_restarts_that_cannot_be_held_are_refused_before_the_run(tmp
     base = S if "--restarts" not in flags else ["--quiet"]
     argv = ["restore", _faces(tmp_path / "in"), *CLEAN_INPAINT, "--out", tmp_path / "out", *base, *flags]
     assert expected in _refused(capsys, tmp_path, *argv)
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"[" * 100_000, "nested too deeply"),
+        (b'{"image": ""}', "'image' is empty"),
+        (b'{"image": "AA==", "mask": ""}', "'mask' is empty"),
+        (b'{"image": "AA==", "name": "a\\nb"}', "all printable"),
+    ],
+    ids=["deep nesting", "empty image", "empty mask", "newline in name"],
+)
+def test_serve_request_bodies_are_a_400_not_an_internal_error(body, message):
+    from ilo.engine.fleet.http_api import HttpError, parse_restore
+
+    with pytest.raises(HttpError) as e:
+        parse_restore("application/json", {}, body, 1 << 20)
+    assert e.value.status == 400 and message in e.value.message
+
+
+def test_serve_negative_content_length():
+    from ilo.engine.fleet.http_api import HttpError, check_length
+
+    with pytest.raises(HttpError) as e:
+        check_length("-5", 1000)
+    assert e.value.status == 400 and "negative" in e.value.message
