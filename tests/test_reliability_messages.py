@@ -404,3 +404,14 @@ def test_serve_negative_content_length():
     with pytest.raises(HttpError) as e:
         check_length("-5", 1000)
     assert e.value.status == 400 and "negative" in e.value.message
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [(["--cache", "FILE"], "is a file, not a folder"), (["--jobs", "0"], "--jobs must be at least 1")],
+    ids=["cache is a file", "jobs 0"],
+)
+def test_export_cache_or_jobs_that_cannot_work(tmp_path, capsys, flags, expected):
+    (tmp_path / "file").write_text("mine")
+    flags = [str(tmp_path / "file") if f == "FILE" else f for f in flags]
+    assert expected in _refused(capsys, tmp_path, "export", "--model", SG2_32, *flags)
