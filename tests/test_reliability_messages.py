@@ -415,3 +415,17 @@ def test_export_cache_or_jobs_that_cannot_work(tmp_path, capsys, flags, expected
     (tmp_path / "file").write_text("mine")
     flags = [str(tmp_path / "file") if f == "FILE" else f for f in flags]
     assert expected in _refused(capsys, tmp_path, "export", "--model", SG2_32, *flags)
+
+
+@pytest.mark.parametrize("where", ["restore --out", "sample -o", "an input", "a path over PATH_MAX"])
+def test_a_name_the_file_system_cannot_hold_is_one_line(tmp_path, capsys, where):
+    long = tmp_path / ("d" * 300)
+    deep = tmp_path.joinpath(*["e" * 200] * 25)
+    argv = {
+        "restore --out": ["restore", _faces(tmp_path / "in"), *CLEAN_INPAINT, "--out", long, *S],
+        "sample -o": ["sample", "--n", "1", "-o", long / "x.png"],
+        "an input": ["restore", str(long) + ".png", *CLEAN_INPAINT, "--out", tmp_path / "out", *S],
+        "a path over PATH_MAX": ["restore", _faces(tmp_path / "in"), *CLEAN_INPAINT, "--out", deep, *S],
+    }[where]
+    err = _refused(capsys, tmp_path, *argv)
+    assert "allows" in err or "File name too long" in err

@@ -11,10 +11,12 @@ from ilo.errors import InputError
 
 # What a file name may hold where the file system cannot say (255 bytes on ext4, XFS, APFS, NTFS)
 DEFAULT_NAME_MAX = 255
+DEFAULT_PATH_MAX = 4096  # Linux's, with its terminating NUL
 
 
 def check_output_file(path: Path, what: str) -> None:
     """`path` must name a file (not a folder), below a folder or a path where one can be made."""
+    _check_component_lengths(path, what)
     if path.is_dir():
         raise InputError(f"{what} {path} is a folder; give a file name inside it (e.g. {path / 'out.png'})")
     _check_parents(path, what)
@@ -35,18 +37,38 @@ def check_name_length(path: Path, what: str) -> None:
         )
 
 
+def _check_component_lengths(path: Path, what: str) -> None:
+    """Every folder of `path` must be a name the file system can hold: asked about a longer one,
+    it answers ENAMETOOLONG from the first check (Path.exists), before anything is made."""
+    absolute = Path(os.path.abspath(path))
+    limit, path_limit = _name_max(absolute.parent), _pathconf(absolute.parent, "PC_PATH_MAX", DEFAULT_PATH_MAX)
+    if len(os.fsencode(str(absolute))) >= path_limit:
+        raise InputError(f"{what} {_short(str(path))}: the path is {len(os.fsencode(str(absolute)))} bytes, the file system "
+                         f"allows {path_limit - 1}")  # fmt: skip
+    for part in absolute.parts:
+        if len(os.fsencode(part)) > limit:
+            raise InputError(f"{what} {_short(str(path))}: the folder or file name {_short(part)} is {len(os.fsencode(part))} "
+                             f"bytes, the file system allows {limit}")  # fmt: skip
+
+
 def _short(name: str, keep: int = 48) -> str:
     return name if len(name) <= keep else f"{name[:keep]}..."
 
 
 def _name_max(folder: Path) -> int:
+    return _pathconf(folder, "PC_NAME_MAX", DEFAULT_NAME_MAX)
+
+
+def _pathconf(folder: Path, name: str, default: int) -> int:
+    """os.pathconf of the nearest folder that exists (too long a path is not one that exists)."""
     for existing in (folder, *folder.parents):
-        if existing.is_dir():
-            try:
-                return os.pathconf(existing, "PC_NAME_MAX")
-            except (OSError, ValueError, AttributeError):  # not on this platform or file system
-                return DEFAULT_NAME_MAX
-    return DEFAULT_NAME_MAX
+        try:
+            if not existing.is_dir():
+                continue
+            return os.pathconf(existing, name)
+        except (OSError, ValueError, AttributeError):  # not on this platform or file system
+            continue
+    return default
 
 
 def check_not_in_the_way(path: Path, what: str) -> None:
@@ -63,6 +85,7 @@ def check_not_in_the_way(path: Path, what: str) -> None:
 
 def check_folder_path(path: Path, what: str) -> None:
     """`path` must be a folder, or a path where one can be made (no file in the way)."""
+    _check_component_lengths(path, what)
     if path.exists() and not path.is_dir():
         raise InputError(f"{what} {path} is a file, not a folder")
     _check_parents(path, what)
