@@ -429,3 +429,27 @@ def test_a_name_the_file_system_cannot_hold_is_one_line(tmp_path, capsys, where)
     }[where]
     err = _refused(capsys, tmp_path, *argv)
     assert "allows" in err or "File name too long" in err
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("timeout_s", float("inf")), ("batch_wait_s", float("nan")), ("cpus_per_replica", float("inf"))],
+    ids=["timeout inf", "batch wait nan", "cpus inf"],
+)
+def test_serve_settings_that_never_answer_are_refused(field, value):
+    pytest.importorskip("ray")
+    from ilo.engine.fleet.service import ServiceConfig
+    from ilo.errors import InputError
+
+    with pytest.raises(InputError):
+        ServiceConfig(**{field: value})
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_serve_max_body_that_is_not_a_size(tmp_path, capsys, monkeypatch, value):
+    pytest.importorskip("ray")
+    from ilo.engine.fleet import service
+
+    monkeypatch.setattr(service, "serve_forever", lambda *a, **k: pytest.fail("the service started"))
+    err = _refused(capsys, tmp_path, "serve", "--task", "sr", "--max-body-mb", value)
+    assert "--max-body-mb must be a positive number" in err
