@@ -453,3 +453,18 @@ def test_serve_max_body_that_is_not_a_size(tmp_path, capsys, monkeypatch, value)
     monkeypatch.setattr(service, "serve_forever", lambda *a, **k: pytest.fail("the service started"))
     err = _refused(capsys, tmp_path, "serve", "--task", "sr", "--max-body-mb", value)
     assert "--max-body-mb must be a positive number" in err
+
+
+def test_sample_noises_zip_bomb(tmp_path, capsys):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "n.npz", "w", zipfile.ZIP_DEFLATED) as archive:  # 64 MiB of zeros as noise_0
+        with archive.open("noise_0.npy", "w", force_zip64=True) as member:
+            member.write(
+                b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (16777216,), }".ljust(127)
+                + b"\n"
+            )
+            for _ in range(64):
+                member.write(bytes(1 << 20))
+    argv = ["sample", "--model", SG2_32, "--noises", tmp_path / "n.npz", "--n", "1", "-o", tmp_path / "x.png"]
+    assert "compression bomb" in _refused(capsys, tmp_path, *argv)
