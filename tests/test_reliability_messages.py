@@ -147,7 +147,8 @@ def _address_space(extra: int):
     that must come before a big allocation is shown to, without ever allocating gigabytes."""
     import resource
 
-    used = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
+    status = Path("/proc/self/status").read_text().splitlines()
+    used = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     resource.setrlimit(resource.RLIMIT_AS, (used + extra, hard))
     try:
@@ -458,13 +459,15 @@ def test_serve_max_body_that_is_not_a_size(tmp_path, capsys, monkeypatch, value)
 def test_sample_noises_zip_bomb(tmp_path, capsys):
     import zipfile
 
-    with zipfile.ZipFile(tmp_path / "n.npz", "w", zipfile.ZIP_DEFLATED) as archive:  # 64 MiB of zeros as noise_0
-        with archive.open("noise_0.npy", "w", force_zip64=True) as member:
-            member.write(
-                b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (16777216,), }".ljust(127)
-                + b"\n"
-            )
-            for _ in range(64):
-                member.write(bytes(1 << 20))
+    # 64 MiB of zeros as noise_0
+    with (
+        zipfile.ZipFile(tmp_path / "n.npz", "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open("noise_0.npy", "w", force_zip64=True) as member,
+    ):
+        member.write(
+            b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (16777216,), }".ljust(127) + b"\n"
+        )
+        for _ in range(64):
+            member.write(bytes(1 << 20))
     argv = ["sample", "--model", SG2_32, "--noises", tmp_path / "n.npz", "--n", "1", "-o", tmp_path / "x.png"]
     assert "compression bomb" in _refused(capsys, tmp_path, *argv)

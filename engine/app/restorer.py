@@ -33,7 +33,7 @@ from ilo.engine.app.memory_budget import (
     available_memory,
     cached_row_cost,
     measure_row_cost,
-)  # fmt: skip
+)
 from ilo.engine.app.memory_estimate import estimated_row_cost, held_bytes
 from ilo.engine.problems.losses import LPIPS
 from ilo.engine.problems.operators import Operator
