@@ -471,3 +471,11 @@ def test_sample_noises_zip_bomb(tmp_path, capsys):
             member.write(bytes(1 << 20))
     argv = ["sample", "--model", SG2_32, "--noises", tmp_path / "n.npz", "--n", "1", "-o", tmp_path / "x.png"]
     assert "compression bomb" in _refused(capsys, tmp_path, *argv)
+
+
+def test_a_file_no_run_made_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "generated_90100.png").write_text("precious")  # the user's own file, where an output would go
+    err = _refused(capsys, tmp_path, "restore", _faces(tmp_path / "in"), *CLEAN_INPAINT, "--out", out, *S)
+    assert "would be overwritten, but no ilo run made it" in err
