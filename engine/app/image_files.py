@@ -296,6 +296,23 @@ def read_mask(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.T
     return mask_tensor(read_picture(path, max_pixels))
 
 
+# --fit resize's longest side, in short sides, before resizing (beyond it nothing reaches the centre)
+MAX_ASPECT = 4
+
+
+def _cut_long_side(image: torch.Tensor) -> torch.Tensor:
+    """Only the centre square survives --fit resize, so a very long image is first cut to
+    MAX_ASPECT times its short side around the centre: resized whole, a 1x1,000,000 strip would
+    become 64x64,000,000 floats (49 GB) to keep 64x64 of them. Ordinary shapes are left whole."""
+    _, h, w = image.shape
+    long_side = MAX_ASPECT * min(h, w)
+    if h > long_side:
+        image = image[:, (h - long_side) // 2 : (h - long_side) // 2 + long_side]
+    if w > long_side:
+        image = image[:, :, (w - long_side) // 2 : (w - long_side) // 2 + long_side]
+    return image
+
+
 def fit_to(image: torch.Tensor, size: int, mode: str | None, name: str, what: str = "image",
            pad_ok: bool = True) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Bring [C, H, W] to [C, size, size]. Returns it and a [1, size, size] mask of pixels that
@@ -314,6 +331,8 @@ def fit_to(image: torch.Tensor, size: int, mode: str | None, name: str, what: st
         top, left = (h - size) // 2, (w - size) // 2
         return image[:, top : top + size, left : left + size], valid
     if mode == "resize":  # shorter side to `size` (antialiased), then the centre square
+        image = _cut_long_side(image)
+        _, h, w = image.shape
         scale = size / min(h, w)
         nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
         resized = F.interpolate(image[None], size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)[0]
@@ -341,6 +360,7 @@ def _refuse_size(name, size: tuple[int, int], wanted: int, what: str = "image") 
 def fit_mask(mask: torch.Tensor, size: int, mode: str | None, name: str) -> torch.Tensor:
     """Apply the image's fit to its mask; nearest-neighbour so it stays binary."""
     if mode == "resize" and tuple(mask.shape[1:]) != (size, size):
+        mask = _cut_long_side(mask)
         _, h, w = mask.shape
         scale = size / min(h, w)
         nh, nw = max(size, round(h * scale)), max(size, round(w * scale))

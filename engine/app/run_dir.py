@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ilo.atomic import atomic_write_bytes
-from ilo.engine.app.outputs import check_folder_path
+from ilo.engine.app.outputs import check_folder_path, check_name_length, check_not_in_the_way
 from ilo.engine.app.outputs import file_identity as _identity
 from ilo.engine.problems.metrics import mean_and_std
 from ilo.errors import IloError, InputError
@@ -78,6 +78,8 @@ class RunDir:
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as e:
             raise InputError(f"{path}: unreadable run settings ({e}); use another --out or --overwrite") from None
+        if not isinstance(previous, dict):  # valid JSON, but not settings this program wrote
+            raise InputError(f"{path}: holds a {type(previous).__name__}, not run settings; use another --out or --overwrite")
         keys = set(previous) | set(settings) if compared is None else set(compared)
         changed = sorted(k for k in keys if previous.get(k) != settings.get(k))
         if changed:
@@ -113,6 +115,19 @@ class RunDir:
         atomic_write_bytes(self.root / self.settings_file, _dumps(settings))
         self.written = True
 
+    def check_no_foreign_files(self, outputs: list[Path], overwrite: bool = False) -> None:
+        """A folder without run.json holds no run's outputs (a run records its settings before its
+        first output), so a file where an output would go is someone else's: refused, not
+        replaced, unless --overwrite says to replace it."""
+        if overwrite or (self.root / SETTINGS_FILE).exists():
+            return
+        found = [p for p in outputs if p.is_file()]
+        if found:
+            more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+            raise InputError(f"{found[0]}{more} would be overwritten, but no ilo run made {'them' if more else 'it'} "
+                             f"({self.root} has no {SETTINGS_FILE}); move {'them' if more else 'it'} away, use another "
+                             "--out, or --overwrite to replace")  # fmt: skip
+
     def _record_files(self) -> list[Path]:
         folder = self.root / RECORDS_DIR
         # not the hidden temporary files of a record being written
@@ -135,9 +150,12 @@ class RunDir:
         out = {}
         for path in self._record_files():
             try:
-                out[path.stem] = json.loads(path.read_text())
+                record = json.loads(path.read_text())
             except (OSError, ValueError):
                 raise InputError(f"{path}: unreadable record; delete it to redo that image") from None
+            if not isinstance(record, dict):  # valid JSON, but not a record this program wrote
+                raise InputError(f"{path}: holds a {type(record).__name__}, not an image's record; delete it to redo that image")
+            out[path.stem] = record
         return out
 
     def fixed_files(self) -> list[Path]:
@@ -193,11 +211,16 @@ def check_output_layout(root: Path, outputs: dict[str, list[Path]], sources: dic
             if folder == _identity(root):
                 raise InputError(f"--out {root} is the folder of the input {path}; choose an output folder apart from the inputs")
     claimed: dict[object, str] = {_identity(p): "the run's own files" for p in fixed}
+    for path in fixed:
+        check_not_in_the_way(path, "the run's file")
     for name, paths in outputs.items():
         for path in paths:
             _check_no_link_between(root, path)
             if path.is_dir():  # found now, not by the rename after the image's solve
                 raise InputError(f"{path} is a folder where ilo would write a file; move it or use another --out")
+            what = f"the output of '{name if len(name) <= 48 else name[:48] + '...'}'"
+            check_not_in_the_way(path, what)
+            check_name_length(path, what)
             key = _identity(path)
             if key in readers:
                 owner, source = readers[key]
