@@ -478,4 +478,4 @@ def test_a_file_no_run_made_is_not_overwritten(tmp_path, capsys):
     out.mkdir()
     (out / "generated_90100.png").write_text("precious")  # the user's own file, where an output would go
     err = _refused(capsys, tmp_path, "restore", _faces(tmp_path / "in"), *CLEAN_INPAINT, "--out", out, *S)
-    assert "would be overwritten, but no ilo run made it" in err
+    assert "generated_90100.png was not written by ilo" in err

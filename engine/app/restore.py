@@ -153,10 +153,6 @@ class FolderRestore:
             {stem: list(files.values()) for stem, files in sources.items()},
             self.run_dir.fixed_files(),
         )
-        self.run_dir.check_no_foreign_files(
-            [q for p in inputs for q in [*self.outputs(p.stem), self.run_dir.record_path(p.stem)]] + self.run_dir.fixed_files(),
-            o.overwrite,
-        )
         with self.run_dir.open():
             self.run_dir.check(settings, o.overwrite)
             written = [p for i in inputs for p in [*self.outputs(i.stem), self.run_dir.record_path(i.stem)]]

@@ -115,19 +115,6 @@ class RunDir:
         atomic_write_bytes(self.root / self.settings_file, _dumps(settings))
         self.written = True
 
-    def check_no_foreign_files(self, outputs: list[Path], overwrite: bool = False) -> None:
-        """A folder without run.json holds no run's outputs (a run records its settings before its
-        first output), so a file where an output would go is someone else's: refused, not
-        replaced, unless --overwrite says to replace it."""
-        if overwrite or (self.root / SETTINGS_FILE).exists():
-            return
-        found = [p for p in outputs if p.is_file()]
-        if found:
-            more = f" and {len(found) - 1} more" if len(found) > 1 else ""
-            raise InputError(f"{found[0]}{more} would be overwritten, but no ilo run made {'them' if more else 'it'} "
-                             f"({self.root} has no {SETTINGS_FILE}); move {'them' if more else 'it'} away, use another "
-                             "--out, or --overwrite to replace")  # fmt: skip
-
     def _record_files(self) -> list[Path]:
         folder = self.root / RECORDS_DIR
         # not the hidden temporary files of a record being written
