@@ -202,11 +202,9 @@ def check_output_layout(root: Path, outputs: dict[str, list[Path]], sources: dic
         check_not_in_the_way(path, "the run's file")
     for name, paths in outputs.items():
         for path in paths:
-            _check_no_link_between(root, path)
-            if path.is_dir():  # found now, not by the rename after the image's solve
-                raise InputError(f"{path} is a folder where ilo would write a file; move it or use another --out")
             what = f"the output of '{name if len(name) <= 48 else name[:48] + '...'}'"
             check_not_in_the_way(path, what)
+            _check_no_link_between(root, path)
             check_name_length(path, what)
             key = _identity(path)
             if key in readers:
@@ -222,15 +220,10 @@ def check_output_layout(root: Path, outputs: dict[str, list[Path]], sources: dic
 def _check_no_link_between(root: Path, path: Path) -> None:
     """A link to a folder inside --out (records/, masks/) would take the run's files elsewhere,
     into an input folder say, where nothing else checks them. A link as the output file itself is
-    harmless (the atomic rename replaces the link, not its target), and --out may be one. A file
-    where such a folder belongs would stop the run at its first write, after the first solve."""
+    harmless (the atomic rename replaces the link, not its target), and --out may be one."""
     folder = root
     for part in path.relative_to(root).parts[:-1]:
         folder = folder / part
-        if folder.exists() and not folder.is_dir():
-            raise InputError(
-                f"{folder} is a file where ilo makes a folder for its {path.name}; move it or use another --out"
-            )
         if folder.is_symlink():
             raise InputError(
                 f"{folder} is a link (to {os.readlink(folder)}); ilo would write {path.name} through it, "
