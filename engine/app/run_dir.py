@@ -74,8 +74,6 @@ class RunDir:
             return
         try:
             previous = json.loads(path.read_text())
-            if not isinstance(previous, dict):
-                raise ValueError("not a JSON object")
         except (OSError, ValueError) as e:
             raise InputError(f"{path}: unreadable run settings ({e}); use another --out or --overwrite") from None
         if not isinstance(previous, dict):  # valid JSON, but not settings this program wrote
