@@ -97,6 +97,8 @@ class StagedGenerator(nn.Module):
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise InputError(f"z must have shape [N, {self.z_dim}], got {list(z.shape)}")
         w = self.mapping(z)
+        if not math.isfinite(truncation):  # NaN would pass every comparison and render NaN images
+            raise InputError(f"truncation must be a finite number, got {truncation}")
         if truncation != 1.0:
             centre = self.average_latent
             if centre is None:

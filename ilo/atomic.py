@@ -16,12 +16,28 @@ def _current_umask() -> int:
     return mask
 
 
+# tempfile.mkstemp's random part of a name (its _RandomNameSequence draws 8 characters)
+_RANDOM_CHARS = 8
+
+
+def _temporary_affixes(path: Path) -> tuple[str, str]:
+    return f".{path.name}.", ".partial" + path.suffix
+
+
+def temporary_name_bytes(path: str | os.PathLike) -> int:
+    """The length in bytes of the name of the temporary file `path` is written through: longer
+    than `path`'s own, so the longest name a write needs is this one."""
+    prefix, suffix = _temporary_affixes(Path(path))
+    return len(os.fsencode(prefix + suffix)) + _RANDOM_CHARS
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial" + path.suffix, dir=path.parent)
+    prefix, suffix = _temporary_affixes(path)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; outputs get the usual mode
     try:

@@ -12,6 +12,7 @@ import glob
 import hashlib
 import io
 import math
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from ilo.atomic import atomic_path
 from ilo.choices import DEFAULT_MAX_PIXELS, FIT_MODES  # noqa: F401  (FIT_MODES re-exported)
 from ilo.errors import InputError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
 def list_inputs(specs: list[str], suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
@@ -42,6 +43,8 @@ def list_inputs(specs: list[str], suffixes: tuple[str, ...] = IMAGE_SUFFIXES) ->
             matches = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
             if not matches:
                 raise InputError(f"{spec}: the pattern matches no files")
+        elif path.exists():  # a pipe, a socket or a device: reading it would block or never end
+            raise InputError(f"{spec}: not a regular file (a pipe, socket or device); give an image file")
         else:
             raise InputError(f"{spec}: no such file or folder")
         found.extend(matches)
@@ -59,13 +62,15 @@ class Picture:
     file declares, and the SHA-256 of its bytes (what a resumed run compares)."""
 
     pixels: np.ndarray  # [H, W, 3] float64 in [0, 255]
-    size: tuple[int, int]  # (width, height) of the file
+    size: tuple[int, int]  # (width, height) as shown (after the file's EXIF orientation)
     sha256: str
+    alpha: np.ndarray | None = None  # [H, W] uint8 where the file has transparency (a mask's holes)
 
 
 def file_sha256(path: str | Path) -> str:
     """SHA-256 of a file's bytes, read in chunks (inputs can be large)."""
     digest = hashlib.sha256()
+    _check_regular(Path(path))
     try:
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -86,6 +91,7 @@ def read_picture(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, fit: tu
     (box filter) to no less than four times `size`, so `fit_to`'s antialiased resize finishes it
     from a small array instead of a full-size float one."""
     path = Path(path)
+    _check_regular(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -95,6 +101,19 @@ def read_picture(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, fit: tu
     except OSError as e:
         raise InputError(f"{path}: unreadable ({e.strerror or e})") from None
     return decode_picture(data, str(path), max_pixels, fit)
+
+
+def _check_regular(path: Path) -> None:
+    """A FIFO or a device named as an image (or mask, or truth) would block the read or never
+    end it: refuse it from its type, before opening it."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # the read reports a missing or unreadable file in its own words
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise InputError(f"{path}: not a regular file (a pipe, socket or device); give an image file")
 
 
 def decode_picture(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -111,23 +130,92 @@ def decode_picture(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
             with Image.open(io.BytesIO(data)) as im:
                 width, height = im.size
                 if width * height > max_pixels:
+                    _refuse_pixels(name, (width, height), max_pixels)
+                if im.mode == "I" and im.format != "PNG":
+                    # 32-bit integers (a TIFF's, say) have no agreed range: 8-bit values stored in
+                    # them would read as black if taken for 16-bit, and larger ones would clip.
+                    # (Older image libraries open a 16-bit PNG as mode I: that one is 16-bit.)
                     raise InputError(
-                        f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
-                        f"{max_pixels / 1e6:.0f}; raise it with --max-pixels if the file is genuine"
+                        f"{name}: 32-bit integer pixels, whose range ilo cannot tell; it reads 8- and 16-bit "
+                        "images (and floating-point ones in [0, 1]): convert it to one of those"
                     )
+                frames = getattr(im, "n_frames", 1)
+                if frames > 1:  # which frame the user meant is not ours to guess
+                    raise InputError(
+                        f"{name}: has {frames} frames (an animation or a multi-page file); ilo restores still "
+                        "images: save the frame you want as its own file"
+                    )
+                if _EXIF_SWAPS.get(_orientation(im), False):  # shown turned a quarter: the sides swap
+                    width, height = height, width
                 if fit is not None and fit[0] is None and (width, height) != (fit[1], fit[1]):
                     _refuse_size(name, (width, height), fit[1])  # before decoding what would be refused
+                im = _upright(im)
                 im = _prefit(im, fit)
                 pixels = rgb_array(im, name)
+                alpha = alpha_array(im)
     except InputError:
         raise
     except Image.DecompressionBombError:
+        size = _declared_size(data)
+        if size is not None:
+            _refuse_pixels(name, size, max_pixels)
         raise InputError(f"{name}: declares more pixels than the image library will decode; raise --max-pixels") from None
     except UnidentifiedImageError:
         raise InputError(f"{name}: not a readable image (not a format the image library knows)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise InputError(f"{name}: not a readable image ({e})") from None
-    return Picture(pixels, (width, height), hashlib.sha256(data).hexdigest())
+    return Picture(pixels, (width, height), hashlib.sha256(data).hexdigest(), alpha)
+
+
+def _refuse_pixels(name: str, size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    raise InputError(
+        f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
+        f"{max_pixels / 1e6:.0f}; raise it with --max-pixels if the file is genuine"
+    )
+
+
+_HEADER_ONLY = threading.Lock()
+
+
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """The size a file declares, where the image library refused to open it as a bomb: opening
+    reads only the header, so its own limit can be lifted for that (under a lock, and put back)."""
+    from PIL import Image
+
+    with _HEADER_ONLY:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+        except Exception:  # the header itself is broken: the caller's generic message stands
+            return None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+# EXIF Orientation -> whether the picture is shown turned a quarter (width and height swap);
+# 1 (or no tag) is as stored
+_EXIF_SWAPS = {2: False, 3: False, 4: False, 5: True, 6: True, 7: True, 8: True}
+
+
+def _orientation(im) -> int:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the library warns of a broken block: lines of noise for the user
+            return int(im.getexif().get(0x0112, 1))
+    except (ValueError, TypeError, SyntaxError, OSError):  # a broken EXIF block: shown as stored
+        return 1
+
+
+def _upright(im):
+    """The pixels as every viewer shows them: a phone's JPEG is stored sideways with an EXIF
+    Orientation tag, and restoring it as stored would restore a sideways face."""
+    if _orientation(im) not in _EXIF_SWAPS:
+        return im
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(im)
 
 
 def _prefit(im, fit: tuple[str | None, int] | None):
@@ -142,8 +230,8 @@ def _prefit(im, fit: tuple[str | None, int] | None):
     if mode == "resize" and factor >= 2:
         if im.mode.startswith("I;16"):  # reduce() needs 32-bit integers; the values are kept
             im = im.convert("I")
-        elif im.mode in ("P", "1"):
-            im = im.convert("RGB")
+        elif im.mode in ("P", "1"):  # a palette's transparency is kept for masks
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
         return im.reduce(factor)
     return im
 
@@ -152,6 +240,12 @@ def rgb_array(im, path: str | Path) -> np.ndarray:
     """Decoded pixels as [H, W, 3] float64 in [0, 255], whatever the file's pixel format."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale: keep the precision, then scale
         a = np.asarray(im, dtype=np.float64)
+        low, high = float(a.min()), float(a.max())
+        if low < 0 or high > 65535:  # 32-bit integers: their range has no convention, so no guess
+            raise InputError(
+                f"{path}: 32-bit integer pixels spanning [{low:.0f}, {high:.0f}]; ilo reads 8- and 16-bit images "
+                "(and floating-point ones in [0, 1]): convert it to one of those"
+            )
         return np.repeat((a / 65535.0 * 255.0)[..., None], 3, axis=2)
     if im.mode == "F":  # floating-point TIFFs hold [0, 1], the convention of every tool that writes them
         a = np.asarray(im, dtype=np.float64)
@@ -162,6 +256,15 @@ def rgb_array(im, path: str | Path) -> np.ndarray:
             raise InputError(f"{path}: floating-point pixels must lie in [0, 1], these span [{low:.4g}, {high:.4g}]")
         return np.repeat((a.clip(0, 1) * 255.0)[..., None], 3, axis=2)
     return np.asarray(im.convert("RGB"), dtype=np.float64)
+
+
+def alpha_array(im) -> np.ndarray | None:
+    """The file's transparency as [H, W] uint8 (255 = opaque), or None where it has none."""
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return np.asarray(im.getchannel("A"), dtype=np.uint8)
+    if "transparency" in im.info and im.mode in ("P", "L", "RGB", "1"):  # a palette entry or a colour key
+        return np.asarray(im.convert("RGBA").getchannel("A"), dtype=np.uint8)
+    return None
 
 
 def _to_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -179,18 +282,42 @@ def image_tensor(picture: Picture) -> torch.Tensor:
 
 
 def mask_tensor(picture: Picture) -> torch.Tensor:
-    """A read mask's pixels as [1, h, w] in {0, 1}: dark pixels (< half brightness) are missing."""
-    return torch.from_numpy((picture.pixels.mean(axis=2) >= 127.5).astype(np.float32))[None]
+    """A read mask's pixels as [1, h, w] in {0, 1}: dark pixels (< half brightness) are missing,
+    and so are transparent ones (< half opaque): a hole is often drawn by erasing to transparency,
+    which leaves the colour underneath as it was."""
+    observed = picture.pixels.mean(axis=2) >= 127.5
+    if picture.alpha is not None:
+        observed &= picture.alpha >= 128
+    return torch.from_numpy(observed.astype(np.float32))[None]
 
 
 def read_mask(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
-    """A mask image as [1, H, W] in {0, 1}: dark pixels (< half brightness) are missing."""
+    """A mask image as [1, H, W] in {0, 1}: dark or transparent pixels are missing."""
     return mask_tensor(read_picture(path, max_pixels))
 
 
-def fit_to(image: torch.Tensor, size: int, mode: str | None, name: str, what: str = "image") -> tuple[torch.Tensor, torch.Tensor]:
+# --fit resize's longest side, in short sides, before resizing (beyond it nothing reaches the centre)
+MAX_ASPECT = 4
+
+
+def _cut_long_side(image: torch.Tensor) -> torch.Tensor:
+    """Only the centre square survives --fit resize, so a very long image is first cut to
+    MAX_ASPECT times its short side around the centre: resized whole, a 1x1,000,000 strip would
+    become 64x64,000,000 floats (49 GB) to keep 64x64 of them. Ordinary shapes are left whole."""
+    _, h, w = image.shape
+    long_side = MAX_ASPECT * min(h, w)
+    if h > long_side:
+        image = image[:, (h - long_side) // 2 : (h - long_side) // 2 + long_side]
+    if w > long_side:
+        image = image[:, :, (w - long_side) // 2 : (w - long_side) // 2 + long_side]
+    return image
+
+
+def fit_to(image: torch.Tensor, size: int, mode: str | None, name: str, what: str = "image",
+           pad_ok: bool = True) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Bring [C, H, W] to [C, size, size]. Returns it and a [1, size, size] mask of pixels that
-    came from the input (0 where `pad` invented them). Without a mode, a wrong size is refused."""
+    came from the input (0 where `pad` invented them). Without a mode, a wrong size is refused.
+    `pad_ok`: whether the task takes --fit pad (only inpainting does), so errors suggest it."""
     c, h, w = image.shape
     valid = torch.ones(1, size, size)
     if (h, w) == (size, size):
@@ -199,10 +326,13 @@ def fit_to(image: torch.Tensor, size: int, mode: str | None, name: str, what: st
         _refuse_size(name, (w, h), size, what)
     if mode == "crop":
         if h < size or w < size:
-            raise InputError(f"{name}: {w}x{h} is smaller than {size}x{size}, so it cannot be cropped; use --fit pad or resize")
+            other = "--fit pad or resize" if pad_ok else "--fit resize"  # suggest only what this task takes
+            raise InputError(f"{name}: {w}x{h} is smaller than {size}x{size}, so it cannot be cropped; use {other}")
         top, left = (h - size) // 2, (w - size) // 2
         return image[:, top : top + size, left : left + size], valid
     if mode == "resize":  # shorter side to `size` (antialiased), then the centre square
+        image = _cut_long_side(image)
+        _, h, w = image.shape
         scale = size / min(h, w)
         nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
         resized = F.interpolate(image[None], size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)[0]
@@ -223,13 +353,14 @@ def fit_to(image: torch.Tensor, size: int, mode: str | None, name: str, what: st
 def _refuse_size(name, size: tuple[int, int], wanted: int, what: str = "image") -> None:
     raise InputError(
         f"{name}: {what} is {size[0]}x{size[1]} but this task needs {wanted}x{wanted}; "
-        "resize it yourself or pass --fit crop|resize|pad"
+        "resize it yourself or pass --fit crop|resize (or pad, for inpainting)"
     )
 
 
 def fit_mask(mask: torch.Tensor, size: int, mode: str | None, name: str) -> torch.Tensor:
     """Apply the image's fit to its mask; nearest-neighbour so it stays binary."""
     if mode == "resize" and tuple(mask.shape[1:]) != (size, size):
+        mask = _cut_long_side(mask)
         _, h, w = mask.shape
         scale = size / min(h, w)
         nh, nw = max(size, round(h * scale)), max(size, round(w * scale))

@@ -16,7 +16,15 @@ import torch
 from PIL import Image
 
 from ilo.choices import DEFAULT_MAX_PIXELS
-from ilo.engine.app.image_files import Picture, decode_picture, image_tensor, mask_tensor, read_picture, rgb_array
+from ilo.engine.app.image_files import (
+    Picture,
+    alpha_array,
+    decode_picture,
+    image_tensor,
+    mask_tensor,
+    read_picture,
+    rgb_array,
+)
 from ilo.engine.app.measurements import Pixels
 from ilo.errors import InputError
 
@@ -32,8 +40,8 @@ def picture_pixels(obj, name: str, mask: bool = False, max_pixels: int = DEFAULT
     if isinstance(obj, (str, Path)):
         return _from_picture(read_picture(obj, max_pixels, fit), str(obj), mask)
     if isinstance(obj, Image.Image):
-        pixels = rgb_array(obj, name)
-        return _from_picture(Picture(pixels, obj.size, _digest(pixels)), name, mask)
+        pixels = rgb_array(obj, name)  # a mask's transparency is missing, as in a file
+        return _from_picture(Picture(pixels, obj.size, _digest(pixels), alpha_array(obj)), name, mask)
     if isinstance(obj, torch.Tensor):
         array = obj.detach().cpu()
         if array.dim() == 3:  # channels-first, as torch keeps images
@@ -46,7 +54,8 @@ def picture_pixels(obj, name: str, mask: bool = False, max_pixels: int = DEFAULT
 
 
 def _from_array(array: np.ndarray, name: str, mask: bool, max_pixels: int) -> tuple[Pixels, str]:
-    """[H, W], [H, W, 1], [H, W, 3] or [H, W, 4] (alpha dropped) as 0..255 pixels."""
+    """[H, W], [H, W, 1], [H, W, 3] or [H, W, 4] as 0..255 pixels (alpha counts only in a mask,
+    where transparent is missing, as in a file)."""
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
@@ -71,8 +80,9 @@ def _from_array(array: np.ndarray, name: str, mask: bool, max_pixels: int) -> tu
         pixels = array.astype(np.float64) * 255.0
     else:
         raise InputError(f"{name}: pixels of type {array.dtype}; give uint8 in [0, 255] or floats in [0, 1]")
+    alpha = pixels[..., 3].round().astype(np.uint8) if pixels.shape[2] == 4 else None
     pixels = pixels[..., :3] if pixels.shape[2] >= 3 else np.repeat(pixels, 3, axis=2)
-    return _from_picture(Picture(pixels, (width, height), _digest(pixels)), name, mask)
+    return _from_picture(Picture(pixels, (width, height), _digest(pixels), alpha), name, mask)
 
 
 def _from_picture(picture: Picture, name: str, mask: bool) -> tuple[Pixels, str]:

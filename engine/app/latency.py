@@ -104,8 +104,10 @@ def start_steps(config: ILOConfig, steps: int) -> float:
     return total + starts * (steps - done)
 
 
-def measure(gen: StagedGenerator, settings: LatencySettings, report: Callable[[str], None] = print) -> dict:
-    """Every backend at every batch size; returns rows and the ratios to torch."""
+def measure(gen: StagedGenerator, settings: LatencySettings, report: Callable[[str], None] = print,
+            on_batch: Callable[[dict], None] | None = None) -> dict:  # fmt: skip
+    """Every backend at every batch size; returns rows and the ratios to torch. `on_batch` gets
+    the results so far each time a batch size is finished."""
     device = torch.device(settings.device)
     gen = gen.to(device)
     engines, load_seconds = {}, {}
@@ -142,6 +144,8 @@ def measure(gen: StagedGenerator, settings: LatencySettings, report: Callable[[s
                 "load_s": load_seconds[name], "gflop_per_step": {k: batch * f / 1e9 for k, f in flops_one.items()},
                 "gflops": {k: batch * flops_one[k] / 1e6 / ms for k, ms in round_ms.items() if k in flops_one},
             })  # fmt: skip
+        if on_batch is not None:
+            on_batch({"rows": list(rows), "ratios": _ratios(rows)})
     return {"rows": rows, "ratios": _ratios(rows)}
 
 

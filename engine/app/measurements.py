@@ -27,6 +27,7 @@ from ilo.engine.app.image_files import (
     mask_tensor,
     read_picture,
 )  # fmt: skip
+from ilo.engine.app.npy_header import check_npy_count, check_npy_holds
 from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec
 from ilo.errors import InputError
@@ -100,9 +101,9 @@ class MeasurementReader:
         s = self.spec
         found = {"input": path}
         if self.task.kind.takes_masks and (s.mask or s.mask_dir):
-            found["mask"] = s.mask if s.mask is not None else find_by_stem(s.mask_dir, path.stem, "mask")
+            found["mask"] = s.mask if s.mask is not None else find_by_stem(s.mask_dir, path.stem, "mask", "--mask-dir")
         if s.truth_dir is not None:
-            found["truth"] = find_by_stem(s.truth_dir, path.stem, "ground truth")
+            found["truth"] = find_by_stem(s.truth_dir, path.stem, "ground truth", "--truth-dir")
         return found
 
     def prepare(self, path: Path) -> Prepared:
@@ -135,7 +136,7 @@ class MeasurementReader:
                     digests: dict | None = None) -> Prepared:  # fmt: skip
         """One picture (and its mask) already decoded, from a file or handed over in memory."""
         s = self.spec
-        fitted, valid = fit_to(image.tensor, self.input_size(), s.fit, image.name)
+        fitted, valid = fit_to(image.tensor, self.input_size(), s.fit, image.name, pad_ok=self.task.kind.takes_masks)
         mask_tensor_ = self._mask(stem, image, mask, valid)
         if s.clean_inputs:
             op = self.task.operator(self.res, mask_tensor_) if mask_tensor_ is not None else self.shared_operator()
@@ -188,13 +189,25 @@ class MeasurementReader:
         if path.suffix.lower() != ".npy":
             raise InputError(f"{path}: compressed-sensing input must be a .npy of measurements (from `ilo degrade`), or pass --clean")
         try:
-            data = path.read_bytes()
+            data = _read_small(path, self.cs_measurements)
+            check_npy_count(data, str(path), self.cs_measurements, f"--ratio {self.task.ratio} measurements at {self.res}px")
+            check_npy_holds(data, str(path))
             y = np.load(io.BytesIO(data), allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
             raise InputError(f"{path}: unreadable measurements ({e})") from None
         if not isinstance(y, np.ndarray):  # e.g. an .npz archive under a .npy name
             raise InputError(f"{path}: holds a {type(y).__name__}, not one array of measurements (from `ilo degrade`)")
         return check_cs_vector(y, str(path), self.cs_measurements, self.task.ratio, self.res), hashlib.sha256(data).hexdigest()
+
+
+def _read_small(path: Path, count: int) -> bytes:
+    """The file's bytes, unless it is far bigger than `count` float64 values and a header could
+    be: a measurement file of gigabytes is refused without reading it."""
+    size = path.stat().st_size
+    limit = (1 << 20) + 64 * count  # a header, and room for wide dtypes (refused later, by name)
+    if size > limit:
+        raise InputError(f"{path}: {size:,} bytes, far more than {count} measurements take; not a measurement file from `ilo degrade`")
+    return path.read_bytes()
 
 
 @dataclass(frozen=True)
@@ -219,12 +232,24 @@ def check_cs_vector(values, name: str, expected: int | None, ratio: float, resol
         raise InputError(f"{name}: {bad} of its measurements are NaN or inf (or overflow float32)")
     if y.shape[1] != expected:
         raise InputError(f"{name}: holds {y.shape[1]} measurements but --ratio {ratio} at {resolution}px means {expected}")
+    # Cauchy-Schwarz: a measurement is a row of the operator (norm about sqrt(n/m)) times an image
+    # in [-1, 1] (norm at most sqrt(n)), so |y| <= n / sqrt(m) up to the noise. Ten times that is
+    # no real measurement; values near float32's limit would overflow the loss into a "divergence".
+    n = 3 * resolution * resolution
+    limit = 10 * n / max(expected or 1, 1) ** 0.5
+    largest = float(y.abs().max())
+    if largest > limit:
+        raise InputError(f"{name}: a measurement of {largest:.3g}, where measurements of an image in [-1, 1] at {resolution}px "
+                         f"and --ratio {ratio} stay below {limit:.3g}; not measurements of this task (from `ilo degrade`)")  # fmt: skip
     return y
 
 
-def find_by_stem(folder: Path, stem: str, what: str) -> Path:
+def find_by_stem(folder: Path, stem: str, what: str, flag: str | None = None) -> Path:
+    """The file of `what` for an input in `folder` (given by `flag`), by the input's stem."""
+    if flag is not None and folder.exists() and not folder.is_dir():  # not "no mask for x in m.png/"
+        raise InputError(f"{flag} {folder} is a file, not a folder; it names a folder of {what} files, one per input")
     for suffix in IMAGE_SUFFIXES:
         for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
-            if candidate.is_file():
+            if candidate.exists():  # a folder or a pipe by that name is refused by the read, by what it is
                 return candidate
     raise InputError(f"no {what} for '{stem}' in {folder} (expected {folder / (stem + '.png')})")

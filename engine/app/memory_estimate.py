@@ -23,3 +23,17 @@ def estimated_row_cost(gen: StagedGenerator) -> RowCost:
     """A step's memory at one row and per further row, from the shapes alone."""
     states = gen.state_bytes()
     return RowCost(FIXED_PER_STATE_BYTE * states, PER_ROW_PER_STATE_BYTE * states, {})
+
+
+
+# What a solve holds for all of an image's rows at once, whatever its micro-batches: each ensemble
+# member's measurements, per-image operator parameters and restored image (three images of
+# float32, at the least), and each random start's latents (w+: n_latent x style_dim float32).
+HELD_IMAGES_PER_MEMBER = 3
+
+
+def held_bytes(gen: StagedGenerator, members: int, restarts: int) -> int:
+    """A lower bound on what one image's ensemble members and random starts hold at once."""
+    image = 4 * 3 * gen.resolution * gen.resolution
+    start = 4 * gen.n_latent * gen.style_dim
+    return members * (HELD_IMAGES_PER_MEMBER * image + restarts * start)

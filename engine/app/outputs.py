@@ -6,18 +6,87 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ilo.atomic import temporary_name_bytes
 from ilo.errors import InputError
 
+# What a file name may hold where the file system cannot say (255 bytes on ext4, XFS, APFS, NTFS)
+DEFAULT_NAME_MAX = 255
+DEFAULT_PATH_MAX = 4096  # Linux's, with its terminating NUL
 
-def check_output_file(path: Path, what: str) -> None:
-    """`path` must name a file (not a folder), below a folder or a path where one can be made."""
+
+def check_output_file(path: Path, what: str, example: str = "out.png") -> None:
+    """`path` must name a file (not a folder), below a folder or a path where one can be made.
+    `example`: a file name of the kind the command writes, for the suggestion."""
+    _check_component_lengths(path, what)
     if path.is_dir():
-        raise InputError(f"{what} {path} is a folder; give a file name inside it (e.g. {path / 'out.png'})")
+        raise InputError(f"{what} {path} is a folder; give a file name inside it (e.g. {path / example})")
     _check_parents(path, what)
+    check_name_length(path, what)
+
+
+def check_name_length(path: Path, what: str) -> None:
+    """`path` can be written: its name, and the longer name of the temporary file it is written
+    through, fit the file system's limit. Checked before any work, so a long input name is not
+    refused by the file system at the end of a solve."""
+    needed = temporary_name_bytes(path)
+    limit = _name_max(path.parent)
+    if needed > limit:
+        over = needed - limit
+        raise InputError(
+            f"{what} {_short(path.name)} is too long a file name for {path.parent}: writing it needs a name of {needed} "
+            f"bytes (with its temporary file's), the file system allows {limit}; shorten it by {over} or more"
+        )
+
+
+def _check_component_lengths(path: Path, what: str) -> None:
+    """Every folder of `path` must be a name the file system can hold: asked about a longer one,
+    it answers ENAMETOOLONG from the first check (Path.exists), before anything is made."""
+    absolute = Path(os.path.abspath(path))
+    limit, path_limit = _name_max(absolute.parent), _pathconf(absolute.parent, "PC_PATH_MAX", DEFAULT_PATH_MAX)
+    if len(os.fsencode(str(absolute))) >= path_limit:
+        raise InputError(f"{what} {_short(str(path))}: the path is {len(os.fsencode(str(absolute)))} bytes, the file system "
+                         f"allows {path_limit - 1}")  # fmt: skip
+    for part in absolute.parts:
+        if len(os.fsencode(part)) > limit:
+            raise InputError(f"{what} {_short(str(path))}: the folder or file name {_short(part)} is {len(os.fsencode(part))} "
+                             f"bytes, the file system allows {limit}")  # fmt: skip
+
+
+def _short(name: str, keep: int = 48) -> str:
+    return name if len(name) <= keep else f"{name[:keep]}..."
+
+
+def _name_max(folder: Path) -> int:
+    return _pathconf(folder, "PC_NAME_MAX", DEFAULT_NAME_MAX)
+
+
+def _pathconf(folder: Path, name: str, default: int) -> int:
+    """os.pathconf of the nearest folder that exists (too long a path is not one that exists)."""
+    for existing in (folder, *folder.parents):
+        try:
+            if not existing.is_dir():
+                continue
+            return os.pathconf(existing, name)
+        except (OSError, ValueError, AttributeError):  # not on this platform or file system
+            continue
+    return default
+
+
+def check_not_in_the_way(path: Path, what: str) -> None:
+    """Nothing that is not a file may sit where `path` will be written: a folder there would
+    fail the final rename after the work, and a file where its folder belongs, the write."""
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder; move it away or use another --out")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{what} {path}: {parent} is a file where a folder belongs; move it away or use another --out")
+            return
 
 
 def check_folder_path(path: Path, what: str) -> None:
     """`path` must be a folder, or a path where one can be made (no file in the way)."""
+    _check_component_lengths(path, what)
     if path.exists() and not path.is_dir():
         raise InputError(f"{what} {path} is a file, not a folder")
     _check_parents(path, what)

@@ -22,7 +22,7 @@ from ilo.engine.app.image_files import file_sha256
 from ilo.engine.app.measurements import InputSpec, MeasurementReader, Prepared
 from ilo.engine.app.progress import Progress
 from ilo.engine.app.restorer import BatchResult, Restorer
-from ilo.engine.app.result_files import ResultWriter
+from ilo.engine.app.result_files import ResultWriter, output_intact
 from ilo.engine.app.run_dir import RunDir, check_output_layout
 from ilo.engine.problems.losses import LPIPS
 from ilo.engine.solver.ilo_solver import radius_of_round
@@ -155,6 +155,8 @@ class FolderRestore:
         )
         with self.run_dir.open():
             self.run_dir.check(settings, o.overwrite)
+            written = [p for i in inputs for p in [*self.outputs(i.stem), self.run_dir.record_path(i.stem)]]
+            self.run_dir.check_foreign([*written, *self.run_dir.fixed_files()], o.overwrite)
             records = {} if o.overwrite else self.run_dir.records()
             pending, notes = self._pending(inputs, sources, records)
             prepared = self._check_inputs(pending)
@@ -166,7 +168,7 @@ class FolderRestore:
             if pending:
                 solver.open()
             try:
-                names = {p.name for i in inputs for p in [*self.outputs(i.stem), self.run_dir.record_path(i.stem)]}
+                names = {p.name for p in written}
                 self.run_dir.start(settings, o.overwrite, outputs=names)
                 return self._restore_all(solver, pending, prepared, records, skipped=len(inputs) - len(pending))
             finally:
@@ -174,11 +176,14 @@ class FolderRestore:
                     solver.close()
 
     def _pending(self, inputs: list[Path], sources: dict, records: dict) -> tuple[list[Path], list[str]]:
-        pending, changed, unhashed = [], [], []
+        pending, changed, unhashed, damaged = [], [], [], []
         for path in inputs:
             record = records.get(path.stem)
             if record is None or not self.run_dir.finished(path.stem, self.outputs(path.stem)):
                 pending.append(path)
+            elif not all(output_intact(p) for p in self.outputs(path.stem)):
+                pending.append(path)
+                damaged.append(path.stem)
             elif "sources" not in record:  # written before records held input hashes
                 pending.append(path)
                 unhashed.append(path.stem)
@@ -189,6 +194,9 @@ class FolderRestore:
         if changed:
             notes.append(f"{len(changed)} finished image(s) have other input files than when they were restored "
                          f"(image, mask or ground truth), so they are restored again: {_some(changed)}")  # fmt: skip
+        if damaged:
+            notes.append(f"{len(damaged)} finished image(s) have outputs that no longer read back whole (cut short or "
+                         f"changed since they were written), so they are restored again: {_some(damaged)}")  # fmt: skip
         if unhashed:
             notes.append(f"{len(unhashed)} finished image(s) have records from an older ilo, without the hashes that "
                          f"tell whether their inputs changed, so they are restored again: {_some(unhashed)}")  # fmt: skip

@@ -25,8 +25,16 @@ import torch
 from ilo.choices import DEFAULT_MAX_PIXELS, DEFAULT_METHOD, METHODS, ONE_PASS_METHODS
 from ilo.engine.app.in_memory import picture_pixels, vector_digest
 from ilo.engine.app.measurements import InputSpec, MeasurementReader, Prepared
-from ilo.engine.app.memory_budget import MemoryBudget, RowCost, cached_row_cost, measure_row_cost
-from ilo.engine.app.memory_estimate import estimated_row_cost
+from ilo.engine.app.memory_budget import (
+    GiB,
+    MemoryBudget,
+    MemoryBudgetError,
+    RowCost,
+    available_memory,
+    cached_row_cost,
+    measure_row_cost,
+)
+from ilo.engine.app.memory_estimate import estimated_row_cost, held_bytes
 from ilo.engine.problems.losses import LPIPS
 from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec, name_seed
@@ -440,12 +448,31 @@ class Restorer:
 
         check_device(self.settings.device)
         device = torch.device(self.settings.device)
+        self._check_held_rows(device)
         if self.settings.method in ONE_PASS_METHODS or self.memory_budget.off:
             return None
         cost = estimated_row_cost(self.model)
         where = f"{self.model.family} {self.resolution}² (estimated from its shapes, before exporting anything)"
         self.memory_budget.rows(cost, device, where, estimated=True)
         return cost
+
+    def _check_held_rows(self, device: torch.device) -> None:
+        """Every ensemble member and random start of an image is held to the end (a budget's
+        micro-batches do not shrink that): --ensemble or --restarts of 10^8 is refused here,
+        before it allocates or runs for days."""
+        config = self.settings.config
+        members, restarts = getattr(config, "ensemble", 1), getattr(config, "restarts", 1)
+        if members * restarts <= 1:
+            return
+        try:
+            free, what = available_memory(device)
+        except IloError:  # the platform cannot tell: nothing to check against
+            return
+        held = held_bytes(self.model, members, restarts)
+        if held > free:
+            flags = " with ".join(f"--{name} {n}" for name, n in (("ensemble", members), ("restarts", restarts)) if n > 1)
+            raise MemoryBudgetError(f"{flags} holds at least {held / GiB:,.1f} GiB per image (its members' measurements and "
+                                    f"results, its starts' latents), more than the {free / GiB:.1f} GiB {what}")  # fmt: skip
 
     # --- restoring --------------------------------------------------------------------------
 

@@ -61,6 +61,23 @@ class ResultWriter:
         save_png(self.root / f"{b.stem}.png", to_uint8(restored)[0])
 
 
+def output_intact(path: Path) -> bool:
+    """Whether a finished output still reads back whole. Each is written atomically, so a
+    damaged one was cut short or changed from outside (a failed copy, a full disk while syncing)
+    after its record was written: a resumed run must not count it as done."""
+    from PIL import Image
+
+    try:
+        if path.suffix == ".npy":
+            np.load(path, allow_pickle=False)
+        else:
+            with Image.open(path) as im:
+                im.load()
+    except Exception:  # whatever the decoder says, the file is not the one that was written
+        return False
+    return True
+
+
 def loss_plot(name: str, loss_curves: list[list[float]]):
     """One image's total loss at every step, the rounds one after another and each round's
     first step marked, so what moving on to the next layer did to the loss shows."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ilo.atomic import atomic_write_bytes
-from ilo.engine.app.outputs import check_folder_path
+from ilo.engine.app.outputs import check_folder_path, check_name_length, check_not_in_the_way
 from ilo.engine.app.outputs import file_identity as _identity
 from ilo.engine.problems.metrics import mean_and_std
 from ilo.errors import IloError, InputError
@@ -42,8 +42,9 @@ def _dumps(obj) -> bytes:
 
 
 class RunDir:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, settings_file: str = SETTINGS_FILE):
         self.root = Path(root)
+        self.settings_file = settings_file  # run.json for a restore, degrade.json for `ilo degrade`
         self.written = False  # set once the run has written its settings
 
     def check_usable(self) -> None:
@@ -65,34 +66,51 @@ class RunDir:
                         folder.rmdir()  # only if empty: it never held anything but the lock
             raise
 
-    def check(self, settings: dict, overwrite: bool = False) -> None:
-        """Refuse to mix runs: a folder holding another run's settings needs --overwrite."""
-        path = self.root / SETTINGS_FILE
+    def check(self, settings: dict, overwrite: bool = False, compared: tuple[str, ...] | None = None) -> None:
+        """Refuse to mix runs: a folder holding another run's settings needs --overwrite.
+        `compared`: the settings that must agree (default: all of them)."""
+        path = self.root / self.settings_file
         if not path.exists() or overwrite:
             return
         try:
             previous = json.loads(path.read_text())
         except (OSError, ValueError) as e:
             raise InputError(f"{path}: unreadable run settings ({e}); use another --out or --overwrite") from None
-        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+        if not isinstance(previous, dict):  # valid JSON, but not settings this program wrote
+            raise InputError(f"{path}: holds a {type(previous).__name__}, not run settings; use another --out or --overwrite")
+        keys = set(previous) | set(settings) if compared is None else set(compared)
+        changed = sorted(k for k in keys if previous.get(k) != settings.get(k))
         if changed:
             raise InputError(
                 f"{self.root} holds a run with other settings ({', '.join(changed)}); "
                 "use another --out, or --overwrite to redo every image"
             )
 
+    def check_foreign(self, paths: list[Path], overwrite: bool = False) -> None:
+        """Never write over a file no ilo run made: where the folder holds no settings of an
+        earlier run, a file already at one of `paths` is the user's (a copy, a table kept from
+        elsewhere), and only --overwrite may replace it."""
+        if overwrite or (self.root / self.settings_file).exists():
+            return
+        for path in paths:
+            if os.path.lexists(path):
+                raise InputError(
+                    f"{path} was not written by ilo (the folder holds no {self.settings_file} of an earlier run); "
+                    "use another --out, or --overwrite to replace it"
+                )
+
     def start(self, settings: dict, overwrite: bool = False, outputs: set[str] = frozenset()) -> None:
         """Record the settings (after `check` and every input check): from here on the folder is
         the run's. Drops the temporary files a killed run left (of `outputs` and the run's own
         files); --overwrite forgets the old run's records and tables."""
         self.check(settings, overwrite)
-        names = {*outputs, SETTINGS_FILE, *TABLE_FILES} | {p.name for p in self._record_files()}
+        names = {*outputs, self.settings_file, *TABLE_FILES} | {p.name for p in self._record_files()}
         remove_partials(self.root, names)
         if overwrite:
             for path in [*self._record_files(), *(self.root / name for name in TABLE_FILES)]:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-        atomic_write_bytes(self.root / SETTINGS_FILE, _dumps(settings))
+        atomic_write_bytes(self.root / self.settings_file, _dumps(settings))
         self.written = True
 
     def _record_files(self) -> list[Path]:
@@ -117,13 +135,16 @@ class RunDir:
         out = {}
         for path in self._record_files():
             try:
-                out[path.stem] = json.loads(path.read_text())
+                record = json.loads(path.read_text())
             except (OSError, ValueError):
                 raise InputError(f"{path}: unreadable record; delete it to redo that image") from None
+            if not isinstance(record, dict):  # valid JSON, but not a record this program wrote
+                raise InputError(f"{path}: holds a {type(record).__name__}, not an image's record; delete it to redo that image")
+            out[path.stem] = record
         return out
 
     def fixed_files(self) -> list[Path]:
-        return [self.root / SETTINGS_FILE, *(self.root / name for name in TABLE_FILES)]
+        return [self.root / self.settings_file, *(self.root / name for name in TABLE_FILES)]
 
     def write_tables(self, records: list[dict]) -> tuple[Path, Path]:
         """metrics.json (per image + mean/std) and metrics.csv (per image)."""
@@ -175,8 +196,14 @@ def check_output_layout(root: Path, outputs: dict[str, list[Path]], sources: dic
             if folder == _identity(root):
                 raise InputError(f"--out {root} is the folder of the input {path}; choose an output folder apart from the inputs")
     claimed: dict[object, str] = {_identity(p): "the run's own files" for p in fixed}
+    for path in fixed:
+        check_not_in_the_way(path, "the run's file")
     for name, paths in outputs.items():
         for path in paths:
+            what = f"the output of '{name if len(name) <= 48 else name[:48] + '...'}'"
+            check_not_in_the_way(path, what)
+            _check_no_link_between(root, path)
+            check_name_length(path, what)
             key = _identity(path)
             if key in readers:
                 owner, source = readers[key]
@@ -186,6 +213,20 @@ def check_output_layout(root: Path, outputs: dict[str, list[Path]], sources: dic
             if key in claimed:
                 raise InputError(f"{path} would be written for both '{claimed[key]}' and '{name}'; rename one input or use another --out")
             claimed[key] = name
+
+
+def _check_no_link_between(root: Path, path: Path) -> None:
+    """A link to a folder inside --out (records/, masks/) would take the run's files elsewhere,
+    into an input folder say, where nothing else checks them. A link as the output file itself is
+    harmless (the atomic rename replaces the link, not its target), and --out may be one."""
+    folder = root
+    for part in path.relative_to(root).parts[:-1]:
+        folder = folder / part
+        if folder.is_symlink():
+            raise InputError(
+                f"{folder} is a link (to {os.readlink(folder)}); ilo would write {path.name} through it, "
+                "outside --out: remove the link or use another --out"
+            )
 
 
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.partial")

@@ -30,7 +30,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=4, help="ILO steps per round per repetition (the first is warm-up)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--threads", type=int, help="CPU threads for torch and ONNX Runtime (default: torch's)")
-    p.add_argument("--json", type=Path, help="also write the results as JSON")
+    p.add_argument("--json", type=Path, help="also write the results as JSON (rewritten as each batch size finishes)")
+    p.add_argument("--memory-budget", default="auto", metavar="SIZE",
+                   help="memory a step may take, as for ilo restore: a batch size whose step cannot fit is refused "
+                        "before anything is exported or timed. 'auto' (default) = 80%% of the available RAM (90%% of the free "
+                        "GPU memory), '60%%', a size such as 12G, or 'off'")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=run)
 
@@ -48,12 +52,17 @@ def machine(device: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ilo.engine.app.latency import LatencySettings, markdown, measure
+    from ilo.engine.app.bench_budget import check_batches_fit
+    from ilo.engine.app.latency import LatencySettings, markdown, measure, save
+    from ilo.engine.app.memory_budget import MemoryBudget
+    from ilo.engine.app.outputs import check_output_file
     from ilo.engine.runtimes.backends import get_backend
     from ilo.errors import IloError
     from ilo.generators.checkpoints.files import load_generator
 
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise IloError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     if not backends:
@@ -63,16 +72,28 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 1 or args.steps < 2:
         raise IloError("--repeats must be at least 1 and --steps at least 2 (the first step of a round is warm-up)")
     settings = LatencySettings(backends=backends, batches=args.batch, repeats=args.repeats, steps=args.steps, device=args.device)
+    budget = MemoryBudget.parse(args.memory_budget)
+    if args.json is not None:
+        check_output_file(args.json, "--json")
     gen = load_generator(args.model)
+    check_batches_fit(gen, args.batch, budget, torch.device(args.device))
 
     def report(line: str) -> None:
         if not args.quiet:
             print(f"bench: {line}", file=sys.stderr, flush=True)
 
-    result = measure(gen, settings, report=report)
-    print(markdown(str(args.model), result, machine(args.device)))
-    if args.json:
-        from ilo.engine.app.latency import save
+    def write_json(result: dict, complete: bool) -> None:
+        if args.json:
+            record = {"model": str(args.model), "machine": machine(args.device), "complete": complete, **result}
+            save(args.json, json.dumps(record, indent=2) + "\n")
 
-        save(args.json, json.dumps({"model": str(args.model), "machine": machine(args.device), **result}, indent=2) + "\n")
+    def finished(result: dict) -> None:  # a batch size is done: a killed run keeps what it measured
+        for r in result["rows"][-len(backends) :]:
+            report(f"batch {r['batch']} on {r['backend']}: {r['ms_per_step']:.1f} ms/step, {r['images_per_s']:.3g} images/s, "
+                   f"peak {r['peak_mb']:.0f} MB")  # fmt: skip
+        write_json(result, complete=False)
+
+    result = measure(gen, settings, report=report, on_batch=finished)
+    print(markdown(str(args.model), result, machine(args.device)))
+    write_json(result, complete=True)
     return 0

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
         load_generator,
     )
 
-    check_output_file(args.destination, "the destination")
+    example = "model" + SAVE_FORMATS[args.to or "rosinality"]  # a checkpoint's name, not a picture's
+    check_output_file(args.destination, "the destination", example)
     check_distinct([(args.destination, "the destination")], [Path(args.source)])
     fmt = args.to or format_for_path(args.destination)
     gen = load_generator(args.source)

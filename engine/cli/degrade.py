@@ -12,8 +12,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("degrade", help="make degraded test inputs from clean images", description=__doc__)
     add_task_arguments(p)
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a folder holding other files or an earlier degrade with other settings")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=run)
+
+
+SETTINGS_FILE = "degrade.json"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,22 +36,25 @@ def run(args: argparse.Namespace) -> int:
     gen = load_generator(args.model)  # only its resolution matters here
     spec = InputSpec(task, fit=args.fit, clean_inputs=True, mask=args.mask, mask_dir=args.mask_dir, max_pixels=args.max_pixels)
     reader = MeasurementReader(spec, gen.resolution)
-    out = RunDir(args.out)
+    out = RunDir(args.out, settings_file=SETTINGS_FILE)
     out.check_usable()
+    outputs = {p.stem: degraded_paths(args.out, p.stem, task, tag="") for p in inputs}
     check_output_layout(
-        args.out,
-        {p.stem: degraded_paths(args.out, p.stem, task, tag="") for p in inputs},
-        {p.stem: list(reader.sources(p).values()) for p in inputs},
-        [args.out / "degrade.json"],
+        args.out, outputs, {p.stem: list(reader.sources(p).values()) for p in inputs}, [args.out / SETTINGS_FILE]
     )
     prepared = [reader.prepare(p) for p in inputs]  # every input checked before anything is written
+    summary = {"task": task.describe(), "resolution": gen.resolution, "inputs": [str(p) for p in inputs]}
     with out.open():
+        # adding images to an earlier degrade is fine; other measurements of the same names are not
+        out.check(summary, args.overwrite, compared=("task", "resolution"))
+        out.check_foreign([p for paths in outputs.values() for p in paths] + [args.out / SETTINGS_FILE], args.overwrite)
+        # the settings first, as a restore writes run.json: an interrupted degrade leaves a folder
+        # that says whose files it holds, so running it again may write over them
+        atomic_write_bytes(args.out / SETTINGS_FILE, (json.dumps(summary, indent=2) + "\n").encode())
+        out.written = True  # from here on the folder holds this run's files
         progress = Progress(len(prepared), "degrade", enabled=not args.quiet)
         for item in prepared:
             write_degraded(args.out, item.stem, task, item.y, item.mask, tag="")
-            out.written = True  # from the first file on, the folder holds this run's outputs
             progress.advance()
-        summary = {"task": task.describe(), "resolution": gen.resolution, "inputs": [str(p) for p in inputs]}
-        atomic_write_bytes(args.out / "degrade.json", (json.dumps(summary, indent=2) + "\n").encode())
     print(f"wrote {len(prepared)} degraded input(s) for --task {task.task} to {args.out}")
     return 0

@@ -14,6 +14,8 @@ from functools import partial
 from pathlib import Path
 
 from ilo.choices import BACKENDS, DEFAULT_METHOD, LPIPS_NETS, METHODS, TASKS
+from ilo.engine.cli.values import seed
+from ilo.errors import InputError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="training steps of --encoder (default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of --encoder's training")
+    p.add_argument("--seed", type=seed, default=0, help="seed of --encoder's training")
     p.add_argument("--dry-run", action="store_true",
                    help="say what would be exported and, with --warm, what one image's step is estimated to take; "
                         "export nothing")  # fmt: skip
@@ -62,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ilo.engine.app.memory_budget import GiB
+    from ilo.engine.app.outputs import check_folder_path
     from ilo.engine.problems.losses import LPIPS
     from ilo.engine.problems.operators import every_loss_head
     from ilo.export.artifacts import generator_bundle, loss_head_bundle, lpips_bundle
@@ -70,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.warm and args.cache is not None:  # known from the arguments: refused before minutes of export
         raise SystemExit("ilo: error: --warm fills the cache the engine reads ($ILO_CACHE_DIR); leave out --cache")
+    if args.cache is not None:  # a file in the way would fail the export's first write
+        check_folder_path(args.cache, "--cache")
+    if args.jobs is not None and args.jobs < 1:
+        raise InputError(f"--jobs must be at least 1, got {args.jobs}")
     gen = load_generator(args.model)
     makers = []
     if not args.warm and not args.encoder:

@@ -8,15 +8,18 @@ import sys
 from typing import Sequence
 
 from ilo.engine.cli import bench, convert, degrade, export, info, restore, sample, serve
+from ilo.engine.cli.values import Parser, UsageError, join_negative_lists
 from ilo.errors import IloError
 from ilo.version import __version__
 
 SUBCOMMANDS = (restore, serve, degrade, export, bench, sample, info, convert)
-_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR}
+# ENAMETOOLONG and ELOOP: a path the user named that the file system cannot follow (an input's, say)
+_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR,
+                       errno.ENAMETOOLONG, errno.ELOOP}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ilo",
         description="Restore images by Intermediate Layer Optimization over a pretrained generator.",
     )
@@ -30,7 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(join_negative_lists(sys.argv[1:] if argv is None else argv))
+    except UsageError as e:
+        print(f"ilo: error: {e}", file=sys.stderr)
+        return 1
     if args.command is None:
         parser.print_help()
         return 2

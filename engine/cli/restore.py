@@ -23,7 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", action="store_true",
                    help="also write <stem>.loss.png: the total loss at every step, each round's start marked "
                         "(not for --method bm3d, which has no loss curve)")  # fmt: skip
-    p.add_argument("--overwrite", action="store_true", help="redo every image even where outputs exist")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo every image even where outputs exist, and write over files at the output names that "
+                        "no ilo run made (refused without it)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     r = p.add_argument_group("fleet (Ray Data; pip install -e '.[ray]')")
     r.add_argument("--ray", nargs="?", const="local", metavar="auto|ADDRESS",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
 from ilo.choices import INPUT_SPACES
+from ilo.engine.cli.values import seed
 from ilo.errors import InputError
 
 
@@ -13,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="render samples of a generator", description=__doc__)
     p.add_argument("--model", default="default", help="'default' (embedded 64px face DCGAN) or a checkpoint path")
     p.add_argument("--n", type=int, default=16, help="number of random samples (ignored with --latents)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random latents")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the random latents")
     p.add_argument("--latents", type=Path, help=".npy/.pt holding z [N, z_dim] (or w+ with --input-space wplus)")
     p.add_argument("--input-space", choices=INPUT_SPACES, default="z", help="what --latents holds (default z)")
     p.add_argument("--truncation", type=float, default=1.0, help="truncation psi toward the average latent (z input)")
@@ -31,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("nothing to write: give -o GRID.png and/or --save-array OUT.npy")
     if args.batch_size < 1 or (args.latents is None and args.n < 1):
         raise InputError("--n and --batch-size must be at least 1")
+    if args.columns is not None and args.columns < 1:
+        raise InputError("--columns must be at least 1")
     import numpy as np
     import torch
 
@@ -39,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from ilo.engine.app.latent_files import read_latents, read_noises
     from ilo.engine.app.outputs import check_distinct, check_output_file
     from ilo.engine.app.progress import Progress
+    from ilo.engine.app.sample_memory import check_sample_fits
     from ilo.generators.checkpoints.files import load_generator
 
     outputs = [(args.output, "-o"), (args.save_array, "--save-array")]
@@ -48,9 +53,12 @@ def run(args: argparse.Namespace) -> int:
     model = Path(args.model) if args.model != "default" else None
     check_distinct(outputs, [args.latents, args.noises, model])
     gen = load_generator(args.model)
+    fits = partial(check_sample_fits, gen=gen, columns=args.columns, grid=args.output is not None, array=args.save_array is not None)
     if args.latents is not None:
         latents = read_latents(args.latents, gen, args.input_space)
+        fits(latents.shape[0], flag=f"--latents {args.latents.name}:")
     else:
+        fits(args.n, flag="--n")
         latents = torch.randn(args.n, gen.z_dim, generator=torch.Generator().manual_seed(args.seed))
     if args.input_space == "wplus" and args.latents is not None and args.truncation != 1.0:
         raise InputError("--truncation applies to z latents, not to --input-space wplus")
@@ -64,7 +72,12 @@ def run(args: argparse.Namespace) -> int:
             chunk = latents[start : start + args.batch_size]
             wplus = chunk if args.input_space == "wplus" and args.latents is not None else gen.latents_from_z(chunk, args.truncation)
             chunk_noises = None if noises is None else [x if x.shape[0] == 1 else x[start : start + len(chunk)] for x in noises]
-            images.append(gen.synthesize(wplus, chunk_noises))
+            chunk_images = gen.synthesize(wplus, chunk_noises)
+            if not torch.isfinite(chunk_images).all():  # e.g. a --truncation far from 1 overflows w
+                cause = f"--truncation {args.truncation}" if args.truncation != 1.0 else "latents"
+                raise InputError(f"samples {start}..{start + len(chunk) - 1} hold NaN or inf values, so nothing was written: "
+                                 f"{cause} far outside the generator's range?")  # fmt: skip
+            images.append(chunk_images)
             progress.advance(len(chunk))
     images = torch.cat(images)
 

@@ -5,6 +5,7 @@ JSON with base64 'image' and 'mask'); GET /healthz. Needs the [ray] extra."""
 from __future__ import annotations
 
 import argparse
+import math
 
 from ilo.engine.cli.solver_args import add_solver_arguments, restorer_settings
 from ilo.engine.cli.task_args import add_task_arguments, task_from_args
@@ -62,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.gpus_per_replica:  # a model whose step cannot fit here is refused before Ray starts
         Restorer(settings=settings, warm=False).preflight()
     settings.model = str(model)  # replicas load it from its path (a cluster's nodes see the same path)
+    if not (math.isfinite(args.max_body_mb) and args.max_body_mb > 0):  # before int() of it fails on NaN or inf
+        raise InputError(f"--max-body-mb must be a positive number, got {args.max_body_mb}")
     config = ServiceConfig(
         host=args.host, port=args.port, replicas=args.replicas, max_batch_size=args.max_batch_size,
         batch_wait_s=args.batch_wait_ms / 1000, max_queued=args.max_queued, timeout_s=args.timeout_s,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ilo.choices import BACKENDS, DEFAULT_METHOD, LPIPS_NETS, METHODS, ONE_PASS_METHODS
+from ilo.engine.cli.values import seed, whole
 from ilo.errors import IloError
 
 if TYPE_CHECKING:
@@ -16,14 +17,19 @@ if TYPE_CHECKING:
     from ilo.generators.staged import StagedGenerator
 
 
-def _per_round(cast):
-    def parse(text: str):
+def _per_round(cast, what: str):
+    def one(v: str):
+        if v.strip().lower() == "none":
+            return None
+        if cast is int:
+            return whole(v.strip(), what)
         try:
-            values = [None if v.strip().lower() == "none" else cast(v) for v in text.split(",")]
+            return cast(v)
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a comma-separated list, one value per round, got '{text}'"
-            ) from None
+            raise argparse.ArgumentTypeError(f"'{v}' is not a number ({what})") from None
+
+    def parse(text: str):
+        values = [one(v) for v in text.split(",")]
         return values if len(values) > 1 else values[0]
 
     return parse
@@ -44,10 +50,10 @@ def add_solver_arguments(p: argparse.ArgumentParser) -> None:
                         "radius 10%%); 'csgm', 'pulse' and 'bm3d' are the baselines; 'encoder': the model's trained encoder alone "
                         "(one pass, nothing optimised: the fastest, see --encoder)")  # fmt: skip
     s = p.add_argument_group("solver (per-round lists are comma-separated; the last value repeats)")
-    s.add_argument("--steps", type=_per_round(int), help="steps per round, e.g. 300,100")
-    s.add_argument("--lr", type=_per_round(float), help="learning rate per round, e.g. 0.1,0.01")
+    s.add_argument("--steps", type=_per_round(int, "steps per round, comma-separated"), help="steps per round, e.g. 300,100")
+    s.add_argument("--lr", type=_per_round(float, "learning rate per round, comma-separated"), help="learning rate per round, e.g. 0.1,0.01")
     s.add_argument(
-        "--l1-radius", type=_per_round(float), help="l1 radius per round, x the state's l1 norm; 'none' = off"
+        "--l1-radius", type=_per_round(float, "l1 radius per round, comma-separated, or none"), help="l1 radius per round, x the state's l1 norm; 'none' = off"
     )
     s.add_argument("--end-stage", type=int, help="last stage whose input is optimised (0 = latent only)")
     s.add_argument(
@@ -77,7 +83,7 @@ def add_solver_arguments(p: argparse.ArgumentParser) -> None:
                    help="ilo-auto's fast schedule from the learned start (needs the model's encoder): about half the "
                         "default's time, for a little less quality (benchmarks/results/time_to_quality.md)")  # fmt: skip
     s.add_argument("--lpips-weight", type=float, help="weight of LPIPS in the loss (needs the backbone file)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the random starts (per image, from its name)")
+    s.add_argument("--seed", type=seed, default=0, help="seed of the random starts (per image, from its name)")
     p.add_argument("--lpips-net", choices=LPIPS_NETS, default="vgg", help="LPIPS network for the loss and the metric")
     p.add_argument("--lpips-backbone", type=Path, help="torchvision backbone file (default: the torch hub cache)")
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",

@@ -67,6 +67,8 @@ def check_length(content_length: str | None, limit: int) -> None:
         length = int(content_length)
     except ValueError:
         raise HttpError(400, f"Content-Length '{content_length}' is not a number") from None
+    if length < 0:
+        raise HttpError(400, f"Content-Length {length} is negative")
     if length > limit:
         raise HttpError(413, f"the body is {length} bytes, over this service's limit of {limit}")
 
@@ -108,6 +110,8 @@ def _json_fields(body: bytes) -> dict:
         fields = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise HttpError(400, f"the body is not valid JSON ({e})") from None
+    except RecursionError:  # "[[[[...": the client's nesting, not a bug of the service
+        raise HttpError(400, "the body is JSON nested too deeply; send an object with an 'image' field") from None
     if not isinstance(fields, dict):
         raise HttpError(400, f"the JSON body must be an object, not a {type(fields).__name__}")
     unknown = sorted(set(fields) - set(JSON_FIELDS))
@@ -122,16 +126,20 @@ def _decode64(value, field: str) -> bytes | None:
     if not isinstance(value, str):
         raise HttpError(400, f"'{field}' must be a base64 string, not {type(value).__name__}")
     try:
-        return base64.b64decode(value, validate=True)
+        data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise HttpError(400, f"'{field}' is not valid base64") from None
+    if not data:
+        raise HttpError(400, f"'{field}' is empty: base64 of the picture's bytes")
+    return data
 
 
 def _name(value) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME_CHARS:
-        raise HttpError(400, f"'name' must be a non-empty string of at most {MAX_NAME_CHARS} characters")
+    # printable: the name is echoed in answers and logs, where control characters could forge lines
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME_CHARS or not value.isprintable():
+        raise HttpError(400, f"'name' must be a non-empty string of at most {MAX_NAME_CHARS} characters, all printable")
     return value
 
 

@@ -111,9 +111,9 @@ class RayBatches:
                  model: str | Path | None = None):  # fmt: skip
         import_ray()  # a missing extra is said before any input is read
         check_address(address)
-        if cpus_per_worker <= 0:
+        if not cpus_per_worker > 0 or not math.isfinite(cpus_per_worker):  # NaN passes a "<= 0" test
             raise InputError(f"--cpus-per-worker must be positive, got {cpus_per_worker}")
-        if gpus_per_worker < 0:
+        if not gpus_per_worker >= 0 or not math.isfinite(gpus_per_worker):
             raise InputError(f"--gpus-per-worker must be at least 0, got {gpus_per_worker}")
         if workers is not None and workers < 1:
             raise InputError(f"--workers must be at least 1, got {workers}")

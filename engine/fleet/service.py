@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sys
 from dataclasses import dataclass
 
@@ -47,14 +48,16 @@ class ServiceConfig:
     gpus_per_replica: float = 0.0
 
     def __post_init__(self):
+        # finite too: an infinite wait or time limit never answers, and NaN passes no comparison
+        finite = math.isfinite
         checks = [(self.replicas >= 1, "--replicas must be at least 1"),
                   (self.max_batch_size >= 1, "--max-batch-size must be at least 1"),
-                  (self.batch_wait_s >= 0, "--batch-wait-ms must be at least 0"),
+                  (finite(self.batch_wait_s) and self.batch_wait_s >= 0, "--batch-wait-ms must be a number of at least 0"),
                   (self.max_queued >= 1, "--max-queued must be at least 1"),
-                  (self.timeout_s > 0, "--timeout-s must be positive"),
+                  (finite(self.timeout_s) and self.timeout_s > 0, "--timeout-s must be a positive number"),
                   (self.max_body_bytes >= 1, "--max-body-mb must be positive"),
-                  (self.cpus_per_replica > 0, "--cpus-per-replica must be positive"),
-                  (self.gpus_per_replica >= 0, "--gpus-per-replica must be at least 0"),
+                  (finite(self.cpus_per_replica) and self.cpus_per_replica > 0, "--cpus-per-replica must be a positive number"),
+                  (finite(self.gpus_per_replica) and self.gpus_per_replica >= 0, "--gpus-per-replica must be a number of at least 0"),
                   (0 < self.port < 65536, f"--port {self.port} is not a port number")]  # fmt: skip
         for ok, message in checks:
             if not ok:

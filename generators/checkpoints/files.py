@@ -19,6 +19,7 @@ from ilo.choices import SAVE_FORMATS  # noqa: F401  (re-exported)
 from ilo.errors import CheckpointError, UnsafeCheckpointError
 from ilo.generators.checkpoints import dcgan, nvidia, rosinality
 from ilo.generators.checkpoints.safe_pickle import safe_load_pickle
+from ilo.generators.checkpoints.zip_sizes import check_declared_sizes
 from ilo.generators.staged import StagedGenerator
 from ilo.generators.stylegan2 import StyleGAN2Generator
 from ilo.paths import assets_dir
@@ -51,6 +52,7 @@ def sniff_format(data: bytes) -> str:
 
 
 def _torch_load(data: bytes, origin: str) -> object:
+    check_declared_sizes(data, origin)  # before torch allocates a record at its declared size
     try:
         return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as e:

@@ -77,7 +77,11 @@ _reconstruct_persistent_obj._ilo_global_ref = ("torch_utils.persistence", "_reco
 
 
 def _load_storage_bytes(data: bytes) -> Any:
-    # torch's own `_load_from_bytes` unpickles with no restrictions; this one does not.
+    # torch's own `_load_from_bytes` unpickles with no restrictions; this one does not. The bytes
+    # are a small torch.save archive of their own, so a bomb can hide in them too.
+    from ilo.generators.checkpoints.zip_sizes import check_declared_sizes
+
+    check_declared_sizes(data, "a tensor inside the pickle")
     return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
 
 

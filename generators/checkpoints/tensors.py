@@ -62,6 +62,13 @@ def load_rows(module: nn.Module, source: TensorSource, rows: Iterable[TensorRow]
             )
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise CheckpointError(f"{source.origin}: '{row.theirs}' contains NaN or infinite values")
+        if row.ours.endswith("running_var") and bool((value < 0).any()):
+            # a variance cannot be negative: BatchNorm would take the square root of one and every
+            # image would be NaN, which an optimiser downstream reports as a diverged learning rate
+            raise CheckpointError(
+                f"{source.origin}: '{row.theirs}' holds negative variances (min {float(value.min()):.3g}); "
+                "the checkpoint is damaged"
+            )
         target = targets[row.ours]
         with torch.no_grad():
             target.copy_(value.detach().reshape(target.shape).to(target.dtype))
