@@ -76,6 +76,19 @@ def write_generated_faces(folder: Path, gen, count: int, seed: int) -> Path:
     return folder
 
 
+def folder_snapshot(*folders: Path) -> dict:
+    """Every file under the folders with its bytes (None for a folder that does not exist): what
+    a refused run must leave exactly as it was."""
+    state = {}
+    for folder in folders:
+        if not folder.exists():
+            state[str(folder)] = None
+            continue
+        for path in sorted(folder.rglob("*")):
+            state[str(path)] = path.read_bytes() if path.is_file() else "dir"
+    return state
+
+
 def run_ok(capsys, *argv):
     """Run the `ilo` command in-process; it must succeed. Returns its stdout."""
     from ilo.engine.cli.main import main

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_fail
+from conftest import folder_snapshot, run_fail
 from PIL import Image
 
 FACES = Path(__file__).resolve().parents[1] / "examples" / "faces"
@@ -32,18 +32,6 @@ def _npy(path: Path, array) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, array)
     return path
-
-
-def _snapshot(*folders: Path) -> dict:
-    """Every file under the folders with its bytes (None for a folder that does not exist)."""
-    state = {}
-    for folder in folders:
-        if not folder.exists():
-            state[str(folder)] = None
-            continue
-        for path in sorted(folder.rglob("*")):
-            state[str(path)] = path.read_bytes() if path.is_file() else "dir"
-    return state
 
 
 class _Npz:  # writes an .npz archive where an .npy array belongs
@@ -199,11 +187,11 @@ def _bomb(path: Path) -> Path:
 @pytest.mark.parametrize("build, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys, build, expected):
     argv, out = build(tmp_path)
-    before = _snapshot(tmp_path, out)
+    before = folder_snapshot(tmp_path, out)
     err = run_fail(capsys, *argv)
     assert expected in err, err
     assert "weights_only=False" not in err  # never pass on torch's advice to run a file's code
-    assert _snapshot(tmp_path, out) == before
+    assert folder_snapshot(tmp_path, out) == before
 
 
 # --- third pass: lost data, silently wrong reads, unclear messages -------------------------------
@@ -353,10 +341,10 @@ THIRD = _third_pass_cases()
 @pytest.mark.parametrize("build, expected", [c[1:] for c in THIRD], ids=[c[0] for c in THIRD])
 def test_third_pass_bad_input(tmp_path, capsys, build, expected):
     argv, out = build(tmp_path)
-    before = _snapshot(tmp_path, out)
+    before = folder_snapshot(tmp_path, out)
     err = run_fail(capsys, *argv)
     assert expected in err, err
-    assert _snapshot(tmp_path, out) == before
+    assert folder_snapshot(tmp_path, out) == before
 
 
 def test_fit_crop_too_small_suggests_only_what_the_task_takes(tmp_path, capsys):
@@ -436,10 +424,10 @@ def test_degrade_refuses_a_folder_of_other_settings(tmp_path, capsys):
     faces = _faces(tmp_path, 1)
     out = tmp_path / "out"
     run_ok(capsys, "degrade", faces, "--task", "denoise", "--out", out, "--quiet")
-    before = _snapshot(out)
+    before = folder_snapshot(out)
     err = run_fail(capsys, "degrade", faces, "--task", "denoise", "--sigma", "0.3", "--out", out, "--quiet")
     assert "other settings" in err and "--overwrite" in err, err
-    assert _snapshot(out) == before
+    assert folder_snapshot(out) == before
     run_ok(capsys, "degrade", faces, "--task", "denoise", "--sigma", "0.3", "--out", out, "--quiet", "--overwrite")
 
 
@@ -451,10 +439,10 @@ def test_an_output_name_taken_by_a_folder_is_refused_before_the_solve(tmp_path, 
     run_ok(capsys, "restore", faces, "--task", "denoise", "--out", out, *S)
     (out / "generated_90100.png").unlink()
     (out / "generated_90100.png").mkdir()
-    before = _snapshot(out)
+    before = folder_snapshot(out)
     err = run_fail(capsys, "restore", faces, "--task", "denoise", "--out", out, *S)
     assert "generated_90100.png is a folder" in err and ".partial" not in err, err
-    assert _snapshot(out) == before
+    assert folder_snapshot(out) == before
 
 
 def test_a_broken_exif_block_is_read_as_stored_without_a_warning(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_fail, run_ok
+from conftest import folder_snapshot, run_fail, run_ok
 from PIL import Image
 
 FACES = Path(__file__).resolve().parents[1] / "examples" / "faces"
@@ -24,24 +24,12 @@ def _faces(folder: Path, n: int = 1, name: str | None = None) -> Path:
     return folder
 
 
-def _snapshot(*folders: Path) -> dict:
-    """Every file under the folders with its bytes (None for a folder that does not exist)."""
-    state = {}
-    for folder in folders:
-        if not folder.exists():
-            state[str(folder)] = None
-            continue
-        for path in sorted(folder.rglob("*")):
-            state[str(path)] = path.read_bytes() if path.is_file() else "dir"
-    return state
-
-
 def _refused(capsys, tmp_path, *argv) -> str:
     """Run `ilo argv`; it must fail in one line and change nothing under tmp_path."""
-    before = _snapshot(tmp_path)
+    before = folder_snapshot(tmp_path)
     err = run_fail(capsys, *argv)
     assert "weights_only=False" not in err  # never pass on torch's advice to run a file's code
-    assert _snapshot(tmp_path) == before
+    assert folder_snapshot(tmp_path) == before
     return err
 
 
