@@ -255,7 +255,7 @@ class Restorer:
                                  "(cached for later runs), or leave out --encoder")  # fmt: skip
             if encoder is None and not self.quiet:  # once a run: every restore then searches from random starts
                 print(f"ilo: note: this model has no encoder, so round 0 searches from {ILOConfig().restarts} random "
-                      "starts (about 2.5x the time of a learned start): `ilo export --model MODEL --encoder` trains "
+                      "starts (slower than from a learned start): `ilo export --model MODEL --encoder` trains "
                       "one, once (cached for later runs)", file=sys.stderr)  # fmt: skip
             return encoder
         from ilo.engine.solver.encoder_files import load_encoder  # refused here, by name, where not this model's

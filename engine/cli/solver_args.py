@@ -77,11 +77,11 @@ def add_solver_arguments(p: argparse.ArgumentParser) -> None:
                    help="start round 0 from a trained encoder's guess (a learned start) in place of each image's first "
                         "random start: 'auto' = the model's own (shipped with the default model, else made by ilo export "
                         "--encoder), 'none' = random starts only, or a .safetensors file; refused if it was trained for "
-                        "other weights. Default: ilo-auto takes the model's own where it has one, with a 2.5x shorter "
-                        "schedule; the other search methods start at random")  # fmt: skip
+                        "other weights. Default: ilo-auto takes the model's own where it has one, with the shorter "
+                        "schedule a learned start allows; the other search methods start at random")  # fmt: skip
     s.add_argument("--fast", action="store_true",
-                   help="ilo-auto's fast schedule from the learned start (needs the model's encoder): about half the "
-                        "default's time, for a little less quality (benchmarks/results/time_to_quality.md)")  # fmt: skip
+                   help="ilo-auto's fast schedule from the learned start (needs the model's encoder): faster than the "
+                        "default, for less quality on pictures the generator cannot make (README: Learned starts)")  # fmt: skip
     s.add_argument("--lpips-weight", type=float, help="weight of LPIPS in the loss (needs the backbone file)")
     s.add_argument("--seed", type=seed, default=0, help="seed of the random starts (per image, from its name)")
     p.add_argument("--lpips-net", choices=LPIPS_NETS, default="vgg", help="LPIPS network for the loss and the metric")

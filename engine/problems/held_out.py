@@ -2,7 +2,7 @@
 rest. Out of the generator's range the deepest, freest fit also fits the noise (or, for
 inpainting and super-resolution, invents what is not there); the loss on measurements the
 optimiser never saw stops falling where that starts, so it picks, per image and without the
-ground truth, how far to go (issue #19). With independent noise per measurement, the held-out
+ground truth, how far to go. With independent noise per measurement, the held-out
 loss is the error on those measurements plus the noise variance, a constant: its minimum is
 where the restoration is best there.
 

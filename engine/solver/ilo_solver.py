@@ -63,22 +63,20 @@ class ILOConfig:
     restarts: int = 3  # random starts of round 0, run as one batch; each image continues from its best
     # Successive halving of the starts: at each of these fractions of round 0's steps, every
     # image keeps the better half of its remaining starts (by data fit), so compute goes to
-    # the starts that will win. Empty: every start runs all of round 0. From a quarter of round
-    # 0 on, the ranking of the default 3 starts had settled (the start that wins after 300 steps
-    # was the one kept for 43 of 45 images; pruning at a tenth and a fifth kept it for 33), and the default solve does
-    # 725 image-steps instead of 1100 (benchmarks/time_to_quality.py).
+    # the starts that will win. Empty: every start runs all of round 0. By a quarter of round 0
+    # the ranking of the starts has settled, which it had not by a tenth
+    # (benchmarks/results/time_to_quality.md).
     prune_starts_at: list[float] = field(default_factory=lambda: [0.25, 0.5])
-    # Held-out selection (issue #19): this share of each image's measurements is left out of the
+    # Held-out selection: this share of each image's measurements is left out of the
     # fit, and the iterate returned is the one that fits those best (over every round and step),
     # so how deep and how free the fit goes is decided per image without the ground truth. 0: fit
     # every measurement and return the iterate that fits them best. Super-resolution is always
     # fitted on every measurement (held_out.holds_out says why).
     hold_out: float = 0.0
-    # Ensemble (issue #19): solves per image, each from its own random starts (and, with
-    # hold_out, its own held-out share), whose images are averaged. Where the generator cannot
-    # make the picture, the members' errors differ and their mean is closer to it than any one
-    # (at 3: +1.2 to +2.0 dB in range, +0.4 to +1.6 out of range, benchmarks/results/ensemble.md);
-    # it costs about K x the time.
+    # Ensemble: solves per image, each from its own random starts (and, with hold_out, its own
+    # held-out share), whose images are averaged. Where the generator cannot make the picture,
+    # the members' errors differ and their mean is closer to it than any one
+    # (benchmarks/results/ensemble.md); it costs about K x the time.
     # 1: the plain solve, which is also member 0 of any ensemble.
     ensemble: int = 1
     seed: int = 0
@@ -138,7 +136,7 @@ def csgm_config(**kw) -> ILOConfig:
 
 
 def auto_depth_config(learned: bool = False, fast: bool = False, **kw) -> ILOConfig:
-    """ILO that decides per image how deep and how far to go (issue #19): one stage deeper than
+    """ILO that decides per image how deep and how far to go: one stage deeper than
     the defaults, a 3x wider l1 ball, and the iterate chosen by 10% held-out measurements, so an
     image the generator cannot make goes as far as its measurements support and no further.
     Measured in benchmarks/results/held_out_selection.md.
@@ -152,12 +150,9 @@ def auto_depth_config(learned: bool = False, fast: bool = False, **kw) -> ILOCon
 
 
 AUTO_DEPTH = {"end_stage": 3, "l1_radius": [None, 0.3], "hold_out": 0.1}
-# From a learned start, one start is enough (a second, random one was pruned for every image of
-# the out-of-range set) and round 0 goes much further in fewer steps at a higher learning rate:
-# the start is already near the answer, and the rampdown settles it (lr 0.1 -> 0.5 at 200 steps:
-# +1 to +3 dB). 200 + 3 x 30 steps are 0.4x of AUTO_DEPTH's time from 3 random starts and
-# better on every task, in range, out of range and on a set chosen after the schedule
-# (benchmarks/results/time_to_quality*.md).
+# From a learned start one start is enough, and round 0 goes further in fewer steps at a higher
+# learning rate: the start is already near the answer, and the rampdown settles it. Chosen and
+# checked (on a set made after the choice) in benchmarks/results/time_to_quality_learned_*.md.
 LEARNED_AUTO = {**AUTO_DEPTH, "restarts": 1, "prune_starts_at": [], "steps": [200, 30], "lr": [0.5, 0.01]}
 LEARNED_FAST = {**LEARNED_AUTO, "steps": [140, 10]}
 
