@@ -187,9 +187,9 @@ def main(argv=None) -> int:
         rows.append(r)
         print(f"{res}px: {r['seconds']:.0f}s, peak {r['peak_rss_gib']:.2f} GiB, {r['graphs']} graphs, "
               f"{r['total_mb']:.0f} MB on disk ({r['weights_mb']:.0f} MB of weights), worst error {r['worst_error']:.1e}", file=sys.stderr)  # fmt: skip
-    import torch
+    from report import machine_line  # loads torch: only once the runs are done
 
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU"
+    machine = machine_line("CPU")
     lines = ["| resolution | graphs | wall time (s) | peak RSS (GiB) | files (MB) | weights (MB) | files / weights | worst max / l2 rel. error | kink-limited |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for r in rows:

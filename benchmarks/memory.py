@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -67,9 +66,9 @@ def run_once(name: str, batch: int, resolution: int) -> dict:
 
 def render(rows: list[dict], batch: int, resolution: int) -> tuple[str, list[str], str]:
     """The Markdown report of the runs, its verdicts and the machine line."""
-    import torch
+    from report import machine_line  # loads torch: only once the runs are done
 
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU"
+    machine = machine_line("CPU")
     lines = [f"StyleGAN2 {resolution}² (config-f, random weights), inpainting, batch {batch}, {STEPS} steps per round. "
              "Peak RSS: the whole process's high-water mark (model, graphs, sessions and the solve).", "",
              "| run | peak RSS (GiB) | rows per call | row cost: fixed + per row (GiB) | predicted step peak (GiB) | solve (s) |",

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from classical_priors import PRIORS, chosen_lambdas  # benchmarks/ is the script's folder
 from classical_priors import restore as restore_with_prior
 from out_of_range import out_of_range_truths
+from report import machine_line
 
 from ilo import load_generator
 from ilo.engine.app.figures import labelled_grid, line_chart, rounds_in_sequence
@@ -294,7 +294,7 @@ def main(argv=None) -> int:
     checks = ood_verdicts(results) if ood else verdicts(results)
     print(table + "\n" + "\n".join(checks))
     args.out.mkdir(parents=True, exist_ok=True)
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU"
+    machine = machine_line("CPU")
     report = {"ground_truths": note, "names": names, "machine": machine, "ilo_overrides": ilo_overrides,
               "ilo_config": vars(method_config("ilo", **ilo_overrides)), "summary": results, "per_image": raw,
               "checks": checks, "prior_lambdas": lambdas, "measurement_curves": curves,
