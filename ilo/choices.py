@@ -5,8 +5,6 @@ TASKS = ("inpaint", "sr", "denoise", "cs")
 CS_MATRICES = ("circulant", "gaussian")
 FIT_MODES = ("crop", "resize", "pad")
 METHODS = ("ilo", "ilo-auto", "csgm", "pulse", "bm3d", "encoder")
-# methods that optimise nothing: one pass of a denoiser, or of a trained encoder and the generator
-ONE_PASS_METHODS = ("bm3d", "encoder")
 # ILO that decides its depth per image by held-out measurements: as fast as plain ILO and better
 # on every task, in range and out (benchmarks/results/held_out_selection.md)
 DEFAULT_METHOD = "ilo-auto"

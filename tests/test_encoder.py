@@ -214,6 +214,11 @@ def test_a_folder_restored_from_a_learned_start_does_not_resume_without_it(capsy
     # (its solver settings differ too: the default schedule is the learned start's)
     assert "holds a run with other settings (encoder, solver)" in run_fail(capsys, *run, "--encoder", "none")
     assert "restored 0 image(s), 1 already finished" in run_ok(capsys, *run)  # the default takes it too: resumes
+    # a folder begun from random starts is told how to go on as it began
+    began = [*run[:-1], tmp_path / "random"]
+    run_ok(capsys, *began, "--encoder", "none")
+    assert "--encoder none to go on as it began" in run_fail(capsys, *began)
+    assert "restored 0 image(s), 1 already finished" in run_ok(capsys, *began, "--encoder", "none")
 
 
 def test_the_encoder_alone_is_a_method_one_pass_and_nothing_optimised(dcgan, capsys, tmp_path, monkeypatch):
@@ -281,6 +286,16 @@ def test_the_default_method_starts_from_the_models_encoder_with_its_shorter_sche
         ilo.Restorer(STYLEGAN2_32, task="denoise", fast=True, warm=False)
     with pytest.raises(IloError, match="not csgm's"):
         ilo.Restorer(dcgan, task="denoise", method="csgm", fast=True, warm=False)
+    with pytest.raises(IloError, match="cannot run with --encoder none"):
+        ilo.Restorer(dcgan, task="denoise", fast=True, encoder="none", warm=False)
+    # decided once, into the settings a Ray actor or Serve replica is built from: the model's own
+    # encoder (refused on a node that lacks it) or none, never each machine's own choice
+    assert learned.settings.encoder == "auto" and bare.settings.encoder == "none"
+    # a DeepInverse physics is not a task the encoder was trained on: random starts unless asked
+    pytest.importorskip("deepinv")
+    from ilo.engine.app.deepinv_model import ILOReconstructor
+
+    assert ILOReconstructor(model=dcgan, backend="torch", warm=False).restorer._encoder is None
     # the baselines and plain ILO start at random unless an encoder is named
     assert ilo.Restorer(dcgan, task="denoise", method="ilo", warm=False)._encoder is None
 

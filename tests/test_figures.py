@@ -111,7 +111,7 @@ def test_restore_plot_writes_a_loss_plot_per_image_and_resumes(tmp_path, capsys,
 def test_restore_plot_with_bm3d_writes_none_and_says_so(tmp_path, capsys, faces, monkeypatch):
     out = tmp_path / "bm3d"
     # what BM3D restores does not matter here, and the real one takes seconds
-    monkeypatch.setattr("ilo.engine.app.restorer.bm3d_denoise", lambda y, sigma: (y.clone(), 0.0))
+    monkeypatch.setattr("ilo.engine.app.methods.bm3d_denoise", lambda y, sigma: (y.clone(), 0.0))
     from ilo.engine.cli.main import main
 
     assert main(["restore", str(faces / "face0.png"), "--clean", "--task", "denoise", "--method", "bm3d", "--plot",

@@ -26,6 +26,9 @@ class ILOReconstructor(Reconstructor):
         super().__init__()
         if restorer is not None and restorer_kwargs:
             raise TypeError(f"give a Restorer or its settings ({', '.join(restorer_kwargs)}), not both")
+        # the learned start only where asked for: a deepinv physics (a blur, say) is not a task the
+        # encoder was trained on, and its guess would start the search somewhere arbitrary
+        restorer_kwargs.setdefault("encoder", "none")
         self.restorer = restorer if restorer is not None else Restorer(**restorer_kwargs)
 
     def forward(self, y: torch.Tensor, physics, **kwargs) -> torch.Tensor:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ilo.choices import ONE_PASS_METHODS
 from ilo.engine.app.image_files import file_sha256
 from ilo.engine.app.measurements import InputSpec, MeasurementReader, Prepared
 from ilo.engine.app.progress import Progress
@@ -114,7 +113,7 @@ class FolderRestore:
         self.task = options.task
         self.reader = MeasurementReader(options, self.res)
         # BM3D and the encoder alone have no loss curve: their images are finished without a plot
-        self.plots_skipped = options.save_loss_plot and restorer.settings.method in ONE_PASS_METHODS
+        self.plots_skipped = options.save_loss_plot and not restorer.method.optimises
         self.writer = ResultWriter(self.run_dir.root, self.task, self.res, options.save_degraded, options.save_strip,
                                    options.lpips_metric, options.save_loss_plot and not self.plots_skipped)  # fmt: skip
 
@@ -133,7 +132,7 @@ class FolderRestore:
             "mask_files": o.mask is not None or o.mask_dir is not None,
             "model": described["model"], **o.extra_settings,
             # a learned start changes every result; named only where there is one, so a folder
-            # begun without one still resumes
+            # begun from random starts resumes with --encoder none
             **({"encoder": described["encoder"]} if "encoder" in described else {}),
         }  # fmt: skip
 

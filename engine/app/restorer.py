@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ilo.choices import DEFAULT_MAX_PIXELS, DEFAULT_METHOD, METHODS, ONE_PASS_METHODS
+from ilo.choices import DEFAULT_MAX_PIXELS, DEFAULT_METHOD
 from ilo.engine.app.in_memory import picture_pixels, vector_digest
 from ilo.engine.app.measurements import InputSpec, MeasurementReader, Prepared
 from ilo.engine.app.memory_budget import (
@@ -34,20 +34,17 @@ from ilo.engine.app.memory_budget import (
     cached_row_cost,
     measure_row_cost,
 )
+from ilo.engine.app.methods import method as method_named
 from ilo.engine.app.memory_estimate import estimated_row_cost, held_bytes
 from ilo.engine.problems.losses import LPIPS
 from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec, name_seed
-from ilo.engine.solver.baselines import bm3d_denoise
-from ilo.engine.solver.encoder import encoded_images, learned_starts
+from ilo.engine.solver.encoder import learned_starts
 from ilo.engine.solver.generator_view import GeneratorView
 from ilo.engine.solver.ilo_solver import (
     ILOConfig,
-    auto_depth_config,
-    csgm_config,
     fused_rounds,
     last_round,
-    pulse_config,
     solve,
 )
 from ilo.errors import IloError, InputError
@@ -63,26 +60,7 @@ def method_config(method: str, learned: bool = False, fast: bool = False, **over
     """The solver settings of a method, with the caller's overrides (None for the one-pass
     methods). `learned`: the solve starts from an encoder's learned start, which ilo-auto's
     schedule is shortened for; `fast`: ilo-auto's faster schedule (learned starts only)."""
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if fast and method != "ilo-auto":
-        raise InputError(f"the fast setting is ilo-auto's schedule from a learned start, not {method}'s")
-    if method == "ilo":
-        return ILOConfig(**overrides)
-    if method == "ilo-auto":
-        if fast and not learned:
-            raise InputError("the fast setting starts from the model's encoder, and this model has none: train one "
-                             "with `ilo export --model MODEL --encoder` (cached for later runs)")  # fmt: skip
-        return auto_depth_config(learned=learned, fast=fast, **overrides)
-    if method == "csgm":
-        return csgm_config(**overrides)
-    if method == "pulse":
-        return pulse_config(**overrides)
-    if method in ONE_PASS_METHODS:
-        if overrides:
-            name = "BM3D" if method == "bm3d" else "the encoder alone"
-            raise InputError(f"{name} takes no solver settings (got {', '.join(sorted(overrides))})")
-        return None
-    raise InputError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
+    return method_named(method).config(learned, fast, **overrides)
 
 
 @dataclass
@@ -117,24 +95,24 @@ class RestorerSettings:
 
     def __post_init__(self):
         MemoryBudget.parse(self.memory_budget)  # a budget that cannot be read stops here, not at the first solve
-        if self.method not in METHODS:
-            raise InputError(f"unknown method '{self.method}' (choose from {', '.join(METHODS)})")
-        if self.method == "bm3d" and not self.task.kind.bm3d:
-            raise InputError("BM3D is a denoiser: use it with --task denoise")
-        if self.method == "bm3d" and self.encoder not in (None, "none"):
-            raise InputError("an encoder gives the generator's search a learned start; BM3D searches nothing")
-        if self.method == "encoder" and self.encoder in (None, "none"):
+        row = method_named(self.method)
+        row.check_task(self.task)
+        if not row.optimises and not row.is_the_encoder and self.encoder not in (None, "none"):
+            raise InputError(f"an encoder gives the generator's search a learned start; {row.label} searches nothing")
+        if row.is_the_encoder and self.encoder in (None, "none"):
             if self.encoder == "none":
-                raise InputError("the encoder method is the encoder alone: it cannot run with --encoder none")
+                raise InputError(f"the {self.method} method is the encoder alone: it cannot run with --encoder none")
             self.encoder = "auto"  # the method is the model's own encoder, unless a file is named
         if self.config is not None and (self.solver_overrides or self.fast):
             raise InputError("give either a whole solver config or the method's overrides and fast setting, not both")
+        if self.fast and self.encoder == "none":
+            raise InputError("the fast setting starts from the model's encoder: it cannot run with --encoder none")
         if self.config is None:  # bad overrides stop here; the config is made where the encoder is known
             method_config(self.method, learned=True, fast=self.fast, **self.solver_overrides)
 
     def learned_default(self) -> bool:
         """Whether the method takes the model's own encoder, where it has one, without being asked."""
-        return self.encoder is None and self.method == "ilo-auto"
+        return self.encoder is None and method_named(self.method).learned_start_by_default
 
 
 @dataclass
@@ -220,6 +198,7 @@ class Restorer:
         from ilo.generators.checkpoints.files import load_generator
 
         self.settings, self.quiet = settings, quiet
+        self.method = method_named(settings.method)
         self.task: TaskSpec = settings.task
         self.model = settings.model if isinstance(settings.model, StagedGenerator) else load_generator(settings.model)
         self.resolution = self.model.resolution
@@ -236,7 +215,11 @@ class Restorer:
         if settings.config is None:  # the method's schedule, from the learned start where there is one
             learned = self._encoder is not None
             config = method_config(settings.method, learned=learned, fast=settings.fast, **settings.solver_overrides)
-            self.settings = settings = dataclasses.replace(settings, config=config, solver_overrides={}, fast=False)
+            settings = dataclasses.replace(settings, config=config, solver_overrides={}, fast=False)
+        if settings.encoder is None:  # decided here, once: a Ray actor or Serve replica built from these
+            # settings uses this encoder (or refuses where its machine lacks it), never its own choice
+            settings = dataclasses.replace(settings, encoder="none" if self._encoder is None else "auto")
+        self.settings = settings
         self._row_costs: dict[str, RowCost] = {}
         self._probed_now = False
         if warm:
@@ -253,7 +236,7 @@ class Restorer:
             if encoder is None and settings.encoder == "auto":
                 raise InputError("this model has no encoder yet: train one with `ilo export --model MODEL --encoder` "
                                  "(cached for later runs), or leave out --encoder")  # fmt: skip
-            if encoder is None and not self.quiet:  # once a run: every restore then searches from random starts
+            if encoder is None and not self.quiet and not settings.fast:  # once a run (--fast is refused instead)
                 print(f"ilo: note: this model has no encoder, so round 0 searches from {ILOConfig().restarts} random "
                       "starts (slower than from a learned start): `ilo export --model MODEL --encoder` trains "
                       "one, once (cached for later runs)", file=sys.stderr)  # fmt: skip
@@ -273,7 +256,7 @@ class Restorer:
                 return self
             self._solver = self._build(progress)
         s = self.settings
-        if s.method == "bm3d" or s.config is None:
+        if s.config is None:  # a single pass: no rounds to probe
             return self
         with self._lock:  # the row cost: measured here (trial steps of every round) or found in the cache
             self._max_rows(s.config, 1)
@@ -292,7 +275,7 @@ class Restorer:
         or None where the whole batch fits. Not even one row fitting the budget is refused
         here, with the numbers, before anything runs."""
         self._probed_now = False
-        if self.settings.method in ONE_PASS_METHODS:
+        if not self.method.optimises:
             return None
         backend = getattr(self._solver[0], "backend", None) if self._solver is not None else None
         limit: int | None = getattr(backend, "max_rows", None)
@@ -331,7 +314,7 @@ class Restorer:
         from ilo.engine.runtimes.bridge import ahead_makers
 
         s = self.settings
-        if s.method == "bm3d" or s.backend == "torch" or s.config is None:
+        if s.config is None or s.backend == "torch":
             return []
         name = auto_backend_name(s.device, self.model.family) if s.backend == "auto" else s.backend
         if get_backend(name, s.device).runs_functions:
@@ -409,7 +392,7 @@ class Restorer:
             lpips = LPIPS(s.lpips_net, s.lpips_backbone).to(s.device)
         if self._encoder is not None:  # the module, on the device; an engine replaces it below
             self._start_encoder = self._encoder.to(s.device)
-        if s.method in ONE_PASS_METHODS or s.backend == "torch":  # a single pass: nothing to export
+        if not self.method.optimises or s.backend == "torch":  # a single pass: nothing to export
             self.backend_name = "torch"
             return gen, lpips
         if progress is None and not self.quiet:
@@ -449,7 +432,7 @@ class Restorer:
         check_device(self.settings.device)
         device = torch.device(self.settings.device)
         self._check_held_rows(device)
-        if self.settings.method in ONE_PASS_METHODS or self.memory_budget.off:
+        if not self.method.optimises or self.memory_budget.off:
             return None
         cost = estimated_row_cost(self.model)
         where = f"{self.model.family} {self.resolution}² (estimated from its shapes, before exporting anything)"
@@ -544,24 +527,23 @@ class Restorer:
             op = self._reader.shared_operator()
         assert self._solver is not None, "built by solve() or warm()"
         gen, lpips = self._solver
-        if s.method in ONE_PASS_METHODS:
-            t0 = time.perf_counter()
-            if s.method == "bm3d":
-                images, seconds = bm3d_denoise(y, self.task.sigma)
-            else:
-                images = encoded_images(self._encoder.to(s.device), op.to(s.device), y.to(s.device), self.model)
+        if self.method.one_pass is not None:
+            encoder = None if self._encoder is None else self._encoder.to(s.device)
+            try:  # the operator may be the shared one: it goes back to the CPU whatever happens
+                images, seconds = self.method.one_pass(encoder, op.to(s.device), y.to(s.device), self.model, self.task)
+            finally:
                 op.cpu()
-                images, seconds = images.cpu(), time.perf_counter() - t0
             best_round: list[int | None] = [None] * len(batch)
             curves = held_out = member_rounds = member_held_out = None
         else:
             try:  # the operator may be the shared one: it goes back to the CPU whatever happens
                 t0 = time.perf_counter()
-                y, op = y.to(s.device), op.to(s.device)
+                y_here = y.to(s.device)  # y itself stays on the CPU, with the operator after the solve
+                op.to(s.device)
                 starts = None
                 if self._start_encoder is not None:
-                    starts = learned_starts(self._start_encoder, op, y, self.model)
-                result = solve(y, op, gen, config, image_seeds=seeds, lpips=lpips, progress=progress,
+                    starts = learned_starts(self._start_encoder, op, y_here, self.model)
+                result = solve(y_here, op, gen, config, image_seeds=seeds, lpips=lpips, progress=progress,
                                max_rows=max_rows, starts=starts)  # fmt: skip
                 seconds = time.perf_counter() - t0
             finally:
@@ -589,8 +571,9 @@ class Restorer:
         image is named (and so seeded) by its measurements, as in `restore`."""
         from ilo.engine.problems.deepinv_physics import generator_measurements, operator_from_physics
 
-        if self.settings.method == "bm3d":
-            raise InputError("BM3D takes no physics here: use deepinv.models.BM3D, or method 'ilo', 'csgm' or 'pulse'")
+        if not self.method.takes_physics:
+            raise InputError(f"{self.method.label} takes no physics here: use deepinv.models.BM3D, or method 'ilo', "
+                             "'csgm' or 'pulse'")  # fmt: skip
         if not isinstance(y, torch.Tensor) or y.ndim < 2:
             raise InputError(f"y must be a batch of measurements, a tensor [B, ...], got {type(y).__name__}")
         if not torch.isfinite(y).all():

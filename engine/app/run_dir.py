@@ -81,9 +81,12 @@ class RunDir:
         keys = set(previous) | set(settings) if compared is None else set(compared)
         changed = sorted(k for k in keys if previous.get(k) != settings.get(k))
         if changed:
+            # a run begun from random starts, before the model had an encoder, resumes as it began
+            began_at_random = "encoder" in changed and "encoder" not in previous
+            hint = ", --encoder none to go on as it began from random starts" if began_at_random else ""
             raise InputError(
                 f"{self.root} holds a run with other settings ({', '.join(changed)}); "
-                "use another --out, or --overwrite to redo every image"
+                f"use another --out{hint}, or --overwrite to redo every image"
             )
 
     def check_foreign(self, paths: list[Path], overwrite: bool = False) -> None:

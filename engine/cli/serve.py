@@ -59,9 +59,12 @@ def run(args: argparse.Namespace) -> int:
     if task.has_built_in_mask:
         task.built_in_mask(gen.resolution, "check")
     model = resolved(args.model) if args.model != "default" else "default"
-    settings = restorer_settings(args, task, gen)
+    # made here, not warmed: the encoder and schedule are decided once (each replica runs these
+    # settings, or refuses where its node lacks the encoder), and what cannot fit is refused
+    restorer = Restorer(settings=restorer_settings(args, task, gen), warm=False, quiet=args.quiet)
+    settings = restorer.settings
     if not args.gpus_per_replica:  # a model whose step cannot fit here is refused before Ray starts
-        Restorer(settings=settings, warm=False).preflight()
+        restorer.preflight()
     settings.model = str(model)  # replicas load it from its path (a cluster's nodes see the same path)
     if not (math.isfinite(args.max_body_mb) and args.max_body_mb > 0):  # before int() of it fails on NaN or inf
         raise InputError(f"--max-body-mb must be a positive number, got {args.max_body_mb}")

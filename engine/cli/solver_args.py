@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ilo.choices import BACKENDS, DEFAULT_METHOD, LPIPS_NETS, METHODS, ONE_PASS_METHODS
+from ilo.choices import BACKENDS, DEFAULT_METHOD, LPIPS_NETS, METHODS
 from ilo.engine.cli.values import seed, whole
 from ilo.errors import IloError
 
@@ -101,6 +101,7 @@ def restorer_settings(
     args: argparse.Namespace, task: TaskSpec, model: str | Path | StagedGenerator
 ) -> RestorerSettings:
     """The settings the options describe; a solver flag the method would ignore is refused."""
+    from ilo.engine.app.methods import method
     from ilo.engine.app.restorer import RestorerSettings
 
     solver_flags = dict(steps=args.steps, lr=args.lr, l1_radius=args.l1_radius, end_stage=args.end_stage,
@@ -108,7 +109,7 @@ def restorer_settings(
                         prune_starts_at=args.prune_starts, hold_out=args.hold_out, ensemble=args.ensemble)  # fmt: skip
     # --seed seeds the random starts and is harmless for BM3D; the other flags must not be ignored
     overrides = {k: v for k, v in solver_flags.items() if v is not None}
-    overrides.update({} if args.method in ONE_PASS_METHODS else {"seed": args.seed})
+    overrides.update({"seed": args.seed} if method(args.method).optimises else {})
     stages = getattr(model, "stages", None)
     if stages is not None and args.end_stage is not None and args.end_stage >= len(stages):  # a stage that is not there
         raise IloError(f"--end-stage {args.end_stage} does not exist: this generator has stages 0..{len(stages) - 1}")
