@@ -237,9 +237,9 @@ class Restorer:
                 raise InputError("this model has no encoder yet: train one with `ilo export --model MODEL --encoder` "
                                  "(cached for later runs), or leave out --encoder")  # fmt: skip
             if encoder is None and not self.quiet and not settings.fast:  # once a run (--fast is refused instead)
-                print(f"ilo: note: this model has no encoder, so round 0 searches from {ILOConfig().restarts} random "
-                      "starts (slower than from a learned start): `ilo export --model MODEL --encoder` trains "
-                      "one, once (cached for later runs)", file=sys.stderr)  # fmt: skip
+                print("ilo: note: this model has no encoder, so round 0 searches from random starts (slower than "
+                      "from a learned start): `ilo export --model MODEL --encoder` trains one, once (cached for "
+                      "later runs)", file=sys.stderr)  # fmt: skip
             return encoder
         from ilo.engine.solver.encoder_files import load_encoder  # refused here, by name, where not this model's
 
@@ -419,6 +419,8 @@ class Restorer:
                 raise
             print(f"ilo: note: running on torch: the engine is unavailable ({e})", file=sys.stderr)
             self.backend_name = "torch"
+            if self._encoder is not None:  # the learned start on torch too, like everything else
+                self._start_encoder = self._encoder.to(s.device)
             return gen, lpips
         self.backend_name = engine.backend.describe()
         return engine, engine_lpips

@@ -121,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         train(gen, args)
         # made again: the warm-ups' schedules and plans are the learned start's now
         warming = [(task, warm_restorer(gen, task, args)) for task in args.warm]
+        for _, restorer in warming:  # their plans changed: checked again before their exports
+            restorer.preflight()
     for task, restorer in warming:
         t0 = time.perf_counter()
         restorer.warm(progress)

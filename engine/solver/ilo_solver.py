@@ -74,7 +74,8 @@ class ILOConfig:
     # fitted on every measurement (held_out.holds_out says why).
     hold_out: float = 0.0
     # Ensemble: solves per image, each from its own random starts (and, with hold_out, its own
-    # held-out share), whose images are averaged. Where the generator cannot make the picture,
+    # held-out share), whose images are averaged; from a learned start every member begins
+    # there and differs by its held-out share and noise streams. Where the generator cannot make the picture,
     # the members' errors differ and their mean is closer to it than any one
     # (benchmarks/results/ensemble.md); it costs about K x the time.
     # 1: the plain solve, which is also member 0 of any ensemble.
