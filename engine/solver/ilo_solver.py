@@ -393,10 +393,20 @@ def _solve_ensemble(y, op: Operator, gen, config: ILOConfig, seeds: list[int], l
     def first(states: list[tuple]) -> list[tuple]:
         return [tuple(s[:batch] for s in group) for group in states]
 
-    return SolveResult(per_member(r.images).mean(0), r.wplus[:batch], first(r.states), first(r.round_starts),
-                       [c[:, :batch] for c in r.loss_curves], r.best_round[:batch], per_member(r.best_loss).mean(0),
-                       r.seconds, [c[:, :batch] for c in r.measurement_curves], r.held_out,
-                       per_member(r.best_round).T, per_member(r.best_loss).T)  # fmt: skip
+    return SolveResult(
+        images=per_member(r.images).mean(0),
+        wplus=r.wplus[:batch],
+        states=first(r.states),
+        round_starts=first(r.round_starts),
+        loss_curves=[c[:, :batch] for c in r.loss_curves],
+        best_round=r.best_round[:batch],
+        best_loss=per_member(r.best_loss).mean(0),
+        seconds=r.seconds,
+        measurement_curves=[c[:, :batch] for c in r.measurement_curves],
+        held_out=r.held_out,
+        member_rounds=per_member(r.best_round).T,
+        member_loss=per_member(r.best_loss).T,
+    )
 
 
 def _solve_chunk(y, op, gen, config: ILOConfig, latents: _Latents, seeds: list[int], lpips, progress,
@@ -424,8 +434,18 @@ def _solve_chunk(y, op, gen, config: ILOConfig, latents: _Latents, seeds: list[i
         z, noises, state = run.round(k, z, noises, state)
         run.seconds[f"round {k}"] = time.perf_counter() - t
     run.seconds["total"] = time.perf_counter() - t0
-    return SolveResult(run.best_images, run.latents.wplus(z).detach(), run.states, run.starts, run.curves,
-                       run.best_round, run.best_loss, run.seconds, run.measured_curves, judge is not None)  # fmt: skip
+    return SolveResult(
+        images=run.best_images,
+        wplus=run.latents.wplus(z).detach(),
+        states=run.states,
+        round_starts=run.starts,
+        loss_curves=run.curves,
+        best_round=run.best_round,
+        best_loss=run.best_loss,
+        seconds=run.seconds,
+        measurement_curves=run.measured_curves,
+        held_out=judge is not None,
+    )
 
 
 def last_round(config: ILOConfig, n_stages: int) -> int:
@@ -463,13 +483,17 @@ def _concatenate(parts: list[SolveResult]) -> SolveResult:
         for key, value in part.seconds.items():
             seconds[key] = seconds.get(key, 0.0) + value
     return SolveResult(
-        torch.cat([p.images for p in parts]), torch.cat([p.wplus for p in parts]),
-        [cat_states(list(group)) for group in zip(*(p.states for p in parts))],
-        [cat_states(list(group)) for group in zip(*(p.round_starts for p in parts))],
-        [cat_curves(list(group)) for group in zip(*(p.loss_curves for p in parts))],
-        torch.cat([p.best_round for p in parts]), torch.cat([p.best_loss for p in parts]), seconds,
-        [cat_curves(list(group)) for group in zip(*(p.measurement_curves for p in parts))], parts[0].held_out,
-    )  # fmt: skip
+        images=torch.cat([p.images for p in parts]),
+        wplus=torch.cat([p.wplus for p in parts]),
+        states=[cat_states(list(group)) for group in zip(*(p.states for p in parts))],
+        round_starts=[cat_states(list(group)) for group in zip(*(p.round_starts for p in parts))],
+        loss_curves=[cat_curves(list(group)) for group in zip(*(p.loss_curves for p in parts))],
+        best_round=torch.cat([p.best_round for p in parts]),
+        best_loss=torch.cat([p.best_loss for p in parts]),
+        seconds=seconds,
+        measurement_curves=[cat_curves(list(group)) for group in zip(*(p.measurement_curves for p in parts))],
+        held_out=parts[0].held_out,
+    )
 
 
 PICK_MARGIN = 1e-4
