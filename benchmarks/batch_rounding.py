@@ -38,7 +38,9 @@ def faces(model: str, n: int) -> list[np.ndarray]:
 
     gen = load_generator(model)
     with torch.no_grad():
-        images = gen.synthesize(gen.latents_from_z(torch.randn(n, gen.z_dim, generator=torch.Generator().manual_seed(77))))
+        images = gen.synthesize(
+            gen.latents_from_z(torch.randn(n, gen.z_dim, generator=torch.Generator().manual_seed(77)))
+        )
     return list(to_uint8(images))
 
 
@@ -63,24 +65,34 @@ def measure(model: str, backend: str, task: str, pictures: list[np.ndarray]) -> 
         diff = max(float((a - b).abs().max()) for a, b in zip(alone, batched))
         levels = max(int(((a * 255).round() - (b * 255).round()).abs().max()) for a, b in zip(alone, batched))
         dpsnr = max(abs(psnr(a, t) - psnr(b, t)) for a, b, t in zip(alone, batched, truth))
-        row[f"batch {size}"] = {"max_pixel_difference": diff, "max_8bit_levels": levels, "max_psnr_difference_db": dpsnr}
+        row[f"batch {size}"] = {
+            "max_pixel_difference": diff,
+            "max_8bit_levels": levels,
+            "max_psnr_difference_db": dpsnr,
+        }
         print(f"{model} {backend} {task} batch {size}: {row[f'batch {size}']}", file=sys.stderr, flush=True)
     return row
 
 
 def report(result: dict) -> str:
     m = result["machine"]
-    lines = ["# Batch-size dependence of results (benchmarks/batch_rounding.py)", "",
-             f"Machine: {m['cores']} cores ({m['cpu']}), torch {m['torch']}, {m['threads']} threads. "
-             f"{result['images']} pictures each model makes, ILO steps 100,50 and 2 restarts; each image solved alone "
-             "against in batches of 4 and 8.", "",
-             "| model | backend | task | batch | max pixel difference ([0, 1]) | max 8-bit levels | max PSNR difference (dB) |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        "# Batch-size dependence of results (benchmarks/batch_rounding.py)",
+        "",
+        f"Machine: {m['cores']} cores ({m['cpu']}), torch {m['torch']}, {m['threads']} threads. "
+        f"{result['images']} pictures each model makes, ILO steps 100,50 and 2 restarts; each image solved alone "
+        "against in batches of 4 and 8.",
+        "",
+        "| model | backend | task | batch | max pixel difference ([0, 1]) | max 8-bit levels | max PSNR difference (dB) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
     for row in result["rows"]:
         for key, v in row.items():
             if key.startswith("batch"):
-                lines.append(f"| {row['model']} | {row['backend']} | {row['task']} | {key.split()[1]} | {v['max_pixel_difference']:.2e} | "
-                             f"{v['max_8bit_levels']} | {v['max_psnr_difference_db']:.2e} |")  # fmt: skip
+                lines.append(
+                    f"| {row['model']} | {row['backend']} | {row['task']} | {key.split()[1]} | {v['max_pixel_difference']:.2e} | "
+                    f"{v['max_8bit_levels']} | {v['max_psnr_difference_db']:.2e} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -94,9 +106,17 @@ def main() -> int:
     for model in MODELS:
         pictures = faces(MODELS[model], args.images)
         rows += [measure(model, b, t, pictures) for b in args.backends.split(",") for t in TASKS]
-    result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "torch": torch.__version__, "threads": torch.get_num_threads()},
-              "images": args.images, "solver": SOLVER, "rows": rows}  # fmt: skip
+    result = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "images": args.images,
+        "solver": SOLVER,
+        "rows": rows,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "batch_rounding.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "batch_rounding.md").write_text(report(result))

@@ -66,8 +66,15 @@ def restore(prior: str, op, y: torch.Tensor, lam: float, resolution: int) -> tup
             mean = (x0 * mask).sum((2, 3), keepdim=True) / mask.sum((2, 3), keepdim=True).clamp_min(1)
             x0 = mask * x0 + (1 - mask) * mean
         norm = float(physics.compute_norm(torch.rand_like(x0), verbose=False))  # ||A||^2 by power iteration
-        solver = dinv.optim.FISTA(data_fidelity=dinv.optim.L2(), prior=make_prior(prior), lambda_reg=lam,
-                                  stepsize=1.0 / norm, max_iter=MAX_ITER, early_stop=True, thres_conv=TOLERANCE)  # fmt: skip
+        solver = dinv.optim.FISTA(
+            data_fidelity=dinv.optim.L2(),
+            prior=make_prior(prior),
+            lambda_reg=lam,
+            stepsize=1.0 / norm,
+            max_iter=MAX_ITER,
+            early_stop=True,
+            thres_conv=TOLERANCE,
+        )
         x = solver(y_unit, physics, init=(x0, x0.clone())).clamp(0, 1)  # FISTA keeps (x, z)
     return x * 2 - 1, time.perf_counter() - t0
 
@@ -115,8 +122,11 @@ def tune(gen, task_names: list[str], out: Path = RESULTS, priors: tuple[str, ...
             for lam in LAMBDAS:
                 images, seconds = restore(prior, op, y, lam, gen.resolution)
                 sweep[str(lam)] = float(restoration_metrics(images, truth)["psnr"].mean())
-                print(f"  tune {task:12s} {prior:8s} lambda {lam:g}: {sweep[str(lam)]:.2f} dB ({seconds:.1f}s)",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"  tune {task:12s} {prior:8s} lambda {lam:g}: {sweep[str(lam)]:.2f} dB ({seconds:.1f}s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             report["sweep"].setdefault(task, {})[prior] = sweep
             report["chosen"].setdefault(task, {})[prior] = float(max(sweep, key=lambda k: sweep[k]))
     out.mkdir(parents=True, exist_ok=True)
@@ -127,15 +137,22 @@ def tune(gen, task_names: list[str], out: Path = RESULTS, priors: tuple[str, ...
 
 def markdown(report: dict) -> str:
     lambdas = report["lambdas"]
-    lines = [(f"Lambda sweep of the DeepInverse priors (FISTA, at most {report['max_iter']} iterations) on the "
-              f"tuning set {', '.join(report['tuning_set'])}: mean PSNR (dB); the best is chosen (bold)."), "",
-             "| task | prior | " + " | ".join(f"λ={v:g}" for v in lambdas) + " |",
-             "| --- | --- | " + " | ".join("---:" for _ in lambdas) + " |"]  # fmt: skip
+    lines = [
+        (
+            f"Lambda sweep of the DeepInverse priors (FISTA, at most {report['max_iter']} iterations) on the "
+            f"tuning set {', '.join(report['tuning_set'])}: mean PSNR (dB); the best is chosen (bold)."
+        ),
+        "",
+        "| task | prior | " + " | ".join(f"λ={v:g}" for v in lambdas) + " |",
+        "| --- | --- | " + " | ".join("---:" for _ in lambdas) + " |",
+    ]
     for task, by_prior in report["sweep"].items():
         for prior, sweep in by_prior.items():
             best = report["chosen"][task][prior]
-            cells = ["–" if str(v) not in sweep else f"**{sweep[str(v)]:.2f}**" if v == best else f"{sweep[str(v)]:.2f}"
-                     for v in lambdas]  # fmt: skip
+            cells = [
+                "–" if str(v) not in sweep else f"**{sweep[str(v)]:.2f}**" if v == best else f"{sweep[str(v)]:.2f}"
+                for v in lambdas
+            ]
             lines.append(f"| {task} | {prior} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

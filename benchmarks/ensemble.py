@@ -39,9 +39,12 @@ def report(runs: dict, members: int) -> tuple[str, list[str], list]:
     lines, checks, rows = [], [], []
     for which, got in runs.items():
         summary = committed(which)["summary"]
-        lines += [f"### {which}: {got['note']}", "",
-                  f"| task | ilo (defaults) | ilo-auto | {label} | change | best other method | s / image: ilo-auto → {label} |",
-                  "| --- | ---: | ---: | ---: | ---: | --- | --- |"]  # fmt: skip
+        lines += [
+            f"### {which}: {got['note']}",
+            "",
+            f"| task | ilo (defaults) | ilo-auto | {label} | change | best other method | s / image: ilo-auto → {label} |",
+            "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+        ]
         merged = {}
         for task_name, r in got["tasks"].items():
             base, auto = summary[task_name], auto_runs[which]["tasks"][task_name]
@@ -56,15 +59,30 @@ def report(runs: dict, members: int) -> tuple[str, list[str], list]:
             single = cell(mean(auto["psnr"]), mean(auto["psnr_hole"]) if hole else None)
             ens = cell(mean(r["psnr"]), mean(r["psnr_hole"]) if hole else None)
             change = mean(r["psnr"]) - mean(auto["psnr"])
-            lines.append(f"| {task_name} | {ilo} | {single} | **{ens}** | {change:+.2f} | {best} {others[best]['psnr']['mean']:.2f} | "
-                         f"{auto['seconds_per_image']:.2f} → {r['seconds_per_image']:.2f} |")  # fmt: skip
+            lines.append(
+                f"| {task_name} | {ilo} | {single} | **{ens}** | {change:+.2f} | {best} {others[best]['psnr']['mean']:.2f} | "
+                f"{auto['seconds_per_image']:.2f} → {r['seconds_per_image']:.2f} |"
+            )
             if which == "in-range":
                 gap = mean(r["psnr"]) - base["ilo"]["psnr"]["mean"]
                 ok = gap >= -IN_RANGE_TOLERANCE
-                checks.append(f"{'PASS' if ok else 'MISS'} in range, {task_name}: {label} - ilo {gap:+.2f} dB (target >= -{IN_RANGE_TOLERANCE})")
-            merged[task_name] = {**others, "ilo": {"psnr": {"mean": mean(r["psnr"])},
-                                                   **({"psnr_hole": {"mean": mean(r["psnr_hole"])}} if hole else {})}}  # fmt: skip
-            rows.append({**{m: v["psnr"]["mean"] for m, v in base.items()}, "ilo-auto": mean(auto["psnr"]), label: mean(r["psnr"])})
+                checks.append(
+                    f"{'PASS' if ok else 'MISS'} in range, {task_name}: {label} - ilo {gap:+.2f} dB (target >= -{IN_RANGE_TOLERANCE})"
+                )
+            merged[task_name] = {
+                **others,
+                "ilo": {
+                    "psnr": {"mean": mean(r["psnr"])},
+                    **({"psnr_hole": {"mean": mean(r["psnr_hole"])}} if hole else {}),
+                },
+            }
+            rows.append(
+                {
+                    **{m: v["psnr"]["mean"] for m, v in base.items()},
+                    "ilo-auto": mean(auto["psnr"]),
+                    label: mean(r["psnr"]),
+                }
+            )
         if which == "out-of-range":
             checks += [f"{c[:5]}out of range, {c[5:].replace('ILO', label)}" for c in ood_verdicts(merged)]
         rows.append({})  # a gap between the sets
@@ -79,9 +97,15 @@ def figure(rows: list[dict], tasks: list[str], path: Path) -> None:
     xs = [float(i + 1) for i in range(len(rows))]
     points = {m: (xs, [r.get(m, float("nan")) for r in rows]) for m in methods}
     names = ", ".join(f"{i + 1} {t}" for i, t in enumerate(tasks))
-    line_chart(points, f"task ({names}; then the same out of range)", "mean PSNR (dB)",
-               "an ensemble of ilo-auto solves against one, ILO's defaults and the baselines: in range, out of range",
-               log_y=False, vlines=[(len(tasks) + 1, "out of range")], size=(900, 460)).save(path)  # fmt: skip
+    line_chart(
+        points,
+        f"task ({names}; then the same out of range)",
+        "mean PSNR (dB)",
+        "an ensemble of ilo-auto solves against one, ILO's defaults and the baselines: in range, out of range",
+        log_y=False,
+        vlines=[(len(tasks) + 1, "out of range")],
+        size=(900, 460),
+    ).save(path)
 
 
 def main(argv=None) -> int:
@@ -100,12 +124,22 @@ def main(argv=None) -> int:
     table, checks, rows = report(runs, args.members)
     machine = machine_line()
     command = f"--members {args.members}" + ("" if args.restarts is None else f" --restarts {args.restarts}")
-    text = (f"`python benchmarks/ensemble.py {command}`: ilo-auto solved {args.members} times per image "
-            f"(`--ensemble`), each member from its own {args.restarts or 3} random start(s) and 10% held-out share, the images averaged. "
-            "ilo-auto alone and the other methods from the committed tables (another run: their seconds are "
-            "that run's). PSNR in dB (mean over images; inpainting: full / hole).\n\n"
-            + table + "\n" + "\n".join(f"- {c}" for c in checks) + f"\n\nMachine: {machine}.\n")  # fmt: skip
-    write_result(args.out, "ensemble", text, {"machine": machine, "members": args.members, "restarts": args.restarts, "runs": runs, "checks": checks})
+    text = (
+        f"`python benchmarks/ensemble.py {command}`: ilo-auto solved {args.members} times per image "
+        f"(`--ensemble`), each member from its own {args.restarts or 3} random start(s) and 10% held-out share, the images averaged. "
+        "ilo-auto alone and the other methods from the committed tables (another run: their seconds are "
+        "that run's). PSNR in dB (mean over images; inpainting: full / hole).\n\n"
+        + table
+        + "\n"
+        + "\n".join(f"- {c}" for c in checks)
+        + f"\n\nMachine: {machine}.\n"
+    )
+    write_result(
+        args.out,
+        "ensemble",
+        text,
+        {"machine": machine, "members": args.members, "restarts": args.restarts, "runs": runs, "checks": checks},
+    )
     if len(sets) == 2:
         figure(rows, tasks, args.out / "ensemble.png")
     return 0

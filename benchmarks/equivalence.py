@@ -44,20 +44,26 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     torch.set_num_threads(2)
-    lines = ["# ILO on the engine (onnxruntime, CPU) against torch", "",
-             "100 steps (40 + 30 + 30 over rounds 0-2), one start. Gaps are the worst over steps and images: loss curve "
-             "|a − b| / |b| per step, final images max |a − b| / max |b| and l2. `torch folded`: torch against torch on the "
-             "exported stages (DCGAN BatchNorm folded; StyleGAN2's stages are the same, so 0). `torch ± 1e-7`: torch "
-             "against itself with the measurements scaled by (1 + 1e-7·N(0, 1)).", "",
-             "| model | task | batch | learning rates | engine: curve | engine: image max / l2 | torch folded: curve / image l2 | torch ± 1e-7: curve / image l2 |",
-             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        "# ILO on the engine (onnxruntime, CPU) against torch",
+        "",
+        "100 steps (40 + 30 + 30 over rounds 0-2), one start. Gaps are the worst over steps and images: loss curve "
+        "|a − b| / |b| per step, final images max |a − b| / max |b| and l2. `torch folded`: torch against torch on the "
+        "exported stages (DCGAN BatchNorm folded; StyleGAN2's stages are the same, so 0). `torch ± 1e-7`: torch "
+        "against itself with the measurements scaled by (1 + 1e-7·N(0, 1)).",
+        "",
+        "| model | task | batch | learning rates | engine: curve | engine: image max / l2 | torch folded: curve / image l2 | torch ± 1e-7: curve / image l2 |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
     for name, source in (("dcgan", "default"), ("stylegan2 fixture", FIXTURE)):
         gen = load_generator(source)
         engine = EngineGenerator(gen, "onnxruntime")
         exported = copy.deepcopy(gen)
         exported.stages = torch.nn.ModuleList(gen.export_stages())
         res = gen.resolution
-        x = gen.synthesize(gen.latents_from_z(torch.randn(4, gen.z_dim, generator=torch.Generator().manual_seed(1)))).clamp(-1, 1)
+        x = gen.synthesize(
+            gen.latents_from_z(torch.randn(4, gen.z_dim, generator=torch.Generator().manual_seed(1)))
+        ).clamp(-1, 1)
         for task in ("inpaint", "sr4"):
             for batch in (1, 4):
                 op = Inpainting.centre_box(res, batch) if task == "inpaint" else Downsample(4)
@@ -69,8 +75,10 @@ def main(argv=None) -> int:
                     engine_gap = gaps(solve(y, op, engine, config), on_torch)
                     fold_gap = gaps(solve(y, op, exported, config), on_torch)
                     nudge_gap = gaps(solve(nudged, op, gen, config), on_torch)
-                    row = (f"| {name} | {task} | {batch} | {lr[0]}, {lr[1]} | {engine_gap[0]:.1e} | {engine_gap[1]:.1e} / {engine_gap[2]:.1e} | "
-                           f"{fold_gap[0]:.1e} / {fold_gap[2]:.1e} | {nudge_gap[0]:.1e} / {nudge_gap[2]:.1e} |")  # fmt: skip
+                    row = (
+                        f"| {name} | {task} | {batch} | {lr[0]}, {lr[1]} | {engine_gap[0]:.1e} | {engine_gap[1]:.1e} / {engine_gap[2]:.1e} | "
+                        f"{fold_gap[0]:.1e} / {fold_gap[2]:.1e} | {nudge_gap[0]:.1e} / {nudge_gap[2]:.1e} |"
+                    )
                     print(row, file=sys.stderr, flush=True)
                     lines.append(row)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -37,16 +37,33 @@ def export_once(resolution: int, cache: Path) -> dict:
     seconds = time.perf_counter() - t0
     graphs = result.manifest["graphs"]
     return {
-        "resolution": resolution, "seconds": seconds,
+        "resolution": resolution,
+        "seconds": seconds,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "graphs": len(graphs), "total_mb": sum(x["bytes"] for x in graphs) / 1e6,
+        "graphs": len(graphs),
+        "total_mb": sum(x["bytes"] for x in graphs) / 1e6,
         "weights_mb": sum(t.numel() * 4 for t in gen.state_dict().values()) / 1e6,
-        "worst_error": max(x["error"] for x in graphs), "lint_problems": sum(len(x["lint"]) for x in graphs),
+        "worst_error": max(x["error"] for x in graphs),
+        "lint_problems": sum(len(x["lint"]) for x in graphs),
         "kink_limited": [x["name"] for x in graphs if x["kink_limited"]],
         "worst_l2_error": max(max(x["l2_relative_error"].values()) for x in graphs),
-        "per_graph": [{k: x[k] for k in ("name", "bytes", "export_seconds", "error", "kink_limited", "max_relative_error",
-                                         "l2_relative_error", "torch_float32_max_relative_error")} for x in graphs],
-    }  # fmt: skip
+        "per_graph": [
+            {
+                k: x[k]
+                for k in (
+                    "name",
+                    "bytes",
+                    "export_seconds",
+                    "error",
+                    "kink_limited",
+                    "max_relative_error",
+                    "l2_relative_error",
+                    "torch_float32_max_relative_error",
+                )
+            }
+            for x in graphs
+        ],
+    }
 
 
 def cold_start_once(resolution: int, cache: Path) -> dict:
@@ -75,17 +92,27 @@ def cold_start_once(resolution: int, cache: Path) -> dict:
     restorer.solve(prepared, config=ILOConfig(steps=1, restarts=1))
     from ilo.export.parallel import default_jobs, export_job_bytes
 
-    return {"resolution": resolution, "ready_s": ready, "first_solve_s": time.perf_counter() - t1, "bundles_started_at_s": marks,
-            "export_jobs": default_jobs(4, resolution, export_job_bytes(gen)), "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-            "peak_rss_one_worker_gib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20}  # fmt: skip
+    return {
+        "resolution": resolution,
+        "ready_s": ready,
+        "first_solve_s": time.perf_counter() - t1,
+        "bundles_started_at_s": marks,
+        "export_jobs": default_jobs(4, resolution, export_job_bytes(gen)),
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_one_worker_gib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20,
+    }
 
 
 def in_child(flag: str, resolution: int, env: dict | None = None) -> dict | None:
     """This script's `flag` mode in a fresh process on an empty cache (peak RSS its own), with
     `env` added to the environment; its JSON report, or None (with the child's error shown)."""
     with tempfile.TemporaryDirectory() as cache:
-        run = subprocess.run([sys.executable, __file__, flag, str(resolution), "--cache", cache], capture_output=True,
-                             text=True, env={**os.environ, **(env or {})})  # fmt: skip
+        run = subprocess.run(
+            [sys.executable, __file__, flag, str(resolution), "--cache", cache],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
     if run.returncode:
         print(run.stderr[-3000:], file=sys.stderr)
         return None
@@ -101,17 +128,22 @@ def cold_start(resolution: int, out: Path, jobs: list[int]) -> int:
         if r is None:
             return 1
         runs[n] = r
-    lines = [f"`python benchmarks/export_cost.py --cold-start {resolution} --export-jobs {','.join(map(str, jobs))}` "
-             f"({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, nothing else running). Cold start at "
-             f"{resolution}² (StyleGAN2 config-f, random weights), onnxruntime, an inpainting solve of `--method ilo` (three "
-             f"rounds), empty cache: from building the Restorer to ready for the first step (exports, checks, sessions, the "
-             f"memory probe and the warm-up steps), then a one-step solve. Target: 90 s.", "",
-             "| export workers | ready for the first step | first one-step solve | peak RSS, main process | peak RSS, one worker |",
-             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        f"`python benchmarks/export_cost.py --cold-start {resolution} --export-jobs {','.join(map(str, jobs))}` "
+        f"({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, nothing else running). Cold start at "
+        f"{resolution}² (StyleGAN2 config-f, random weights), onnxruntime, an inpainting solve of `--method ilo` (three "
+        f"rounds), empty cache: from building the Restorer to ready for the first step (exports, checks, sessions, the "
+        f"memory probe and the warm-up steps), then a one-step solve. Target: 90 s.",
+        "",
+        "| export workers | ready for the first step | first one-step solve | peak RSS, main process | peak RSS, one worker |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for n, r in runs.items():
         worker = f"{r['peak_rss_one_worker_gib']:.2f} GiB" if n > 1 else "-"
-        lines.append(f"| {n}{' (in process)' if n == 1 else ''} | {r['ready_s']:.0f} s | {r['first_solve_s']:.1f} s | "
-                     f"{r['peak_rss_gib']:.2f} GiB | {worker} |")  # fmt: skip
+        lines.append(
+            f"| {n}{' (in process)' if n == 1 else ''} | {r['ready_s']:.0f} s | {r['first_solve_s']:.1f} s | "
+            f"{r['peak_rss_gib']:.2f} GiB | {worker} |"
+        )
     for n, r in runs.items():
         starts = ", ".join(f"{name} at {t:.0f} s" for name, t in r["bundles_started_at_s"].items())
         lines.append(f"\n{n} worker(s), bundles started (or handed to a worker): {starts}.")
@@ -133,9 +165,16 @@ def replicas(resolution: int, count: int, out: Path, source: Path | None) -> int
         env["PYTHONPATH"] = f"{source}{os.pathsep}{env.get('PYTHONPATH', '')}"
     with tempfile.TemporaryDirectory() as cache:
         t0 = time.perf_counter()
-        children = [subprocess.Popen([sys.executable, __file__, "--cold-child", str(resolution), "--cache", cache],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-                    for _ in range(count)]  # fmt: skip
+        children = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--cold-child", str(resolution), "--cache", cache],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for _ in range(count)
+        ]
         reports = []
         for child in children:
             stdout, stderr = child.communicate()
@@ -146,13 +185,26 @@ def replicas(resolution: int, count: int, out: Path, source: Path | None) -> int
         wall = time.perf_counter() - t0
     ready = ", ".join(f"{t:.0f}" for t in sorted(r["ready_s"] for r in reports))
     rss = ", ".join(f"{r['peak_rss_gib']:.2f}" for r in reports)
-    text = (f"{count} replicas at once, {resolution}², source {source or 'this tree'}: ready after {ready} s "
-            f"(all ready {wall:.0f} s after the start), peak RSS {rss} GiB\n")
+    text = (
+        f"{count} replicas at once, {resolution}², source {source or 'this tree'}: ready after {ready} s "
+        f"(all ready {wall:.0f} s after the start), peak RSS {rss} GiB\n"
+    )
     print(text, end="")
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "cold_start_replicas.jsonl", "a") as f:
-        f.write(json.dumps({"resolution": resolution, "replicas": count, "source": str(source or "this tree"),
-                            "date": time.strftime("%Y-%m-%d"), "wall_s": wall, "reports": reports}) + "\n")  # fmt: skip
+        f.write(
+            json.dumps(
+                {
+                    "resolution": resolution,
+                    "replicas": count,
+                    "source": str(source or "this tree"),
+                    "date": time.strftime("%Y-%m-%d"),
+                    "wall_s": wall,
+                    "reports": reports,
+                }
+            )
+            + "\n"
+        )
     return 0
 
 
@@ -160,8 +212,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--resolutions", default="256,1024")
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--cold-start", type=int, metavar="RESOLUTION",
-                   help="instead: time a new node's first use at this resolution (results/cold_start.{md,json})")
+    p.add_argument(
+        "--cold-start",
+        type=int,
+        metavar="RESOLUTION",
+        help="instead: time a new node's first use at this resolution (results/cold_start.{md,json})",
+    )
     p.add_argument("--export-jobs", default="1,2", help="with --cold-start: the export-worker counts to compare")
     p.add_argument("--replicas", type=int, help="with --cold-start: this many replicas starting at once on one cache")
     p.add_argument("--source", type=Path, help="with --replicas: the ilo source tree the replicas import")
@@ -185,17 +241,24 @@ def main(argv=None) -> int:
         if r is None:
             return 1
         rows.append(r)
-        print(f"{res}px: {r['seconds']:.0f}s, peak {r['peak_rss_gib']:.2f} GiB, {r['graphs']} graphs, "
-              f"{r['total_mb']:.0f} MB on disk ({r['weights_mb']:.0f} MB of weights), worst error {r['worst_error']:.1e}", file=sys.stderr)  # fmt: skip
+        print(
+            f"{res}px: {r['seconds']:.0f}s, peak {r['peak_rss_gib']:.2f} GiB, {r['graphs']} graphs, "
+            f"{r['total_mb']:.0f} MB on disk ({r['weights_mb']:.0f} MB of weights), worst error {r['worst_error']:.1e}",
+            file=sys.stderr,
+        )
     from report import machine_line  # loads torch: only once the runs are done
 
     machine = machine_line("CPU")
-    lines = ["| resolution | graphs | wall time (s) | peak RSS (GiB) | files (MB) | weights (MB) | files / weights | worst max / l2 rel. error | kink-limited |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        "| resolution | graphs | wall time (s) | peak RSS (GiB) | files (MB) | weights (MB) | files / weights | worst max / l2 rel. error | kink-limited |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
-        lines.append(f"| {r['resolution']}² | {r['graphs']} | {r['seconds']:.0f} | {r['peak_rss_gib']:.2f} | {r['total_mb']:.0f} | "
-                     f"{r['weights_mb']:.0f} | {r['total_mb'] / r['weights_mb']:.2f} | {r['worst_error']:.1e} / {r['worst_l2_error']:.1e} | "
-                     f"{len(r['kink_limited'])} ({', '.join(r['kink_limited'])}) |")  # fmt: skip
+        lines.append(
+            f"| {r['resolution']}² | {r['graphs']} | {r['seconds']:.0f} | {r['peak_rss_gib']:.2f} | {r['total_mb']:.0f} | "
+            f"{r['weights_mb']:.0f} | {r['total_mb'] / r['weights_mb']:.2f} | {r['worst_error']:.1e} / {r['worst_l2_error']:.1e} | "
+            f"{len(r['kink_limited'])} ({', '.join(r['kink_limited'])}) |"
+        )
     table = "\n".join(lines) + (
         f"\n\nMachine: {machine}. Wall time includes tracing, the ONNX checker, the TensorRT lint and the ONNX\n"
         "Runtime checks against torch (float64) at batch 1 and 5 — 1 and 2, or 1 alone, for stages whose check\n"

@@ -43,7 +43,9 @@ def make_faces(folder: Path, n: int) -> None:
 
     gen = load_generator("default")
     with torch.no_grad():
-        images = gen.synthesize(gen.latents_from_z(torch.randn(n, gen.z_dim, generator=torch.Generator().manual_seed(1234))))
+        images = gen.synthesize(
+            gen.latents_from_z(torch.randn(n, gen.z_dim, generator=torch.Generator().manual_seed(1234)))
+        )
     folder.mkdir(parents=True, exist_ok=True)
     for i, pixels in enumerate(to_uint8(images)):
         save_png(folder / f"face{i:02d}.png", pixels)
@@ -75,17 +77,26 @@ def batch_benchmark(faces: Path, work: Path, n: int) -> dict:
     finally:
         ray.shutdown()
     end_to_end = ray_init + on_cluster
-    same = all(np.array_equal(_png(work / "local" / p.name), _png(work / "ray" / p.name))
-               for p in (work / "local").glob("*.png"))  # fmt: skip
-    rows = {"local, 1 process x 2 threads": local, "Ray Data, 2 actors x 1 thread (Ray already up)": on_cluster,
-            "Ray Data, 2 actors x 1 thread, plus starting Ray (ray.init, measured)": end_to_end}  # fmt: skip
+    same = all(
+        np.array_equal(_png(work / "local" / p.name), _png(work / "ray" / p.name))
+        for p in (work / "local").glob("*.png")
+    )
+    rows = {
+        "local, 1 process x 2 threads": local,
+        "Ray Data, 2 actors x 1 thread (Ray already up)": on_cluster,
+        "Ray Data, 2 actors x 1 thread, plus starting Ray (ray.init, measured)": end_to_end,
+    }
     return {
-        "images": n, "batch_size": 8,
+        "images": n,
+        "batch_size": 8,
         "runs": {k: {"seconds": round(v, 2), "images_per_s": round(n / v, 3)} for k, v in rows.items()},
-        "ray_vs_local": round(local / on_cluster, 3), "ray_end_to_end_vs_local": round(local / end_to_end, 3),
-        "ray_init_seconds": round(ray_init, 2), "solver": "ILO defaults (steps 300,100; 3 restarts)",
-        "outputs_identical": same, "target": BATCH_TARGET,
-    }  # fmt: skip
+        "ray_vs_local": round(local / on_cluster, 3),
+        "ray_end_to_end_vs_local": round(local / end_to_end, 3),
+        "ray_init_seconds": round(ray_init, 2),
+        "solver": "ILO defaults (steps 300,100; 3 restarts)",
+        "outputs_identical": same,
+        "target": BATCH_TARGET,
+    }
 
 
 def _png(path: Path) -> np.ndarray:
@@ -110,8 +121,7 @@ def serve_benchmark(faces: Path, concurrencies: list[int]) -> dict:
     try:
         for batching, max_batch in (("on", 16), ("off", 1)):
             app = f"batching-{batching}"
-            service = ServiceConfig(port=8777, max_batch_size=max_batch, cpus_per_replica=2,
-                                    max_queued=256)  # fmt: skip
+            service = ServiceConfig(port=8777, max_batch_size=max_batch, cpus_per_replica=2, max_queued=256)
             url, _ = start(settings, service, app_name=app, route_prefix=f"/{app}")
             for c in concurrencies:
                 n = max(8, 2 * c)
@@ -122,9 +132,14 @@ def serve_benchmark(faces: Path, concurrencies: list[int]) -> dict:
         ray.shutdown()
     top = max(concurrencies)
     ratio = results[f"on/c{top}"]["images_per_s"] / results[f"off/c{top}"]["images_per_s"]
-    return {"levels": results, "batching_gain_at_top": round(ratio, 3), "top_concurrency": top, "target": SERVE_TARGET,
-            "batch_wait_ms": ServiceConfig().batch_wait_s * 1000,
-            "task": "denoise (sigma 0.1); the uploads are the 32 faces (a solve costs the same whatever the picture)"}  # fmt: skip
+    return {
+        "levels": results,
+        "batching_gain_at_top": round(ratio, 3),
+        "top_concurrency": top,
+        "target": SERVE_TARGET,
+        "batch_wait_ms": ServiceConfig().batch_wait_s * 1000,
+        "task": "denoise (sigma 0.1); the uploads are the 32 faces (a solve costs the same whatever the picture)",
+    }
 
 
 def _load(requests, url: str, pngs: list[bytes], concurrency: int, n: int, batching: str, max_batch: int) -> dict:
@@ -141,42 +156,68 @@ def _load(requests, url: str, pngs: list[bytes], concurrency: int, n: int, batch
     wall = time.perf_counter() - t0
     latencies = np.array([a[0] for a in answers])
     assert all(a[1] == 200 for a in answers), [a[1] for a in answers]
-    return {"requests": n, "images_per_s": round(n / wall, 3),
-            "p50_s": round(float(np.percentile(latencies, 50)), 3), "p95_s": round(float(np.percentile(latencies, 95)), 3),
-            "p99_s": round(float(np.percentile(latencies, 99)), 3), "mean_batch": round(float(np.mean([a[2] for a in answers])), 2)}  # fmt: skip
+    return {
+        "requests": n,
+        "images_per_s": round(n / wall, 3),
+        "p50_s": round(float(np.percentile(latencies, 50)), 3),
+        "p95_s": round(float(np.percentile(latencies, 95)), 3),
+        "p99_s": round(float(np.percentile(latencies, 99)), 3),
+        "mean_batch": round(float(np.mean([a[2] for a in answers])), 2),
+    }
 
 
 def machine() -> dict:
     import ray
     import torch
 
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "ray": ray.__version__}  # fmt: skip
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+    }
 
 
 def report(result: dict) -> str:
     b, s = result["batch"], result["serve"]
-    lines = ["# Fleet throughput (benchmarks/fleet.py)", "",
-             f"Machine: {result['machine']['cores']} cores ({result['machine']['cpu']}), torch {result['machine']['torch']}, "
-             f"Ray {result['machine']['ray']}. Backend: auto (onnxruntime on the CPU).", "",
-             f"## Batch: {b['images']} faces, inpainting a centre hole, batch size {b['batch_size']}, {b['solver']}", "",
-             "| run | seconds | images/s |", "| --- | ---: | ---: |"]  # fmt: skip
+    lines = [
+        "# Fleet throughput (benchmarks/fleet.py)",
+        "",
+        f"Machine: {result['machine']['cores']} cores ({result['machine']['cpu']}), torch {result['machine']['torch']}, "
+        f"Ray {result['machine']['ray']}. Backend: auto (onnxruntime on the CPU).",
+        "",
+        f"## Batch: {b['images']} faces, inpainting a centre hole, batch size {b['batch_size']}, {b['solver']}",
+        "",
+        "| run | seconds | images/s |",
+        "| --- | ---: | ---: |",
+    ]
     lines += [f"| {k} | {v['seconds']} | {v['images_per_s']} |" for k, v in b["runs"].items()]
     verdict = "met" if b["ray_vs_local"] >= b["target"] else "MISSED"
-    lines += ["", f"Ray / local, Ray already up: **{b['ray_vs_local']}x** (target >= {b['target']}x: {verdict}); "
-              f"with `--ray` starting its own Ray ({b['ray_init_seconds']} s): {b['ray_end_to_end_vs_local']}x. "
-              f"Ray's PNGs identical to the local run's: {b['outputs_identical']}.", "",
-              f"## Online: `ilo serve`, one replica with 2 CPUs, denoising, ILO steps 100,50 and 2 restarts, "
-              f"batch wait {s['batch_wait_ms']} ms", "",
-              "| batching | clients | requests | images/s | p50 s | p95 s | p99 s | mean batch |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines += [
+        "",
+        f"Ray / local, Ray already up: **{b['ray_vs_local']}x** (target >= {b['target']}x: {verdict}); "
+        f"with `--ray` starting its own Ray ({b['ray_init_seconds']} s): {b['ray_end_to_end_vs_local']}x. "
+        f"Ray's PNGs identical to the local run's: {b['outputs_identical']}.",
+        "",
+        f"## Online: `ilo serve`, one replica with 2 CPUs, denoising, ILO steps 100,50 and 2 restarts, "
+        f"batch wait {s['batch_wait_ms']} ms",
+        "",
+        "| batching | clients | requests | images/s | p50 s | p95 s | p99 s | mean batch |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for key, v in s["levels"].items():
         batching, c = key.split("/c")
-        lines.append(f"| {batching} | {c} | {v['requests']} | {v['images_per_s']} | {v['p50_s']} | {v['p95_s']} | "
-                     f"{v['p99_s']} | {v['mean_batch']} |")  # fmt: skip
+        lines.append(
+            f"| {batching} | {c} | {v['requests']} | {v['images_per_s']} | {v['p50_s']} | {v['p95_s']} | "
+            f"{v['p99_s']} | {v['mean_batch']} |"
+        )
     verdict = "met" if s["batching_gain_at_top"] >= s["target"] else "MISSED"
-    lines += ["", f"Batching on / off at {s['top_concurrency']} clients: **{s['batching_gain_at_top']}x** images/s "
-              f"(target >= {s['target']}x: {verdict})."]  # fmt: skip
+    lines += [
+        "",
+        f"Batching on / off at {s['top_concurrency']} clients: **{s['batching_gain_at_top']}x** images/s "
+        f"(target >= {s['target']}x: {verdict}).",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -44,11 +44,16 @@ def run(gen, which: str, tasks: list[str], config: ILOConfig) -> dict:
         out["tasks"][task_name] = {
             "psnr": [float(v) for v in metrics["psnr"]],
             **({"psnr_hole": [float(v) for v in metrics["psnr_hole"]]} if "psnr_hole" in metrics else {}),
-            "best_round": [int(r) for r in result.best_round], "held_out_loss": [float(v) for v in result.best_loss],
+            "best_round": [int(r) for r in result.best_round],
+            "held_out_loss": [float(v) for v in result.best_loss],
             "seconds_per_image": seconds / len(names),
-        }  # fmt: skip
-        print(f"  {which:12s} {task_name:12s} psnr {np.mean(out['tasks'][task_name]['psnr']):6.2f}  rounds "
-              f"{dict(sorted(Counter(out['tasks'][task_name]['best_round']).items()))}  ({seconds:.0f}s)", file=sys.stderr, flush=True)  # fmt: skip
+        }
+        print(
+            f"  {which:12s} {task_name:12s} psnr {np.mean(out['tasks'][task_name]['psnr']):6.2f}  rounds "
+            f"{dict(sorted(Counter(out['tasks'][task_name]['best_round']).items()))}  ({seconds:.0f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
     return out
 
 
@@ -60,9 +65,12 @@ def report(runs: dict) -> tuple[str, list[str]]:
     lines, checks = [], []
     for which, got in runs.items():
         summary, seconds = committed(which)["summary"], committed(which)["per_image"]
-        lines += [f"### {which}: {got['note']}", "",
-                  "| task | ilo (defaults) | ilo-auto | change | best other method | ilo-auto rounds chosen (round: images) | s / image: ilo → ilo-auto |",
-                  "| --- | ---: | ---: | ---: | --- | --- | --- |"]  # fmt: skip
+        lines += [
+            f"### {which}: {got['note']}",
+            "",
+            "| task | ilo (defaults) | ilo-auto | change | best other method | ilo-auto rounds chosen (round: images) | s / image: ilo → ilo-auto |",
+            "| --- | ---: | ---: | ---: | --- | --- | --- |",
+        ]
         merged = {}
         for task_name, r in got["tasks"].items():
             base = summary[task_name]
@@ -74,12 +82,22 @@ def report(runs: dict) -> tuple[str, list[str]]:
             best = max(others, key=lambda m: others[m]["psnr"]["mean"])
             rounds = ", ".join(f"{k}: {v}" for k, v in sorted(Counter(r["best_round"]).items()))
             ilo_s = float(np.mean(seconds[task_name]["ilo"]["seconds"]))
-            lines.append(f"| {task_name} | {ilo:.2f}{ilo_hole} | {auto:.2f}{hole} | {auto - ilo:+.2f} | {best} {others[best]['psnr']['mean']:.2f} | "
-                         f"{rounds} | {ilo_s:.2f} → {r['seconds_per_image']:.2f} |")  # fmt: skip
+            lines.append(
+                f"| {task_name} | {ilo:.2f}{ilo_hole} | {auto:.2f}{hole} | {auto - ilo:+.2f} | {best} {others[best]['psnr']['mean']:.2f} | "
+                f"{rounds} | {ilo_s:.2f} → {r['seconds_per_image']:.2f} |"
+            )
             if which == "in-range":
                 ok = auto - ilo >= -IN_RANGE_TOLERANCE
-                checks.append(f"{'PASS' if ok else 'MISS'} in range, {task_name}: ilo-auto - ilo {auto - ilo:+.2f} dB (target >= -{IN_RANGE_TOLERANCE})")
-            merged[task_name] = {**others, "ilo": {"psnr": {"mean": auto}, **({"psnr_hole": {"mean": float(np.mean(r["psnr_hole"]))}} if "psnr_hole" in r else {})}}  # fmt: skip
+                checks.append(
+                    f"{'PASS' if ok else 'MISS'} in range, {task_name}: ilo-auto - ilo {auto - ilo:+.2f} dB (target >= -{IN_RANGE_TOLERANCE})"
+                )
+            merged[task_name] = {
+                **others,
+                "ilo": {
+                    "psnr": {"mean": auto},
+                    **({"psnr_hole": {"mean": float(np.mean(r["psnr_hole"]))}} if "psnr_hole" in r else {}),
+                },
+            }
         if which == "out-of-range":
             checks += [f"{c[:5]}out of range, {c[5:].replace('ILO', 'ilo-auto')}" for c in ood_verdicts(merged)]
         lines.append("")
@@ -102,10 +120,15 @@ def figure(runs: dict, path: Path) -> None:
     # a method without a number for a task (BM3D only denoises) gets NaN there: dots, not lines across
     points = {m: ([float(x) for x, _ in rows], [means.get(m, float("nan")) for _, means in rows]) for m in methods}
     tasks = ", ".join(f"{i + 1} {t}" for i, t in enumerate(next(iter(runs.values()))["tasks"]))
-    line_chart(points, "task (" + tasks + "; 7-11 the same out of range)", "mean PSNR (dB)",
-               "ilo-auto against ILO's defaults and the baselines: in range (left), out of range (right)",
-               log_y=False, vlines=[(len(next(iter(runs.values()))["tasks"]) + 1, "out of range")],
-               size=(900, 460)).save(path)  # fmt: skip
+    line_chart(
+        points,
+        "task (" + tasks + "; 7-11 the same out of range)",
+        "mean PSNR (dB)",
+        "ilo-auto against ILO's defaults and the baselines: in range (left), out of range (right)",
+        log_y=False,
+        vlines=[(len(next(iter(runs.values()))["tasks"]) + 1, "out of range")],
+        size=(900, 460),
+    ).save(path)
 
 
 def main(argv=None) -> int:
@@ -116,7 +139,9 @@ def main(argv=None) -> int:
     p.add_argument("--redraw", action="store_true", help="only redraw the figure from the saved JSON")
     args = p.parse_args(argv)
     if args.redraw:
-        figure(json.loads((args.out / "held_out_selection.json").read_text())["runs"], args.out / "held_out_selection.png")
+        figure(
+            json.loads((args.out / "held_out_selection.json").read_text())["runs"], args.out / "held_out_selection.png"
+        )
         return 0
     gen = load_generator("default")
     tasks = args.tasks.split(",")
@@ -125,17 +150,27 @@ def main(argv=None) -> int:
     check = run(gen, sets[0], tasks[:1], ILOConfig())["tasks"][tasks[0]]
     stored = committed(sets[0])["summary"][tasks[0]]["ilo"]["psnr"]["mean"]
     if abs(np.mean(check["psnr"]) - stored) > 0.01:
-        print(f"the committed {SETS[sets[0]]} is stale: ilo gives {np.mean(check['psnr']):.2f} on {tasks[0]}, "
-              f"it says {stored:.2f}; rerun quality.py first", file=sys.stderr)  # fmt: skip
+        print(
+            f"the committed {SETS[sets[0]]} is stale: ilo gives {np.mean(check['psnr']):.2f} on {tasks[0]}, "
+            f"it says {stored:.2f}; rerun quality.py first",
+            file=sys.stderr,
+        )
         return 1
     runs = {which: run(gen, which, tasks, auto_depth_config()) for which in sets}
     table, checks = report(runs)
     machine = machine_line()
-    text = (f"ilo-auto = ILOConfig(**{json.dumps(AUTO_DEPTH)}) — one stage deeper, a 3x wider l1 ball, the iterate "
-            "chosen per image by 10% held-out measurements. PSNR in dB (mean over images; inpainting: full / hole). "
-            "Other methods from the committed quality tables.\n\n" + table + "\n" + "\n".join(f"- {c}" for c in checks)
-            + f"\n\nMachine: {machine}.\n")  # fmt: skip
-    write_result(args.out, "held_out_selection", text, {"machine": machine, "config": AUTO_DEPTH, "runs": runs, "checks": checks})
+    text = (
+        f"ilo-auto = ILOConfig(**{json.dumps(AUTO_DEPTH)}) — one stage deeper, a 3x wider l1 ball, the iterate "
+        "chosen per image by 10% held-out measurements. PSNR in dB (mean over images; inpainting: full / hole). "
+        "Other methods from the committed quality tables.\n\n"
+        + table
+        + "\n"
+        + "\n".join(f"- {c}" for c in checks)
+        + f"\n\nMachine: {machine}.\n"
+    )
+    write_result(
+        args.out, "held_out_selection", text, {"machine": machine, "config": AUTO_DEPTH, "runs": runs, "checks": checks}
+    )
     figure(runs, args.out / "held_out_selection.png")
     return 0
 

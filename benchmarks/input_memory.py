@@ -40,8 +40,9 @@ print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss 
 
 
 def _measure(path: Path, size: int, mode: str, out: Path) -> dict:
-    done = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(size), mode, str(out)],
-                          capture_output=True, text=True, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path), str(size), mode, str(out)], capture_output=True, text=True, check=True
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -55,13 +56,25 @@ def main() -> int:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "large.png"
-        photo = np.asarray(Image.open(Path(__file__).parents[1] / "examples" / "faces" / "astronaut.png").convert("RGB"))
+        photo = np.asarray(
+            Image.open(Path(__file__).parents[1] / "examples" / "faces" / "astronaut.png").convert("RGB")
+        )
         block = -(-args.side // photo.shape[0])
         big = np.kron(photo, np.ones((block, block, 1), np.uint8))[: args.side, : args.side]
         Image.fromarray(big).save(path)
-        baseline = json.loads(subprocess.run([sys.executable, "-c", "import json, resource, torch, numpy\n"
-                              "print(json.dumps({'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"],
-                              capture_output=True, text=True, check=True).stdout)  # fmt: skip
+        baseline = json.loads(
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    "import json, resource, torch, numpy\n"
+                    "print(json.dumps({'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
         fast = _measure(path, args.size, "fast", Path(tmp) / "fast.npy")
         reference = _measure(path, args.size, "reference", Path(tmp) / "reference.npy")
         gap = np.abs(np.load(Path(tmp) / "fast.npy") - np.load(Path(tmp) / "reference.npy"))

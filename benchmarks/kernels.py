@@ -77,8 +77,14 @@ def formulation(name: str, library, tf32: bool):
         R.ModulatedConv2d.forward, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-FORMS = [("torch grouped", False), ("torch grouped", True), ("torch scaled", False), ("torch scaled", True),
-         ("kernels", False), ("kernels", True)]  # fmt: skip
+FORMS = [
+    ("torch grouped", False),
+    ("torch grouped", True),
+    ("torch scaled", False),
+    ("torch scaled", True),
+    ("kernels", False),
+    ("kernels", True),
+]
 TORCH_FORMS = [f for f in FORMS if f[0] != "kernels"]
 KERNEL_FORMS = [f for f in FORMS if f[0] == "kernels"]
 
@@ -129,7 +135,11 @@ def matmul_peak_tflops(device: torch.device, tf32: bool) -> float | None:
 def make_layer(shape, device, seed=0):
     from ilo.generators import ops as R
 
-    layer = R.ToRGB(shape.cin, 512) if shape.kind == "rgb" else R.StyledConv(shape.cin, shape.cout, 512, up=shape.kind == "up")
+    layer = (
+        R.ToRGB(shape.cin, 512)
+        if shape.kind == "rgb"
+        else R.StyledConv(shape.cin, shape.cout, 512, up=shape.kind == "up")
+    )
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in layer.parameters():
@@ -195,7 +205,14 @@ def measure_layers(shapes, batch, device, library, repeats, peaks):
     rows = []
     for shape in shapes:
         layer, call, inputs = layer_case(shape, batch, device)
-        row = {"layer": shape.name, "kind": shape.kind, "cin": shape.cin, "cout": shape.cout, "res": shape.res, "batch": batch}
+        row = {
+            "layer": shape.name,
+            "kind": shape.kind,
+            "cin": shape.cin,
+            "cout": shape.cout,
+            "res": shape.res,
+            "batch": batch,
+        }
         for name, tf32 in FORMS:
             label = form_label(name, tf32)
             with formulation(name, library, tf32) as prepare:
@@ -209,7 +226,10 @@ def measure_layers(shapes, batch, device, library, repeats, peaks):
             with formulation("kernels", library, tf32) as prepare:
                 got = forward_and_vjp(functools.partial(call, prepare(layer)), inputs)()
                 row[f"max relative error {form_label('kernels', tf32)}"] = max_relative(got, want)
-        (torch_ms, torch_form), (kernel_ms, kernel_form) = best(row, TORCH_FORMS, "fwd+vjp "), best(row, KERNEL_FORMS, "fwd+vjp ")
+        (torch_ms, torch_form), (kernel_ms, kernel_form) = (
+            best(row, TORCH_FORMS, "fwd+vjp "),
+            best(row, KERNEL_FORMS, "fwd+vjp "),
+        )
         row["fwd+vjp speed-up"], row["best torch"], row["best kernels"] = torch_ms / kernel_ms, torch_form, kernel_form
         flops = 2 * shape.macs_per_image() * batch
         for tf32 in (False, True):
@@ -218,7 +238,10 @@ def measure_layers(shapes, batch, device, library, repeats, peaks):
             peak = peaks["TF32" if tf32 else "fp32"]
             row[f"fwd fraction of peak {label}"] = row[f"fwd TFLOP/s {label}"] / peak if peak else None
         rows.append(row)
-        print(f"{shape.name}: fwd+vjp {row['best kernels']} {row['fwd+vjp speed-up']:.2f}x {row['best torch']}", flush=True)
+        print(
+            f"{shape.name}: fwd+vjp {row['best kernels']} {row['fwd+vjp speed-up']:.2f}x {row['best torch']}",
+            flush=True,
+        )
     return rows
 
 
@@ -226,10 +249,16 @@ def measure_blocks(resolutions, batch, device, library, repeats, channels):
     rows = []
     for res in resolutions:
         block, call, inputs = block_case(res, batch, device, channels)
-        row = {"block": f"{channels[int(math.log2(res)) - 3]}->{channels[int(math.log2(res)) - 2]} @{res}px", "res": res, "batch": batch}
+        row = {
+            "block": f"{channels[int(math.log2(res)) - 3]}->{channels[int(math.log2(res)) - 2]} @{res}px",
+            "res": res,
+            "batch": batch,
+        }
         for name, tf32 in FORMS:
             with formulation(name, library, tf32) as prepare:
-                row[form_label(name, tf32)] = timed(forward_and_vjp(functools.partial(call, prepare(block)), inputs), device, repeats)
+                row[form_label(name, tf32)] = timed(
+                    forward_and_vjp(functools.partial(call, prepare(block)), inputs), device, repeats
+                )
         (torch_ms, torch_form), (kernel_ms, kernel_form) = best(row, TORCH_FORMS), best(row, KERNEL_FORMS)
         row["best torch"], row["best kernels"], row["speed-up"] = torch_form, kernel_form, torch_ms / kernel_ms
         rows.append(row)
@@ -242,8 +271,13 @@ def environment(device: torch.device, library) -> dict:
     env = {"torch": torch.__version__, "python": platform.python_version(), "library": library.build_info}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        env.update(card=props.name, capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
-                   cudnn=torch.backends.cudnn.version(), multiprocessors=props.multi_processor_count)  # fmt: skip
+        env.update(
+            card=props.name,
+            capability=f"{props.major}.{props.minor}",
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            multiprocessors=props.multi_processor_count,
+        )
     else:
         env.update(card=f"CPU ({platform.processor() or platform.machine()}), host emulation: not a measurement")
     return env
@@ -252,32 +286,58 @@ def environment(device: torch.device, library) -> dict:
 def markdown(result: dict) -> str:
     env, layers, blocks = result["environment"], result["layers"], result["blocks"]
     peaks = result["matmul peak TFLOP/s"]
-    out = [f"# Kernels against torch ({env['card']})", "",
-           f"`{result['command']}`", "",
-           ", ".join(f"{k} {v}" for k, v in env.items())
-           + (f"; measured matmul peaks: fp32 {peaks['fp32']:.1f}, TF32 {peaks['TF32']:.1f} TFLOP/s" if peaks["fp32"] else ""), "",
-           "## Synthesis blocks, forward + VJP (ms)", ""]  # fmt: skip
+    out = [
+        f"# Kernels against torch ({env['card']})",
+        "",
+        f"`{result['command']}`",
+        "",
+        ", ".join(f"{k} {v}" for k, v in env.items())
+        + (
+            f"; measured matmul peaks: fp32 {peaks['fp32']:.1f}, TF32 {peaks['TF32']:.1f} TFLOP/s"
+            if peaks["fp32"]
+            else ""
+        ),
+        "",
+        "## Synthesis blocks, forward + VJP (ms)",
+        "",
+    ]
     labels = [form_label(n, t) for n, t in FORMS]
-    out += ["| block | batch | " + " | ".join(labels) + " | best kernels over best torch | target |",
-            "| --- | --- | " + " | ".join("---" for _ in labels) + " | --- | --- |"]  # fmt: skip
+    out += [
+        "| block | batch | " + " | ".join(labels) + " | best kernels over best torch | target |",
+        "| --- | --- | " + " | ".join("---" for _ in labels) + " | --- | --- |",
+    ]
     for r in blocks:
         target = ""
         if r["res"] >= BLOCK_TARGET_MIN_RES and r["batch"] == BLOCK_TARGET_BATCH:
             target = f"{BLOCK_TARGET}×: {'meets' if r['speed-up'] >= BLOCK_TARGET else 'MISSES'}"
-        out.append(f"| {r['block']} | {r['batch']} | " + " | ".join(f"{r[lab]:.3f}" for lab in labels)
-                   + f" | **{r['speed-up']:.2f}×** ({r['best kernels']} / {r['best torch']}) | {target} |")  # fmt: skip
-    out += ["", "## Layers (ms; the kernels' forward TFLOP/s, and as a fraction of the measured fp32 / TF32 matmul peak)", "",
-            "| layer | " + " | ".join(f"fwd {lab}" for lab in labels) + " | " + " | ".join(f"fwd+vjp {lab}" for lab in labels)
-            + " | fwd+vjp best kernels over best torch | fwd TFLOP/s fp32 / TF32 | of peak fp32 / TF32 | max rel. error fp32 / TF32 |",
-            "| --- | " + " | ".join("---" for _ in range(2 * len(labels) + 4)) + " |"]  # fmt: skip
+        out.append(
+            f"| {r['block']} | {r['batch']} | "
+            + " | ".join(f"{r[lab]:.3f}" for lab in labels)
+            + f" | **{r['speed-up']:.2f}×** ({r['best kernels']} / {r['best torch']}) | {target} |"
+        )
+    out += [
+        "",
+        "## Layers (ms; the kernels' forward TFLOP/s, and as a fraction of the measured fp32 / TF32 matmul peak)",
+        "",
+        "| layer | "
+        + " | ".join(f"fwd {lab}" for lab in labels)
+        + " | "
+        + " | ".join(f"fwd+vjp {lab}" for lab in labels)
+        + " | fwd+vjp best kernels over best torch | fwd TFLOP/s fp32 / TF32 | of peak fp32 / TF32 | max rel. error fp32 / TF32 |",
+        "| --- | " + " | ".join("---" for _ in range(2 * len(labels) + 4)) + " |",
+    ]
     for r in layers:
         k32, ktf = form_label("kernels", False), form_label("kernels", True)
         fractions = [r[f"fwd fraction of peak {k}"] for k in (k32, ktf)]
         frac = " / ".join(f"{100 * f:.0f} %" for f in fractions) if fractions[0] is not None else "n/a"
-        out.append(f"| {r['layer']} | " + " | ".join(f"{r['fwd ' + lab]:.3f}" for lab in labels) + " | "
-                   + " | ".join(f"{r['fwd+vjp ' + lab]:.3f}" for lab in labels)
-                   + f" | {r['fwd+vjp speed-up']:.2f}× | {r['fwd TFLOP/s ' + k32]:.2f} / {r['fwd TFLOP/s ' + ktf]:.2f} | {frac}"
-                   + f" | {r['max relative error ' + k32]:.1e} / {r['max relative error ' + ktf]:.1e} |")  # fmt: skip
+        out.append(
+            f"| {r['layer']} | "
+            + " | ".join(f"{r['fwd ' + lab]:.3f}" for lab in labels)
+            + " | "
+            + " | ".join(f"{r['fwd+vjp ' + lab]:.3f}" for lab in labels)
+            + f" | {r['fwd+vjp speed-up']:.2f}× | {r['fwd TFLOP/s ' + k32]:.2f} / {r['fwd TFLOP/s ' + ktf]:.2f} | {frac}"
+            + f" | {r['max relative error ' + k32]:.1e} / {r['max relative error ' + ktf]:.1e} |"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -292,24 +352,33 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--device", default="cuda")
     p.add_argument("--library", type=Path, help="the library file (default: $ILO_KERNELS_LIB, then kernels/lib)")
-    p.add_argument("--smoke", action="store_true", help="tiny channel counts and sizes: checks the script, measures nothing")
+    p.add_argument(
+        "--smoke", action="store_true", help="tiny channel counts and sizes: checks the script, measures nothing"
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("benchmarks/kernels.py needs a CUDA device (or --device cpu with the emulated library and --smoke)")
+        raise SystemExit(
+            "benchmarks/kernels.py needs a CUDA device (or --device cpu with the emulated library and --smoke)"
+        )
     try:
         library = open_library(args.library) if args.library else load_library()
     except KernelLibraryError as e:
         raise SystemExit(str(e)) from None
     divisor = 32 if args.smoke else 1
     channels = config_f(args.max_res, channel_divisor=divisor).channels
-    shapes = [s.__class__(s.kind, max(1, s.cin // divisor), 3 if s.kind == "rgb" else max(1, s.cout // divisor), s.res)
-              for s in config_f_layers(args.max_res)]  # fmt: skip
+    shapes = [
+        s.__class__(s.kind, max(1, s.cin // divisor), 3 if s.kind == "rgb" else max(1, s.cout // divisor), s.res)
+        for s in config_f_layers(args.max_res)
+    ]
     peaks = {"fp32": matmul_peak_tflops(device, False), "TF32": matmul_peak_tflops(device, True)}
     repeats = 1 if args.smoke else args.repeats
-    result = {"command": "python benchmarks/kernels.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "environment": environment(device, library), "matmul peak TFLOP/s": peaks}  # fmt: skip
+    result = {
+        "command": "python benchmarks/kernels.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "environment": environment(device, library),
+        "matmul peak TFLOP/s": peaks,
+    }
     resolutions = [4 * 2**k for k in range(1, len(channels))]
     result["blocks"] = measure_blocks(resolutions, args.batch, device, library, repeats, channels)
     result["layers"] = measure_layers(shapes, args.batch, device, library, repeats, peaks)

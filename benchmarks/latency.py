@@ -42,15 +42,19 @@ def verdicts(name: str, result: dict, peak_gflops: float | None = None) -> list[
         target = TARGETS.get(r["batch"])
         if r["backend"] == "onnxruntime" and target is not None:
             ok = "meets" if r["speedup_round0"] >= target else "MISSES"
-            lines.append(f"- {name}, batch {r['batch']}: onnxruntime ILO step {r['speedup_round0']:.2f}× torch "
-                         f"(round 0; target {target}×: {ok}); default solve {r['speedup_default_solve']:.2f}×")  # fmt: skip
+            lines.append(
+                f"- {name}, batch {r['batch']}: onnxruntime ILO step {r['speedup_round0']:.2f}× torch "
+                f"(round 0; target {target}×: {ok}); default solve {r['speedup_default_solve']:.2f}×"
+            )
     for r in result["rows"]:
         if peak_gflops and r["backend"] == "onnxruntime" and r["batch"] > 1:
             share = r["gflops"][0] / peak_gflops
             target = PEAK_TARGET.get(name)
             verdict = "" if target is None else f"; target {target:.0%}: {'meets' if share >= target else 'MISSES'}"
-            lines.append(f"- {name}, batch {r['batch']}: onnxruntime at {share:.0%} of the measured fp32 peak "
-                         f"({r['gflops'][0]:.1f} of {peak_gflops:.1f} GFLOP/s{verdict})")  # fmt: skip
+            lines.append(
+                f"- {name}, batch {r['batch']}: onnxruntime at {share:.0%} of the measured fp32 peak "
+                f"({r['gflops'][0]:.1f} of {peak_gflops:.1f} GFLOP/s{verdict})"
+            )
     return lines
 
 
@@ -119,22 +123,38 @@ def main(argv=None) -> int:
     if args.device == "cpu":  # the GPU's peak is benchmarks/kernels.py's
         peak = fp32_peak(args.threads)
         products = ", ".join(f"{k} {v:.0f}" for k, v in peak["products"].items())
-        text += [f"fp32 peak of this machine, {args.threads} threads: {peak['measured']:.1f} GFLOP/s measured (the best "
-                 f"large matrix product: {products}); theoretical FMA peak {peak['theoretical']:.1f} GFLOP/s "
-                 "(cores x 2 FMA units x fp32 lanes x 2 x clock). GFLOP/step: convolutions and matrix products of one "
-                 "fused round-0 step (forward and gradient), counted by torch's FLOP formulas; of peak = GFLOP/s over "
-                 "the measured peak.", ""]  # fmt: skip
+        text += [
+            f"fp32 peak of this machine, {args.threads} threads: {peak['measured']:.1f} GFLOP/s measured (the best "
+            f"large matrix product: {products}); theoretical FMA peak {peak['theoretical']:.1f} GFLOP/s "
+            "(cores x 2 FMA units x fp32 lanes x 2 x clock). GFLOP/step: convolutions and matrix products of one "
+            "fused round-0 step (forward and gradient), counted by torch's FLOP formulas; of peak = GFLOP/s over "
+            "the measured peak.",
+            "",
+        ]
     for name in args.models.split(","):
-        settings = LatencySettings(backends=backends, batches=tuple(int(b) for b in args.batches.split(",")),
-                                   repeats=args.repeats, steps=args.steps, stage_repeats=args.stage_repeats, device=args.device)  # fmt: skip
-        results[name] = measure(model(name), settings, report=lambda line, n=name: print(f"{n}: {line}", file=sys.stderr, flush=True))
-        text += [markdown(name, results[name], machine(args.device), peak and peak["measured"]),
-                 *verdicts(name, results[name], peak and peak["measured"]), ""]
+        settings = LatencySettings(
+            backends=backends,
+            batches=tuple(int(b) for b in args.batches.split(",")),
+            repeats=args.repeats,
+            steps=args.steps,
+            stage_repeats=args.stage_repeats,
+            device=args.device,
+        )
+        results[name] = measure(
+            model(name), settings, report=lambda line, n=name: print(f"{n}: {line}", file=sys.stderr, flush=True)
+        )
+        text += [
+            markdown(name, results[name], machine(args.device), peak and peak["measured"]),
+            *verdicts(name, results[name], peak and peak["measured"]),
+            "",
+        ]
         suffix = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"
         args.out.mkdir(parents=True, exist_ok=True)  # written after each model: a long run keeps what it measured
         save(args.out / f"latency{suffix}.md", "\n".join(text) + "\n")
-        save(args.out / f"latency{suffix}.json", json.dumps({"machine": machine(args.device), "fp32_peak": peak,
-                                                             "results": results}, indent=2) + "\n")  # fmt: skip
+        save(
+            args.out / f"latency{suffix}.json",
+            json.dumps({"machine": machine(args.device), "fp32_peak": peak, "results": results}, indent=2) + "\n",
+        )
         plot(results, args.out / f"latency{suffix}.png")
     print("\n".join(text))
     return 0

@@ -45,8 +45,12 @@ def main(argv=None) -> int:
     encoder = load_encoder(SHIPPED, gen.fingerprint())
     names = [f"face{SEED + i}" for i in range(args.faces)]
     with torch.no_grad():
-        truth = torch.cat([gen.synthesize(torch.randn(1, 1, gen.z_dim, generator=torch.Generator().manual_seed(SEED + i)))
-                           for i in range(args.faces)])  # fmt: skip
+        truth = torch.cat(
+            [
+                gen.synthesize(torch.randn(1, 1, gen.z_dim, generator=torch.Generator().manual_seed(SEED + i)))
+                for i in range(args.faces)
+            ]
+        )
     steps = [int(s) for s in args.steps.split(",")]
     rows = {}
     for task_name, task in TASKS.items():
@@ -66,16 +70,23 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 result = solve(y, op, gen, config, image_seeds=seeds, starts=starts)
                 psnr = restoration_metrics(result.images, truth, op.observed)["psnr"]
-                row[f"{label} start, {s} steps"] = {"psnr": float(psnr.mean()), "per_image": psnr.tolist(),
-                                                    "seconds_per_image": (time.perf_counter() - t0) / len(names)}  # fmt: skip
+                row[f"{label} start, {s} steps"] = {
+                    "psnr": float(psnr.mean()),
+                    "per_image": psnr.tolist(),
+                    "seconds_per_image": (time.perf_counter() - t0) / len(names),
+                }
         rows[task_name] = row
         print(task_name, {k: round(v["psnr"], 2) for k, v in row.items()}, file=sys.stderr, flush=True)
     columns = list(next(iter(rows.values())))
-    lines = [f"`python benchmarks/learned_start.py --faces {args.faces} --steps {args.steps}` ({time.strftime('%Y-%m-%d')}; "
-             f"{machine_line()}). Mean PSNR (dB) on {args.faces} generated faces (seeds {SEED}..{SEED + args.faces - 1}), "
-             f"torch, one start each, ILO's three rounds with round 0 at the steps named and the later rounds at a third "
-             f"of it; the learned start is the shipped encoder's.", "",
-             "| task | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]  # fmt: skip
+    lines = [
+        f"`python benchmarks/learned_start.py --faces {args.faces} --steps {args.steps}` ({time.strftime('%Y-%m-%d')}; "
+        f"{machine_line()}). Mean PSNR (dB) on {args.faces} generated faces (seeds {SEED}..{SEED + args.faces - 1}), "
+        f"torch, one start each, ILO's three rounds with round 0 at the steps named and the later rounds at a third "
+        f"of it; the learned start is the shipped encoder's.",
+        "",
+        "| task | " + " | ".join(columns) + " |",
+        "| --- |" + " ---: |" * len(columns),
+    ]
     for task_name, row in rows.items():
         lines.append(f"| {task_name} | " + " | ".join(f"{row[c]['psnr']:.2f}" for c in columns) + " |")
     text = "\n".join(lines) + "\n"

@@ -56,12 +56,23 @@ def run_once(name: str, batch: int, resolution: int) -> dict:
     restorer.solve(prepared, progress=lambda k, step, steps, measured: rows.append(measured.shape[0]))
     costs = list(restorer._row_costs.values())
     return {
-        "run": name, "backend": restorer.backend_name, "batch": batch, "starts": starts, "budget": budget,
+        "run": name,
+        "backend": restorer.backend_name,
+        "batch": batch,
+        "starts": starts,
+        "budget": budget,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "solve_s": time.perf_counter() - t0, "warm_s": warm_s, "max_rows_per_call": max(rows),
-        "row_cost_gib": None if not costs else {"fixed": costs[0].fixed / 2**30, "per_row": costs[0].per_row / 2**30,
-                                                "predicted_step_peak": costs[0].peak(max(rows)) / 2**30},
-    }  # fmt: skip
+        "solve_s": time.perf_counter() - t0,
+        "warm_s": warm_s,
+        "max_rows_per_call": max(rows),
+        "row_cost_gib": None
+        if not costs
+        else {
+            "fixed": costs[0].fixed / 2**30,
+            "per_row": costs[0].per_row / 2**30,
+            "predicted_step_peak": costs[0].peak(max(rows)) / 2**30,
+        },
+    }
 
 
 def render(rows: list[dict], batch: int, resolution: int) -> tuple[str, list[str], str]:
@@ -69,24 +80,35 @@ def render(rows: list[dict], batch: int, resolution: int) -> tuple[str, list[str
     from report import machine_line  # loads torch: only once the runs are done
 
     machine = machine_line("CPU")
-    lines = [f"StyleGAN2 {resolution}² (config-f, random weights), inpainting, batch {batch}, {STEPS} steps per round. "
-             "Peak RSS: the whole process's high-water mark (model, graphs, sessions and the solve).", "",
-             "| run | peak RSS (GiB) | rows per call | row cost: fixed + per row (GiB) | predicted step peak (GiB) | solve (s) |",
-             "| --- | ---: | ---: | --- | ---: | ---: |"]  # fmt: skip
+    lines = [
+        f"StyleGAN2 {resolution}² (config-f, random weights), inpainting, batch {batch}, {STEPS} steps per round. "
+        "Peak RSS: the whole process's high-water mark (model, graphs, sessions and the solve).",
+        "",
+        "| run | peak RSS (GiB) | rows per call | row cost: fixed + per row (GiB) | predicted step peak (GiB) | solve (s) |",
+        "| --- | ---: | ---: | --- | ---: | ---: |",
+    ]
     for r in rows:
         if "failed" in r:
             lines.append(f"| {r['run']} | {r['failed']} | | | | |")
             continue
         cost = r["row_cost_gib"]
-        cells = ("–", "–") if cost is None else (f"{cost['fixed']:.2f} + {cost['per_row']:.3f}", f"{cost['predicted_step_peak']:.2f}")
-        lines.append(f"| {r['run']} | {r['peak_rss_gib']:.2f} | {r['max_rows_per_call']} | {cells[0]} | {cells[1]} | {r['solve_s']:.0f} |")
+        cells = (
+            ("–", "–")
+            if cost is None
+            else (f"{cost['fixed']:.2f} + {cost['per_row']:.3f}", f"{cost['predicted_step_peak']:.2f}")
+        )
+        lines.append(
+            f"| {r['run']} | {r['peak_rss_gib']:.2f} | {r['max_rows_per_call']} | {cells[0]} | {cells[1]} | {r['solve_s']:.0f} |"
+        )
     ok = [r for r in rows if "failed" not in r]
     torch_row = next((r for r in ok if r["run"].startswith("torch")), None)
     checks = []
     for r in ok:
         if torch_row is not None and r is not torch_row:
             ratio = r["peak_rss_gib"] / torch_row["peak_rss_gib"]
-            checks.append(f"{'PASS' if ratio <= 1 else 'MISS'} {r['run']}: peak RSS {ratio:.2f}x torch eager's at batch {batch}")
+            checks.append(
+                f"{'PASS' if ratio <= 1 else 'MISS'} {r['run']}: peak RSS {ratio:.2f}x torch eager's at batch {batch}"
+            )
     text = "\n".join(lines) + "\n\n" + "\n".join(f"- {c}" for c in checks) + f"\n\nMachine: {machine}.\n"
     return text, checks, machine
 
@@ -111,24 +133,46 @@ def main(argv=None) -> int:
         env = {**os.environ, "ILO_CACHE_DIR": str(args.cache)}
     rows = []
     for name in ["export", *args.runs.split(",")]:
-        out = subprocess.run([sys.executable, __file__, "--child", name, "--batch", str(args.batch),
-                              "--resolution", str(args.resolution)], capture_output=True, text=True, env=env)  # fmt: skip
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                name,
+                "--batch",
+                str(args.batch),
+                "--resolution",
+                str(args.resolution),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if out.returncode:
             rows.append({"run": name, "failed": f"exit {out.returncode}", "stderr": out.stderr[-2000:]})
-            print(f"{name}: FAILED (exit {out.returncode}; -9 is the kernel's OOM killer)\n{out.stderr[-2000:]}", file=sys.stderr)
+            print(
+                f"{name}: FAILED (exit {out.returncode}; -9 is the kernel's OOM killer)\n{out.stderr[-2000:]}",
+                file=sys.stderr,
+            )
             continue
         if name == "export":
             continue
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"{name}: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
     if args.append and (args.out / "memory.json").is_file():
-        earlier = [r for r in json.loads((args.out / "memory.json").read_text())["rows"] if r["run"] not in args.runs.split(",")]
+        earlier = [
+            r
+            for r in json.loads((args.out / "memory.json").read_text())["rows"]
+            if r["run"] not in args.runs.split(",")
+        ]
         rows = [r for name in RUNS for r in earlier + rows if r["run"] == name]
     text, checks, machine = render(rows, args.batch, args.resolution)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "memory.md").write_text(text)
-    (args.out / "memory.json").write_text(json.dumps({"machine": machine, "rows": rows, "checks": checks}, indent=1) + "\n")
+    (args.out / "memory.json").write_text(
+        json.dumps({"machine": machine, "rows": rows, "checks": checks}, indent=1) + "\n"
+    )
     return 0
 
 

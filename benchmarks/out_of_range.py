@@ -27,8 +27,10 @@ def _warp(image: torch.Tensor, angle_deg: float = 0.0, shift: tuple[float, float
     corner makes the picture trivially out of range."""
     a = math.radians(angle_deg)
     size = image.shape[-1]
-    theta = torch.tensor([[math.cos(a), -math.sin(a), -2 * shift[0] / size],
-                          [math.sin(a), math.cos(a), -2 * shift[1] / size]], dtype=image.dtype)[None]  # fmt: skip
+    theta = torch.tensor(
+        [[math.cos(a), -math.sin(a), -2 * shift[0] / size], [math.sin(a), math.cos(a), -2 * shift[1] / size]],
+        dtype=image.dtype,
+    )[None]
     grid = F.affine_grid(theta, list(image.shape), align_corners=False)
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
@@ -65,14 +67,22 @@ def occluded(gen) -> torch.Tensor:
     return image
 
 
-TRANSFORMS = {"rotated-20": rotated, "joined-halves": joined, "colour-shifted": colour_shifted,
-              "shifted": shifted, "occluded": occluded}  # fmt: skip
+TRANSFORMS = {
+    "rotated-20": rotated,
+    "joined-halves": joined,
+    "colour-shifted": colour_shifted,
+    "shifted": shifted,
+    "occluded": occluded,
+}
 
 
 def out_of_range_truths(gen) -> tuple[list[str], torch.Tensor, str]:
     """The transformed faces (the real photograph is added by quality.ground_truths' caller)."""
     names = list(TRANSFORMS)
     images = torch.cat([make(gen) for make in TRANSFORMS.values()]).clamp(-1, 1)
-    note = (f"{len(names)} faces pushed out of the generator's range (seeds {OOD_SEED}..{OOD_SEED + 5}: "
-            + ", ".join(names) + ")")  # fmt: skip
+    note = (
+        f"{len(names)} faces pushed out of the generator's range (seeds {OOD_SEED}..{OOD_SEED + 5}: "
+        + ", ".join(names)
+        + ")"
+    )
     return names, images, note

@@ -92,8 +92,9 @@ def degraded(gen, task_name: str, names, truth):
     return op, task.measure(op, truth, names), [name_seed(0, n) for n in names]
 
 
-def run_task(gen, task_name: str, names, truth, methods, ilo_overrides, lambdas: dict | None = None,
-             example: int = -1) -> dict:  # fmt: skip
+def run_task(
+    gen, task_name: str, names, truth, methods, ilo_overrides, lambdas: dict | None = None, example: int = -1
+) -> dict:
     """Every method on one task; `lambdas` the tuned weights of the classical priors; the loss
     curves kept are image `example`'s."""
     task = TASKS[task_name]
@@ -118,11 +119,17 @@ def run_task(gen, task_name: str, names, truth, methods, ilo_overrides, lambdas:
         per_image["seconds"] = [seconds / len(names)] * len(names)
         rows[method] = per_image
         images[method] = restored
-        print(f"  {task_name:12s} {method:6s} psnr {np.mean(per_image['psnr']):6.2f}"
-              + (f"  hole {np.mean(per_image['psnr_hole']):6.2f}" if "psnr_hole" in per_image else "")
-              + f"  ({seconds:.1f}s)", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"  {task_name:12s} {method:6s} psnr {np.mean(per_image['psnr']):6.2f}"
+            + (f"  hole {np.mean(per_image['psnr_hole']):6.2f}" if "psnr_hole" in per_image else "")
+            + f"  ({seconds:.1f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
     if not task.kind.vector_measurements:
-        images["measured"] = y if y.shape[-1] == res else torch.nn.functional.interpolate(y, size=(res, res), mode="nearest")
+        images["measured"] = (
+            y if y.shape[-1] == res else torch.nn.functional.interpolate(y, size=(res, res), mode="nearest")
+        )
     return {"per_image": rows, "images": images, "curves": curves}
 
 
@@ -140,11 +147,14 @@ def markdown(results: dict, note: str) -> str:
     ]
     for task_name, by_method in results.items():
         for method, s in by_method.items():
+
             def cell(key, fmt):
                 return f"{s[key]['mean']:{fmt}} ± {s[key]['std']:{fmt}}" if key in s else "–"
 
-            lines.append(f"| {task_name} | {method} | {cell('psnr', '.2f')} | {cell('psnr_hole', '.2f')} | "
-                         f"{cell('mse_observed', '.1e')} | {cell('ssim', '.3f')} | {cell('seconds', '.2f')} |")  # fmt: skip
+            lines.append(
+                f"| {task_name} | {method} | {cell('psnr', '.2f')} | {cell('psnr_hole', '.2f')} | "
+                f"{cell('mse_observed', '.1e')} | {cell('ssim', '.3f')} | {cell('seconds', '.2f')} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -205,8 +215,14 @@ def figure(examples: dict, methods: list[str], path: Path) -> None:
     for images in examples.values():
         truth = images["truth"][:1]
         tiles.append([to_uint8(images[k][:1])[0] if k in images else None for k in columns])
-        captions.append([f"{float(restoration_metrics(images[k][:1], truth)['psnr'][0]):.2f} dB"
-                         if k in images and k not in ("truth", "measured") else None for k in columns])  # fmt: skip
+        captions.append(
+            [
+                f"{float(restoration_metrics(images[k][:1], truth)['psnr'][0]):.2f} dB"
+                if k in images and k not in ("truth", "measured")
+                else None
+                for k in columns
+            ]
+        )
     labelled_grid(tiles, list(examples), columns, captions).save(path)
 
 
@@ -219,8 +235,9 @@ def loss_figure(curves: dict, task_name: str, image_name: str, path: Path) -> No
         if method == "ilo" and len(rounds) > 1:
             vlines = [(step, f"ILO round {k}") for k, step in enumerate(starts)]
         series[method.upper()] = (xs, ys)
-    chart = line_chart(series, "step", "measurement loss (MSE)", f"{task_name}, {image_name}: loss per step",
-                       log_y=True, vlines=vlines)  # fmt: skip
+    chart = line_chart(
+        series, "step", "measurement loss (MSE)", f"{task_name}, {image_name}: loss per step", log_y=True, vlines=vlines
+    )
     chart.save(path)
 
 
@@ -235,8 +252,10 @@ def prior_lines(results: dict) -> list[str]:
         best_prior = max(priors, key=lambda m: priors[m])
         beaten = [m for m, v in generators.items() if priors[best_prior] > v]
         verdict = f"beats {', '.join(beaten)}" if beaten else "beats no generator method"
-        out.append(f"{task_name}: best prior {best_prior} {priors[best_prior]:.2f} dB {verdict} "
-                   f"(ILO {generators.get('ilo', float('nan')):.2f} dB)")  # fmt: skip
+        out.append(
+            f"{task_name}: best prior {best_prior} {priors[best_prior]:.2f} dB {verdict} "
+            f"(ILO {generators.get('ilo', float('nan')):.2f} dB)"
+        )
     return out
 
 
@@ -247,7 +266,10 @@ def photo_lines(raw: dict, names: list[str]) -> list[str]:
     i = names.index("astronaut")
     lines = ["", "Real photograph alone (PSNR full / in the hole, dB):", ""]
     for task_name, by_method in raw.items():
-        cells = [f"{m} {v['psnr'][i]:.2f}" + (f" / {v['psnr_hole'][i]:.2f}" if "psnr_hole" in v else "") for m, v in by_method.items()]
+        cells = [
+            f"{m} {v['psnr'][i]:.2f}" + (f" / {v['psnr_hole'][i]:.2f}" if "psnr_hole" in v else "")
+            for m, v in by_method.items()
+        ]
         lines.append(f"- {task_name}: " + ", ".join(cells))
     return lines
 
@@ -257,8 +279,12 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {', '.join(TASKS)}")
     p.add_argument("--methods", default="ilo,csgm,pulse,bm3d,tv,wavelet")
     p.add_argument("--curve-task", default="inpaint-box", help="the task of the loss-per-step figure (Fig. 2)")
-    p.add_argument("--set", choices=("in-range", "out-of-range"), default="in-range",
-                   help="generated faces, or faces pushed out of the generator's range (quality_ood.*)")
+    p.add_argument(
+        "--set",
+        choices=("in-range", "out-of-range"),
+        default="in-range",
+        help="generated faces, or faces pushed out of the generator's range (quality_ood.*)",
+    )
     p.add_argument("--generated", type=int, default=8, help="generated ground truths (in-range)")
     p.add_argument("--no-real", action="store_true", help="leave out the real photograph")
     p.add_argument("--example", default=None, help="the image the figures show (default: the last, the photograph)")
@@ -287,20 +313,34 @@ def main(argv=None) -> int:
         curves[task_name] = out["curves"]
     table = markdown(results, note) + "\n".join(photo_lines(raw, names)) + "\n"
     if lambdas is not None:
-        table += ("\nDeepInverse priors (FISTA; lambda tuned on images outside this set, "
-                  "classical_priors.md): " + "; ".join(f"{t} " + ", ".join(f"{m} {lam:g}" for m, lam in lambdas[t].items())
-                                                       for t in task_names) + ".\n")  # fmt: skip
+        table += (
+            "\nDeepInverse priors (FISTA; lambda tuned on images outside this set, "
+            "classical_priors.md): "
+            + "; ".join(f"{t} " + ", ".join(f"{m} {lam:g}" for m, lam in lambdas[t].items()) for t in task_names)
+            + ".\n"
+        )
         table += "\n".join(f"- {line}" for line in prior_lines(results)) + "\n"
     checks = ood_verdicts(results) if ood else verdicts(results)
     print(table + "\n" + "\n".join(checks))
     args.out.mkdir(parents=True, exist_ok=True)
     machine = machine_line("CPU")
-    report = {"ground_truths": note, "names": names, "machine": machine, "ilo_overrides": ilo_overrides,
-              "ilo_config": vars(method_config("ilo", **ilo_overrides)), "summary": results, "per_image": raw,
-              "checks": checks, "prior_lambdas": lambdas, "measurement_curves": curves,
-              "seconds_total": time.perf_counter() - t0}  # fmt: skip
+    report = {
+        "ground_truths": note,
+        "names": names,
+        "machine": machine,
+        "ilo_overrides": ilo_overrides,
+        "ilo_config": vars(method_config("ilo", **ilo_overrides)),
+        "summary": results,
+        "per_image": raw,
+        "checks": checks,
+        "prior_lambdas": lambdas,
+        "measurement_curves": curves,
+        "seconds_total": time.perf_counter() - t0,
+    }
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / f"{stem}.md").write_text(table + "\n" + "\n".join(f"- {c}" for c in checks) + f"\n\nMachine: {machine}.\n")
+    (args.out / f"{stem}.md").write_text(
+        table + "\n" + "\n".join(f"- {c}" for c in checks) + f"\n\nMachine: {machine}.\n"
+    )
     figure(examples, methods, args.out / f"{stem}_examples.png")
     if curves.get(args.curve_task):
         loss_figure(curves[args.curve_task], args.curve_task, names[example], args.out / f"{stem}_loss_curves.png")

@@ -79,8 +79,14 @@ def phase(command: list[str], env: dict) -> dict:
     proc.returncode = os.waitstatus_to_exitcode(status)
     done.set()
     sampler.join()
-    return {"command": " ".join(command), "seconds": time.perf_counter() - t0, "exit": proc.returncode,
-            "peak_tree_gib": peak[0] / GiB, "peak_largest_process_gib": _largest(usage) / GiB, "tail": lines[-6:]}  # fmt: skip
+    return {
+        "command": " ".join(command),
+        "seconds": time.perf_counter() - t0,
+        "exit": proc.returncode,
+        "peak_tree_gib": peak[0] / GiB,
+        "peak_largest_process_gib": _largest(usage) / GiB,
+        "tail": lines[-6:],
+    }
 
 
 def _largest(usage) -> int:
@@ -107,40 +113,79 @@ def one_resolution(resolution: int, work: Path) -> dict:
     env = {**os.environ, "ILO_CACHE_DIR": str(cache)}
     ilo = str(Path(sys.executable).parent / "ilo")
     export = phase([ilo, "export", "--model", str(checkpoint), "--warm", "inpaint"], env)
-    restore = phase([ilo, "restore", str(pictures), "--clean", "--task", "inpaint", "--centre-box", "0.5", "--model",
-                     str(checkpoint), "--steps", "2", "--out", str(work / "out")], env)  # fmt: skip
+    restore = phase(
+        [
+            ilo,
+            "restore",
+            str(pictures),
+            "--clean",
+            "--task",
+            "inpaint",
+            "--centre-box",
+            "0.5",
+            "--model",
+            str(checkpoint),
+            "--steps",
+            "2",
+            "--out",
+            str(work / "out"),
+        ],
+        env,
+    )
     estimate = estimated_row_cost(gen)
     measured = [json.loads(p.read_text()) for p in sorted((cache / "memory").glob("*.json"))]
     bundles = sorted(
         p.name.rsplit("-", 1)[0] for p in (cache / "graphs").iterdir() if p.is_dir() and not p.name.startswith(".")
     )
-    return {"resolution": resolution, "export": export, "restore": restore, "bundles": bundles,
-            "estimated_step_gib": {"fixed": estimate.fixed / GiB, "per_row": estimate.per_row / GiB},
-            "measured_step_gib": [{"fixed": m["fixed"] / GiB, "per_row": m["per_row"] / GiB, "task": m["key"]["task"],
-                                   "end_stage": m["key"]["end_stage"]} for m in measured]}  # fmt: skip
+    return {
+        "resolution": resolution,
+        "export": export,
+        "restore": restore,
+        "bundles": bundles,
+        "estimated_step_gib": {"fixed": estimate.fixed / GiB, "per_row": estimate.per_row / GiB},
+        "measured_step_gib": [
+            {
+                "fixed": m["fixed"] / GiB,
+                "per_row": m["per_row"] / GiB,
+                "task": m["key"]["task"],
+                "end_stage": m["key"]["end_stage"],
+            }
+            for m in measured
+        ],
+    }
 
 
 def report(runs: list[dict]) -> str:
     import torch
 
-    lines = [f"`python benchmarks/real_resolutions.py --resolutions {','.join(str(r['resolution']) for r in runs)}` "
-             f"({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
-             f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GiB:.0f} GiB, torch {torch.__version__}, nothing "
-             f"else running). StyleGAN2 config-f with random weights as a rosinality checkpoint, default settings, an "
-             f"empty cache: `ilo export --model M --warm inpaint`, then `ilo restore` of one picture with `--task inpaint "
-             f"--centre-box 0.5 --steps 2` (default method, starts and memory budget). Peak memory: the whole process "
-             f"tree (the command and every process it starts: their proportional set sizes summed, sampled every 0.1 s) and "
-             f"its largest single process (high-water mark of resident memory).",
-             "", "| resolution | phase | exit | wall time | peak, process tree | peak, largest process |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        f"`python benchmarks/real_resolutions.py --resolutions {','.join(str(r['resolution']) for r in runs)}` "
+        f"({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GiB:.0f} GiB, torch {torch.__version__}, nothing "
+        f"else running). StyleGAN2 config-f with random weights as a rosinality checkpoint, default settings, an "
+        f"empty cache: `ilo export --model M --warm inpaint`, then `ilo restore` of one picture with `--task inpaint "
+        f"--centre-box 0.5 --steps 2` (default method, starts and memory budget). Peak memory: the whole process "
+        f"tree (the command and every process it starts: their proportional set sizes summed, sampled every 0.1 s) and "
+        f"its largest single process (high-water mark of resident memory).",
+        "",
+        "| resolution | phase | exit | wall time | peak, process tree | peak, largest process |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
     for r in runs:
         for name in ("export", "restore"):
             p = r[name]
-            lines.append(f"| {r['resolution']}² | {name} | {p['exit']} | {p['seconds']:.0f} s | {p['peak_tree_gib']:.2f} GiB | "
-                         f"{p['peak_largest_process_gib']:.2f} GiB |")  # fmt: skip
-    lines += ["", "What one step holds (GiB, fixed + per image and start): estimated from the shapes before any export "
-              "(engine/app/memory_estimate.py) against the memory probe's measurement.", "",
-              "| resolution | estimate | measured (task, rounds to stage) | bundles exported |", "| --- | --- | --- | --- |"]  # fmt: skip
+            lines.append(
+                f"| {r['resolution']}² | {name} | {p['exit']} | {p['seconds']:.0f} s | {p['peak_tree_gib']:.2f} GiB | "
+                f"{p['peak_largest_process_gib']:.2f} GiB |"
+            )
+    lines += [
+        "",
+        "What one step holds (GiB, fixed + per image and start): estimated from the shapes before any export "
+        "(engine/app/memory_estimate.py) against the memory probe's measurement.",
+        "",
+        "| resolution | estimate | measured (task, rounds to stage) | bundles exported |",
+        "| --- | --- | --- | --- |",
+    ]
     for r in runs:
         e = r["estimated_step_gib"]
         measured = "; ".join(

@@ -102,7 +102,7 @@ LEARNED = {
             (140, 10, 0.3),
             (140, 10, 0.5),
         ]
-    },  # fmt: skip
+    },
     "learned 1 start 200+30 lr0.5 plateau": {**LEARNED_AUTO, "switch": "plateau"},
     # the command's defaults from a learned start (ilo.engine.solver.ilo_solver)
     "learned default": LEARNED_AUTO,
@@ -142,8 +142,17 @@ def warmed_engine(gen, tasks: list[str], settings: list[str]):
     return EngineGenerator(gen, backend)
 
 
-def run_setting(solver_gen, gen, names, truth, overrides: dict, sequential: bool, tasks: list[str],
-                encoder=None, alone: bool = False) -> dict:  # fmt: skip
+def run_setting(
+    solver_gen,
+    gen,
+    names,
+    truth,
+    overrides: dict,
+    sequential: bool,
+    tasks: list[str],
+    encoder=None,
+    alone: bool = False,
+) -> dict:
     """One setting on every task; `solver_gen` runs the solve (torch or an engine of `gen`);
     with `encoder`, from its learned start (its time counted), or (`alone`) its guess G(E(y))."""
     out = {}
@@ -155,8 +164,9 @@ def run_setting(solver_gen, gen, names, truth, overrides: dict, sequential: bool
             images = encoded_images(encoder, op, y, gen)
         else:
             starts = None if encoder is None else learned_starts(encoder, op, y, gen)
-            images = solve(y, op, solver_gen, config, image_seeds=seeds, max_rows=len(names) if sequential else None,
-                           starts=starts).images  # fmt: skip
+            images = solve(
+                y, op, solver_gen, config, image_seeds=seeds, max_rows=len(names) if sequential else None, starts=starts
+            ).images
         seconds = time.perf_counter() - t0
         metrics = restoration_metrics(images, truth, op.observed)
         psnr = [float(v) for v in metrics["psnr"]]
@@ -180,8 +190,9 @@ def plot(rows: dict, path: Path) -> None:
         panels.append(("inpaint-box", "psnr_hole", "inpaint-box, in the hole"))
     panels.append((None, "psnr", "mean over tasks"))
     columns = 3
-    fig, axes = plt.subplots((len(panels) + columns - 1) // columns, columns, figsize=(13, 3.6 * ((len(panels) + 2) // 3)),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        (len(panels) + columns - 1) // columns, columns, figsize=(13, 3.6 * ((len(panels) + 2) // 3)), squeeze=False
+    )
     colours = plt.get_cmap("tab10")
     for ax, (task, key, title) in zip(axes.flat, panels):
         for i, (name, r) in enumerate(rows.items()):
@@ -202,20 +213,25 @@ def plot(rows: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def verdict(rows: dict, candidate: str, reference: str = "today", speed_target: float = 2.0,
-            loss_target: float = 0.1) -> list[str]:  # fmt: skip
+def verdict(
+    rows: dict, candidate: str, reference: str = "today", speed_target: float = 2.0, loss_target: float = 0.1
+) -> list[str]:
     """PASS where `candidate` is `speed_target` x faster per image than `reference` with no task
     (nor box inpainting's hole) more than `loss_target` dB lower, in this run."""
     new, old = rows[candidate], rows[reference]
     changes = {t: new["tasks"][t]["psnr"] - old["tasks"][t]["psnr"] for t in old["tasks"]}
     if "psnr_hole" in old["tasks"].get("inpaint-box", {}):
-        changes["inpaint-box (hole)"] = new["tasks"]["inpaint-box"]["psnr_hole"] - old["tasks"]["inpaint-box"]["psnr_hole"]
+        changes["inpaint-box (hole)"] = (
+            new["tasks"]["inpaint-box"]["psnr_hole"] - old["tasks"]["inpaint-box"]["psnr_hole"]
+        )
     worst = min(changes, key=lambda t: changes[t])
     speed = old["seconds_per_image"] / new["seconds_per_image"]
     ok = changes[worst] >= -loss_target and speed >= speed_target
-    return [f"{'PASS' if ok else 'MISS'} {candidate} vs {reference}: {speed:.2f}x faster per image (target "
-            f"{speed_target:g}x), mean PSNR {new['psnr'] - old['psnr']:+.2f} dB, worst {worst} {changes[worst]:+.2f} dB "
-            f"(target >= -{loss_target:.2f})"]  # fmt: skip
+    return [
+        f"{'PASS' if ok else 'MISS'} {candidate} vs {reference}: {speed:.2f}x faster per image (target "
+        f"{speed_target:g}x), mean PSNR {new['psnr'] - old['psnr']:+.2f} dB, worst {worst} {changes[worst]:+.2f} dB "
+        f"(target >= -{loss_target:.2f})"
+    ]
 
 
 # the learned start's targets against ilo-auto from random starts: the default at the same
@@ -225,7 +241,9 @@ LEARNED_TARGETS = {"learned default": (2.5, 0.1), "learned fast": (4.0, 0.5)}
 
 def checks_of(rows: dict) -> list[str]:
     # the command's default method is ilo-auto; "defaults" is --method ilo's
-    checks = [line for name in ("defaults", "ilo-auto") if name in rows and "today" in rows for line in verdict(rows, name)]
+    checks = [
+        line for name in ("defaults", "ilo-auto") if name in rows and "today" in rows for line in verdict(rows, name)
+    ]
     for name, (speed, loss) in LEARNED_TARGETS.items():
         if name in rows and "ilo-auto" in rows:
             checks += verdict(rows, name, "ilo-auto", speed, loss)
@@ -238,14 +256,26 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--generated", type=int, default=8)
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--set", choices=("in-range", "out-of-range", "untuned"), default="in-range",
-                   help="quality.py's generated faces and the photograph, its out-of-range set, or "
-                        "untuned_set.py's pictures that no setting was chosen on")  # fmt: skip
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                   help="what runs the generator: torch eager (the reference) or the exported graphs on onnxruntime, "
-                        "what `ilo restore` runs by default; graphs are exported (or taken from the cache) before any timing")  # fmt: skip
-    p.add_argument("--encoder", type=Path, default=SHIPPED,
-                   help="the encoder of the learned settings (default: the one shipped with the model)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        choices=("in-range", "out-of-range", "untuned"),
+        default="in-range",
+        help="quality.py's generated faces and the photograph, its out-of-range set, or "
+        "untuned_set.py's pictures that no setting was chosen on",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="what runs the generator: torch eager (the reference) or the exported graphs on onnxruntime, "
+        "what `ilo restore` runs by default; graphs are exported (or taken from the cache) before any timing",
+    )
+    p.add_argument(
+        "--encoder",
+        type=Path,
+        default=SHIPPED,
+        help="the encoder of the learned settings (default: the one shipped with the model)",
+    )
     args = p.parse_args(argv)
     gen = load_generator("default")
     solver_gen = gen if args.backend == "torch" else warmed_engine(gen, args.tasks.split(","), args.settings.split(","))
@@ -264,22 +294,38 @@ def main(argv=None) -> int:
         per_task = run_setting(
             solver_gen, gen, names, truth, overrides, sequential, tasks, encoder, name == ENCODER_ALONE
         )
-        rows[name] = {"overrides": overrides, "starts_one_after_another": sequential, "tasks": per_task,
-                      "psnr": float(np.mean([v["psnr"] for v in per_task.values()])),
-                      "seconds_per_image": float(np.mean([v["seconds_per_image"] for v in per_task.values()]))}  # fmt: skip
-        print(f"{name:28s} " + " ".join(f"{t} {v['psnr']:.2f}" for t, v in per_task.items())
-              + f"  {rows[name]['seconds_per_image']:.2f} s/image", file=sys.stderr, flush=True)  # fmt: skip
+        rows[name] = {
+            "overrides": overrides,
+            "starts_one_after_another": sequential,
+            "tasks": per_task,
+            "psnr": float(np.mean([v["psnr"] for v in per_task.values()])),
+            "seconds_per_image": float(np.mean([v["seconds_per_image"] for v in per_task.values()])),
+        }
+        print(
+            f"{name:28s} "
+            + " ".join(f"{t} {v['psnr']:.2f}" for t, v in per_task.items())
+            + f"  {rows[name]['seconds_per_image']:.2f} s/image",
+            file=sys.stderr,
+            flush=True,
+        )
     columns = [(t, "psnr") for t in tasks] + [("inpaint-box", "psnr_hole")] * ("inpaint-box" in tasks)
     header = (
         "| setting | "
         + " | ".join(t if key == "psnr" else f"{t} (hole)" for t, key in columns)
         + " | mean PSNR | s / image |"
     )
-    lines = [f"Ground truths: {note}. PSNR in dB (mean over images); seconds per image of the whole task batch.", "",
-             header, "|" + " --- |" * (len(columns) + 3)]  # fmt: skip
+    lines = [
+        f"Ground truths: {note}. PSNR in dB (mean over images); seconds per image of the whole task batch.",
+        "",
+        header,
+        "|" + " --- |" * (len(columns) + 3),
+    ]
     for name, r in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{r['tasks'][t][key]:.2f}" for t, key in columns)
-                     + f" | {r['psnr']:.2f} | {r['seconds_per_image']:.2f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{r['tasks'][t][key]:.2f}" for t, key in columns)
+            + f" | {r['psnr']:.2f} | {r['seconds_per_image']:.2f} |"
+        )
     checks = checks_of(rows)
     machine = machine_line(
         "CPU (torch eager)" if args.backend == "torch" else "CPU (onnxruntime engine, exported graphs)"

@@ -67,8 +67,10 @@ def untuned_truths(gen, photo: torch.Tensor | None) -> tuple[list[str], torch.Te
     names = [f"fresh{i:02d}" for i in range(GENERATED)] + list(TRANSFORMS)
     images = [_face(gen, GENERATED_SEED + i) for i in range(GENERATED)]
     images += [make(gen).clamp(-1, 1) for make in TRANSFORMS.values()]
-    note = (f"{GENERATED} generated faces (seeds {GENERATED_SEED}..{GENERATED_SEED + GENERATED - 1}) + "
-            f"{len(TRANSFORMS)} pushed out of range (seeds {TRANSFORMED_SEED}..: " + ", ".join(TRANSFORMS) + ")")  # fmt: skip
+    note = (
+        f"{GENERATED} generated faces (seeds {GENERATED_SEED}..{GENERATED_SEED + GENERATED - 1}) + "
+        f"{len(TRANSFORMS)} pushed out of range (seeds {TRANSFORMED_SEED}..: " + ", ".join(TRANSFORMS) + ")"
+    )
     if photo is not None:
         images.append(_photo_mirrored_zoomed(photo))
         names.append("astronaut-mirrored")

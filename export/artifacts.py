@@ -44,8 +44,14 @@ def _versions() -> dict[str, str]:
 
     from ilo.version import __version__
 
-    return {"ilo": __version__, "exporter": EXPORTER_VERSION, "torch": torch.__version__,
-            "onnx": onnx.__version__, "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__}  # fmt: skip
+    return {
+        "ilo": __version__,
+        "exporter": EXPORTER_VERSION,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxscript": onnxscript.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
 
 
 @dataclass
@@ -113,13 +119,22 @@ def step_bundle(gen: StagedGenerator, head: LossHead, start: int, optimised_nois
         graph = step_graph(gen, head, start, optimised_noises)
         return [graph], {graph.name: reference}
 
-    identity = {"checkpoint_sha256": gen.fingerprint(), "family": gen.family, "resolution": gen.resolution,
-                "head": head.name, "head_revision": head.revision, "round": start, "optimised_noises": optimised_noises}  # fmt: skip
+    identity = {
+        "checkpoint_sha256": gen.fingerprint(),
+        "family": gen.family,
+        "resolution": gen.resolution,
+        "head": head.name,
+        "head_revision": head.revision,
+        "round": start,
+        "optimised_noises": optimised_noises,
+    }
     return Bundle(f"step-round{start}-{head.name}", identity, build)
 
 
 def cache_key(bundle: Bundle) -> str:
-    payload = json.dumps({"bundle": bundle.name, **bundle.identity, "versions": _versions(), "opset": OPSET}, sort_keys=True)
+    payload = json.dumps(
+        {"bundle": bundle.name, **bundle.identity, "versions": _versions(), "opset": OPSET}, sort_keys=True
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -170,7 +185,9 @@ def read_cached(folder: Path) -> dict | None:
     return manifest
 
 
-def export_generator(gen: StagedGenerator, root: Path | None = None, progress=None, force: bool = False) -> ExportResult:
+def export_generator(
+    gen: StagedGenerator, root: Path | None = None, progress=None, force: bool = False
+) -> ExportResult:
     """Export, lint and verify every stage and mapping graph of `gen` (or find them cached)."""
     return export_bundle(generator_bundle(gen), root, progress, force)
 
@@ -212,10 +229,16 @@ def _export_new(bundle: Bundle, folder: Path, progress, force: bool) -> ExportRe
             entries.append(_export_one(graph, references[graph.name], work))
             gc.collect()  # the exporter and the checks leave large cycles behind
         manifest = {
-            "key": key, "bundle": bundle.name, **bundle.identity, "versions": _versions(), "opset": OPSET,
-            "dynamic_axes": {"batch": 0}, "max_relative_error_allowed": MAX_RELATIVE_ERROR,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "graphs": entries,
-        }  # fmt: skip
+            "key": key,
+            "bundle": bundle.name,
+            **bundle.identity,
+            "versions": _versions(),
+            "opset": OPSET,
+            "dynamic_axes": {"batch": 0},
+            "max_relative_error_allowed": MAX_RELATIVE_ERROR,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "graphs": entries,
+        }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         failed = [e["name"] for e in entries if e["lint"] or not e["passed"]]
         if failed:
@@ -253,10 +276,15 @@ def _errors(errors: dict, is_vjp: bool) -> dict:
     error = max(errors["max"].values())
     l2 = max(errors["l2"].values())
     kink_limited = is_vjp and error > MAX_RELATIVE_ERROR and l2 <= KINK_L2_ERROR
-    return {"max_relative_error": errors["max"], "l2_relative_error": errors["l2"],
-            "outlier_fraction": errors["outliers"], "torch_float32_max_relative_error": errors["torch_max"],
-            "error": error, "kink_limited": kink_limited,
-            "passed": error <= MAX_RELATIVE_ERROR or kink_limited}  # fmt: skip
+    return {
+        "max_relative_error": errors["max"],
+        "l2_relative_error": errors["l2"],
+        "outlier_fraction": errors["outliers"],
+        "torch_float32_max_relative_error": errors["torch_max"],
+        "error": error,
+        "kink_limited": kink_limited,
+        "passed": error <= MAX_RELATIVE_ERROR or kink_limited,
+    }
 
 
 def _export_one(graph: GraphFn, reference: GraphFn, folder: Path) -> dict:
@@ -273,11 +301,17 @@ def _export_one(graph: GraphFn, reference: GraphFn, folder: Path) -> dict:
     if names_in != [n for n, _ in graph.inputs] or names_out != [n for n, _ in graph.outputs]:
         raise IloError(f"{graph.name}: exported names {names_in} -> {names_out} differ from the graph function's")
     return {
-        "name": graph.name, "file": file, "kind": graph.name.split(".")[-1], "stage": graph.stage,
-        "inputs": _io(graph, graph.inputs), "outputs": _io(graph, graph.outputs),
+        "name": graph.name,
+        "file": file,
+        "kind": graph.name.split(".")[-1],
+        "stage": graph.stage,
+        "inputs": _io(graph, graph.inputs),
+        "outputs": _io(graph, graph.outputs),
         "ops": sorted({n.op_type for n in model.graph.node}),
         "lint": lint(model, is_vjp=is_vjp),
         **_errors(check_graph(folder / file, graph, reference), is_vjp=is_vjp),
         "reference": "torch float64, plain autograd",
-        "export_seconds": round(seconds, 3), "bytes": (folder / file).stat().st_size, "sha256": _sha256(folder / file),
-    }  # fmt: skip
+        "export_seconds": round(seconds, 3),
+        "bytes": (folder / file).stat().st_size,
+        "sha256": _sha256(folder / file),
+    }

@@ -37,8 +37,10 @@ class GraphFn:
 
     def example(self, batch: int, dtype=torch.float32, seed: int = 0) -> tuple[torch.Tensor, ...]:
         g = torch.Generator().manual_seed(seed)
-        return tuple(torch.randn(*(() if name in self.shared else (batch,)), *shape, generator=g, dtype=dtype)
-                     for name, shape in self.inputs)  # fmt: skip
+        return tuple(
+            torch.randn(*(() if name in self.shared else (batch,)), *shape, generator=g, dtype=dtype)
+            for name, shape in self.inputs
+        )
 
 
 def vjp_pullback(fn: Callable, *primals: torch.Tensor, has_aux: bool = False, plain_autograd: bool = False):
@@ -63,8 +65,13 @@ def vjp_pullback(fn: Callable, *primals: torch.Tensor, has_aux: bool = False, pl
     return (detach(out), pullback, detach(aux)) if has_aux else (detach(out), pullback)
 
 
-def _vjp_of(forward: GraphFn, n_primals: int, grad_names: list[str], n_differentiated: int | None = None,
-            plain_autograd: bool = False) -> GraphFn:  # fmt: skip
+def _vjp_of(
+    forward: GraphFn,
+    n_primals: int,
+    grad_names: list[str],
+    n_differentiated: int | None = None,
+    plain_autograd: bool = False,
+) -> GraphFn:
     """The VJP of `forward` with respect to its first `n_differentiated` inputs (default: all
     primals); the other primals are constants of the pullback (LPIPS target features, masks).
     `plain_autograd`: see vjp_pullback (True where `forward` runs on fast layers)."""
@@ -73,7 +80,9 @@ def _vjp_of(forward: GraphFn, n_primals: int, grad_names: list[str], n_different
     def vjp(*tensors):
         primals, cotangents = tensors[:n_primals], tensors[n_primals:]
         rest = primals[n_diff:]
-        _, pullback = vjp_pullback(lambda *diff: forward.fn(*diff, *rest), *primals[:n_diff], plain_autograd=plain_autograd)
+        _, pullback = vjp_pullback(
+            lambda *diff: forward.fn(*diff, *rest), *primals[:n_diff], plain_autograd=plain_autograd
+        )
         return tuple(pullback(tuple(cotangents)))
 
     name = forward.name.replace(".fwd", ".vjp")
@@ -179,18 +188,28 @@ def loss_head_graphs(heads: list[LossHead], resolution: int, frozen: bool = True
     """Per-image loss of each head (`loss_{head}.fwd`) and its gradient w.r.t. the image."""
     out = []
     for head in heads:
+
         def fn(x, y, *extra, head=head):
             with _tracing_mode(frozen):
                 return (head.loss(x, y, *extra),)
 
         inputs = [("image", (3, resolution, resolution)), ("y", head.y_shape), *head.extra]
-        forward = GraphFn(f"loss_{head.name}.fwd", fn, inputs, [("loss", ())], shared=head.shared, symbolic=head.symbolic)
+        forward = GraphFn(
+            f"loss_{head.name}.fwd", fn, inputs, [("loss", ())], shared=head.shared, symbolic=head.symbolic
+        )
         out += [forward, _vjp_of(forward, len(inputs), ["grad_image"], n_differentiated=1)]
     return out
 
 
-def step_graph(gen: StagedGenerator, head: LossHead, start: int, optimised_noises: int, stages=None,
-               frozen: bool = True, fast: ops.FastLayers | None = None) -> GraphFn:  # fmt: skip
+def step_graph(
+    gen: StagedGenerator,
+    head: LossHead,
+    start: int,
+    optimised_noises: int,
+    stages=None,
+    frozen: bool = True,
+    fast: ops.FastLayers | None = None,
+) -> GraphFn:
     """One optimisation step's model evaluation, fused: stages start.. of the generator, the
     image, the head's per-image loss and its gradient w.r.t. the round's variables, in one
     graph. Chained stage graphs each recompute their forward inside their VJP and pay a call
@@ -236,7 +255,9 @@ def step_graph(gen: StagedGenerator, head: LossHead, start: int, optimised_noise
     inputs += [("w", (gen.n_latent, gen.style_dim))] + [(f"noise_{i}", (1, *noise_shapes[i])) for i in noise_ids]
     outputs = [("loss", ()), ("image", (3, res, res))] + [(f"grad_{n}", s) for n, s in inputs[:n_diff]]
     inputs += [("y", head.y_shape), *head.extra]
-    graph = GraphFn(f"round{start}_{head.name}.step", evaluate, inputs, outputs, start, shared=head.shared, symbolic=head.symbolic)
+    graph = GraphFn(
+        f"round{start}_{head.name}.step", evaluate, inputs, outputs, start, shared=head.shared, symbolic=head.symbolic
+    )
     if fast is None:
         graph.on_fast_layers = lambda f: step_graph(gen, head, start, optimised_noises, stages, frozen, fast=f)
     return graph

@@ -15,7 +15,8 @@ MIN_OPSET = 17
 
 # TensorRT 10 ONNX operator support (onnx-tensorrt docs/operators.md), the ops these graphs can
 # plausibly contain. An op missing here fails the lint until it is checked against that list.
-TENSORRT_OPS = frozenset("""
+TENSORRT_OPS = frozenset(
+    """
 Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast
 Ceil Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DepthToSpace
 Div Dropout Einsum Elu Equal Erf Exp Expand Flatten Floor Gather GatherElements GatherND Gelu Gemm
@@ -26,15 +27,22 @@ Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean R
 ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize Round ScatterElements ScatterND Selu
 Shape Sigmoid Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze
 Sub Sum Tan Tanh ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Where Xor
-""".split())
-RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli", "Multinomial"})
+""".split()
+)
+RANDOM_OPS = frozenset(
+    {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli", "Multinomial"}
+)
 INDEXING_OPS = frozenset({"Gather", "GatherElements", "GatherND", "ScatterElements", "ScatterND", "Scatter"})
-FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16})
+FLOAT_TYPES = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+)
 
 
 def _float_inputs(model: onnx.ModelProto) -> set[str]:
     initializers = {i.name for i in model.graph.initializer}
-    return {i.name for i in model.graph.input if i.name not in initializers and i.type.tensor_type.elem_type in FLOAT_TYPES}
+    return {
+        i.name for i in model.graph.input if i.name not in initializers and i.type.tensor_type.elem_type in FLOAT_TYPES
+    }
 
 
 def _differentiated(model: onnx.ModelProto) -> set[str]:

@@ -30,8 +30,12 @@ def trace(graph: GraphFn) -> torch.fx.GraphModule:
     from ilo.generators.frozen_ops import graph_forms
 
     with torch.no_grad() if graph.name.endswith(".fwd") else contextlib.nullcontext(), graph_forms():
-        return make_fx(graph.fn, tracing_mode="symbolic", decomposition_table=core_aten_decompositions(),
-                       _allow_non_fake_inputs=True)(*graph.example(TRACE_BATCH))  # fmt: skip
+        return make_fx(
+            graph.fn,
+            tracing_mode="symbolic",
+            decomposition_table=core_aten_decompositions(),
+            _allow_non_fake_inputs=True,
+        )(*graph.example(TRACE_BATCH))
 
 
 def export_onnx(graph: GraphFn, path: Path) -> float:
@@ -51,10 +55,16 @@ def export_onnx(graph: GraphFn, path: Path) -> float:
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(
-                module, graph.example(TRACE_BATCH), dynamo=True, opset_version=OPSET, dynamic_shapes=dynamic,
-                input_names=[n for n, _ in graph.inputs], output_names=[n for n, _ in graph.outputs],
-                optimize=True, verbose=False,
-            )  # fmt: skip
+                module,
+                graph.example(TRACE_BATCH),
+                dynamo=True,
+                opset_version=OPSET,
+                dynamic_shapes=dynamic,
+                input_names=[n for n, _ in graph.inputs],
+                output_names=[n for n, _ in graph.outputs],
+                optimize=True,
+                verbose=False,
+            )
         except Exception as e:  # the exporter's own errors are long; keep the first line
             raise IloError(f"exporting {graph.name} failed: {str(e).splitlines()[0]}") from e
     program.save(str(path))

@@ -13,7 +13,9 @@ import torch
 from ilo.paths import cache_dir
 
 
-def ort_session(path: Path, provider: str = "cpu", threads: int | None = None, memory_arena: bool = True, device_index: int = 0):
+def ort_session(
+    path: Path, provider: str = "cpu", threads: int | None = None, memory_arena: bool = True, device_index: int = 0
+):
     """An ONNX Runtime session. `threads` defaults to torch's thread count, so both backends
     get the same cores; the memory arena is on for runs (it is what makes repeated calls
     cheap) and off for one-off checks (which should give memory back)."""
@@ -39,10 +41,18 @@ def ort_session(path: Path, provider: str = "cpu", threads: int | None = None, m
         if provider == "tensorrt":
             trt_cache = cache_dir() / "ort-tensorrt"
             trt_cache.mkdir(parents=True, exist_ok=True)
-            providers.insert(0, ("TensorrtExecutionProvider", {
-                "device_id": device_index, "user_compute_stream": stream,
-                "trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_cache),
-            }))  # fmt: skip
+            providers.insert(
+                0,
+                (
+                    "TensorrtExecutionProvider",
+                    {
+                        "device_id": device_index,
+                        "user_compute_stream": stream,
+                        "trt_engine_cache_enable": True,
+                        "trt_engine_cache_path": str(trt_cache),
+                    },
+                ),
+            )
     return ort.InferenceSession(str(path), options, providers=providers)
 
 

@@ -67,7 +67,9 @@ def default_jobs(missing: int, resolution: int, job_bytes: int) -> int:
         try:
             return max(1, int(os.environ["ILO_EXPORT_JOBS"]))
         except ValueError:
-            raise IloError(f"ILO_EXPORT_JOBS must be a whole number of workers, got '{os.environ['ILO_EXPORT_JOBS']}'") from None
+            raise IloError(
+                f"ILO_EXPORT_JOBS must be a whole number of workers, got '{os.environ['ILO_EXPORT_JOBS']}'"
+            ) from None
     if resolution < MIN_PARALLEL_RESOLUTION:
         return 1
     host = available_host_memory()  # a container's limit where it has one
@@ -84,12 +86,17 @@ def refuse_what_cannot_fit(gen: StagedGenerator, missing: int, need: int | None 
             f"exporting a {gen.resolution}² {gen.family}'s graphs needs about {need / GiB:.1f} GiB a bundle (estimated "
             f"from its shapes), more than the {host[0] / GiB:.2f} GiB {host[1]}; free memory, or export on a larger "
             f"machine with the same versions and copy its $ILO_CACHE_DIR/graphs here"
-        )  # fmt: skip
+        )
 
 
-def export_bundles(makers: Sequence[BundleMaker], root: Path | None = None, jobs: int | None = None,
-                   gen: StagedGenerator | None = None, progress: Callable | None = None,
-                   force: bool = False) -> list[ExportResult]:  # fmt: skip
+def export_bundles(
+    makers: Sequence[BundleMaker],
+    root: Path | None = None,
+    jobs: int | None = None,
+    gen: StagedGenerator | None = None,
+    progress: Callable | None = None,
+    force: bool = False,
+) -> list[ExportResult]:
     """Export (or find cached) every bundle `makers` make, in up to `jobs` workers at once
     (None: `default_jobs` for the model `gen`, in this process where it is not given); `force`
     exports them again. With one job, or one bundle to export, it runs here, in this process:
@@ -144,7 +151,9 @@ def export_here(bundle: Bundle, root: Path | None, progress: Callable | None, fo
 def out_of_memory(e: BaseException) -> bool:
     """torch's, the allocator's and ONNX Runtime's ways of saying so."""
     text = str(e).lower()
-    return isinstance(e, MemoryError) or any(s in text for s in ("can't allocate memory", "out of memory", "failed to allocate"))
+    return isinstance(e, MemoryError) or any(
+        s in text for s in ("can't allocate memory", "out of memory", "failed to allocate")
+    )
 
 
 def failure_cause(e: BaseException) -> str:
@@ -165,18 +174,26 @@ def run_worker(job: Path, name: str = "a bundle", running: list[subprocess.Popen
     `running`, so the caller can stop it."""
     t0 = time.perf_counter()
     with open(job / "log.txt", "wb") as log:
-        done = subprocess.Popen([sys.executable, "-m", "ilo.export.worker", str(job)], stdout=log, stderr=subprocess.STDOUT)
+        done = subprocess.Popen(
+            [sys.executable, "-m", "ilo.export.worker", str(job)], stdout=log, stderr=subprocess.STDOUT
+        )
         if running is not None:
             running.append(done)
         done.wait()
     if done.returncode:
         text = (job / "log.txt").read_text(errors="replace").strip()
-        message = next((line.split("error: ", 1)[1] for line in reversed(text.splitlines())
-                        if "ilo-export-worker: error: " in line), None)  # fmt: skip
+        message = next(
+            (
+                line.split("error: ", 1)[1]
+                for line in reversed(text.splitlines())
+                if "ilo-export-worker: error: " in line
+            ),
+            None,
+        )
         if message is None and done.returncode < 0:
             signal = -done.returncode
             message = f"the worker was killed by signal {signal}" + (" (out of memory?)" if signal == 9 else "")
-        raise IloError(f"exporting {name} failed: {message or f'the worker exited with {done.returncode}'}") from WorkerLog(
-            text[-20000:] or "(the worker wrote nothing)"
-        )
+        raise IloError(
+            f"exporting {name} failed: {message or f'the worker exited with {done.returncode}'}"
+        ) from WorkerLog(text[-20000:] or "(the worker wrote nothing)")
     return time.perf_counter() - t0

@@ -59,7 +59,9 @@ def check_batches(graph: GraphFn) -> tuple[int, ...]:
     return (1, 2) if per_sample * 8 * LIVE_TENSORS * 2 <= CHECK_MEMORY_BYTES else (1,)
 
 
-def check_graph(path: Path, graph: GraphFn, reference: GraphFn, batches=None, dtype=torch.float64) -> dict[str, dict[str, float]]:
+def check_graph(
+    path: Path, graph: GraphFn, reference: GraphFn, batches=None, dtype=torch.float64
+) -> dict[str, dict[str, float]]:
     """Relative errors against the reference, per norm: of the ONNX graph at batch 1 ("batch1")
     and of the first image of a batch of 2 ("batch2", see above; its second image must equal
     the graph's run of it alone within the same bound), and of the same function run by torch
@@ -80,7 +82,9 @@ def check_graph(path: Path, graph: GraphFn, reference: GraphFn, batches=None, dt
     results = {1: run(first)}
     if 2 in (batches or check_batches(graph)):
         # the second image's own inputs; inputs shared by the batch (a CS matrix) stay the first's
-        second = tuple(a if n in graph.shared else b for (n, _), a, b in zip(graph.inputs, first, graph.example(1, seed=2)))
+        second = tuple(
+            a if n in graph.shared else b for (n, _), a, b in zip(graph.inputs, first, graph.example(1, seed=2))
+        )
         pair = tuple(a if n in graph.shared else torch.cat([a, b]) for (n, _), a, b in zip(graph.inputs, first, second))
         together = run(pair)
         if any(np.shape(out)[0] != 2 for out in together):

@@ -58,10 +58,20 @@ def conv_transpose_as_conv(x, weight, bias, stride, padding, output_padding, gro
     out channels swapped (per group), padding k − 1 − p. Anything else stays native."""
     kh, kw = weight.shape[2:]
     (ph, pw) = padding
-    if list(stride) != [1, 1] or list(dilation) != [1, 1] or list(output_padding) != [0, 0] or ph > kh - 1 or pw > kw - 1:
+    if (
+        list(stride) != [1, 1]
+        or list(dilation) != [1, 1]
+        or list(output_padding) != [0, 0]
+        or ph > kh - 1
+        or pw > kw - 1
+    ):
         return F.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation)
     c_in, per_group = weight.shape[0], weight.shape[1]  # [C_in, C_out / g, k, k] -> [C_out, C_in / g, k, k]
-    kernel = weight.reshape(groups, c_in // groups, per_group, kh, kw).transpose(1, 2).reshape(groups * per_group, c_in // groups, kh, kw)
+    kernel = (
+        weight.reshape(groups, c_in // groups, per_group, kh, kw)
+        .transpose(1, 2)
+        .reshape(groups * per_group, c_in // groups, kh, kw)
+    )
     return F.conv2d(x, kernel.flip(2, 3), bias, padding=(kh - 1 - ph, kw - 1 - pw), groups=groups)
 
 
@@ -155,7 +165,9 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     """`F.conv_transpose2d`; for constant weights the backward is a convolution."""
     if weight.requires_grad or (bias is not None and bias.requires_grad):
         return F.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation)
-    return FrozenConvTranspose2d.apply(x, weight, bias, _pair(stride), _pair(padding), _pair(output_padding), groups, _pair(dilation))
+    return FrozenConvTranspose2d.apply(
+        x, weight, bias, _pair(stride), _pair(padding), _pair(output_padding), groups, _pair(dilation)
+    )
 
 
 class FrozenMaxPool2d(torch.autograd.Function):
@@ -181,7 +193,9 @@ class FrozenMaxPool2d(torch.autograd.Function):
                 seen = x[:, :, di : di + sh * (ho - 1) + 1 : sh, dj : dj + sw * (wo - 1) + 1 : sw]
                 part = grad * (seen == pooled).to(grad.dtype)
                 # place part[i, j] at (sh*i + di, sw*j + dj): zero insertion, then padding
-                part = F.pad(part.reshape(n, c, ho, 1, wo, 1), [0, sw - 1, 0, 0, 0, sh - 1]).reshape(n, c, ho * sh, wo * sw)
+                part = F.pad(part.reshape(n, c, ho, 1, wo, 1), [0, sw - 1, 0, 0, 0, sh - 1]).reshape(
+                    n, c, ho * sh, wo * sw
+                )
                 part = part[:, :, : sh * (ho - 1) + 1, : sw * (wo - 1) + 1]
                 grad_x = grad_x + F.pad(part, [dj, w - dj - part.shape[3], di, h - di - part.shape[2]])
         return grad_x, None, None

@@ -39,7 +39,9 @@ class LatentStats:
         return (F.leaky_relu(w, 1.0 / MAPPING_SLOPE) - self.mean) / self.std
 
 
-def compute_latent_stats(gen: StagedGenerator, samples: int = DEFAULT_SAMPLES, seed: int = 0, chunk: int = 8192) -> LatentStats:
+def compute_latent_stats(
+    gen: StagedGenerator, samples: int = DEFAULT_SAMPLES, seed: int = 0, chunk: int = 8192
+) -> LatentStats:
     if not gen.has_mapping:
         raise InputError(f"the {gen.family} generator has no mapping network; its latent is already Gaussian")
     rng = torch.Generator().manual_seed(seed)
@@ -57,7 +59,9 @@ def compute_latent_stats(gen: StagedGenerator, samples: int = DEFAULT_SAMPLES, s
     return LatentStats(mean.float(), var.sqrt().float(), samples, seed)
 
 
-def latent_stats(gen: StagedGenerator, samples: int = DEFAULT_SAMPLES, seed: int = 0, cache: Path | None = None) -> LatentStats:
+def latent_stats(
+    gen: StagedGenerator, samples: int = DEFAULT_SAMPLES, seed: int = 0, cache: Path | None = None
+) -> LatentStats:
     """Cached `compute_latent_stats`, keyed by the generator's fingerprint, samples and seed."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, save_file

@@ -30,7 +30,9 @@ class FastLayers(Protocol):
     runs its reference. Defined here, not in ilo.kernels, because kernels sit above generators.
     """
 
-    def styled_conv(self, layer: StyledConv, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor) -> torch.Tensor | None: ...
+    def styled_conv(
+        self, layer: StyledConv, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor | None: ...
 
     def to_rgb(self, layer: ToRGB, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None: ...
 
@@ -151,7 +153,15 @@ class ModulatedConv2d(nn.Module):
     the grouped per-sample-weight form of the reference code up to float rounding.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, style_dim: int, demodulate: bool = True, up: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        style_dim: int,
+        demodulate: bool = True,
+        up: bool = False,
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(out_channels, in_channels, kernel_size, kernel_size))
         self.affine = EqualizedLinear(style_dim, in_channels)
@@ -181,7 +191,9 @@ class ModulatedConv2d(nn.Module):
 class StyledConv(TakesFastLayers):
     """Modulated 3x3 conv + noise map + bias + leaky ReLU: one StyleGAN2 synthesis layer."""
 
-    def __init__(self, in_channels: int, out_channels: int, style_dim: int, up: bool = False, conv_clamp: float | None = None):
+    def __init__(
+        self, in_channels: int, out_channels: int, style_dim: int, up: bool = False, conv_clamp: float | None = None
+    ):
         super().__init__()
         self.conv = ModulatedConv2d(in_channels, out_channels, 3, style_dim, demodulate=True, up=up)
         self.noise_strength = nn.Parameter(torch.zeros(()))

@@ -111,7 +111,9 @@ class StagedGenerator(nn.Module):
         overrides this with `ilo.generators.latent_stats.latent_stats(self)` (that module builds
         on this one, hence the loose type here)."""
         if self.has_mapping:
-            raise NotImplementedError(f"the {self.family} generator has a mapping network but does not give its latent_stats()")
+            raise NotImplementedError(
+                f"the {self.family} generator has a mapping network but does not give its latent_stats()"
+            )
         raise InputError(f"the {self.family} generator has no mapping network; its latent is already Gaussian")
 
     def gaussian_to_w(self, z: torch.Tensor, stats: Any) -> torch.Tensor:

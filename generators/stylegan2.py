@@ -128,10 +128,15 @@ class BlockStage(Stage, TakesFastLayers):
         self.register_buffer("skip_kernel", fir_kernel(), persistent=False)
         half = res // 2
         self.spec = StageSpec(
-            k, res, 2 * k - 1, 3, 2 * k - 1, 2,
+            k,
+            res,
+            2 * k - 1,
+            3,
+            2 * k - 1,
+            2,
             ((c_in, half, half), (3, half, half)),
             ((c_out, res, res), (3, res, res)),
-        )  # fmt: skip
+        )
 
     def forward(self, state: State, latents: torch.Tensor, noises: Sequence[torch.Tensor]) -> State:
         x, skip = state
@@ -181,7 +186,6 @@ class StyleGAN2Generator(StagedGenerator):
 
     def image_from_state(self, state: State) -> torch.Tensor:
         return state[1]
-
 
 
 def random_stylegan2(config: StyleGAN2Config, seed: int = 0) -> StyleGAN2Generator:

@@ -13,8 +13,10 @@ from pathlib import Path
 MEMINFO = Path("/proc/meminfo")
 # (limit, usage) files of cgroup v2 and of v1's memory controller; v2 writes "max" for no limit,
 # v1 a number near 2^63
-CGROUP_FILES = ((Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")),
-                (Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"), Path("/sys/fs/cgroup/memory/memory.usage_in_bytes")))  # fmt: skip
+CGROUP_FILES = (
+    (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")),
+    (Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"), Path("/sys/fs/cgroup/memory/memory.usage_in_bytes")),
+)
 
 
 def available_host_memory() -> tuple[int, str] | None:
@@ -28,7 +30,10 @@ def available_host_memory() -> tuple[int, str] | None:
         free, where = int(match.group(1)) * 1024, "available (MemAvailable)"
     else:  # no /proc (macOS): the physical memory is all there is to go on
         try:
-            free, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "of physical memory (no MemAvailable here)"
+            free, where = (
+                os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+                "of physical memory (no MemAvailable here)",
+            )
         except (AttributeError, ValueError, OSError):
             return None
     for limit, usage in CGROUP_FILES:

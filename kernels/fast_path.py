@@ -66,7 +66,9 @@ class KernelOps:
             return None
         conv = layer.conv
         spec = kernel_ops.LayerSpec("rgb", alpha=1.0, gain=1.0, clamp=layer.conv_clamp, tf32=self.tf32)
-        return kernel_ops.modulated_layer(self.library, spec, self._layer_weights(layer, conv, spec), x, conv.affine(w), None)
+        return kernel_ops.modulated_layer(
+            self.library, spec, self._layer_weights(layer, conv, spec), x, conv.affine(w), None
+        )
 
     def upsample_rgb(self, skip: torch.Tensor, kernel: torch.Tensor):
         if not self._takes(skip):

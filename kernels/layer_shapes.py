@@ -35,6 +35,9 @@ def config_f_layers(resolution: int = 1024) -> list[LayerShape]:
     layers = [LayerShape("conv", channels[0], channels[0], 4), LayerShape("rgb", channels[0], 3, 4)]
     for k in range(1, len(channels)):
         res = 4 * 2**k
-        layers += [LayerShape("up", channels[k - 1], channels[k], res // 2), LayerShape("conv", channels[k], channels[k], res),
-                   LayerShape("rgb", channels[k], 3, res)]  # fmt: skip
+        layers += [
+            LayerShape("up", channels[k - 1], channels[k], res // 2),
+            LayerShape("conv", channels[k], channels[k], res),
+            LayerShape("rgb", channels[k], 3, res),
+        ]
     return layers

@@ -90,8 +90,13 @@ class ActGradArgs(ctypes.Structure):
     ]
 
 
-STRUCTS = {"IloEpilogue": Epilogue, "IloConvArgs": ConvArgs, "IloUpfirdnArgs": UpfirdnArgs,
-           "IloBiasActArgs": BiasActArgs, "IloActGradArgs": ActGradArgs}  # fmt: skip
+STRUCTS = {
+    "IloEpilogue": Epilogue,
+    "IloConvArgs": ConvArgs,
+    "IloUpfirdnArgs": UpfirdnArgs,
+    "IloBiasActArgs": BiasActArgs,
+    "IloActGradArgs": ActGradArgs,
+}
 
 
 @dataclass
@@ -153,11 +158,15 @@ def open_library(path: Path) -> KernelLibrary:
         raise KernelLibraryError(f"{path} is not an ILO kernel library ({e})") from None
     version = handle.ilo_abi_version()
     if version != ABI_VERSION:
-        raise KernelLibraryError(f"{path} has ABI version {version}, this package needs {ABI_VERSION}; rebuild it ({BUILD_HINT})")
+        raise KernelLibraryError(
+            f"{path} has ABI version {version}, this package needs {ABI_VERSION}; rebuild it ({BUILD_HINT})"
+        )
     for name, struct in STRUCTS.items():
         size = handle.ilo_struct_size(name.encode())
         if size != ctypes.sizeof(struct):
-            raise KernelLibraryError(f"{path}: {name} is {size} bytes there and {ctypes.sizeof(struct)} here; rebuild it")
+            raise KernelLibraryError(
+                f"{path}: {name} is {size} bytes there and {ctypes.sizeof(struct)} here; rebuild it"
+            )
     return KernelLibrary(Path(path), handle, handle.ilo_build_info().decode())
 
 

@@ -44,7 +44,9 @@ def _check(lib: KernelLibrary, *tensors: torch.Tensor | None, fp32: tuple = ()) 
         if t is None:
             continue
         if t.device.type != lib.device_type:
-            raise KernelLibraryError(f"the {lib.build_info} kernel library takes {lib.device_type} tensors, got one on {t.device}")
+            raise KernelLibraryError(
+                f"the {lib.build_info} kernel library takes {lib.device_type} tensors, got one on {t.device}"
+            )
         if not t.is_contiguous():
             raise KernelLibraryError("kernel inputs must be contiguous")
     for t in fp32:
@@ -52,11 +54,23 @@ def _check(lib: KernelLibrary, *tensors: torch.Tensor | None, fp32: tuple = ()) 
             raise KernelLibraryError(f"kernel weights, styles and filters are float32, got {t.dtype}")
 
 
-def epilogue(scale=None, z=None, noise=None, bias=None, alpha=1.0, gain=1.0, clamp=None, reduce_ref=None, reduce_out=None) -> Epilogue:
+def epilogue(
+    scale=None, z=None, noise=None, bias=None, alpha=1.0, gain=1.0, clamp=None, reduce_ref=None, reduce_out=None
+) -> Epilogue:
     """The kernel epilogue (ilo_kernels.h): noise may be one map [1, 1, H, W] for the batch."""
     stride = 0 if noise is None or noise.shape[0] == 1 else noise[0].numel()
-    return Epilogue(_ptr(scale), _ptr(z), _ptr(noise), stride, _ptr(bias), alpha, gain,
-                    NO_CLAMP if clamp is None else clamp, _ptr(reduce_ref), _ptr(reduce_out))  # fmt: skip
+    return Epilogue(
+        _ptr(scale),
+        _ptr(z),
+        _ptr(noise),
+        stride,
+        _ptr(bias),
+        alpha,
+        gain,
+        NO_CLAMP if clamp is None else clamp,
+        _ptr(reduce_ref),
+        _ptr(reduce_out),
+    )
 
 
 def _broadcast_noise(noise: torch.Tensor | None) -> torch.Tensor | None:
@@ -69,7 +83,9 @@ def _broadcast_noise(noise: torch.Tensor | None) -> torch.Tensor | None:
 
 
 # --- raw kernel calls -------------------------------------------------------------------------
-def conv(lib, x, weight, *, in_scale=None, stride=1, pad=0, transposed=False, ep=None, out=None, tf32=False) -> torch.Tensor:
+def conv(
+    lib, x, weight, *, in_scale=None, stride=1, pad=0, transposed=False, ep=None, out=None, tf32=False
+) -> torch.Tensor:
     """Direct conv (or conv_transpose2d with weight^T) of x * in_scale[:, :, None, None], on
     TF32 tensor cores where tf32 (and the layer has more than 4 output channels)."""
     n, ci, hi, wi = x.shape
@@ -80,8 +96,26 @@ def conv(lib, x, weight, *, in_scale=None, stride=1, pad=0, transposed=False, ep
         ho, wo = (hi + 2 * pad - k) // stride + 1, (wi + 2 * pad - k) // stride + 1
     y = torch.empty(n, co, ho, wo, dtype=x.dtype, device=x.device) if out is None else out
     _check(lib, x, y, fp32=(weight, in_scale))
-    args = ConvArgs(_dtype(x), n, ci, hi, wi, co, ho, wo, k, stride, pad, int(transposed), int(tf32),
-                    _ptr(x), _ptr(in_scale), _ptr(weight), _ptr(y), ep or epilogue())  # fmt: skip
+    args = ConvArgs(
+        _dtype(x),
+        n,
+        ci,
+        hi,
+        wi,
+        co,
+        ho,
+        wo,
+        k,
+        stride,
+        pad,
+        int(transposed),
+        int(tf32),
+        _ptr(x),
+        _ptr(in_scale),
+        _ptr(weight),
+        _ptr(y),
+        ep or epilogue(),
+    )
     lib.call("ilo_conv", args, x.device)
     return y
 
@@ -98,8 +132,26 @@ def upfirdn(lib, x, taps, *, up=1, down=1, pad=(0, 0), adjoint=False, in_size=No
         ho, wo = (hi * up + pad[0] + pad[1] - fh) // down + 1, (wi * up + pad[0] + pad[1] - fw) // down + 1
     y = torch.empty(n, c, *((hi, wi) if adjoint else (ho, wo)), dtype=x.dtype, device=x.device)
     _check(lib, x, y, fp32=(taps,))
-    args = UpfirdnArgs(_dtype(x), n, c, hi, wi, ho, wo, up, down, pad[0], pad[1], fh, fw, int(adjoint),
-                       _ptr(taps), _ptr(x), _ptr(y), ep or epilogue())  # fmt: skip
+    args = UpfirdnArgs(
+        _dtype(x),
+        n,
+        c,
+        hi,
+        wi,
+        ho,
+        wo,
+        up,
+        down,
+        pad[0],
+        pad[1],
+        fh,
+        fw,
+        int(adjoint),
+        _ptr(taps),
+        _ptr(x),
+        _ptr(y),
+        ep or epilogue(),
+    )
     lib.call("ilo_upfirdn2d", args, x.device)
     return y
 
@@ -112,8 +164,22 @@ def act_grad(lib, dy, y, *, alpha, gain, clamp, scale=None, want_dx=True, ref=No
     rows = torch.empty(n, c, dtype=torch.float32, device=y.device) if row_sum else None
     channels = torch.empty(n, 1, *y.shape[2:], dtype=torch.float32, device=y.device) if channel_sum else None
     _check(lib, dy, y, ref, fp32=(scale,))
-    args = ActGradArgs(_dtype(y), n, c, hw, _ptr(dy), _ptr(y), alpha, gain, NO_CLAMP if clamp is None else clamp,
-                       _ptr(scale), _ptr(dx), _ptr(ref), _ptr(rows), _ptr(channels))  # fmt: skip
+    args = ActGradArgs(
+        _dtype(y),
+        n,
+        c,
+        hw,
+        _ptr(dy),
+        _ptr(y),
+        alpha,
+        gain,
+        NO_CLAMP if clamp is None else clamp,
+        _ptr(scale),
+        _ptr(dx),
+        _ptr(ref),
+        _ptr(rows),
+        _ptr(channels),
+    )
     lib.call("ilo_act_grad", args, y.device)
     return dx, rows, channels
 
@@ -126,8 +192,9 @@ class _BiasAct(torch.autograd.Function):
         y = torch.empty_like(x)
         _check(lib, x, fp32=(bias,))
         n, c = x.shape[:2]
-        args = BiasActArgs(_dtype(x), n, c, x[0, 0].numel(), _ptr(x), _ptr(y),
-                           epilogue(bias=bias, alpha=alpha, gain=gain, clamp=clamp))  # fmt: skip
+        args = BiasActArgs(
+            _dtype(x), n, c, x[0, 0].numel(), _ptr(x), _ptr(y), epilogue(bias=bias, alpha=alpha, gain=gain, clamp=clamp)
+        )
         lib.call("ilo_bias_act", args, x.device)
         return y
 
@@ -216,7 +283,9 @@ class LayerWeights:
 def layer_weights(spec: LayerSpec, weight, bias, blur_kernel=None) -> LayerWeights:
     """weight: the gain-scaled [Cout, Cin, k, k]; blur_kernel: the up layer's FIR kernel."""
     if weight.requires_grad or (bias is not None and bias.requires_grad):
-        raise KernelLibraryError("the kernel layers are for frozen generators: weights and biases must not require grad")
+        raise KernelLibraryError(
+            "the kernel layers are for frozen generators: weights and biases must not require grad"
+        )
     weight = weight.detach().float().contiguous()
     adjoint = weight.transpose(0, 1) if spec.kind == "up" else weight.transpose(0, 1).flip(2, 3)
     return LayerWeights(
@@ -234,7 +303,11 @@ class _ModulatedLayer(torch.autograd.Function):
     @staticmethod
     def forward(lib, spec, weights, x, styles, noise):
         x, styles = x.contiguous(), styles.contiguous().float()
-        d = torch.rsqrt(styles.square() @ weights.energy.t() + DEMODULATION_EPS).contiguous() if spec.demodulate else None
+        d = (
+            torch.rsqrt(styles.square() @ weights.energy.t() + DEMODULATION_EPS).contiguous()
+            if spec.demodulate
+            else None
+        )
         noise = _broadcast_noise(noise)
         n, co = x.shape[0], weights.weight.shape[0]
         out_hw = tuple(2 * s for s in x.shape[2:]) if spec.kind == "up" else tuple(x.shape[2:])
@@ -262,8 +335,18 @@ class _ModulatedLayer(torch.autograd.Function):
         x, styles, y, z, d = ctx.saved_tensors
         lib, spec, weights = ctx.lib, ctx.spec, ctx.weights
         want_noise = ctx.noise_batch is not None and ctx.needs_input_grad[5]
-        g, dd, dnoise = act_grad(lib, dy.contiguous(), y, alpha=spec.alpha, gain=spec.gain, clamp=spec.clamp,
-                                 scale=d, ref=z, row_sum=spec.demodulate, channel_sum=want_noise)  # fmt: skip
+        g, dd, dnoise = act_grad(
+            lib,
+            dy.contiguous(),
+            y,
+            alpha=spec.alpha,
+            gain=spec.gain,
+            clamp=spec.clamp,
+            scale=d,
+            ref=z,
+            row_sum=spec.demodulate,
+            channel_sum=want_noise,
+        )
         ds = torch.zeros_like(styles)
         ep = epilogue(scale=styles, reduce_ref=x, reduce_out=ds)  # dx = s * L^T(g), ds = sum_p x * L^T(g)
         if spec.kind == "up":

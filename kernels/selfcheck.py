@@ -24,8 +24,10 @@ TOLERANCE, TF32_TOLERANCE = 1e-4, 5e-3
 
 
 def _relative(got, want) -> float:
-    return max(float((a.detach().double() - b.detach().double()).abs().max()) / (float(b.detach().abs().max()) or 1.0)
-               for a, b in zip(got, want))
+    return max(
+        float((a.detach().double() - b.detach().double()).abs().max()) / (float(b.detach().abs().max()) or 1.0)
+        for a, b in zip(got, want)
+    )
 
 
 def _randomised(module, seed):
@@ -71,11 +73,15 @@ def checks(library, device) -> dict[str, float]:
     kernel = R.fir_kernel().to(device)
     for name, args in {"upfirdn2d up 2": (2, 1, (2, 1), 4.0), "upfirdn2d down 2": (1, 2, (1, 1), 1.0)}.items():
         ref, got = R.upfirdn2d(x, kernel, *args), K.upfirdn2d(library, x, kernel, *args)
-        errors[name] = _relative((got, *torch.autograd.grad(got, x, torch.ones_like(got))),
-                                 (ref, *torch.autograd.grad(ref, x, torch.ones_like(ref))))  # fmt: skip
+        errors[name] = _relative(
+            (got, *torch.autograd.grad(got, x, torch.ones_like(got))),
+            (ref, *torch.autograd.grad(ref, x, torch.ones_like(ref))),
+        )
     b = rand(3)
     ref, got = R.bias_act(x, b, clamp=0.5), K.bias_act(library, x, b, clamp=0.5)
-    errors["bias_act"] = _relative((got, *torch.autograd.grad(got.sum(), (x, b))), (ref, *torch.autograd.grad(ref.sum(), (x, b))))
+    errors["bias_act"] = _relative(
+        (got, *torch.autograd.grad(got.sum(), (x, b))), (ref, *torch.autograd.grad(ref.sum(), (x, b)))
+    )
     return errors
 
 

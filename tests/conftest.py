@@ -119,8 +119,10 @@ def cmake_build(build_dir: Path, *options: str) -> Path:
         pytest.fail("cmake is not installed: pip install -e '.[test]' brings it")
     lib = build_dir / "lib"
     root = Path(__file__).resolve().parents[1]
-    for cmd in ([cmake, "-S", str(root), "-B", str(build_dir), f"-DILO_KERNELS_OUTPUT_DIR={lib}", *options],
-                [cmake, "--build", str(build_dir), "-j2"]):  # fmt: skip
+    for cmd in (
+        [cmake, "-S", str(root), "-B", str(build_dir), f"-DILO_KERNELS_OUTPUT_DIR={lib}", *options],
+        [cmake, "--build", str(build_dir), "-j2"],
+    ):
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             pytest.fail(f"{' '.join(cmd)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")

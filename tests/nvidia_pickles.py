@@ -108,9 +108,15 @@ def _filter(taps) -> torch.Tensor:
 
 
 def _fc(weight, bias, lr, activation, **extra):
-    layer = Persistent("FullyConnectedLayer", dict(activation=activation, lr_multiplier=lr, **extra),
-                       activation=activation, in_features=weight.shape[1], out_features=weight.shape[0],
-                       weight_gain=lr / np.sqrt(weight.shape[1]), bias_gain=lr)  # fmt: skip
+    layer = Persistent(
+        "FullyConnectedLayer",
+        dict(activation=activation, lr_multiplier=lr, **extra),
+        activation=activation,
+        in_features=weight.shape[1],
+        out_features=weight.shape[0],
+        weight_gain=lr / np.sqrt(weight.shape[1]),
+        bias_gain=lr,
+    )
     layer.weight = torch.nn.Parameter(weight.clone())
     layer.bias = torch.nn.Parameter(bias.clone())
     return layer
@@ -118,10 +124,25 @@ def _fc(weight, bias, lr, activation, **extra):
 
 def _synthesis_layer(t, name, res, up, o: SnapshotOptions):
     weight = t[f"{name}.weight"]
-    layer = Persistent("SynthesisLayer", dict(resolution=res, up=up, conv_clamp=o.conv_clamp),
-                       in_channels=weight.shape[1], out_channels=weight.shape[0], resolution=res, up=up,
-                       **{**dict(use_noise=o.use_noise, activation="lrelu", conv_clamp=o.conv_clamp, padding=1,
-                                 act_gain=np.sqrt(2), channels_last=False), **o.layer_overrides})  # fmt: skip
+    layer = Persistent(
+        "SynthesisLayer",
+        dict(resolution=res, up=up, conv_clamp=o.conv_clamp),
+        in_channels=weight.shape[1],
+        out_channels=weight.shape[0],
+        resolution=res,
+        up=up,
+        **{
+            **dict(
+                use_noise=o.use_noise,
+                activation="lrelu",
+                conv_clamp=o.conv_clamp,
+                padding=1,
+                act_gain=np.sqrt(2),
+                channels_last=False,
+            ),
+            **o.layer_overrides,
+        },
+    )
     layer.affine = _fc(t[f"{name}.affine.weight"], t[f"{name}.affine.bias"], 1, "linear", bias_init=1)
     layer.register_buffer("resample_filter", _filter(o.resample_filter))
     if o.use_noise:
@@ -134,8 +155,13 @@ def _synthesis_layer(t, name, res, up, o: SnapshotOptions):
 
 def _torgb(t, name, o: SnapshotOptions):
     weight = t[f"{name}.weight"]
-    layer = Persistent("ToRGBLayer", dict(conv_clamp=o.conv_clamp), conv_clamp=o.conv_clamp, channels_last=False,
-                       weight_gain=1 / np.sqrt(weight.shape[1]))  # fmt: skip
+    layer = Persistent(
+        "ToRGBLayer",
+        dict(conv_clamp=o.conv_clamp),
+        conv_clamp=o.conv_clamp,
+        channels_last=False,
+        weight_gain=1 / np.sqrt(weight.shape[1]),
+    )
     layer.affine = _fc(t[f"{name}.affine.weight"], t[f"{name}.affine.bias"], 1, "linear", bias_init=1)
     layer.weight = torch.nn.Parameter(weight.clone())
     layer.bias = torch.nn.Parameter(t[f"{name}.bias"].clone())
@@ -147,23 +173,47 @@ def generator_module(gen: StyleGAN2Generator, o: SnapshotOptions) -> Persistent:
     cfg = gen.config
     t = save_rows(gen, nvidia_rows(cfg))
     n_fc = len(cfg.mapping_features) - 1
-    mapping = Persistent("MappingNetwork", dict(num_layers=n_fc), z_dim=cfg.mapping_features[0], c_dim=0,
-                         w_dim=cfg.w_dim, num_ws=cfg.n_latent, num_layers=n_fc, w_avg_beta=0.995)  # fmt: skip
+    mapping = Persistent(
+        "MappingNetwork",
+        dict(num_layers=n_fc),
+        z_dim=cfg.mapping_features[0],
+        c_dim=0,
+        w_dim=cfg.w_dim,
+        num_ws=cfg.n_latent,
+        num_layers=n_fc,
+        w_avg_beta=0.995,
+    )
     for i in range(n_fc):
         setattr(mapping, f"fc{i}", _fc(t[f"mapping.fc{i}.weight"], t[f"mapping.fc{i}.bias"], cfg.mapping_lr, "lrelu"))
     mapping.register_buffer("w_avg", t["mapping.w_avg"].clone())
     resolutions = [4 * 2**k for k in range(len(cfg.channels))]
     fp16_from = resolutions[max(len(resolutions) - o.num_fp16_res, 0)] if o.num_fp16_res else None
-    synthesis = Persistent("SynthesisNetwork", dict(channel_base=32768, channel_max=512, num_fp16_res=o.num_fp16_res,
-                           conv_clamp=o.conv_clamp), w_dim=cfg.w_dim, img_resolution=cfg.resolution,
-                           img_resolution_log2=cfg.log2_resolution, img_channels=3, block_resolutions=resolutions,
-                           num_fp16_res=o.num_fp16_res)  # fmt: skip
+    synthesis = Persistent(
+        "SynthesisNetwork",
+        dict(channel_base=32768, channel_max=512, num_fp16_res=o.num_fp16_res, conv_clamp=o.conv_clamp),
+        w_dim=cfg.w_dim,
+        img_resolution=cfg.resolution,
+        img_resolution_log2=cfg.log2_resolution,
+        img_channels=3,
+        block_resolutions=resolutions,
+        num_fp16_res=o.num_fp16_res,
+    )
     for k, r in enumerate(resolutions):
-        block = Persistent("SynthesisBlock", dict(resolution=r, use_fp16=bool(fp16_from and r >= fp16_from)),
-                           in_channels=0 if k == 0 else cfg.channels[k - 1], w_dim=cfg.w_dim, resolution=r,
-                           img_channels=3, is_last=r == cfg.resolution, architecture="skip",
-                           use_fp16=bool(fp16_from and r >= fp16_from), channels_last=False,
-                           fused_modconv_default=True, num_conv=0, num_torgb=0)  # fmt: skip
+        block = Persistent(
+            "SynthesisBlock",
+            dict(resolution=r, use_fp16=bool(fp16_from and r >= fp16_from)),
+            in_channels=0 if k == 0 else cfg.channels[k - 1],
+            w_dim=cfg.w_dim,
+            resolution=r,
+            img_channels=3,
+            is_last=r == cfg.resolution,
+            architecture="skip",
+            use_fp16=bool(fp16_from and r >= fp16_from),
+            channels_last=False,
+            fused_modconv_default=True,
+            num_conv=0,
+            num_torgb=0,
+        )
         block.register_buffer("resample_filter", _filter(o.resample_filter))
         if k == 0:
             block.const = torch.nn.Parameter(t["synthesis.b4.const"].clone())
@@ -173,25 +223,57 @@ def generator_module(gen: StyleGAN2Generator, o: SnapshotOptions) -> Persistent:
         block.torgb = _torgb(t, f"synthesis.b{r}.torgb", o)
         block.num_conv, block.num_torgb = (1 if k == 0 else 2), 1
         setattr(synthesis, f"b{r}", block)
-    g = Persistent("Generator", dict(z_dim=cfg.mapping_features[0], c_dim=0, w_dim=cfg.w_dim, img_resolution=cfg.resolution,
-                   img_channels=3, mapping_kwargs=EasyDict(num_layers=n_fc),
-                   synthesis_kwargs=EasyDict(channel_base=32768, channel_max=512, num_fp16_res=o.num_fp16_res,
-                                             conv_clamp=o.conv_clamp)),
-                   z_dim=cfg.mapping_features[0], c_dim=0, w_dim=cfg.w_dim, img_resolution=cfg.resolution,
-                   img_channels=3, num_ws=cfg.n_latent)  # fmt: skip
+    g = Persistent(
+        "Generator",
+        dict(
+            z_dim=cfg.mapping_features[0],
+            c_dim=0,
+            w_dim=cfg.w_dim,
+            img_resolution=cfg.resolution,
+            img_channels=3,
+            mapping_kwargs=EasyDict(num_layers=n_fc),
+            synthesis_kwargs=EasyDict(
+                channel_base=32768, channel_max=512, num_fp16_res=o.num_fp16_res, conv_clamp=o.conv_clamp
+            ),
+        ),
+        z_dim=cfg.mapping_features[0],
+        c_dim=0,
+        w_dim=cfg.w_dim,
+        img_resolution=cfg.resolution,
+        img_channels=3,
+        num_ws=cfg.n_latent,
+    )
     g.synthesis, g.mapping = synthesis, mapping
     return g.eval().requires_grad_(False)
 
 
 def _discriminator(seed: int) -> Persistent:
     g = torch.Generator().manual_seed(seed)
-    d = Persistent("Discriminator", dict(c_dim=0, img_resolution=32, img_channels=3), c_dim=0, img_resolution=32,
-                   img_resolution_log2=5, img_channels=3, block_resolutions=[32, 16, 8])  # fmt: skip
+    d = Persistent(
+        "Discriminator",
+        dict(c_dim=0, img_resolution=32, img_channels=3),
+        c_dim=0,
+        img_resolution=32,
+        img_resolution_log2=5,
+        img_channels=3,
+        block_resolutions=[32, 16, 8],
+    )
     for r in (32, 16, 8):
-        block = Persistent("DiscriminatorBlock", dict(resolution=r), resolution=r, architecture="resnet", use_fp16=False)
+        block = Persistent(
+            "DiscriminatorBlock", dict(resolution=r), resolution=r, architecture="resnet", use_fp16=False
+        )
         block.register_buffer("resample_filter", _filter((1, 3, 3, 1)))
-        conv = Persistent("Conv2dLayer", {}, activation="lrelu", up=1, down=2, conv_clamp=None, padding=1,
-                          weight_gain=1 / np.sqrt(8 * 9), act_gain=np.sqrt(2))  # fmt: skip
+        conv = Persistent(
+            "Conv2dLayer",
+            {},
+            activation="lrelu",
+            up=1,
+            down=2,
+            conv_clamp=None,
+            padding=1,
+            weight_gain=1 / np.sqrt(8 * 9),
+            act_gain=np.sqrt(2),
+        )
         conv.weight = torch.nn.Parameter(torch.randn(8, 8, 3, 3, generator=g))
         conv.bias = torch.nn.Parameter(torch.zeros(8))
         block.conv0 = conv
@@ -203,21 +285,46 @@ def _discriminator(seed: int) -> Persistent:
 
 
 def _augment_pipe() -> Persistent:
-    pipe = Persistent("AugmentPipe", dict(xflip=1, rotate90=1, xint=1, scale=1, rotate=1, aniso=1, xfrac=1),
-                      xflip=1.0, rotate90=1.0, xint=1.0, xint_max=0.125, scale=1.0, rotate=1.0, aniso=1.0,
-                      xfrac=1.0, scale_std=0.2, rotate_max=1.0, aniso_std=0.2, xfrac_std=0.125)  # fmt: skip
+    pipe = Persistent(
+        "AugmentPipe",
+        dict(xflip=1, rotate90=1, xint=1, scale=1, rotate=1, aniso=1, xfrac=1),
+        xflip=1.0,
+        rotate90=1.0,
+        xint=1.0,
+        xint_max=0.125,
+        scale=1.0,
+        rotate=1.0,
+        aniso=1.0,
+        xfrac=1.0,
+        scale_std=0.2,
+        rotate_max=1.0,
+        aniso_std=0.2,
+        xfrac_std=0.125,
+    )
     pipe.register_buffer("p", torch.tensor(0.3))
     pipe.register_buffer("Hz_geom", torch.randn(12, generator=torch.Generator().manual_seed(5)))
     return pipe.eval()
 
 
-def snapshot_bytes(g_ema: StyleGAN2Generator, g: StyleGAN2Generator | None = None, options: SnapshotOptions | None = None,
-                   training_resolution: int = 32) -> bytes:  # fmt: skip
+def snapshot_bytes(
+    g_ema: StyleGAN2Generator,
+    g: StyleGAN2Generator | None = None,
+    options: SnapshotOptions | None = None,
+    training_resolution: int = 32,
+) -> bytes:
     """A training snapshot as NVIDIA's training loop pickles it; `g` is the training generator
     (different weights from `g_ema`, as after any training step)."""
     o = options or SnapshotOptions()
-    snapshot = dict(training_set_kwargs=dict(class_name="training.dataset.ImageFolderDataset", path="~/datasets/faces.zip",
-                                             use_labels=False, max_size=70000, xflip=True, resolution=training_resolution))  # fmt: skip
+    snapshot = dict(
+        training_set_kwargs=dict(
+            class_name="training.dataset.ImageFolderDataset",
+            path="~/datasets/faces.zip",
+            use_labels=False,
+            max_size=70000,
+            xflip=True,
+            resolution=training_resolution,
+        )
+    )
     snapshot["G"] = generator_module(g if g is not None else g_ema, o)
     snapshot["D"] = _discriminator(seed=1)
     snapshot["G_ema"] = generator_module(g_ema, o)
@@ -242,5 +349,3 @@ def snapshot_globals(data: bytes) -> set[str]:
     reader.names = set()
     reader.load()
     return reader.names
-
-

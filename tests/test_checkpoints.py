@@ -136,7 +136,10 @@ def test_tensorflow_pickle_gets_a_conversion_hint(tmp_path):
     "edit, message",
     [
         (lambda g: g.pop("convs.3.conv.weight"), "missing tensor 'convs.3.conv.weight'"),
-        (lambda g: g.__setitem__("to_rgbs.1.bias", torch.zeros(1, 4, 1, 1)), r"'to_rgbs.1.bias' has shape \[1, 4, 1, 1\]"),
+        (
+            lambda g: g.__setitem__("to_rgbs.1.bias", torch.zeros(1, 4, 1, 1)),
+            r"'to_rgbs.1.bias' has shape \[1, 4, 1, 1\]",
+        ),
         (lambda g: g["style.2.bias"].__setitem__(0, float("nan")), "'style.2.bias' contains NaN"),
         (lambda g: g.pop("style.1.weight"), "no mapping network"),
     ],

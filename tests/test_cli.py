@@ -29,8 +29,20 @@ def test_sample_default_grid(tmp_path, capsys):
 def test_sample_given_z_is_exact(sg2, tmp_path, capsys, golden):
     np.save(tmp_path / "z.npy", golden["z"].numpy())
     out = tmp_path / "img.npy"
-    run_ok(capsys, "sample", "--model", str(STYLEGAN2_32), "--latents", str(tmp_path / "z.npy"), "--truncation", "0.7",
-           "--save-array", str(out), "--batch-size", "3")  # fmt: skip
+    run_ok(
+        capsys,
+        "sample",
+        "--model",
+        str(STYLEGAN2_32),
+        "--latents",
+        str(tmp_path / "z.npy"),
+        "--truncation",
+        "0.7",
+        "--save-array",
+        str(out),
+        "--batch-size",
+        "3",
+    )
     images = np.load(out)
     assert images.dtype == np.float32 and images.shape == (4, 3, 32, 32)
     assert np.abs(images - golden["img_trunc"].numpy()).max() <= 1e-4
@@ -39,8 +51,22 @@ def test_sample_given_z_is_exact(sg2, tmp_path, capsys, golden):
 def test_sample_wplus_with_noises(tmp_path, capsys, golden):
     torch.save({"wplus": golden["wplus"]}, tmp_path / "w.pt")
     np.savez(tmp_path / "n.npz", **{f"noise_{i}": x.numpy() for i, x in enumerate(golden["noises"])})
-    run_ok(capsys, "sample", "--model", str(STYLEGAN2_32), "--latents", str(tmp_path / "w.pt"), "--input-space", "wplus",
-           "--noises", str(tmp_path / "n.npz"), "--save-array", str(tmp_path / "o.npy"), "-o", str(tmp_path / "o.png"))  # fmt: skip
+    run_ok(
+        capsys,
+        "sample",
+        "--model",
+        str(STYLEGAN2_32),
+        "--latents",
+        str(tmp_path / "w.pt"),
+        "--input-space",
+        "wplus",
+        "--noises",
+        str(tmp_path / "n.npz"),
+        "--save-array",
+        str(tmp_path / "o.npy"),
+        "-o",
+        str(tmp_path / "o.png"),
+    )
     assert np.abs(np.load(tmp_path / "o.npy") - golden["img_wplus"].numpy()).max() <= 1e-4
     assert (tmp_path / "o.png").is_file()
 
@@ -63,12 +89,21 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
     np.save(tmp_path / "bad.npy", np.zeros((2, 7), np.float32))
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"G_ema": print}))
     assert "no such file" in run_fail(capsys, "info", str(tmp_path / "nope.pt"))
-    assert "must have shape [N, 100]" in run_fail(capsys, "sample", "--latents", str(tmp_path / "bad.npy"), "-o", str(tmp_path / "x.png"))
+    assert "must have shape [N, 100]" in run_fail(
+        capsys, "sample", "--latents", str(tmp_path / "bad.npy"), "-o", str(tmp_path / "x.png")
+    )
     assert "refusing to load" in run_fail(capsys, "info", str(tmp_path / "evil.pkl"))
     assert "nothing to write" in run_fail(capsys, "sample")
     assert "only StyleGAN2" in run_fail(capsys, "convert", "default", str(tmp_path / "d.pkl"))
     assert "missing 'noise_3'" in run_fail(
-        capsys, "sample", "--model", str(STYLEGAN2_32), "--noises", str(_npz(tmp_path, 3)), "-o", str(tmp_path / "x.png")
+        capsys,
+        "sample",
+        "--model",
+        str(STYLEGAN2_32),
+        "--noises",
+        str(_npz(tmp_path, 3)),
+        "-o",
+        str(tmp_path / "x.png"),
     )
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "d.pkl").exists()
 
@@ -88,7 +123,13 @@ def test_module_entry_point_runs_as_a_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run([sys.executable, "-m", "ilo", "--help"], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0 and all(c in done.stdout for c in ("sample", "info", "convert"))
-    done = subprocess.run([sys.executable, "-m", "ilo", "info", str(tmp_path / "x.pt")], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "ilo", "info", str(tmp_path / "x.pt")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr
 
 

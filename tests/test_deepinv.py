@@ -96,15 +96,19 @@ def test_the_torch_path_of_a_wrapped_physics_matches_the_native_operator(dcgan):
     assert not torch.equal(native.images, solve(y, Downsample(2), dcgan, FEW_STEPS, image_seeds=[7, 8]).images)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: Inpainting(box_mask().expand(2, -1, -1, -1)),
-    lambda: Downsample(2, sigma=0.05),
-    lambda: Downsample(4),
-    lambda: Noise(0.1),
-    lambda: DenseGaussianCS(3 * 64 * 64, 500, seed=1),
-    lambda: PartialCirculantCS(3 * 64 * 64, 500, batch=2, seed=1),
-    lambda: Noise(0.1) * Downsample(4),
-], ids=["inpaint", "sr2-noisy", "sr4", "denoise", "cs-dense", "cs-circulant", "composed"])  # fmt: skip
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Inpainting(box_mask().expand(2, -1, -1, -1)),
+        lambda: Downsample(2, sigma=0.05),
+        lambda: Downsample(4),
+        lambda: Noise(0.1),
+        lambda: DenseGaussianCS(3 * 64 * 64, 500, seed=1),
+        lambda: PartialCirculantCS(3 * 64 * 64, 500, batch=2, seed=1),
+        lambda: Noise(0.1) * Downsample(4),
+    ],
+    ids=["inpaint", "sr2-noisy", "sr4", "denoise", "cs-dense", "cs-circulant", "composed"],
+)
 def test_our_operators_pass_deepinvs_adjointness_test(make):
     physics = OperatorPhysics(make(), SHAPE)
     u = torch.rand(2, *SHAPE, generator=torch.Generator().manual_seed(0))
@@ -161,8 +165,16 @@ def test_reconstructor_in_deepinvs_own_test_loop(reconstructor):
     physics = mapped_physics()[0][0]
     u = images(2, seed=2)
     loader = torch.utils.data.DataLoader(list(u), batch_size=2)  # a dataset of x alone: deepinv measures them
-    metrics = dinv.test(reconstructor, loader, physics, metrics=[dinv.metric.PSNR()], online_measurements=True,
-                        show_progress_bar=False, verbose=False, compare_no_learning=False)  # fmt: skip
+    metrics = dinv.test(
+        reconstructor,
+        loader,
+        physics,
+        metrics=[dinv.metric.PSNR()],
+        online_measurements=True,
+        show_progress_bar=False,
+        verbose=False,
+        compare_no_learning=False,
+    )
     # the same images solved outside the loop: deepinv's numbers are ours
     torch.manual_seed(0)  # deepinv's Inpainting adds no noise, so y does not depend on the generator state
     ours = dinv.metric.PSNR()(reconstructor(physics(u), physics), u).mean()

@@ -19,8 +19,13 @@ from ilo.errors import IloError
 
 def _operators(res: int) -> dict:
     n = 3 * res * res
-    return {"inpaint": Inpainting.centre_box(res, 2), "sr": Downsample(4), "denoise": Noise(0.1),
-            "cs": DenseGaussianCS(n, n // 10, seed=1), "cs-circulant": PartialCirculantCS(n, n // 10, batch=2)}  # fmt: skip
+    return {
+        "inpaint": Inpainting.centre_box(res, 2),
+        "sr": Downsample(4),
+        "denoise": Noise(0.1),
+        "cs": DenseGaussianCS(n, n // 10, seed=1),
+        "cs-circulant": PartialCirculantCS(n, n // 10, batch=2),
+    }
 
 
 @pytest.mark.parametrize("name", list(_operators(16)))
@@ -165,8 +170,12 @@ def test_a_restore_from_the_learned_start_beats_a_random_start_at_the_same_steps
 
     monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path))  # the shipped encoder, not one a developer cached
     with torch.no_grad():
-        truth = torch.cat([dcgan.synthesize(torch.randn(1, 1, dcgan.z_dim, generator=torch.Generator().manual_seed(72_000 + i)))
-                           for i in range(3)])  # fmt: skip
+        truth = torch.cat(
+            [
+                dcgan.synthesize(torch.randn(1, 1, dcgan.z_dim, generator=torch.Generator().manual_seed(72_000 + i)))
+                for i in range(3)
+            ]
+        )
     config = method_config("ilo", steps=[30, 10], restarts=1, prune_starts_at=[])
     for task in (TaskSpec("inpaint", centre_box=0.5), TaskSpec("sr", factor=4)):
         names = [f"face{i}" for i in range(3)]
@@ -208,8 +217,24 @@ def test_a_folder_restored_from_a_learned_start_does_not_resume_without_it(capsy
 
     monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path / "cache"))
     faces = write_generated_faces(tmp_path / "faces", dcgan, 1, seed=3)
-    run = ["restore", faces, "--clean", "--task", "denoise", "--steps", "2,1", "--end-stage", "1", "--restarts", "1",
-           "--backend", "torch", "--quiet", "--out", tmp_path / "out"]  # fmt: skip
+    run = [
+        "restore",
+        faces,
+        "--clean",
+        "--task",
+        "denoise",
+        "--steps",
+        "2,1",
+        "--end-stage",
+        "1",
+        "--restarts",
+        "1",
+        "--backend",
+        "torch",
+        "--quiet",
+        "--out",
+        tmp_path / "out",
+    ]
     run_ok(capsys, *run, "--encoder", "auto")
     # (its solver settings differ too: the default schedule is the learned start's)
     assert "holds a run with other settings (encoder, solver)" in run_fail(capsys, *run, "--encoder", "none")
@@ -309,8 +334,15 @@ def test_on_the_engine_the_learned_start_runs_as_the_exported_graph_and_matches_
     from ilo.engine.solver.ilo_solver import ILOConfig
 
     monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path / "cache"))
-    restorer = ilo.Restorer(dcgan, task="sr", factor=4, backend="onnxruntime", encoder="auto", memory_budget="off",
-                            config=ILOConfig(steps=1, restarts=1, prune_starts_at=[], end_stage=0))  # fmt: skip
+    restorer = ilo.Restorer(
+        dcgan,
+        task="sr",
+        factor=4,
+        backend="onnxruntime",
+        encoder="auto",
+        memory_budget="off",
+        config=ILOConfig(steps=1, restarts=1, prune_starts_at=[], end_stage=0),
+    )
     assert isinstance(restorer._start_encoder, EngineEncoder)
     assert "encoder" in [b.name for b in restorer.export_plan()]  # exported with the solve's graphs
     op = restorer.task.operator(64)

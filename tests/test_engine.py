@@ -21,7 +21,10 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def engines(dcgan, sg2):
-    return {"dcgan": (dcgan, EngineGenerator(dcgan, "onnxruntime")), "stylegan2": (sg2, EngineGenerator(sg2, "onnxruntime"))}
+    return {
+        "dcgan": (dcgan, EngineGenerator(dcgan, "onnxruntime")),
+        "stylegan2": (sg2, EngineGenerator(sg2, "onnxruntime")),
+    }
 
 
 def test_unknown_and_missing_backends_are_clear_errors():
@@ -153,7 +156,11 @@ class Lockstep:
         self.resolution, self.n_latent, self.style_dim = gen.resolution, gen.n_latent, gen.style_dim
         self.has_mapping, self.specs = gen.has_mapping, gen.specs
         self.stored_noises, self.mapping, self.latent_stats = gen.stored_noises, gen.mapping, gen.latent_stats
-        self.gaussian_to_w, self.run_stages, self.image_from_state = gen.gaussian_to_w, gen.run_stages, gen.image_from_state
+        self.gaussian_to_w, self.run_stages, self.image_from_state = (
+            gen.gaussian_to_w,
+            gen.run_stages,
+            gen.image_from_state,
+        )
         self.synthesize = gen.synthesize
 
     def fused_step(self, start, op, batch, optimised_noises=0):
@@ -165,7 +172,9 @@ class Lockstep:
             loss = op.data_fit(image, y)
             variables = [*state, wplus, *noises]
             wanted = [i for i, t in enumerate(variables) if t.requires_grad]
-            grads = torch.autograd.grad(loss.sum(), [variables[i] for i in wanted], retain_graph=True, allow_unused=True)
+            grads = torch.autograd.grad(
+                loss.sum(), [variables[i] for i in wanted], retain_graph=True, allow_unused=True
+            )
             leaves = [t.detach().clone().requires_grad_(True) for t in variables]
             loss_e, image_e = fused(tuple(leaves[: len(state)]), leaves[len(state)], leaves[len(state) + 1 :], y)
             loss_e.sum().backward()
@@ -192,7 +201,9 @@ def test_engine_agrees_with_torch_at_every_step_of_an_ilo_run(engines, family, t
     gen, engine = engines[family]
     res = gen.resolution
     op = Inpainting.centre_box(res, batch) if task == "inpaint" else Downsample(4)
-    x = gen.synthesize(gen.latents_from_z(torch.randn(batch, gen.z_dim, generator=torch.Generator().manual_seed(1)))).clamp(-1, 1)
+    x = gen.synthesize(
+        gen.latents_from_z(torch.randn(batch, gen.z_dim, generator=torch.Generator().manual_seed(1)))
+    ).clamp(-1, 1)
     lockstep = Lockstep(gen, engine)
     solve(op.A(x), op, lockstep, ILOConfig(steps=[40, 30, 30], restarts=1))
     assert len(lockstep.errors) == 100
@@ -218,7 +229,9 @@ def test_free_running_ilo_on_the_engine_restores_as_well_as_torch(engines, famil
     gen, engine = engines[family]
     res = gen.resolution
     op = Inpainting.centre_box(res, 2) if task == "inpaint" else Downsample(4)
-    x = gen.synthesize(gen.latents_from_z(torch.randn(2, gen.z_dim, generator=torch.Generator().manual_seed(3)))).clamp(-1, 1)
+    x = gen.synthesize(gen.latents_from_z(torch.randn(2, gen.z_dim, generator=torch.Generator().manual_seed(3)))).clamp(
+        -1, 1
+    )
     config = ILOConfig(steps=[40, 30, 30], restarts=1)
     on_engine, on_torch = solve(op.A(x), op, engine, config), solve(op.A(x), op, gen, config)
     assert sum(len(c) for c in on_engine.loss_curves) == 100

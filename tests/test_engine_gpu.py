@@ -64,7 +64,9 @@ def test_stage_graphs_on_the_gpu_equal_torch(sg2, name, batch, exact_float32):
 @pytest.mark.parametrize("name", GPU_BACKENDS)
 def test_ilo_on_gpu_backends_matches_torch_on_the_cpu(sg2, name):
     backend = _backend(name)
-    x = sg2.synthesize(sg2.latents_from_z(torch.randn(2, sg2.z_dim, generator=torch.Generator().manual_seed(1)))).clamp(-1, 1)
+    x = sg2.synthesize(sg2.latents_from_z(torch.randn(2, sg2.z_dim, generator=torch.Generator().manual_seed(1)))).clamp(
+        -1, 1
+    )
     op = Inpainting.centre_box(sg2.resolution, 2)
     config = ILOConfig(steps=[10, 5], restarts=1, end_stage=1)
     on_cpu = solve(op.A(x), op, sg2, config)

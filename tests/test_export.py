@@ -22,7 +22,7 @@ from ilo.export.artifacts import (
     generator_bundle,
     loss_head_bundle,
     lpips_bundle,
-)  # fmt: skip
+)
 from ilo.export.graphs import generator_graphs
 from ilo.export.lint import lint
 from ilo.export.ort_session import ort_session
@@ -56,7 +56,9 @@ def test_frozen_conv_transpose2d_gradient_matches_autograd(stride, padding):
     assert torch.allclose(torch.autograd.grad(out, x, cot)[0], torch.autograd.grad(ref, x, cot)[0], atol=1e-12)
 
 
-@pytest.mark.parametrize("stride,padding,output_padding,groups,k", [(1, 1, 0, 1, 3), (1, 0, 0, 1, 1), (1, 2, 0, 3, 4), (2, 1, 1, 1, 3)])
+@pytest.mark.parametrize(
+    "stride,padding,output_padding,groups,k", [(1, 1, 0, 1, 3), (1, 0, 0, 1, 1), (1, 2, 0, 3, 4), (2, 1, 1, 1, 3)]
+)
 def test_conv_transpose_as_conv_equals_conv_transpose(stride, padding, output_padding, groups, k):
     g = torch.Generator().manual_seed(k + groups)
     x = torch.randn(2, 6, 7, 7, generator=g, dtype=torch.float64)
@@ -214,7 +216,9 @@ def test_lint_rejects_per_sample_weights_random_ops_and_old_opsets():
 
 @pytest.mark.parametrize("kernel,stride,size", [(2, 2, 8), (3, 2, 15), (3, 2, 13), (2, 1, 5)])
 def test_frozen_max_pool_gradient_matches_autograd(kernel, stride, size):
-    x = torch.randn(2, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(size), requires_grad=True)
+    x = torch.randn(
+        2, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(size), requires_grad=True
+    )
     out = frozen_ops.max_pool2d(x, kernel, stride)
     ref = F.max_pool2d(x, kernel, stride)
     cot = torch.randn(out.shape, dtype=torch.float64)
@@ -260,7 +264,9 @@ def test_lpips_graphs_cache_target_features():
     assert set(graphs) == {"lpips_features.fwd", "lpips.fwd", "lpips.vjp"}
     for g in graphs.values():
         assert g["lint"] == [] and g["error"] <= MAX_RELATIVE_ERROR, g["name"]
-    assert "MaxPool" in graphs["lpips.fwd"]["ops"] and [o["name"] for o in graphs["lpips.vjp"]["outputs"]] == ["grad_image"]
+    assert "MaxPool" in graphs["lpips.fwd"]["ops"] and [o["name"] for o in graphs["lpips.vjp"]["outputs"]] == [
+        "grad_image"
+    ]
     # the three graphs chain: features once, then distance, equal to LPIPS itself
     feats = ort_session(result.folder / graphs["lpips_features.fwd"]["file"])
     dist = ort_session(result.folder / graphs["lpips.fwd"]["file"])
@@ -317,7 +323,9 @@ def test_the_export_plan_and_step_estimate_at_1024_export_nothing(capsys, tmp_pa
     assert f"warm inpaint (ilo-auto) would export: generator-forward, {steps}\n" in out
     assert re.search(r"one image's step: an estimated 3\.\d\d GiB \(1\.\d\d GiB fixed \+ 2\.\d\d GiB per image", out)
     # without --warm: the generator's graphs and every loss head, the dense CS one at a small example
-    assert "would export: generator-forward, generator-vjp, loss-heads\n" in run_ok(capsys, "export", "--model", checkpoint, "--dry-run")
+    assert "would export: generator-forward, generator-vjp, loss-heads\n" in run_ok(
+        capsys, "export", "--model", checkpoint, "--dry-run"
+    )
     assert not (tmp_path / "cache").exists()
 
 

@@ -12,7 +12,19 @@ from ilo.engine.app.figures import labelled_grid, line_chart
 from ilo.errors import InputError
 
 # a few steps of two rounds on torch, with no memory probe: enough for a curve with a round boundary
-FAST = ["--steps", "2,1", "--end-stage", "1", "--restarts", "1", "--backend", "torch", "--memory-budget", "off", "--quiet"]  # fmt: skip
+FAST = [
+    "--steps",
+    "2,1",
+    "--end-stage",
+    "1",
+    "--restarts",
+    "1",
+    "--backend",
+    "torch",
+    "--memory-budget",
+    "off",
+    "--quiet",
+]
 
 
 def _ink(image: Image.Image, box: tuple[int, int, int, int]) -> int:
@@ -114,9 +126,23 @@ def test_restore_plot_with_bm3d_writes_none_and_says_so(tmp_path, capsys, faces,
     monkeypatch.setattr("ilo.engine.app.methods.bm3d_denoise", lambda y, sigma: (y.clone(), 0.0))
     from ilo.engine.cli.main import main
 
-    assert main(["restore", str(faces / "face0.png"), "--clean", "--task", "denoise", "--method", "bm3d", "--plot",
-                 "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "restore",
+                str(faces / "face0.png"),
+                "--clean",
+                "--task",
+                "denoise",
+                "--method",
+                "bm3d",
+                "--plot",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert (out / "face0.png").is_file() and not (out / "face0.loss.png").exists()
     assert capsys.readouterr().err.count("no loss plots: BM3D") == 1
-
-

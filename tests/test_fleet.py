@@ -36,8 +36,13 @@ CLEAN_INPAINT = ["--clean", "--task", "inpaint", "--centre-box", "0.5"]
 def local_ray(tmp_path_factory):
     cache = tmp_path_factory.getbasetemp() / "ilo-cache"
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             runtime_env={"env_vars": {"ILO_CACHE_DIR": str(cache)}})  # fmt: skip
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        runtime_env={"env_vars": {"ILO_CACHE_DIR": str(cache)}},
+    )
     yield
     from ray import serve
 
@@ -59,7 +64,9 @@ def local_run(faces, tmp_path_factory):
     from ilo.engine.cli.main import main
 
     out = tmp_path_factory.mktemp("local")
-    assert main(["restore", str(faces), *CLEAN_INPAINT, *SOLVER, "--batch-size", "2", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(["restore", str(faces), *CLEAN_INPAINT, *SOLVER, "--batch-size", "2", "--out", str(out), "--quiet"]) == 0
+    )
     return out
 
 
@@ -71,6 +78,7 @@ def _assert_same_outputs(ray_out: Path, local_out: Path, batch_size: int | None 
     """Same files, same pictures, same numbers (the actors run torch on one thread, the local run
     on two; measured here the files are identical and the metrics agree to float rounding).
     `batch_size`: the Ray run's, where it is not the local run's."""
+
     def pictures(out: Path) -> list[Path]:  # loss plots (--plot) are checked by the test that asks for them
         return sorted(p for p in out.glob("*.png") if not p.name.endswith(".loss.png"))
 
@@ -92,12 +100,26 @@ def test_ray_writes_what_the_local_run_writes(local_ray, faces, local_run, tmp_p
     from ilo.engine.cli.main import main
 
     out = tmp_path / "ray"
-    argv = ["restore", str(faces), *CLEAN_INPAINT, *SOLVER, "--batch-size", "2", "--out", str(out), "--ray", "--workers", "2",
-            "--plot"]  # fmt: skip
+    argv = [
+        "restore",
+        str(faces),
+        *CLEAN_INPAINT,
+        *SOLVER,
+        "--batch-size",
+        "2",
+        "--out",
+        str(out),
+        "--ray",
+        "--workers",
+        "2",
+        "--plot",
+    ]
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "restored 6 image(s)" in captured.out
-    assert "3 batch(es) on 2 Ray actor(s)" in captured.err and "restore: 6/6" in captured.err  # progress across the fleet
+    assert (
+        "3 batch(es) on 2 Ray actor(s)" in captured.err and "restore: 6/6" in captured.err
+    )  # progress across the fleet
     _assert_same_outputs(out, local_run)
     plots = sorted(out.glob("*.loss.png"))  # the actors send the loss curves back with the images
     assert len(plots) == 6 and all(Image.open(p).size[0] > 100 for p in plots)
@@ -107,8 +129,21 @@ def test_ray_resumes_a_half_finished_local_run(local_ray, faces, local_run, tmp_
     out = tmp_path / "resumed"
     first_half = sorted(faces.glob("*.png"))[:2]
     run_ok(capsys, "restore", *first_half, *CLEAN_INPAINT, *SOLVER, "--batch-size", "2", "--out", out, "--quiet")
-    stdout = run_ok(capsys, "restore", faces, *CLEAN_INPAINT, *SOLVER, "--batch-size", "2", "--out", out, "--ray",
-                    "--workers", "2", "--quiet")  # fmt: skip
+    stdout = run_ok(
+        capsys,
+        "restore",
+        faces,
+        *CLEAN_INPAINT,
+        *SOLVER,
+        "--batch-size",
+        "2",
+        "--out",
+        out,
+        "--ray",
+        "--workers",
+        "2",
+        "--quiet",
+    )
     assert "restored 4 image(s), 2 already finished" in stdout
     _assert_same_outputs(out, local_run)
 
@@ -147,8 +182,20 @@ def test_a_killed_worker_costs_a_retry_not_an_output(local_ray, faces, local_run
     monkeypatch.setattr(ResultWriter, "write", counted_write)
     monkeypatch.setattr(RunDir, "write_record", counted_record)
     out = tmp_path / "killed"
-    argv = ["restore", str(faces), *CLEAN_INPAINT, *SOLVER, "--batch-size", "1", "--out", str(out), "--ray",
-            "--workers", "2", "--quiet"]  # fmt: skip
+    argv = [
+        "restore",
+        str(faces),
+        *CLEAN_INPAINT,
+        *SOLVER,
+        "--batch-size",
+        "1",
+        "--out",
+        str(out),
+        "--ray",
+        "--workers",
+        "2",
+        "--quiet",
+    ]
     result: dict = {}
     run = threading.Thread(target=lambda: result.setdefault("rc", main(argv)))
     run.start()
@@ -188,8 +235,12 @@ def test_ray_flags_and_addresses_are_checked_before_anything_is_written(local_ra
     assert "--workers 3 with 1 CPU each does not fit this Ray cluster (2 CPUs" in err
     assert not out.exists()
     # a fresh process (this one's Ray is up): an address Ray cannot parse is one line, nothing written
-    done = subprocess.run([sys.executable, "-m", "ilo", "restore", str(faces), *CLEAN_INPAINT, "--out", str(out),
-                           "--ray=not-an-address"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "ilo", "restore", str(faces), *CLEAN_INPAINT, "--out", str(out), "--ray=not-an-address"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("ilo: error: no Ray cluster at 'not-an-address'")
     assert "Traceback" not in done.stderr and not out.exists()
@@ -216,7 +267,9 @@ def noisy_pngs(tmp_path_factory) -> dict[str, bytes]:
     from ilo.engine.cli.main import main
 
     out = tmp_path_factory.mktemp("noisy")
-    assert main(["degrade", *map(str, sorted(FACES.glob("generated_*.png"))), "--task", "denoise", "--out", str(out)]) == 0
+    assert (
+        main(["degrade", *map(str, sorted(FACES.glob("generated_*.png"))), "--task", "denoise", "--out", str(out)]) == 0
+    )
     return {p.stem: p.read_bytes() for p in sorted(out.glob("*.png"))}
 
 
@@ -248,8 +301,12 @@ def test_32_requests_from_8_clients_are_answered_in_batches(service, noisy_pngs)
     pngs = list(noisy_pngs.values())
 
     def one(i):
-        r = requests.post(f"{service}/restore?name=load-{i}", data=pngs[i % len(pngs)],
-                          headers={"Content-Type": "image/png"}, timeout=300)  # fmt: skip
+        r = requests.post(
+            f"{service}/restore?name=load-{i}",
+            data=pngs[i % len(pngs)],
+            headers={"Content-Type": "image/png"},
+            timeout=300,
+        )
         return r.status_code, r.json()
 
     with futures.ThreadPoolExecutor(8) as pool:
@@ -269,16 +326,30 @@ def _bad_requests(png: bytes) -> list[tuple[str, dict, int, str]]:
     return [
         ("not an image", dict(data=b"hello", headers={"Content-Type": "image/png"}), 400, "not a readable image"),
         ("empty body", dict(data=b"", headers={"Content-Type": "image/png"}), 400, "the body is empty"),
-        ("wrong size, no fit", dict(data=buffer.getvalue(), headers={"Content-Type": "image/png"}), 400, "50x50 but this task needs 64x64"),
-        ("oversized", dict(data=b"x" * (MAX_BODY + 1), headers={"Content-Type": "image/png"}), 413, "over this service's limit"),
+        (
+            "wrong size, no fit",
+            dict(data=buffer.getvalue(), headers={"Content-Type": "image/png"}),
+            400,
+            "50x50 but this task needs 64x64",
+        ),
+        (
+            "oversized",
+            dict(data=b"x" * (MAX_BODY + 1), headers={"Content-Type": "image/png"}),
+            413,
+            "over this service's limit",
+        ),
         ("bad parameter", dict(data=png, params={"steps": "9"}), 400, "unknown parameter(s) steps"),
         ("bad format", dict(data=png, params={"format": "gif"}), 400, "'format' must be json or png"),
         ("not JSON", dict(data=b"{oops", headers={"Content-Type": "application/json"}), 400, "not valid JSON"),
         ("bad base64", dict(json={"image": "%%%"}), 400, "'image' is not valid base64"),
-        ("mask for denoising", dict(json={"image": base64.b64encode(png).decode(), "mask": base64.b64encode(png).decode()}),
-         400, "masks belong to the inpaint task"),
+        (
+            "mask for denoising",
+            dict(json={"image": base64.b64encode(png).decode(), "mask": base64.b64encode(png).decode()}),
+            400,
+            "masks belong to the inpaint task",
+        ),
         ("text", dict(data=b"hi", headers={"Content-Type": "text/plain"}), 415, "is not a picture"),
-    ]  # fmt: skip
+    ]
 
 
 def test_bad_requests_get_one_line_4xx_and_the_replica_lives_on(service, noisy_pngs):

@@ -17,15 +17,29 @@ from ilo.generators.stylegan2 import StyleGAN2Generator
 MEMBERS = [name for name in vars(GeneratorView) if not name.startswith("_")]
 
 
-def _static_views(torch_model: StagedGenerator, sg2: StyleGAN2Generator, dcgan: DCGANGenerator,
-                  engine: EngineGenerator) -> list[GeneratorView]:  # fmt: skip
+def _static_views(
+    torch_model: StagedGenerator, sg2: StyleGAN2Generator, dcgan: DCGANGenerator, engine: EngineGenerator
+) -> list[GeneratorView]:
     """Never called: mypy and pyright reject this assignment if a class drifts from the view."""
     return [torch_model, sg2, dcgan, engine]
 
 
 def test_the_view_lists_what_the_solver_uses():
-    assert MEMBERS == ["resolution", "n_latent", "style_dim", "has_mapping", "specs", "stored_noises", "mapping",
-                       "latent_stats", "gaussian_to_w", "run_stages", "image_from_state", "synthesize", "fused_step"]  # fmt: skip
+    assert MEMBERS == [
+        "resolution",
+        "n_latent",
+        "style_dim",
+        "has_mapping",
+        "specs",
+        "stored_noises",
+        "mapping",
+        "latent_stats",
+        "gaussian_to_w",
+        "run_stages",
+        "image_from_state",
+        "synthesize",
+        "fused_step",
+    ]
 
 
 @pytest.mark.parametrize("family", ["dcgan", "sg2"])

@@ -66,7 +66,9 @@ def test_solve_returns_the_iterate_the_held_out_measurements_judge_best(sg2):
     assert result.held_out
     assert torch.allclose(judge.data_fit(result.images, y), result.best_loss, rtol=1e-4)
     # the fit never saw the held-out measurements: the same solve on all of them differs
-    plain = solve(y, op, sg2, ILOConfig(end_stage=2, steps=[20, 10], restarts=1, prune_starts_at=[]), image_seeds=[1, 2])
+    plain = solve(
+        y, op, sg2, ILOConfig(end_stage=2, steps=[20, 10], restarts=1, prune_starts_at=[]), image_seeds=[1, 2]
+    )
     assert not plain.held_out and not torch.allclose(plain.images, result.images, atol=1e-3)
 
 

@@ -67,7 +67,16 @@ def _cases():
         return y
 
     def bomb(t):  # 80 KB of PNG declaring 9000x9000 pixels
-        return ["restore", str(_bomb(t / "in" / "bomb.png")), *CLEAN_INPAINT, "--fit", "resize", "--out", str(out(t)), *FAST], out(t)
+        return [
+            "restore",
+            str(_bomb(t / "in" / "bomb.png")),
+            *CLEAN_INPAINT,
+            "--fit",
+            "resize",
+            "--out",
+            str(out(t)),
+            *FAST,
+        ], out(t)
 
     def black_mask(t):
         faces = _faces(t, 1)
@@ -94,8 +103,18 @@ def _cases():
     def mask_dir_is_out(t):
         faces = _faces(t, 1)
         _png(t / "out" / "masks" / "generated_90100.png", np.full((64, 64), 255))
-        return ["restore", str(faces), "--task", "inpaint", "--mask-dir", str(t / "out" / "masks"), "--save-degraded",
-                "--out", str(out(t)), *FAST], out(t)  # fmt: skip
+        return [
+            "restore",
+            str(faces),
+            "--task",
+            "inpaint",
+            "--mask-dir",
+            str(t / "out" / "masks"),
+            "--save-degraded",
+            "--out",
+            str(out(t)),
+            *FAST,
+        ], out(t)
 
     def out_is_file(t):
         (t / "file").write_text("not a folder")
@@ -106,7 +125,9 @@ def _cases():
         return ["restore", str(_faces(t)), *CLEAN_INPAINT, "--out", str(t / "file" / "out"), *FAST], t / "file"
 
     def read_only_out(t):
-        return ["restore", str(_faces(t)), *CLEAN_INPAINT, "--out", "/sys/ilo-test-out", *FAST], Path("/sys/ilo-test-out")
+        return ["restore", str(_faces(t)), *CLEAN_INPAINT, "--out", "/sys/ilo-test-out", *FAST], Path(
+            "/sys/ilo-test-out"
+        )
 
     def convert_onto_source(t):
         model = t / "g.pt"
@@ -135,7 +156,16 @@ def _cases():
 
         with open(t / "evil.pt", "wb") as f:
             pickle.dump({"features.0.weight": Payload()}, f)
-        return ["restore", str(_faces(t)), *CLEAN_INPAINT, "--lpips-backbone", str(t / "evil.pt"), "--out", str(out(t)), *FAST], out(t)
+        return [
+            "restore",
+            str(_faces(t)),
+            *CLEAN_INPAINT,
+            "--lpips-backbone",
+            str(t / "evil.pt"),
+            "--out",
+            str(out(t)),
+            *FAST,
+        ], out(t)
 
     return [
         ("out is the input folder (restore)", same_folder_restore, "is the folder of the input"),
@@ -143,7 +173,11 @@ def _cases():
         ("convert onto its source", convert_onto_source, "is also an input of this command"),
         ("sample over its latents", sample_over_latents, "is also an input of this command"),
         ("sample -o and --save-array one file", sample_twice, "name the same file"),
-        (".npz under a .npy name", restore("--task", "cs", *FAST, inputs=lambda t: _cs_inputs(t, _npz)), "b.npy: holds a NpzFile"),
+        (
+            ".npz under a .npy name",
+            restore("--task", "cs", *FAST, inputs=lambda t: _cs_inputs(t, _npz)),
+            "b.npy: holds a NpzFile",
+        ),
         ("x.strip.png beside x.png with --strip", strip_collision, "would be written for both"),
         ("--save-degraded masks over --mask-dir", mask_dir_is_out, "would overwrite the input"),
         ("--steps 0", restore(*CLEAN_INPAINT, "--steps", "0", "--restarts", "1"), "steps per round"),
@@ -155,17 +189,45 @@ def _cases():
         ("--l1-radius nan", restore(*CLEAN_INPAINT, "--l1-radius", "none,nan"), "l1 radii must be positive"),
         ("--l1-radius -1", restore(*CLEAN_INPAINT, "--l1-radius", "-1"), "l1 radii must be positive"),
         ("--factor 0 (restore)", restore("--clean", "--task", "sr", "--factor", "0", *FAST), "--factor"),
-        ("--factor -1 (degrade)", lambda t: (["degrade", str(_faces(t)), "--task", "sr", "--factor", "-1", "--out", str(out(t))], out(t)), "--factor"),
-        ("--factor with --task denoise", restore("--clean", "--task", "denoise", "--factor", "2", *FAST), "--factor belongs to --task sr"),
-        ("--mask with --centre-box", lambda t: restore(*CLEAN_INPAINT, "--mask", str(_png(t / "m.png", np.full((64, 64), 255))), *FAST)(t), "not both"),
+        (
+            "--factor -1 (degrade)",
+            lambda t: (["degrade", str(_faces(t)), "--task", "sr", "--factor", "-1", "--out", str(out(t))], out(t)),
+            "--factor",
+        ),
+        (
+            "--factor with --task denoise",
+            restore("--clean", "--task", "denoise", "--factor", "2", *FAST),
+            "--factor belongs to --task sr",
+        ),
+        (
+            "--mask with --centre-box",
+            lambda t: restore(*CLEAN_INPAINT, "--mask", str(_png(t / "m.png", np.full((64, 64), 255))), *FAST)(t),
+            "not both",
+        ),
         ("--clean with --truth-dir", restore(*CLEAN_INPAINT, "--truth-dir", str(FACES), *FAST), "drop --truth-dir"),
         ("--fit pad for denoising", restore("--clean", "--task", "denoise", "--fit", "pad", *FAST), "--fit pad"),
         ("all-black mask", black_mask, "leaves no pixel of the image observed"),
         ("1x1 image padded into the hole", tiny_padded, "leaves no pixel of the image observed"),
-        ("NaN in a CS measurement file", restore("--task", "cs", *FAST, inputs=lambda t: _cs_inputs(t, nan_measurement)), "b.npy: 1 of its measurements are NaN"),
-        ("inf in a CS measurement file", restore("--task", "cs", *FAST, inputs=lambda t: _cs_inputs(t, lambda y: y + np.inf)), "b.npy"),
-        ("string-dtype .npy", restore("--task", "cs", *FAST, inputs=lambda t: _cs_inputs(t, lambda y: y.astype(str))), "b.npy: holds <U"),
-        ("complex .npy", restore("--task", "cs", *FAST, inputs=lambda t: _cs_inputs(t, lambda y: y + 1j)), "b.npy: holds complex numbers"),
+        (
+            "NaN in a CS measurement file",
+            restore("--task", "cs", *FAST, inputs=lambda t: _cs_inputs(t, nan_measurement)),
+            "b.npy: 1 of its measurements are NaN",
+        ),
+        (
+            "inf in a CS measurement file",
+            restore("--task", "cs", *FAST, inputs=lambda t: _cs_inputs(t, lambda y: y + np.inf)),
+            "b.npy",
+        ),
+        (
+            "string-dtype .npy",
+            restore("--task", "cs", *FAST, inputs=lambda t: _cs_inputs(t, lambda y: y.astype(str))),
+            "b.npy: holds <U",
+        ),
+        (
+            "complex .npy",
+            restore("--task", "cs", *FAST, inputs=lambda t: _cs_inputs(t, lambda y: y + 1j)),
+            "b.npy: holds complex numbers",
+        ),
         ("decompression bomb", bomb, "megapixels, over the limit"),
         ("--out is a file", out_is_file, "is a file, not a folder"),
         ("--out below a file", out_below_file, "is a file, not a folder"),

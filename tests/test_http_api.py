@@ -16,7 +16,12 @@ LIMIT = 1 << 20
 
 def test_routes_and_methods():
     assert check_route("POST", "/restore") == "restore" and check_route("GET", "/healthz/") == "health"
-    for method, path, status in [("GET", "/restore", 405), ("POST", "/healthz", 405), ("GET", "/", 404), ("PUT", "/x", 404)]:
+    for method, path, status in [
+        ("GET", "/restore", 405),
+        ("POST", "/healthz", 405),
+        ("GET", "/", 404),
+        ("PUT", "/x", 404),
+    ]:
         with pytest.raises(HttpError) as e:
             check_route(method, path)
         assert e.value.status == status

@@ -44,8 +44,23 @@ def test_the_c_abi_works_from_plain_c(emulated_kernels, tmp_path):
     root = Path(__file__).resolve().parents[1]
     exe = tmp_path / "abi_check"
     lib = emulated_kernels.path
-    subprocess.run(["cc", "-std=c99", "-Wall", "-Werror", f"-I{root / 'kernels' / 'include'}", str(root / "kernels" / "tests" / "abi_check.c"),
-                    "-o", str(exe), f"-L{lib.parent}", f"-l:{lib.name}", f"-Wl,-rpath,{lib.parent}", "-lm"], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            "cc",
+            "-std=c99",
+            "-Wall",
+            "-Werror",
+            f"-I{root / 'kernels' / 'include'}",
+            str(root / "kernels" / "tests" / "abi_check.c"),
+            "-o",
+            str(exe),
+            f"-L{lib.parent}",
+            f"-l:{lib.name}",
+            f"-Wl,-rpath,{lib.parent}",
+            "-lm",
+        ],
+        check=True,
+    )
     done = subprocess.run([str(exe)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok: host-emulation")
@@ -66,7 +81,9 @@ def test_bias_act_forward_and_gradients_match_the_reference(emulated_kernels, cl
 
 
 # Every upfirdn2d StyleGAN2 uses (skip upsampling, the up layer's blur), plus down and crop cases.
-@pytest.mark.parametrize("up,down,pad,gain", [(2, 1, (2, 1), 4.0), (1, 1, (1, 1), 4.0), (1, 2, (1, 1), 1.0), (1, 1, (-1, 2), 1.0)])
+@pytest.mark.parametrize(
+    "up,down,pad,gain", [(2, 1, (2, 1), 4.0), (1, 1, (1, 1), 4.0), (1, 2, (1, 1), 1.0), (1, 1, (-1, 2), 1.0)]
+)
 def test_upfirdn2d_and_its_adjoint_match_the_reference(emulated_kernels, up, down, pad, gain):
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, 3, 9, 6, generator=g, requires_grad=True)
@@ -176,7 +193,11 @@ def test_half_precision_layers_are_within_1e_2_of_float32(emulated_kernels, dtyp
 def test_kernel_outputs_are_deterministic(emulated_kernels):
     layer = _layer("up", 20, 9, None)
     g = torch.Generator().manual_seed(6)
-    x, w, noise = torch.randn(2, 20, 5, 5, generator=g), torch.randn(2, 8, generator=g), torch.randn(2, 1, 10, 10, generator=g)
+    x, w, noise = (
+        torch.randn(2, 20, 5, 5, generator=g),
+        torch.randn(2, 8, generator=g),
+        torch.randn(2, 1, 10, 10, generator=g),
+    )
     fast_layer = R.with_fast_layers(layer, KernelOps(emulated_kernels))
     a, b = fast_layer(x, w, noise), fast_layer(x, w, noise)
     assert torch.equal(a, b)
@@ -257,7 +278,10 @@ def test_kernel_backend_builds_graphs_on_the_kernels_and_runs_them(sg2, emulated
     built = backend.build(graph, None)
     assert built is not graph and built.name == graph.name and graph.on_fast_layers is not None
     inputs = graph.example(1)
-    (state, rgb), (want_state, want_rgb) = backend.runner(built)(*inputs), get_backend("torch").load(graph, None)(*inputs)
+    (state, rgb), (want_state, want_rgb) = (
+        backend.runner(built)(*inputs),
+        get_backend("torch").load(graph, None)(*inputs),
+    )
     assert relative(state, want_state) <= 1e-4 and relative(rgb, want_rgb) <= 1e-4
 
 
@@ -340,10 +364,24 @@ def test_kernel_benchmark_runs_end_to_end_on_the_emulation(emulated_kernels, tmp
     import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("bench_kernels", Path(__file__).parents[1] / "benchmarks" / "kernels.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_kernels", Path(__file__).parents[1] / "benchmarks" / "kernels.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    argv = ["--device", "cpu", "--library", str(emulated_kernels.path), "--smoke", "--max-res", "16", "--batch", "1", "--out", str(tmp_path)]
+    argv = [
+        "--device",
+        "cpu",
+        "--library",
+        str(emulated_kernels.path),
+        "--smoke",
+        "--max-res",
+        "16",
+        "--batch",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     assert bench.main(argv) == 0
     result = json.loads((tmp_path / "kernels_smoke.json").read_text())
     assert [b["res"] for b in result["blocks"]] == [8, 16]

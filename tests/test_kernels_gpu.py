@@ -46,8 +46,10 @@ def cuda_library(build_dir):
     else:
         library = open_library(cmake_build(build_dir(), "-DILO_KERNELS_EMULATION=OFF") / CUDA_LIBRARY)
     if library.device_type != "cuda":  # its layers would take the reference path: torch against torch
-        pytest.fail(f"{library.path} is the {library.build_info} build, not the CUDA one; point ${LIBRARY_ENV} at "
-                    f"{CUDA_LIBRARY} or unset it")  # fmt: skip
+        pytest.fail(
+            f"{library.path} is the {library.build_info} build, not the CUDA one; point ${LIBRARY_ENV} at "
+            f"{CUDA_LIBRARY} or unset it"
+        )
     return library
 
 
@@ -98,7 +100,9 @@ def test_config_f_layers_match_the_reference(cuda_kernels, shape, batch, dtype, 
     g = torch.Generator(device="cuda").manual_seed(1)
     x = torch.randn(batch, shape.cin, shape.res, shape.res, device="cuda", generator=g).to(dtype).requires_grad_(True)
     w = torch.randn(batch, 512, device="cuda", generator=g, requires_grad=True)
-    noise = torch.randn(batch, 1, shape.out_res, shape.out_res, device="cuda", generator=g).to(dtype).requires_grad_(True)
+    noise = (
+        torch.randn(batch, 1, shape.out_res, shape.out_res, device="cuda", generator=g).to(dtype).requires_grad_(True)
+    )
     run = (lambda x, w, n: layer(x, w)) if shape.kind == "rgb" else layer
     inputs = (x, w) if shape.kind == "rgb" else (x, w, noise)
     ref = run(x.float(), w, noise.float())  # float32 from the same (rounded) inputs
@@ -124,7 +128,9 @@ def test_kernel_engine_on_the_gpu_equals_torch(sg2, cuda_kernels, monkeypatch):
 
     gen = copy.deepcopy(sg2).cuda()
     engine = EngineGenerator(gen, KernelBackend("cuda", library=cuda_kernels))
-    z = torch.randn(3, gen.n_latent, gen.style_dim, device="cuda", generator=torch.Generator(device="cuda").manual_seed(2))
+    z = torch.randn(
+        3, gen.n_latent, gen.style_dim, device="cuda", generator=torch.Generator(device="cuda").manual_seed(2)
+    )
     grads = []
     for g in (engine, gen):
         x = z.clone().requires_grad_(True)

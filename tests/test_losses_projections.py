@@ -43,7 +43,9 @@ def test_l1_projection_against_brute_force():
         assert torch.allclose(w[i], _l1_by_bisection(v[i], radius[i].item()), atol=1e-9)
         # no random feasible point is closer
         cand = torch.randn(4000, 5, generator=g, dtype=torch.float64)
-        cand = cand / cand.abs().sum(1, keepdim=True) * radius[i] * torch.rand(4000, 1, generator=g, dtype=torch.float64)
+        cand = (
+            cand / cand.abs().sum(1, keepdim=True) * radius[i] * torch.rand(4000, 1, generator=g, dtype=torch.float64)
+        )
         assert (cand - v[i]).norm(dim=1).min() >= (w[i] - v[i]).norm() - 1e-9
     assert torch.equal(w[3], v[3])  # already inside
 
@@ -55,7 +57,9 @@ def test_spherical_projection_restores_norms():
     assert torch.allclose(y.norm(dim=-1, keepdim=True), target, atol=1e-5)
     noise = torch.randn(2, 1, 4, 4)
     n0 = torch.linalg.vector_norm(noise, dim=(1, 2, 3), keepdim=True)
-    assert torch.allclose(torch.linalg.vector_norm(project_to_norm(noise * 2, n0, 3), dim=(1, 2, 3), keepdim=True), n0, atol=1e-5)
+    assert torch.allclose(
+        torch.linalg.vector_norm(project_to_norm(noise * 2, n0, 3), dim=(1, 2, 3), keepdim=True), n0, atol=1e-5
+    )
 
 
 def test_geocross_is_zero_for_identical_vectors_and_per_image():

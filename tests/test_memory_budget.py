@@ -23,11 +23,20 @@ MiB = 1024**2
 FAST = dict(steps=[6, 3], restarts=2, end_stage=1)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("12G", MemoryBudget(bytes=12 * GiB)), ("12GiB", MemoryBudget(bytes=12 * GiB)), ("800M", MemoryBudget(bytes=800 * MiB)),
-    ("2048mb", MemoryBudget(bytes=2048 * MiB)), ("1.5g", MemoryBudget(bytes=int(1.5 * GiB))), ("4096", MemoryBudget(bytes=4096)),
-    ("60%", MemoryBudget(share=0.6)), ("auto", MemoryBudget()), ("off", MemoryBudget(share=0.0)),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("12G", MemoryBudget(bytes=12 * GiB)),
+        ("12GiB", MemoryBudget(bytes=12 * GiB)),
+        ("800M", MemoryBudget(bytes=800 * MiB)),
+        ("2048mb", MemoryBudget(bytes=2048 * MiB)),
+        ("1.5g", MemoryBudget(bytes=int(1.5 * GiB))),
+        ("4096", MemoryBudget(bytes=4096)),
+        ("60%", MemoryBudget(share=0.6)),
+        ("auto", MemoryBudget()),
+        ("off", MemoryBudget(share=0.0)),
+    ],
+)
 def test_budgets_are_read_as_people_write_them(text, expected):
     assert MemoryBudget.parse(text) == expected
 
@@ -69,7 +78,9 @@ def test_a_containers_memory_limit_counts_where_it_is_below_what_the_host_has(tm
     (tmp_path / "memory.stat").unlink()
     monkeypatch.delenv("ILO_EXPORT_JOBS", raising=False)
     monkeypatch.setattr(parallel, "usable_cores", lambda: 16)
-    assert parallel.default_jobs(8, 256, int(5.5 * GiB)) == 1  # the cgroup's 6 GiB: one worker at least, not the host's 9
+    assert (
+        parallel.default_jobs(8, 256, int(5.5 * GiB)) == 1
+    )  # the cgroup's 6 GiB: one worker at least, not the host's 9
     limit.write_text("max\n" if version == 2 else "9223372036854771712\n")  # no limit
     assert memory_budget.available_memory(torch.device("cpu")) == (64 * GiB, "available (MemAvailable)")
     assert parallel.default_jobs(8, 256, int(5.5 * GiB)) == 8
@@ -140,8 +151,12 @@ def _pictures(n: int) -> list[torch.Tensor]:
 
 
 def test_a_batch_over_budget_runs_in_micro_batches_with_the_same_results(dcgan, fake_cost):
-    whole = ilo.Restorer(dcgan, task="denoise", backend="torch", config=method_config("ilo", **FAST), memory_budget="off")
-    split = ilo.Restorer(dcgan, task="denoise", backend="torch", config=method_config("ilo", **FAST), memory_budget="250M")
+    whole = ilo.Restorer(
+        dcgan, task="denoise", backend="torch", config=method_config("ilo", **FAST), memory_budget="off"
+    )
+    split = ilo.Restorer(
+        dcgan, task="denoise", backend="torch", config=method_config("ilo", **FAST), memory_budget="250M"
+    )
     assert len(fake_cost) == 1  # measured once, when the budget restorer was warmed
     rows = []
     prepared = split.prepare(_pictures(3), names=["a", "b", "c"])
@@ -165,7 +180,9 @@ def test_a_backend_with_a_batch_limit_gets_micro_batches_within_it(dcgan, monkey
     monkeypatch.setattr(OnnxRuntimeBackend, "max_rows", 3)
     limited = ilo.Restorer(dcgan, task="denoise", backend="onnxruntime", config=config, memory_budget="off")
     rows = []
-    result = limited.solve(limited.prepare(pictures, names=names), progress=lambda k, step, steps, measured: rows.append(measured.shape[0]))
+    result = limited.solve(
+        limited.prepare(pictures, names=names), progress=lambda k, step, steps, measured: rows.append(measured.shape[0])
+    )
     assert max(rows) == 2  # 3 rows: one image's 2 starts a call (a member of an image is an image to the solver)
     assert torch.allclose(result.images, reference.images, atol=1e-3)  # tests/test_solver.py's batch rounding bound
 
@@ -207,7 +224,10 @@ def test_the_default_budget_runs_one_image_that_fits_though_its_share_is_smaller
     assert MemoryBudget().rows(RowCost(0, GiB // 2, {}), cpu, "test") == 4  # larger batches: by the share
     with pytest.raises(MemoryBudgetError, match=r"budget is 3\.00 GiB \(--memory-budget"):
         MemoryBudget.parse("3G").rows(one_fits, cpu, "test")  # a budget the user gave is theirs
-    with pytest.raises(MemoryBudgetError, match=r"9\.00 GiB for a step.*8\.00 GiB \(80% of the 10\.00 GiB available \(test\), the most one image"):
+    with pytest.raises(
+        MemoryBudgetError,
+        match=r"9\.00 GiB for a step.*8\.00 GiB \(80% of the 10\.00 GiB available \(test\), the most one image",
+    ):
         MemoryBudget().rows(RowCost(1 * GiB, 8 * GiB, {}), cpu, "test")
 
 
@@ -217,7 +237,9 @@ def test_a_model_too_big_for_the_machine_is_refused_before_anything_is_exported(
     monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path))
     gen = random_stylegan2(config_f(1024), seed=1)
     _available(monkeypatch, 3)  # one 1024² image's step is estimated at 3.65 GiB
-    with pytest.raises(MemoryBudgetError, match=r"an estimated 3\.\d\d GiB .*before exporting anything.*the most one image"):
+    with pytest.raises(
+        MemoryBudgetError, match=r"an estimated 3\.\d\d GiB .*before exporting anything.*the most one image"
+    ):
         ilo.Restorer(gen, task="inpaint", centre_box=0.5, backend="onnxruntime")
     assert not any(tmp_path.iterdir())  # not a graph exported, not a probe run
 
@@ -250,6 +272,8 @@ def test_dense_cs_whose_matrix_cannot_fit_is_refused_at_once(dcgan, monkeypatch,
     with pytest.raises(IloError, match=refusal):
         ilo.Restorer(dcgan, task="cs", cs_matrix="gaussian", backend="onnxruntime")
     faces = Path(__file__).parents[1] / "examples" / "faces"
-    err = run_fail(capsys, "restore", faces, "--clean", "--task", "cs", "--cs-matrix", "gaussian", "--out", tmp_path / "o")
+    err = run_fail(
+        capsys, "restore", faces, "--clean", "--task", "cs", "--cs-matrix", "gaussian", "--out", tmp_path / "o"
+    )
     assert re.search(refusal, err) and not (tmp_path / "o").exists() and not (tmp_path / "cache").exists()
     ilo.Restorer(dcgan, task="cs", cs_matrix="gaussian", ratio=0.02, backend="torch", warm=False)  # 0.01 GiB: it fits

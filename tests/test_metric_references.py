@@ -27,8 +27,10 @@ def structured_pair() -> tuple[torch.Tensor, torch.Tensor]:
     """A smooth ramp under a sinusoidal texture, and a blurred, brightened copy: errors that are
     spatially correlated, unlike noise."""
     v, u = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
-    channels = [0.3 + 0.4 * u * v + 0.2 * torch.sin(2 * torch.pi * (4 * u + k / 3)) * torch.cos(6 * torch.pi * v)
-                for k in range(3)]  # fmt: skip
+    channels = [
+        0.3 + 0.4 * u * v + 0.2 * torch.sin(2 * torch.pi * (4 * u + k / 3)) * torch.cos(6 * torch.pi * v)
+        for k in range(3)
+    ]
     truth = torch.stack(channels)[None].clamp(0, 1)
     blurred = F.avg_pool2d(F.pad(truth, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     return (blurred + 0.03).clamp(0, 1), truth
@@ -56,8 +58,9 @@ def skimage_ssim(a: np.ndarray, b: np.ndarray) -> float:
     # Wang et al. 2004 as scikit-image documents it: an 11x11 Gaussian window of sigma 1.5
     # (truncate 3.5 -> radius 5), population covariance, the border where the window does not
     # fit left out, the mean over channels.
-    return structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                 data_range=1.0, channel_axis=2)  # fmt: skip
+    return structural_similarity(
+        a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=2
+    )
 
 
 def test_psnr_agrees_with_skimage(pair):
@@ -158,8 +161,10 @@ def assert_lpips_agrees_with_the_package(net: str) -> None:
 def test_lpips_agrees_with_the_lpips_package(net):
     backbone = hub_checkpoint_dir() / LPIPS_BACKBONES[net]
     if not backbone.is_file():
-        pytest.skip(f"LPIPS '{net}' backbone {LPIPS_BACKBONES[net]} is not on this machine: put torchvision's "
-                    f"ImageNet file at {backbone} (the torch hub cache; $TORCH_HOME/hub/checkpoints)")  # fmt: skip
+        pytest.skip(
+            f"LPIPS '{net}' backbone {LPIPS_BACKBONES[net]} is not on this machine: put torchvision's "
+            f"ImageNet file at {backbone} (the torch hub cache; $TORCH_HOME/hub/checkpoints)"
+        )
     assert_lpips_agrees_with_the_package(net)
 
 

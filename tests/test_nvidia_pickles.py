@@ -50,7 +50,12 @@ def test_a_training_snapshot_loads_and_renders_like_nvidia(tmp_path, g_ema, g_tr
     path = _write(tmp_path, g_ema, g_training, num_fp16_res=2, conv_clamp=256.0, numpy1_spelling=numpy1_spelling)
     names = snapshot_globals(path.read_bytes())
     scalar = "numpy.core.multiarray.scalar" if numpy1_spelling else "numpy._core.multiarray.scalar"
-    assert {scalar, "numpy.dtype", "dnnlib.util.EasyDict", "torch_utils.persistence._reconstruct_persistent_obj"} <= names
+    assert {
+        scalar,
+        "numpy.dtype",
+        "dnnlib.util.EasyDict",
+        "torch_utils.persistence._reconstruct_persistent_obj",
+    } <= names
     snapshot = safe_load_pickle(path.read_bytes())
     assert set(snapshot) == {"G", "D", "G_ema", "augment_pipe", "training_set_kwargs"}
     gain = snapshot["G_ema"].child("mapping").child("fc0").attr("weight_gain")
@@ -62,7 +67,9 @@ def test_a_training_snapshot_loads_and_renders_like_nvidia(tmp_path, g_ema, g_tr
     ours, ref = _render(gen, z), _reference(path, z)
     assert (ours - ref).abs().max().item() <= 1e-4 * max(1.0, ref.abs().max().item())
     # G_ema is the generator that was read, not G
-    assert torch.allclose(ours, _render(g_ema, z), atol=1e-5) and not torch.allclose(ours, _render(g_training, z), atol=1e-2)
+    assert torch.allclose(ours, _render(g_ema, z), atol=1e-5) and not torch.allclose(
+        ours, _render(g_training, z), atol=1e-2
+    )
 
 
 def test_embedded_source_is_never_executed(tmp_path, g_ema, monkeypatch):
@@ -100,11 +107,14 @@ def test_layers_without_noise_are_honoured(tmp_path, g_ema):
     assert (_render(gen, z) - ref).abs().max().item() <= 1e-4 * max(1.0, ref.abs().max().item())
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(resample_filter=(1, 2, 1)), "resample_filter is .* not \\[1, 3, 3, 1\\]"),
-    (dict(layer_overrides={"activation": "relu"}), "conv1.activation = 'relu' \\(the activation\\)"),
-    (dict(layer_overrides={"act_gain": 1.0}), "act_gain = 1.0"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(resample_filter=(1, 2, 1)), "resample_filter is .* not \\[1, 3, 3, 1\\]"),
+        (dict(layer_overrides={"activation": "relu"}), "conv1.activation = 'relu' \\(the activation\\)"),
+        (dict(layer_overrides={"act_gain": 1.0}), "act_gain = 1.0"),
+    ],
+)
 def test_settings_that_change_the_output_are_refused_by_name(tmp_path, g_ema, options, message):
     with pytest.raises(CheckpointError, match=message):
         load_generator(_write(tmp_path, g_ema, **options))
@@ -112,7 +122,9 @@ def test_settings_that_change_the_output_are_refused_by_name(tmp_path, g_ema, op
 
 def test_settings_that_only_change_how_layers_run_are_accepted(tmp_path, g_ema):
     # channels_last and fused_modconv are memory layout / kernel choices: same numbers
-    path = _write(tmp_path, g_ema, conv_clamp=256.0, layer_overrides={"channels_last": True, "fused_modconv_default": False})
+    path = _write(
+        tmp_path, g_ema, conv_clamp=256.0, layer_overrides={"channels_last": True, "fused_modconv_default": False}
+    )
     z = torch.randn(2, 12, generator=torch.Generator().manual_seed(2))
     assert torch.allclose(_render(load_generator(path), z), _render(g_ema, z), atol=1e-5)
 
@@ -151,9 +163,30 @@ def test_restore_end_to_end_on_a_snapshot(tmp_path, capsys, sg2):
     for i, face in enumerate(to_uint8(_render(sg2, z))):
         save_png(faces / f"face{i}.png", face)
     out = tmp_path / "out"
-    run_ok(capsys, "restore", faces, "--model", path, "--clean", "--task", "inpaint", "--centre-box", "0.5",
-           "--save-degraded", "--steps", "30,15", "--end-stage", "1", "--restarts", "1", "--backend", "torch",
-           "--out", out, "--quiet")  # fmt: skip
+    run_ok(
+        capsys,
+        "restore",
+        faces,
+        "--model",
+        path,
+        "--clean",
+        "--task",
+        "inpaint",
+        "--centre-box",
+        "0.5",
+        "--save-degraded",
+        "--steps",
+        "30,15",
+        "--end-stage",
+        "1",
+        "--restarts",
+        "1",
+        "--backend",
+        "torch",
+        "--out",
+        out,
+        "--quiet",
+    )
     records = json.loads((out / "metrics.json").read_text())["images"]
     assert [r["name"] for r in records] == ["face0", "face1"]
     assert {r["backend"] for r in records} == {"torch"}
@@ -197,15 +230,24 @@ def _layer(g, block="b8", name="conv1"):
     return g.child("synthesis").child(block).child(name)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda g: g.child("mapping").child("fc2").state.update(bias_gain=0.02), "different learning-rate multipliers"),
-    (lambda g: g.child("mapping").child("fc0").state.update(bias_gain=float("nan")), "fc0.bias_gain = nan is not a finite positive"),
-    (lambda g: _layer(g).state.update(conv_clamp=128.0), "different conv_clamp values"),
-    (lambda g: _layer(g).state.update(conv_clamp="256"), "conv_clamp = '256' is not a finite positive"),
-    (lambda g: _layer(g).child("affine").state.update(bias_gain=0.5), "affine.bias_gain = 0.5"),
-    (lambda g: g.child("mapping").state["_modules"].update(embed=g.child("mapping").child("fc0")), "label embedding"),
-    (lambda g: _layer(g).state["_buffers"].update(resample_filter=[1, 3, 3, 1]), "resample_filter is a list"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda g: g.child("mapping").child("fc2").state.update(bias_gain=0.02), "different learning-rate multipliers"),
+        (
+            lambda g: g.child("mapping").child("fc0").state.update(bias_gain=float("nan")),
+            "fc0.bias_gain = nan is not a finite positive",
+        ),
+        (lambda g: _layer(g).state.update(conv_clamp=128.0), "different conv_clamp values"),
+        (lambda g: _layer(g).state.update(conv_clamp="256"), "conv_clamp = '256' is not a finite positive"),
+        (lambda g: _layer(g).child("affine").state.update(bias_gain=0.5), "affine.bias_gain = 0.5"),
+        (
+            lambda g: g.child("mapping").state["_modules"].update(embed=g.child("mapping").child("fc0")),
+            "label embedding",
+        ),
+        (lambda g: _layer(g).state["_buffers"].update(resample_filter=[1, 3, 3, 1]), "resample_filter is a list"),
+    ],
+)
 def test_other_output_changing_settings_are_refused_by_name(tmp_path, g_ema, edit, message):
     with pytest.raises(CheckpointError, match=message):
         load_generator(_edited(tmp_path, g_ema, edit))

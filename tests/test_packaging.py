@@ -27,7 +27,18 @@ def test_the_wheel_holds_every_module_and_the_embedded_model(tmp_path):
     for name in ("ilo", *LINKED):
         shutil.copytree(ROOT / name, source / name, symlinks=True, ignore=junk)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(source),
+        ],
         check=True,
     )
     (wheel,) = tmp_path.glob("ilo_engine-*.whl")

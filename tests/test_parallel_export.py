@@ -23,7 +23,10 @@ def test_every_loss_head_survives_pickling():
     for name, head in every_loss_head(8).items():
         copy = pickle.loads(pickle.dumps(head))
         y = torch.rand(2, *head.y_shape, generator=torch_rng)
-        extra = [torch.rand(*([] if n in head.shared else [2]), *shape, generator=torch_rng).round() for n, shape in head.extra]
+        extra = [
+            torch.rand(*([] if n in head.shared else [2]), *shape, generator=torch_rng).round()
+            for n, shape in head.extra
+        ]
         assert torch.equal(copy.loss(x, y, *extra), head.loss(x, y, *extra)), name
 
 
@@ -52,7 +55,9 @@ def test_a_workers_error_is_raised_with_its_message(tmp_path):
     with pytest.raises(IloError) as failed:
         run_worker(job, "generator-forward")
     # one line that names the bundle and the cause; the worker's traceback is chained for --debug
-    assert str(failed.value).startswith("exporting generator-forward failed: UnpicklingError") and "\n" not in str(failed.value)
+    assert str(failed.value).startswith("exporting generator-forward failed: UnpicklingError") and "\n" not in str(
+        failed.value
+    )
     assert "Traceback" in str(failed.value.__cause__)
 
 
@@ -105,8 +110,12 @@ def test_default_jobs_follow_cores_memory_and_the_environment(monkeypatch):
 def test_an_export_that_cannot_fit_is_refused_before_it_starts(tmp_path, monkeypatch):
     gen = small_dcgan()
     makers = [partial(generator_bundle, gen, "forward")]
-    monkeypatch.setattr(parallel, "available_host_memory", lambda: (parallel.export_job_bytes(gen) // 2, "available (test)"))
-    with pytest.raises(IloError, match=r"exporting a 16² dcgan's graphs needs about .* GiB a bundle \(estimated from its shapes\)"):
+    monkeypatch.setattr(
+        parallel, "available_host_memory", lambda: (parallel.export_job_bytes(gen) // 2, "available (test)")
+    )
+    with pytest.raises(
+        IloError, match=r"exporting a 16² dcgan's graphs needs about .* GiB a bundle \(estimated from its shapes\)"
+    ):
         export_bundles(makers, tmp_path, gen=gen)
     assert not any(tmp_path.iterdir())
 
@@ -121,8 +130,15 @@ def test_the_engine_exports_ahead_every_step_graph_a_solve_loads(tmp_path, monke
     monkeypatch.setenv("ILO_EXPORT_JOBS", "2")
     names: list[str] = []
     # denoising with held-out selection fits an inpainting of the pixels kept: its head, not denoise's
-    restorer = Restorer(small_dcgan(), TaskSpec("denoise"), method="ilo-auto", config=auto_depth_config(end_stage=1),
-                        backend="onnxruntime", memory_budget="off", warm=False)  # fmt: skip
+    restorer = Restorer(
+        small_dcgan(),
+        TaskSpec("denoise"),
+        method="ilo-auto",
+        config=auto_depth_config(end_stage=1),
+        backend="onnxruntime",
+        memory_budget="off",
+        warm=False,
+    )
     restorer.warm(lambda i, n, name: names.append(name))
     engine, config = restorer._solver[0] if restorer._solver else None, restorer.settings.config
     assert isinstance(engine, EngineGenerator) and config is not None
@@ -131,7 +147,9 @@ def test_the_engine_exports_ahead_every_step_graph_a_solve_loads(tmp_path, monke
     assert set(engine._steps) == planned  # what the warm-up's solve loaded
     exported = [name.split(" ")[0] for name in names if "in a worker" in name]
     assert sorted(exported) == ["generator-forward", "step-round0-inpaint", "step-round1-inpaint"]
-    assert sorted(b.name for b in restorer.export_plan()) == sorted(exported)  # the plan (`ilo export --dry-run`) is what was exported
+    assert sorted(b.name for b in restorer.export_plan()) == sorted(
+        exported
+    )  # the plan (`ilo export --dry-run`) is what was exported
     assert all("in a worker" in name for name in names)  # nothing was left to export in this process
 
 

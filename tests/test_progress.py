@@ -86,9 +86,16 @@ def test_quiet_prints_nothing(stderr, terminal):
     assert out.getvalue() == "" and progress.done == 2
 
 
-@pytest.mark.parametrize("argv", [
-    ["restore", "x.png", "--out", "o", "--task", "sr"], ["degrade", "x.png", "--out", "o", "--task", "sr"], ["export"], ["bench"], ["sample"],
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["restore", "x.png", "--out", "o", "--task", "sr"],
+        ["degrade", "x.png", "--out", "o", "--task", "sr"],
+        ["export"],
+        ["bench"],
+        ["sample"],
+    ],
+)
 def test_every_command_that_reports_progress_takes_quiet(argv):
     assert build_parser().parse_args([*argv, "--quiet"]).quiet
 

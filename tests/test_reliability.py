@@ -55,7 +55,9 @@ def test_resume_redoes_an_input_whose_content_changed(tmp_path, capsys):
     shutil.copy(FACES / "generated_90100.png", a / "same.png")
     shutil.copy(FACES / "generated_90101.png", b / "same.png")  # another face under the same name
     out = tmp_path / "out"
-    assert "restored 1 image(s), 0 already finished" in run_ok(capsys, "restore", a / "same.png", *CLEAN_INPAINT, "--out", out, *FAST)
+    assert "restored 1 image(s), 0 already finished" in run_ok(
+        capsys, "restore", a / "same.png", *CLEAN_INPAINT, "--out", out, *FAST
+    )
     first = _records(out)["same"]
     from ilo.engine.cli.main import main
 
@@ -64,10 +66,14 @@ def test_resume_redoes_an_input_whose_content_changed(tmp_path, capsys):
     assert "restored 1 image(s), 0 already finished" in said.out
     assert "other input files than when they were restored" in said.err and "restored again: same" in said.err
     second = _records(out)["same"]
-    assert first["sources"]["input"] != second["sources"]["input"] and second["input"] == str((b / "same.png").resolve())
+    assert first["sources"]["input"] != second["sources"]["input"] and second["input"] == str(
+        (b / "same.png").resolve()
+    )
     # the same content again is finished, whatever folder it comes from
     shutil.copy(b / "same.png", a / "same.png")
-    assert "0 image(s), 1 already finished" in run_ok(capsys, "restore", a / "same.png", *CLEAN_INPAINT, "--out", out, *FAST)
+    assert "0 image(s), 1 already finished" in run_ok(
+        capsys, "restore", a / "same.png", *CLEAN_INPAINT, "--out", out, *FAST
+    )
 
 
 def test_resume_redoes_an_image_whose_mask_changed(tmp_path, capsys):
@@ -77,7 +83,19 @@ def test_resume_redoes_an_image_whose_mask_changed(tmp_path, capsys):
     hole = np.full((64, 64, 3), 255, np.uint8)
     hole[20:40, 20:40] = 0
     Image.fromarray(hole).save(masks / "generated_90100.png")
-    args = ["restore", faces, "--task", "inpaint", "--mask-dir", masks, "--truth-dir", FACES, "--out", tmp_path / "out", *FAST]
+    args = [
+        "restore",
+        faces,
+        "--task",
+        "inpaint",
+        "--mask-dir",
+        masks,
+        "--truth-dir",
+        FACES,
+        "--out",
+        tmp_path / "out",
+        *FAST,
+    ]
     run_ok(capsys, *args)
     assert "0 image(s), 1 already finished" in run_ok(capsys, *args)
     hole[0:10] = 0  # the user edits the mask
@@ -101,8 +119,20 @@ def test_gaussian_cs_measurements_restore(tmp_path, capsys):
     # the dense Gaussian operator had no `m`, so reading its measurement files crashed
     from ilo.engine.problems.operators import DenseGaussianCS
 
-    run_ok(capsys, "degrade", FACES / "generated_90100.png", "--task", "cs", "--cs-matrix", "gaussian", "--out", tmp_path / "y")
-    run_ok(capsys, "restore", tmp_path / "y", "--task", "cs", "--cs-matrix", "gaussian", "--out", tmp_path / "out", *FAST)
+    run_ok(
+        capsys,
+        "degrade",
+        FACES / "generated_90100.png",
+        "--task",
+        "cs",
+        "--cs-matrix",
+        "gaussian",
+        "--out",
+        tmp_path / "y",
+    )
+    run_ok(
+        capsys, "restore", tmp_path / "y", "--task", "cs", "--cs-matrix", "gaussian", "--out", tmp_path / "out", *FAST
+    )
     [record] = _records(tmp_path / "out").values()
     assert record["name"] == "generated_90100" and record["task"] == "cs" and record["output"] == "generated_90100.png"
     # Fitted to the measurements in the file, by the matrix that made them (degrade's defaults:
@@ -121,13 +151,32 @@ def test_gaussian_cs_measurements_restore(tmp_path, capsys):
 
 def test_nothing_half_written_a_killed_run_resumes_to_the_same_bytes(tmp_path):
     faces = _copy_faces(tmp_path / "faces")
-    common = ["-m", "ilo.engine.cli.main", "restore", str(faces), *CLEAN_INPAINT, "--steps", "20,10", "--end-stage", "1",
-              "--restarts", "1", "--batch-size", "1", "--backend", "torch"]  # fmt: skip
+    common = [
+        "-m",
+        "ilo.engine.cli.main",
+        "restore",
+        str(faces),
+        *CLEAN_INPAINT,
+        "--steps",
+        "20,10",
+        "--end-stage",
+        "1",
+        "--restarts",
+        "1",
+        "--batch-size",
+        "1",
+        "--backend",
+        "torch",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    subprocess.run([sys.executable, *common, "--out", str(tmp_path / "whole")], check=True, capture_output=True, env=env)
+    subprocess.run(
+        [sys.executable, *common, "--out", str(tmp_path / "whole")], check=True, capture_output=True, env=env
+    )
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, *common, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, *common, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     deadline = time.monotonic() + 120
     while not (out / "metrics.json").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -139,7 +188,9 @@ def test_nothing_half_written_a_killed_run_resumes_to_the_same_bytes(tmp_path):
     # record was written last), and a leftover temporary file goes on rerun
     assert finished - 1 <= len(json.loads((out / "metrics.json").read_text())["images"]) <= finished
     (out / ".generated_90102.png.x1y2.partial.png").write_bytes(b"half")
-    done = subprocess.run([sys.executable, *common, "--out", str(out)], check=True, capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, *common, "--out", str(out)], check=True, capture_output=True, text=True, env=env
+    )
     assert f"{3 - finished} image(s), {finished} already finished" in done.stdout
     assert not [p for p in out.rglob("*") if ".partial" in p.name or p.name == ".ilo.lock"]
     for name in ("generated_90100.png", "generated_90101.png", "generated_90102.png"):
@@ -237,7 +288,9 @@ def test_safetensors_whose_header_length_starts_with_0x80(tmp_path, capsys):
 
     path = tmp_path / "v.safetensors"
     tensors = load_file(default_weights_path())
-    for pad in range(0, 512):  # the header is padded to 8 bytes: find the padding that makes the header length's low byte 0x80
+    for pad in range(
+        0, 512
+    ):  # the header is padded to 8 bytes: find the padding that makes the header length's low byte 0x80
         save_file(tensors, path, metadata={"pad": "x" * pad})
         if path.read_bytes()[0] == 0x80:
             break
@@ -246,11 +299,14 @@ def test_safetensors_whose_header_length_starts_with_0x80(tmp_path, capsys):
     assert "dcgan" in run_ok(capsys, "info", path)
 
 
-@pytest.mark.parametrize("mode, pixels, expected", [
-    ("F", np.full((600, 600), 0.5, np.float32), 127.5),
-    ("I;16", np.full((600, 600), 30000, np.uint16), 30000 / 65535 * 255),
-    ("P", np.full((600, 600), 200, np.uint8), 200.0),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "mode, pixels, expected",
+    [
+        ("F", np.full((600, 600), 0.5, np.float32), 127.5),
+        ("I;16", np.full((600, 600), 30000, np.uint16), 30000 / 65535 * 255),
+        ("P", np.full((600, 600), 200, np.uint8), 200.0),
+    ],
+)
 def test_early_reduction_keeps_every_pixel_format(tmp_path, mode, pixels, expected):
     from ilo.engine.app.image_files import read_picture
 

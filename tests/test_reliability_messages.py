@@ -283,8 +283,21 @@ def test_bench_refuses_a_batch_over_the_memory_budget_before_any_work(tmp_path, 
     from ilo.engine.app import latency
 
     monkeypatch.setattr(latency, "measure", lambda *a, **k: pytest.fail("the benchmark started"))
-    argv = ["bench", "--model", SG2_32, "--backends", "torch", "--batch", "1,16", "--steps", "2", "--memory-budget", "10M",
-            "--json", tmp_path / "bench.json"]  # fmt: skip
+    argv = [
+        "bench",
+        "--model",
+        SG2_32,
+        "--backends",
+        "torch",
+        "--batch",
+        "1,16",
+        "--steps",
+        "2",
+        "--memory-budget",
+        "10M",
+        "--json",
+        tmp_path / "bench.json",
+    ]
     err = _refused(capsys, tmp_path, *argv)
     assert "--batch 16 cannot fit" in err and "the memory budget is 10.0 MiB" in err and "batches up to 5 fit" in err
 
@@ -301,8 +314,22 @@ def test_bench_writes_each_finished_batch_as_it_goes(tmp_path, capsys, monkeypat
         return step_times(gen, batch, settings, device)
 
     monkeypatch.setattr(latency, "_step_times", second_batch_dies)
-    argv = ["bench", "--model", SG2_32, "--backends", "torch", "--batch", "1,2", "--steps", "2", "--repeats", "1", "--quiet",
-            "--json", tmp_path / "bench.json"]  # fmt: skip
+    argv = [
+        "bench",
+        "--model",
+        SG2_32,
+        "--backends",
+        "torch",
+        "--batch",
+        "1,2",
+        "--steps",
+        "2",
+        "--repeats",
+        "1",
+        "--quiet",
+        "--json",
+        tmp_path / "bench.json",
+    ]
     with pytest.raises(MemoryError):
         main([str(a) for a in argv])
     saved = json.loads((tmp_path / "bench.json").read_text())

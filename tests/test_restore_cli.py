@@ -42,9 +42,30 @@ def test_degrade_then_restore_inpainting(tmp_path, capsys, clean_dir):
 
     out = tmp_path / "restored"
     # 30 + 15 steps, not FAST's 6 + 3: that short a solve fills face2's hole worse than grey does
-    run_ok(capsys, "restore", degraded, "--task", "inpaint", "--mask-dir", degraded / "masks",
-           "--truth-dir", clean_dir, "--out", out, "--strip", "--save-degraded", "--batch-size", "2",
-           "--steps", "30,15", "--end-stage", "1", "--restarts", "1", "--quiet")  # fmt: skip
+    run_ok(
+        capsys,
+        "restore",
+        degraded,
+        "--task",
+        "inpaint",
+        "--mask-dir",
+        degraded / "masks",
+        "--truth-dir",
+        clean_dir,
+        "--out",
+        out,
+        "--strip",
+        "--save-degraded",
+        "--batch-size",
+        "2",
+        "--steps",
+        "30,15",
+        "--end-stage",
+        "1",
+        "--restarts",
+        "1",
+        "--quiet",
+    )
     for i in range(3):
         assert _png(out / f"face{i}.png").shape == (64, 64, 3)
         assert _png(out / f"face{i}.strip.png").shape == (64, 3 * 64, 3)  # degraded | restored | truth
@@ -79,7 +100,7 @@ def test_restore_resumes_and_refuses_other_settings(tmp_path, capsys, clean_dir)
     assert "restored 1 image(s), 2 already finished" in run_ok(capsys, *args)
     assert (out / "face1.png").stat().st_mtime_ns == kept
     assert len(json.loads((out / "metrics.json").read_text())["images"]) == 3
-    err = run_fail(capsys, *args[:-len(FAST)], "--steps", "7,3", "--end-stage", "1", "--restarts", "1", "--quiet")
+    err = run_fail(capsys, *args[: -len(FAST)], "--steps", "7,3", "--end-stage", "1", "--restarts", "1", "--quiet")
     assert "other settings" in err and "solver" in err
     # a setting added later is recorded only where it is used: folders written before it resume
     from ilo.engine.app.run_dir import SETTINGS_FILE
@@ -94,7 +115,9 @@ def test_restore_is_independent_of_batching(tmp_path, capsys, clean_dir):
     run_ok(capsys, "restore", *common, "--out", tmp_path / "a", "--batch-size", "3")
     run_ok(capsys, "restore", *common, "--out", tmp_path / "b", "--batch-size", "1")
     for i in range(3):
-        assert np.abs(_png(tmp_path / "a" / f"face{i}.png").astype(int) - _png(tmp_path / "b" / f"face{i}.png")).max() <= 1
+        assert (
+            np.abs(_png(tmp_path / "a" / f"face{i}.png").astype(int) - _png(tmp_path / "b" / f"face{i}.png")).max() <= 1
+        )
 
 
 def test_restore_runs_on_the_engine_by_default_and_matches_torch(tmp_path, capsys, clean_dir):
@@ -112,9 +135,13 @@ def test_restore_runs_on_the_engine_by_default_and_matches_torch(tmp_path, capsy
 def test_a_backend_that_cannot_run_here_is_a_clear_error(tmp_path, capsys, clean_dir):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    err = run_fail(capsys, "restore", clean_dir, "--clean", "--task", "sr", "--out", tmp_path / "o", "--backend", "tensorrt", *FAST)
+    err = run_fail(
+        capsys, "restore", clean_dir, "--clean", "--task", "sr", "--out", tmp_path / "o", "--backend", "tensorrt", *FAST
+    )
     assert "tensorrt" in err and "CUDA" in err
-    err = run_fail(capsys, "restore", clean_dir, "--clean", "--task", "sr", "--out", tmp_path / "o", "--device", "cuda", *FAST)
+    err = run_fail(
+        capsys, "restore", clean_dir, "--clean", "--task", "sr", "--out", tmp_path / "o", "--device", "cuda", *FAST
+    )
     assert "no CUDA device" in err
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.png"))
 
@@ -128,8 +155,20 @@ def test_sr_and_cs_inputs_from_degrade(tmp_path, capsys, clean_dir):
     run_ok(capsys, "degrade", clean_dir, "--task", "cs", "--ratio", "0.05", "--out", tmp_path / "cs")
     y = np.load(tmp_path / "cs" / "face2.npy")
     assert y.shape == (round(0.05 * 3 * 64 * 64),)
-    run_ok(capsys, "restore", tmp_path / "cs", "--task", "cs", "--ratio", "0.05", "--truth-dir", clean_dir,
-           "--out", tmp_path / "cs-out", *FAST)  # fmt: skip
+    run_ok(
+        capsys,
+        "restore",
+        tmp_path / "cs",
+        "--task",
+        "cs",
+        "--ratio",
+        "0.05",
+        "--truth-dir",
+        clean_dir,
+        "--out",
+        tmp_path / "cs-out",
+        *FAST,
+    )
     assert len(json.loads((tmp_path / "cs-out" / "metrics.json").read_text())["images"]) == 3
     err = run_fail(capsys, "restore", tmp_path / "cs", "--task", "cs", "--ratio", "0.1", "--out", tmp_path / "x", *FAST)
     assert "face0.npy" in err and "measurements" in err
@@ -137,15 +176,40 @@ def test_sr_and_cs_inputs_from_degrade(tmp_path, capsys, clean_dir):
 
 def test_bm3d_denoises(tmp_path, capsys, clean_dir):
     out = tmp_path / "bm3d"
-    run_ok(capsys, "restore", clean_dir / "face0.png", "--clean", "--task", "denoise", "--method", "bm3d",
-           "--out", out, "--quiet")  # fmt: skip
+    run_ok(
+        capsys,
+        "restore",
+        clean_dir / "face0.png",
+        "--clean",
+        "--task",
+        "denoise",
+        "--method",
+        "bm3d",
+        "--out",
+        out,
+        "--quiet",
+    )
     (record,) = json.loads((out / "metrics.json").read_text())["images"]
     assert record["psnr"] > 24  # sigma 0.1 noise alone is 20 dB
-    err = run_fail(capsys, "restore", clean_dir, "--clean", "--task", "denoise", "--method", "bm3d", "--steps", "5",
-                   "--out", tmp_path / "x", "--quiet")  # fmt: skip
+    err = run_fail(
+        capsys,
+        "restore",
+        clean_dir,
+        "--clean",
+        "--task",
+        "denoise",
+        "--method",
+        "bm3d",
+        "--steps",
+        "5",
+        "--out",
+        tmp_path / "x",
+        "--quiet",
+    )
     assert "BM3D takes no solver settings (got steps)" in err
-    assert "denoise" in run_fail(capsys, "restore", clean_dir, "--clean", "--task", "sr", "--method", "bm3d",
-                                 "--out", tmp_path / "x", "--quiet")  # fmt: skip
+    assert "denoise" in run_fail(
+        capsys, "restore", clean_dir, "--clean", "--task", "sr", "--method", "bm3d", "--out", tmp_path / "x", "--quiet"
+    )
 
 
 def test_wrong_size_is_refused_unless_fitted(tmp_path, capsys, clean_dir):
@@ -158,7 +222,9 @@ def test_wrong_size_is_refused_unless_fitted(tmp_path, capsys, clean_dir):
     assert _png(tmp_path / "o" / "big.png").shape == (64, 64, 3)
     small = tmp_path / "small.png"
     Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(small)
-    run_ok(capsys, "degrade", small, "--task", "inpaint", "--centre-box", "0.25", "--fit", "pad", "--out", tmp_path / "p")
+    run_ok(
+        capsys, "degrade", small, "--task", "inpaint", "--centre-box", "0.25", "--fit", "pad", "--out", tmp_path / "p"
+    )
     mask = _png(tmp_path / "p" / "masks" / "small.png")[..., 0]
     assert mask[0, 0] == 0 and mask[20, 20] == 255 and mask[32, 32] == 0  # padding and the hole are missing
 
@@ -185,15 +251,34 @@ def test_unreadable_image(tmp_path, capsys, clean_dir):
 
 def test_divergence_is_clear_and_leaves_nothing_half_written(tmp_path, capsys, clean_dir):
     out = tmp_path / "out"
-    err = run_fail(capsys, "restore", clean_dir, "--clean", "--task", "denoise", "--method", "csgm", "--lr", "1e30",
-                   "--steps", "5", "--restarts", "1", "--out", out, "--quiet")  # fmt: skip
+    err = run_fail(
+        capsys,
+        "restore",
+        clean_dir,
+        "--clean",
+        "--task",
+        "denoise",
+        "--method",
+        "csgm",
+        "--lr",
+        "1e30",
+        "--steps",
+        "5",
+        "--restarts",
+        "1",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert "diverged" in err and "learning rate" in err and "0 image(s)" in err
     assert not list(out.glob("*.png")) and not list(out.glob("records/*")) and _no_partials(out)
 
 
 def test_missing_inputs_and_bad_options(tmp_path, capsys, clean_dir):
     assert "no such file" in run_fail(capsys, "restore", tmp_path / "nope.png", "--task", "denoise", "--out", tmp_path)
-    assert "matches no files" in run_fail(capsys, "restore", str(tmp_path / "*.png"), "--task", "denoise", "--out", tmp_path)
+    assert "matches no files" in run_fail(
+        capsys, "restore", str(tmp_path / "*.png"), "--task", "denoise", "--out", tmp_path
+    )
     assert "needs a mask" in run_fail(capsys, "restore", clean_dir, "--task", "inpaint", "--out", tmp_path / "o", *FAST)
     assert "inpaint" in run_fail(capsys, "restore", clean_dir, "--task", "sr", "--keep", "0.1", "--out", tmp_path / "o")
 
@@ -207,12 +292,35 @@ def test_lpips_metric_when_the_backbone_exists(tmp_path, capsys, clean_dir, monk
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), hub / "alexnet-owt-7be5be79.pth")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     out = tmp_path / "out"
-    run_ok(capsys, "restore", clean_dir / "face1.png", "--clean", "--task", "sr", "--lpips-net", "alex", "--out", out, *FAST)
+    run_ok(
+        capsys,
+        "restore",
+        clean_dir / "face1.png",
+        "--clean",
+        "--task",
+        "sr",
+        "--lpips-net",
+        "alex",
+        "--out",
+        out,
+        *FAST,
+    )
     (record,) = json.loads((out / "metrics.json").read_text())["images"]
     assert record["lpips"] > 0
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
-    run_ok(capsys, "restore", clean_dir / "face1.png", "--clean", "--task", "sr", "--lpips-net", "alex", "--out", tmp_path / "o2",
-           *FAST)  # fmt: skip
+    run_ok(
+        capsys,
+        "restore",
+        clean_dir / "face1.png",
+        "--clean",
+        "--task",
+        "sr",
+        "--lpips-net",
+        "alex",
+        "--out",
+        tmp_path / "o2",
+        *FAST,
+    )
     (record,) = json.loads((tmp_path / "o2" / "metrics.json").read_text())["images"]
     assert "lpips" not in record  # no backbone: the metric is skipped, not faked
 
@@ -221,19 +329,49 @@ def test_held_out_selection_is_recorded_per_image(tmp_path, capsys, clean_dir):
     # issue #19: what chose each image's result (its round, that round's l1 radius, its held-out
     # loss) is in its record and in the metrics table
     out = tmp_path / "o"
-    run_ok(capsys, "restore", clean_dir, "--clean", "--task", "denoise", "--hold-out", "0.2", "--l1-radius", "none,0.3",
-           "--out", out, *FAST)  # fmt: skip
+    run_ok(
+        capsys,
+        "restore",
+        clean_dir,
+        "--clean",
+        "--task",
+        "denoise",
+        "--hold-out",
+        "0.2",
+        "--l1-radius",
+        "none,0.3",
+        "--out",
+        out,
+        *FAST,
+    )
     images = json.loads((out / "metrics.json").read_text())["images"]
     assert len(images) == 3
     for record in images:
         assert record["held_out_loss"] > 0 and record["best_round"] in (0, 1)
         assert record["l1_radius"] == (None if record["best_round"] == 0 else 0.3)
     assert "held_out_loss" in (out / "metrics.csv").read_text().splitlines()[0]
-    err = run_fail(capsys, "restore", clean_dir, "--clean", "--task", "denoise", "--hold-out", "1", "--out", tmp_path / "x", *FAST)
+    err = run_fail(
+        capsys, "restore", clean_dir, "--clean", "--task", "denoise", "--hold-out", "1", "--out", tmp_path / "x", *FAST
+    )
     assert "hold_out" in err and not (tmp_path / "x").exists()
     # an ensemble records every member's choice; its held-out loss is their mean, its round member 0's
-    run_ok(capsys, "restore", clean_dir, "--clean", "--task", "denoise", "--hold-out", "0.2", "--l1-radius", "none,0.3",
-           "--ensemble", "2", "--out", tmp_path / "e", *FAST)  # fmt: skip
+    run_ok(
+        capsys,
+        "restore",
+        clean_dir,
+        "--clean",
+        "--task",
+        "denoise",
+        "--hold-out",
+        "0.2",
+        "--l1-radius",
+        "none,0.3",
+        "--ensemble",
+        "2",
+        "--out",
+        tmp_path / "e",
+        *FAST,
+    )
     members = json.loads((tmp_path / "e" / "metrics.json").read_text())["images"]
     for record, single in zip(members, images):  # member 0 is the plain solve above
         assert len(record["member_rounds"]) == 2 and record["member_rounds"][0] == single["best_round"]
@@ -242,5 +380,7 @@ def test_held_out_selection_is_recorded_per_image(tmp_path, capsys, clean_dir):
     with open(tmp_path / "e" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["member_rounds"] for r in rows] == [" ".join(map(str, m["member_rounds"])) for m in members]
-    err = run_fail(capsys, "restore", clean_dir, "--clean", "--task", "denoise", "--ensemble", "0", "--out", tmp_path / "x", *FAST)
+    err = run_fail(
+        capsys, "restore", clean_dir, "--clean", "--task", "denoise", "--ensemble", "0", "--out", tmp_path / "x", *FAST
+    )
     assert "ensemble must be a whole number" in err and not (tmp_path / "x").exists()

@@ -39,9 +39,13 @@ def noisy(tmp_path_factory) -> Path:
 def test_every_kind_of_picture_gives_the_same_result(denoiser, noisy):
     pixels = np.array(Image.open(noisy).convert("RGB"))
     forms = {
-        "path": noisy, "bytes": noisy.read_bytes(), "pil": Image.open(noisy), "uint8 array": pixels,
-        "float array": pixels / 255.0, "tensor": torch.from_numpy(pixels).permute(2, 0, 1).float() / 255,
-    }  # fmt: skip
+        "path": noisy,
+        "bytes": noisy.read_bytes(),
+        "pil": Image.open(noisy),
+        "uint8 array": pixels,
+        "float array": pixels / 255.0,
+        "tensor": torch.from_numpy(pixels).permute(2, 0, 1).float() / 255,
+    }
     results = {kind: denoiser.restore(picture, names=["face"])[0] for kind, picture in forms.items()}
     reference = results["path"].to_numpy()
     assert reference.shape == (64, 64, 3) and reference.dtype == np.uint8
@@ -54,8 +58,24 @@ def test_every_kind_of_picture_gives_the_same_result(denoiser, noisy):
 
 def test_seeding_follows_the_name_as_on_the_command_line(denoiser, noisy, tmp_path, capsys):
     """The CLI names an image by its file's stem: the API given that name restores it identically."""
-    run_ok(capsys, "restore", noisy, "--task", "denoise", "--method", "ilo", "--out", tmp_path, "--backend", "torch",
-           "--steps", "6,3", "--restarts", "2", "--quiet")  # fmt: skip
+    run_ok(
+        capsys,
+        "restore",
+        noisy,
+        "--task",
+        "denoise",
+        "--method",
+        "ilo",
+        "--out",
+        tmp_path,
+        "--backend",
+        "torch",
+        "--steps",
+        "6,3",
+        "--restarts",
+        "2",
+        "--quiet",
+    )
     from_cli = np.asarray(Image.open(tmp_path / f"{noisy.stem}.png"))
     [named] = denoiser.restore(noisy, names=[noisy.stem])
     assert np.array_equal(named.to_numpy(), from_cli)
@@ -123,7 +143,9 @@ def test_several_threads_share_one_restorer(denoiser, noisy, monkeypatch):
 
 
 def test_inpainting_takes_masks_or_the_built_in_one(dcgan):
-    r = ilo.Restorer(dcgan, task="inpaint", centre_box=0.5, backend="torch", config=method_config("ilo", steps=[3, 2], restarts=1))
+    r = ilo.Restorer(
+        dcgan, task="inpaint", centre_box=0.5, backend="torch", config=method_config("ilo", steps=[3, 2], restarts=1)
+    )
     picture = np.asarray(Image.open(FACES / "generated_90101.png").convert("RGB"))
     mask = np.ones((64, 64), dtype=np.uint8) * 255
     mask[16:48, 16:48] = 0  # the built-in centre box, drawn by hand
@@ -135,7 +157,9 @@ def test_inpainting_takes_masks_or_the_built_in_one(dcgan):
 
 
 def test_compressed_sensing_takes_vectors(dcgan):
-    r = ilo.Restorer(dcgan, task="cs", ratio=0.05, backend="torch", config=method_config("ilo", steps=[3, 2], restarts=1))
+    r = ilo.Restorer(
+        dcgan, task="cs", ratio=0.05, backend="torch", config=method_config("ilo", steps=[3, 2], restarts=1)
+    )
     m = r.task.measurement_count(64)
     y = np.random.default_rng(0).normal(size=(2, m)).astype(np.float32) * 0.1
     first, _ = r.restore(y, names=["p", "q"])
@@ -177,7 +201,9 @@ def test_bad_inputs_get_one_clear_error(denoiser, picture, masks, message):
 
 
 def test_fit_brings_other_sizes_to_the_model(dcgan):
-    r = ilo.Restorer(dcgan, task="denoise", backend="torch", fit="resize", config=method_config("ilo", steps=[2, 1], restarts=1))
+    r = ilo.Restorer(
+        dcgan, task="denoise", backend="torch", fit="resize", config=method_config("ilo", steps=[2, 1], restarts=1)
+    )
     [result] = r.restore(np.zeros((100, 80, 3), np.uint8))
     assert result.tensor.shape == (3, 64, 64)
 
@@ -202,7 +228,12 @@ def test_every_method_is_one_registry_row_and_nothing_else_compares_method_names
     # what a method is lives in its row: code elsewhere asks the row, never compares the name
     root = Path(__file__).parents[1]
     comparison = re.compile(r"method\s*(==|!=)\s*['\"]|\"(bm3d|csgm|pulse|ilo-auto)\"\s*(==|!=|in)\b")
-    found = [f"{path.relative_to(root)}:{i}" for folder in ("engine", "export", "generators", "kernels", "ilo")
-             for path in (root / folder).rglob("*.py") if path.name != "methods.py" and not path.is_symlink()
-             for i, line in enumerate(path.read_text().splitlines(), 1) if comparison.search(line)]  # fmt: skip
+    found = [
+        f"{path.relative_to(root)}:{i}"
+        for folder in ("engine", "export", "generators", "kernels", "ilo")
+        for path in (root / folder).rglob("*.py")
+        if path.name != "methods.py" and not path.is_symlink()
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if comparison.search(line)
+    ]
     assert not found, found

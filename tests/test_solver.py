@@ -12,7 +12,9 @@ from ilo.engine.solver.projections import norms
 def _truth(gen, n, seed=123):
     with torch.no_grad():
         if gen.has_mapping:
-            return gen.synthesize(gen.latents_from_z(torch.randn(n, gen.z_dim, generator=torch.Generator().manual_seed(seed))))
+            return gen.synthesize(
+                gen.latents_from_z(torch.randn(n, gen.z_dim, generator=torch.Generator().manual_seed(seed)))
+            )
         return gen.synthesize(torch.randn(n, 1, gen.z_dim, generator=torch.Generator().manual_seed(seed)))
 
 
@@ -226,13 +228,20 @@ def test_pruned_starts_run_on_fewer_rows_and_stay_batch_independent(dcgan):
     op = Downsample(2)
     config = ILOConfig(end_stage=1, steps=[16, 4], restarts=4, prune_starts_at=[0.25, 0.5])
     rows: dict[int, list[int]] = {}
-    together = solve(op.A(x), op, dcgan, config, image_seeds=[1, 2, 3],
-                     progress=lambda k, step, steps, measured: rows.setdefault(k, []).append(measured.shape[0]))
+    together = solve(
+        op.A(x),
+        op,
+        dcgan,
+        config,
+        image_seeds=[1, 2, 3],
+        progress=lambda k, step, steps, measured: rows.setdefault(k, []).append(measured.shape[0]),
+    )
     assert rows[0] == [12] * 4 + [6] * 4 + [3] * 8 and rows[1] == [3] * 4
     alone = solve(op.A(x)[1:2], op, dcgan, config, image_seeds=[2])
     assert torch.allclose(together.images[1:2], alone.images, atol=BATCH_ROUNDING)
-    unpruned = solve(op.A(x), op, dcgan, ILOConfig(end_stage=1, steps=[16, 4], restarts=4, prune_starts_at=[]),
-                     image_seeds=[1, 2, 3])
+    unpruned = solve(
+        op.A(x), op, dcgan, ILOConfig(end_stage=1, steps=[16, 4], restarts=4, prune_starts_at=[]), image_seeds=[1, 2, 3]
+    )
     assert not torch.equal(unpruned.images, together.images)
 
 
@@ -263,8 +272,17 @@ def test_stopped_images_leave_the_batch_with_the_same_results(sg2, restarts, pru
     x = _truth(sg2, 3)
     op = Downsample(2)
     y = op.A(x)
-    base = dict(end_stage=2, switch="plateau", plateau_window=4, plateau_tol=0.02, restarts=restarts,
-                prune_starts_at=prune, steps=[40, 30], lr=[0.1, 0.01], l1_radius=[None, 0.1])  # fmt: skip
+    base = dict(
+        end_stage=2,
+        switch="plateau",
+        plateau_window=4,
+        plateau_tol=0.02,
+        restarts=restarts,
+        prune_starts_at=prune,
+        steps=[40, 30],
+        lr=[0.1, 0.01],
+        l1_radius=[None, 0.1],
+    )
     fast_gen, slow_gen = _CountingRows(sg2), _CountingRows(sg2)
     fast = solve(y, op, fast_gen, ILOConfig(**base), image_seeds=[10, 11, 12])
     slow = solve(y, op, slow_gen, ILOConfig(**base, retire_stopped=False), image_seeds=[10, 11, 12])
@@ -276,7 +294,6 @@ def test_stopped_images_leave_the_batch_with_the_same_results(sg2, restarts, pru
         assert all(torch.allclose(s, t, atol=BATCH_ROUNDING) for s, t in zip(a, b))
     for a, b in zip(fast.measurement_curves, slow.measurement_curves):
         assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-3, atol=1e-6)
-
 
 
 @pytest.mark.parametrize("restarts, prune", [(3, []), (5, [0.1, 0.5])])

@@ -52,8 +52,9 @@ def encoder_metadata(path: Path) -> dict:
         return {}
 
 
-def train_and_cache(gen: StagedGenerator, settings: TrainingSettings, shape: EncoderShape | None = None,
-                    progress=None) -> tuple[Path, LatentEncoder, ExportResult, dict]:  # fmt: skip
+def train_and_cache(
+    gen: StagedGenerator, settings: TrainingSettings, shape: EncoderShape | None = None, progress=None
+) -> tuple[Path, LatentEncoder, ExportResult, dict]:
     """Train `gen`'s encoder (resuming a stopped run of the same settings), save it in the cache
     and export its graph there; the file, the encoder, the export and the training's record."""
     fingerprint = gen.fingerprint()
@@ -62,8 +63,12 @@ def train_and_cache(gen: StagedGenerator, settings: TrainingSettings, shape: Enc
     checkpoint = path.with_name(path.stem + f".s{settings.seed}.training")
     t0 = time.perf_counter()
     encoder, losses = train_encoder(gen, shape, settings, checkpoint, progress)
-    record = {**vars(settings), "seconds": time.perf_counter() - t0, "final_image_mse": sum(losses[-50:]) / len(losses[-50:]),
-              "torch": torch.__version__}  # fmt: skip
+    record = {
+        **vars(settings),
+        "seconds": time.perf_counter() - t0,
+        "final_image_mse": sum(losses[-50:]) / len(losses[-50:]),
+        "torch": torch.__version__,
+    }
     save_encoder(encoder, fingerprint, path, record)
     exported = export_bundle(encoder_bundle(encoder))
     checkpoint.unlink(missing_ok=True)

@@ -12,8 +12,18 @@ from PIL import Image, ImageDraw, ImageFont
 from ilo.errors import InputError
 
 # Tab10: distinct for the few series a chart holds, and readable on white.
-COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]  # fmt: skip
+COLOURS = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+]
 MIN_TILE_SIDE = 128  # tiles are upscaled to at least this, so a caption is not wider than its tile
 PAD = 6
 
@@ -33,9 +43,14 @@ def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
         return font.getsize(text)
 
 
-def labelled_grid(tiles: Sequence[Sequence[np.ndarray | None]], row_labels: Sequence[str], col_labels: Sequence[str],
-                  captions: Sequence[Sequence[str | None]] | None = None, scale: int | None = None,
-                  font_size: int = 14) -> Image.Image:  # fmt: skip
+def labelled_grid(
+    tiles: Sequence[Sequence[np.ndarray | None]],
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    captions: Sequence[Sequence[str | None]] | None = None,
+    scale: int | None = None,
+    font_size: int = 14,
+) -> Image.Image:
     """Image tiles in rows and columns, black text on white.
 
     tiles: rows of [H, W, 3] uint8 arrays, all of one size, or None for a blank cell.
@@ -103,9 +118,16 @@ def labelled_grid(tiles: Sequence[Sequence[np.ndarray | None]], row_labels: Sequ
     return image
 
 
-def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str, title: str,
-               log_y: bool = True, vlines: Sequence[tuple[float, str]] | None = None, size: tuple[int, int] = (720, 420),
-               font_size: int = 13) -> Image.Image:  # fmt: skip
+def line_chart(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    log_y: bool = True,
+    vlines: Sequence[tuple[float, str]] | None = None,
+    size: tuple[int, int] = (720, 420),
+    font_size: int = 13,
+) -> Image.Image:
     """Lines through (x, y) points, one colour each, with axes, ticks and a legend on the right.
 
     series: label -> (xs, ys), in legend order. Points with a NaN or infinite coordinate (and,

@@ -82,7 +82,9 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_picture(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, fit: tuple[str | None, int] | None = None) -> Picture:
+def read_picture(
+    path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, fit: tuple[str | None, int] | None = None
+) -> Picture:
     """Read an image file once: its bytes are hashed and decoded from the same buffer.
 
     The size in the file's header is checked against `max_pixels` before anything is decoded
@@ -116,8 +118,9 @@ def _check_regular(path: Path) -> None:
         raise InputError(f"{path}: not a regular file (a pipe, socket or device); give an image file")
 
 
-def decode_picture(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
-                   fit: tuple[str | None, int] | None = None) -> Picture:  # fmt: skip
+def decode_picture(
+    data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, fit: tuple[str | None, int] | None = None
+) -> Picture:
     """`read_picture` for bytes already in memory (an upload, say); `name` goes into errors."""
     from PIL import Image, UnidentifiedImageError
 
@@ -159,7 +162,9 @@ def decode_picture(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
         size = _declared_size(data)
         if size is not None:
             _refuse_pixels(name, size, max_pixels)
-        raise InputError(f"{name}: declares more pixels than the image library will decode; raise --max-pixels") from None
+        raise InputError(
+            f"{name}: declares more pixels than the image library will decode; raise --max-pixels"
+        ) from None
     except UnidentifiedImageError:
         raise InputError(f"{name}: not a readable image (not a format the image library knows)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
@@ -313,8 +318,9 @@ def _cut_long_side(image: torch.Tensor) -> torch.Tensor:
     return image
 
 
-def fit_to(image: torch.Tensor, size: int, mode: str | None, name: str, what: str = "image",
-           pad_ok: bool = True) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def fit_to(
+    image: torch.Tensor, size: int, mode: str | None, name: str, what: str = "image", pad_ok: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Bring [C, H, W] to [C, size, size]. Returns it and a [1, size, size] mask of pixels that
     came from the input (0 where `pad` invented them). Without a mode, a wrong size is refused.
     `pad_ok`: whether the task takes --fit pad (only inpainting does), so errors suggest it."""
@@ -340,7 +346,9 @@ def fit_to(image: torch.Tensor, size: int, mode: str | None, name: str, what: st
         return resized[:, top : top + size, left : left + size].clamp(-1, 1), valid
     if mode == "pad":
         if h > size or w > size:
-            raise InputError(f"{name}: {w}x{h} is larger than {size}x{size}, so it cannot be padded; use --fit crop or resize")
+            raise InputError(
+                f"{name}: {w}x{h} is larger than {size}x{size}, so it cannot be padded; use --fit crop or resize"
+            )
         top, left = (size - h) // 2, (size - w) // 2
         out = torch.full((c, size, size), -1.0)  # black, and marked as not observed
         out[:, top : top + h, left : left + w] = image

@@ -32,8 +32,9 @@ from ilo.errors import InputError
 RANGE_SLACK = 1e-3
 
 
-def picture_pixels(obj, name: str, mask: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
-                   fit: tuple[str | None, int] | None = None) -> tuple[Pixels, str]:  # fmt: skip
+def picture_pixels(
+    obj, name: str, mask: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, fit: tuple[str | None, int] | None = None
+) -> tuple[Pixels, str]:
     """One picture as `Pixels` ([3, h, w] in [-1, 1], or a [1, h, w] {0, 1} mask) and its SHA-256."""
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return _from_picture(decode_picture(bytes(obj), name, max_pixels, fit), name, mask)
@@ -49,8 +50,10 @@ def picture_pixels(obj, name: str, mask: bool = False, max_pixels: int = DEFAULT
         return _from_array(array.numpy(), name, mask, max_pixels)
     if isinstance(obj, np.ndarray):
         return _from_array(obj, name, mask, max_pixels)
-    raise InputError(f"{name}: a {type(obj).__name__} is not a picture (give a tensor, a numpy array, a PIL image, "
-                     "encoded image bytes or a path)")  # fmt: skip
+    raise InputError(
+        f"{name}: a {type(obj).__name__} is not a picture (give a tensor, a numpy array, a PIL image, "
+        "encoded image bytes or a path)"
+    )
 
 
 def _from_array(array: np.ndarray, name: str, mask: bool, max_pixels: int) -> tuple[Pixels, str]:
@@ -59,8 +62,10 @@ def _from_array(array: np.ndarray, name: str, mask: bool, max_pixels: int) -> tu
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise InputError(f"{name}: a picture of shape {tuple(array.shape)}; expected [3, H, W] (tensor), "
-                         "[H, W, 3] (array) or [H, W] (grey)")  # fmt: skip
+        raise InputError(
+            f"{name}: a picture of shape {tuple(array.shape)}; expected [3, H, W] (tensor), "
+            "[H, W, 3] (array) or [H, W] (grey)"
+        )
     height, width = array.shape[:2]
     if height * width > max_pixels:
         raise InputError(f"{name}: {width}x{height} is over the limit of {max_pixels} pixels")

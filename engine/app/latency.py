@@ -44,7 +44,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _step_times(gen: GeneratorView, batch: int, settings: LatencySettings, device: torch.device) -> tuple[dict[int, list[float]], int]:
+def _step_times(
+    gen: GeneratorView, batch: int, settings: LatencySettings, device: torch.device
+) -> tuple[dict[int, list[float]], int]:
     """Seconds per ILO step of each round (warm-up steps dropped) and the peak memory of one
     short solve on `gen` (inpainting, the README's task)."""
     res = gen.resolution
@@ -62,7 +64,9 @@ def _step_times(gen: GeneratorView, batch: int, settings: LatencySettings, devic
     return {k: [b - a for a, b in zip(t, t[1:])] for k, t in stamps.items()}, memory.peak
 
 
-def _stage_times(runners: dict[str, Callable], graphs, batch: int, settings: LatencySettings, device) -> dict[str, list[float]]:
+def _stage_times(
+    runners: dict[str, Callable], graphs, batch: int, settings: LatencySettings, device
+) -> dict[str, list[float]]:
     """Seconds per call of each stage graph, backends interleaved call by call."""
     times: dict[str, dict[str, list[float]]] = {name: {} for name in runners}
     for graph in graphs:
@@ -104,8 +108,12 @@ def start_steps(config: ILOConfig, steps: int) -> float:
     return total + starts * (steps - done)
 
 
-def measure(gen: StagedGenerator, settings: LatencySettings, report: Callable[[str], None] = print,
-            on_batch: Callable[[dict], None] | None = None) -> dict:  # fmt: skip
+def measure(
+    gen: StagedGenerator,
+    settings: LatencySettings,
+    report: Callable[[str], None] = print,
+    on_batch: Callable[[dict], None] | None = None,
+) -> dict:
     """Every backend at every batch size; returns rows and the ratios to torch. `on_batch` gets
     the results so far each time a batch size is finished."""
     device = torch.device(settings.device)
@@ -137,13 +145,21 @@ def measure(gen: StagedGenerator, settings: LatencySettings, report: Callable[[s
         for name in engines:
             round_ms = {k: 1e3 * statistics.median(t) for k, t in steps[name].items()}
             solve_s = default_solve_seconds(round_ms)
-            rows.append({
-                "backend": name, "batch": batch, "step_ms": round_ms, "ms_per_step": round_ms[0],
-                "images_per_s": batch / solve_s, "default_solve_s": solve_s, "peak_mb": peaks[name] / 2**20,
-                "stages_ms": {g: 1e3 * statistics.median(t) for g, t in stages[name].items()},
-                "load_s": load_seconds[name], "gflop_per_step": {k: batch * f / 1e9 for k, f in flops_one.items()},
-                "gflops": {k: batch * flops_one[k] / 1e6 / ms for k, ms in round_ms.items() if k in flops_one},
-            })  # fmt: skip
+            rows.append(
+                {
+                    "backend": name,
+                    "batch": batch,
+                    "step_ms": round_ms,
+                    "ms_per_step": round_ms[0],
+                    "images_per_s": batch / solve_s,
+                    "default_solve_s": solve_s,
+                    "peak_mb": peaks[name] / 2**20,
+                    "stages_ms": {g: 1e3 * statistics.median(t) for g, t in stages[name].items()},
+                    "load_s": load_seconds[name],
+                    "gflop_per_step": {k: batch * f / 1e9 for k, f in flops_one.items()},
+                    "gflops": {k: batch * flops_one[k] / 1e6 / ms for k, ms in round_ms.items() if k in flops_one},
+                }
+            )
         if on_batch is not None:
             on_batch({"rows": list(rows), "ratios": _ratios(rows)})
     return {"rows": rows, "ratios": _ratios(rows)}
@@ -163,18 +179,28 @@ def _ratios(rows: list[dict]) -> list[dict]:
         base = torch_rows.get(r["batch"])
         if base is None or r["backend"] == "torch":
             continue
-        out.append({"backend": r["backend"], "batch": r["batch"],
-                    "speedup_round0": base["ms_per_step"] / r["ms_per_step"],
-                    "speedup_rounds": {k: base["step_ms"][k] / v for k, v in r["step_ms"].items() if k in base["step_ms"]},
-                    "speedup_default_solve": base["default_solve_s"] / r["default_solve_s"]})  # fmt: skip
+        out.append(
+            {
+                "backend": r["backend"],
+                "batch": r["batch"],
+                "speedup_round0": base["ms_per_step"] / r["ms_per_step"],
+                "speedup_rounds": {k: base["step_ms"][k] / v for k, v in r["step_ms"].items() if k in base["step_ms"]},
+                "speedup_default_solve": base["default_solve_s"] / r["default_solve_s"],
+            }
+        )
     return out
 
 
 def markdown(model: str, result: dict, machine: str, peak_gflops: float | None = None) -> str:
-    lines = [f"### {model}", "", f"Machine: {machine}", "",
-             "| backend | batch | ms/step round 0 | ms/step rounds 1.. | images/s (default ILO) | peak MB | speed-up vs torch "
-             "| GFLOP/step | GFLOP/s | of peak |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        f"### {model}",
+        "",
+        f"Machine: {machine}",
+        "",
+        "| backend | batch | ms/step round 0 | ms/step rounds 1.. | images/s (default ILO) | peak MB | speed-up vs torch "
+        "| GFLOP/step | GFLOP/s | of peak |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     speed = {(r["backend"], r["batch"]): r for r in result["ratios"]}
     for r in result["rows"]:
         later = ", ".join(f"{v:.1f}" for k, v in sorted(r["step_ms"].items()) if k > 0)
@@ -182,15 +208,26 @@ def markdown(model: str, result: dict, machine: str, peak_gflops: float | None =
         speedup = "—" if ratio is None else f"{ratio['speedup_round0']:.2f}×"
         rate = r.get("gflops", {}).get(0, float("nan"))
         share = f"{rate / peak_gflops:.0%}" if peak_gflops else "–"
-        lines.append(f"| {r['backend']} | {r['batch']} | {r['ms_per_step']:.1f} | {later} | {r['images_per_s']:.3g} | "
-                     f"{r['peak_mb']:.0f} | {speedup} | {r.get('gflop_per_step', {}).get(0, float('nan')):.2f} | "
-                     f"{rate:.1f} | {share} |")  # fmt: skip
-    lines += ["", "Per-stage latency, ms (forward / VJP):", "",
-              "| backend | batch | " + " | ".join(sorted({g.split('.')[0] for r in result['rows'] for g in r['stages_ms']})) + " |"]  # fmt: skip
+        lines.append(
+            f"| {r['backend']} | {r['batch']} | {r['ms_per_step']:.1f} | {later} | {r['images_per_s']:.3g} | "
+            f"{r['peak_mb']:.0f} | {speedup} | {r.get('gflop_per_step', {}).get(0, float('nan')):.2f} | "
+            f"{rate:.1f} | {share} |"
+        )
+    lines += [
+        "",
+        "Per-stage latency, ms (forward / VJP):",
+        "",
+        "| backend | batch | "
+        + " | ".join(sorted({g.split(".")[0] for r in result["rows"] for g in r["stages_ms"]}))
+        + " |",
+    ]
     stages = sorted({g.split(".")[0] for r in result["rows"] for g in r["stages_ms"]})
     lines.append("| --- | ---: |" + " ---: |" * len(stages))
     for r in result["rows"]:
-        cells = [f"{r['stages_ms'].get(s + '.fwd', float('nan')):.2f} / {r['stages_ms'].get(s + '.vjp', float('nan')):.2f}" for s in stages]
+        cells = [
+            f"{r['stages_ms'].get(s + '.fwd', float('nan')):.2f} / {r['stages_ms'].get(s + '.vjp', float('nan')):.2f}"
+            for s in stages
+        ]
         lines.append(f"| {r['backend']} | {r['batch']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

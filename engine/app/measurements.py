@@ -26,7 +26,7 @@ from ilo.engine.app.image_files import (
     image_tensor,
     mask_tensor,
     read_picture,
-)  # fmt: skip
+)
 from ilo.engine.app.npy_header import check_npy_count, check_npy_holds
 from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec
@@ -66,11 +66,15 @@ class InputSpec:
         if not t.kind.takes_masks and (self.mask or self.mask_dir):
             raise InputError("--mask / --mask-dir belong to --task inpaint")
         if (self.mask or self.mask_dir) and t.has_built_in_mask:
-            raise InputError("give a mask file (--mask / --mask-dir) or a built-in mask (--centre-box, --box, --keep), not both")
+            raise InputError(
+                "give a mask file (--mask / --mask-dir) or a built-in mask (--centre-box, --box, --keep), not both"
+            )
         if self.clean_inputs and self.truth_dir is not None:
             raise InputError("--clean inputs are their own ground truth: drop --truth-dir (or --clean)")
         if self.fit == "pad" and not t.kind.takes_masks:
-            raise InputError("--fit pad invents pixels that only inpainting can treat as missing; use --fit crop or resize")
+            raise InputError(
+                "--fit pad invents pixels that only inpainting can treat as missing; use --fit crop or resize"
+            )
         if self.max_pixels < 1:
             raise InputError(f"--max-pixels must be at least 1, got {self.max_pixels}")
 
@@ -132,8 +136,14 @@ class MeasurementReader:
         """Side of the pictures this run reads: the generator's for clean inputs, else the camera's."""
         return self.res if self.spec.clean_inputs else self.task.measurement_size(self.res)
 
-    def from_pixels(self, stem: str, image: Pixels, mask: Pixels | None = None, truth: torch.Tensor | None = None,
-                    digests: dict | None = None) -> Prepared:  # fmt: skip
+    def from_pixels(
+        self,
+        stem: str,
+        image: Pixels,
+        mask: Pixels | None = None,
+        truth: torch.Tensor | None = None,
+        digests: dict | None = None,
+    ) -> Prepared:
         """One picture (and its mask) already decoded, from a file or handed over in memory."""
         s = self.spec
         fitted, valid = fit_to(image.tensor, self.input_size(), s.fit, image.name, pad_ok=self.task.kind.takes_masks)
@@ -142,13 +152,20 @@ class MeasurementReader:
             op = self.task.operator(self.res, mask_tensor_) if mask_tensor_ is not None else self.shared_operator()
             y = self.task.measure(op, fitted[None], [stem])
             return Prepared(stem, y, mask_tensor_, fitted[None], dict(digests or {}))
-        y = fitted[None] * mask_tensor_ if mask_tensor_ is not None else fitted[None]  # whatever is in a hole is unknown
+        y = (
+            fitted[None] * mask_tensor_ if mask_tensor_ is not None else fitted[None]
+        )  # whatever is in a hole is unknown
         return Prepared(stem, y, mask_tensor_, truth, dict(digests or {}))
 
     def from_vector(self, stem: str, values, name: str, digest: str) -> Prepared:
         """Compressed-sensing measurements handed over in memory (an array of m numbers)."""
-        return Prepared(stem, check_cs_vector(values, name, self.cs_measurements, self.task.ratio, self.res), None, None,
-                        {"input": digest})  # fmt: skip
+        return Prepared(
+            stem,
+            check_cs_vector(values, name, self.cs_measurements, self.task.ratio, self.res),
+            None,
+            None,
+            {"input": digest},
+        )
 
     def _mask(self, stem: str, image: Pixels, mask: Pixels | None, valid: torch.Tensor) -> torch.Tensor | None:
         if not self.task.kind.takes_masks:
@@ -165,7 +182,9 @@ class MeasurementReader:
         fitted = (fitted * valid)[None]  # padding invented by --fit pad is unobserved
         if not fitted.any():
             where = f"the mask {mask.name}" if mask is not None else "the mask"
-            raise InputError(f"{image.name}: {where} leaves no pixel of the image observed; there is nothing to restore from")
+            raise InputError(
+                f"{image.name}: {where} leaves no pixel of the image observed; there is nothing to restore from"
+            )
         return fitted
 
     def _read_mask(self, source: Path):
@@ -187,17 +206,23 @@ class MeasurementReader:
 
     def _read_cs_measurements(self, path: Path) -> tuple[torch.Tensor, str]:
         if path.suffix.lower() != ".npy":
-            raise InputError(f"{path}: compressed-sensing input must be a .npy of measurements (from `ilo degrade`), or pass --clean")
+            raise InputError(
+                f"{path}: compressed-sensing input must be a .npy of measurements (from `ilo degrade`), or pass --clean"
+            )
         try:
             data = _read_small(path, self.cs_measurements)
-            check_npy_count(data, str(path), self.cs_measurements, f"--ratio {self.task.ratio} measurements at {self.res}px")
+            check_npy_count(
+                data, str(path), self.cs_measurements, f"--ratio {self.task.ratio} measurements at {self.res}px"
+            )
             check_npy_holds(data, str(path))
             y = np.load(io.BytesIO(data), allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
             raise InputError(f"{path}: unreadable measurements ({e})") from None
         if not isinstance(y, np.ndarray):  # e.g. an .npz archive under a .npy name
             raise InputError(f"{path}: holds a {type(y).__name__}, not one array of measurements (from `ilo degrade`)")
-        return check_cs_vector(y, str(path), self.cs_measurements, self.task.ratio, self.res), hashlib.sha256(data).hexdigest()
+        return check_cs_vector(y, str(path), self.cs_measurements, self.task.ratio, self.res), hashlib.sha256(
+            data
+        ).hexdigest()
 
 
 def _read_small(path: Path, count: int) -> bytes:
@@ -206,7 +231,9 @@ def _read_small(path: Path, count: int) -> bytes:
     size = path.stat().st_size
     limit = (1 << 20) + 64 * count  # a header, and room for wide dtypes (refused later, by name)
     if size > limit:
-        raise InputError(f"{path}: {size:,} bytes, far more than {count} measurements take; not a measurement file from `ilo degrade`")
+        raise InputError(
+            f"{path}: {size:,} bytes, far more than {count} measurements take; not a measurement file from `ilo degrade`"
+        )
     return path.read_bytes()
 
 
@@ -231,7 +258,9 @@ def check_cs_vector(values, name: str, expected: int | None, ratio: float, resol
         bad = int((~torch.isfinite(y)).sum())
         raise InputError(f"{name}: {bad} of its measurements are NaN or inf (or overflow float32)")
     if y.shape[1] != expected:
-        raise InputError(f"{name}: holds {y.shape[1]} measurements but --ratio {ratio} at {resolution}px means {expected}")
+        raise InputError(
+            f"{name}: holds {y.shape[1]} measurements but --ratio {ratio} at {resolution}px means {expected}"
+        )
     # Cauchy-Schwarz: a measurement is a row of the operator (norm about sqrt(n/m)) times an image
     # in [-1, 1] (norm at most sqrt(n)), so |y| <= n / sqrt(m) up to the noise. Ten times that is
     # no real measurement; values near float32's limit would overflow the loss into a "divergence".
@@ -239,8 +268,10 @@ def check_cs_vector(values, name: str, expected: int | None, ratio: float, resol
     limit = 10 * n / max(expected or 1, 1) ** 0.5
     largest = float(y.abs().max())
     if largest > limit:
-        raise InputError(f"{name}: a measurement of {largest:.3g}, where measurements of an image in [-1, 1] at {resolution}px "
-                         f"and --ratio {ratio} stay below {limit:.3g}; not measurements of this task (from `ilo degrade`)")  # fmt: skip
+        raise InputError(
+            f"{name}: a measurement of {largest:.3g}, where measurements of an image in [-1, 1] at {resolution}px "
+            f"and --ratio {ratio} stay below {limit:.3g}; not measurements of this task (from `ilo degrade`)"
+        )
     return y
 
 

@@ -71,8 +71,10 @@ class MemoryBudget:
             return cls(share=share)
         match = re.fullmatch(r"([0-9.]+)\s*([kmgt]?)(i?b)?", value)
         if not match:
-            raise IloError(f"cannot read the memory budget '{text}': give a size such as 12G or 800M, a share such as 60%, "
-                           "auto or off")  # fmt: skip
+            raise IloError(
+                f"cannot read the memory budget '{text}': give a size such as 12G or 800M, a share such as 60%, "
+                "auto or off"
+            )
         size = _number(match.group(1), text) * 1024 ** "_kmgt".index(match.group(2) or "_")
         if size < 1:
             raise IloError(f"a memory budget must be positive, got '{text}'")
@@ -102,13 +104,16 @@ class MemoryBudget:
             how = f"{share:.0%} of the {free / GiB:.2f} GiB {what}, the most one image may take"
             if cost.peak(1) <= budget:
                 return 1
-        way_out = ("free memory or use a smaller model (or, to try anyway, give --memory-budget a size or off)"
-                   if self.default else "free memory or raise --memory-budget")  # fmt: skip
+        way_out = (
+            "free memory or use a smaller model (or, to try anyway, give --memory-budget a size or off)"
+            if self.default
+            else "free memory or raise --memory-budget"
+        )
         raise MemoryBudgetError(
             f"one image needs {'an estimated' if estimated else 'about'} {cost.peak(1) / GiB:.2f} GiB for a step "
             f"({cost.fixed / GiB:.2f} GiB fixed + {cost.per_row / GiB:.2f} GiB per image and start) on {where}, but the "
             f"memory budget is {budget / GiB:.2f} GiB ({how}); {way_out}"
-        )  # fmt: skip
+        )
 
     def resolve(self, device: torch.device) -> tuple[int, str]:
         """The budget in bytes now, and how it was arrived at (for messages)."""
@@ -133,7 +138,9 @@ def available_memory(device: torch.device) -> tuple[int, str]:
         return free, f"free on {device}"
     host = available_host_memory()
     if host is None:
-        raise IloError("cannot tell how much memory is free on this platform: give --memory-budget a size (e.g. 8G) or off")
+        raise IloError(
+            "cannot tell how much memory is free on this platform: give --memory-budget a size (e.g. 8G) or off"
+        )
     return host
 
 

@@ -25,7 +25,6 @@ def estimated_row_cost(gen: StagedGenerator) -> RowCost:
     return RowCost(FIXED_PER_STATE_BYTE * states, PER_ROW_PER_STATE_BYTE * states, {})
 
 
-
 # What a solve holds for all of an image's rows at once, whatever its micro-batches: each ensemble
 # member's measurements, per-image operator parameters and restored image (three images of
 # float32, at the least), and each random start's latents (w+: n_latent x style_dim float32).

@@ -67,8 +67,10 @@ class Method:
                 raise InputError(f"{self.label} takes no solver settings (got {', '.join(sorted(overrides))})")
             return None
         if fast and not learned:
-            raise InputError("the fast setting starts from the model's encoder, and this model has none: train one "
-                             "with `ilo export --model MODEL --encoder` (cached for later runs)")  # fmt: skip
+            raise InputError(
+                "the fast setting starts from the model's encoder, and this model has none: train one "
+                "with `ilo export --model MODEL --encoder` (cached for later runs)"
+            )
         if self.has_fast:
             return self.configure(learned=learned, fast=fast, **overrides)
         return self.configure(**overrides)

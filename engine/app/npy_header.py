@@ -50,8 +50,10 @@ def check_npy_holds(data: bytes, name: str) -> None:
     shape, dtype = found
     declared = int(np.prod(shape, dtype=object)) * dtype.itemsize if shape else dtype.itemsize
     if declared > len(data):
-        raise InputError(f"{name}: its header declares shape {list(shape)} of {dtype} ({declared:,} bytes) but the file "
-                         f"holds {len(data):,} bytes: truncated, or not an array")  # fmt: skip
+        raise InputError(
+            f"{name}: its header declares shape {list(shape)} of {dtype} ({declared:,} bytes) but the file "
+            f"holds {len(data):,} bytes: truncated, or not an array"
+        )
 
 
 def check_npz_members(data: bytes, name: str) -> None:
@@ -70,7 +72,9 @@ def check_npz_members(data: bytes, name: str) -> None:
                 shape, dtype = found
                 declared = int(np.prod(shape, dtype=object)) * dtype.itemsize if shape else dtype.itemsize
                 if declared > info.file_size:
-                    raise InputError(f"{name}: its member {info.filename} declares shape {list(shape)} of {dtype} "
-                                     f"({declared:,} bytes) but holds {info.file_size:,} bytes: truncated, or not an array")  # fmt: skip
+                    raise InputError(
+                        f"{name}: its member {info.filename} declares shape {list(shape)} of {dtype} "
+                        f"({declared:,} bytes) but holds {info.file_size:,} bytes: truncated, or not an array"
+                    )
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError):
         return  # numpy's reader says what is wrong with it

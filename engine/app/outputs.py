@@ -44,12 +44,16 @@ def _check_component_lengths(path: Path, what: str) -> None:
     absolute = Path(os.path.abspath(path))
     limit, path_limit = _name_max(absolute.parent), _pathconf(absolute.parent, "PC_PATH_MAX", DEFAULT_PATH_MAX)
     if len(os.fsencode(str(absolute))) >= path_limit:
-        raise InputError(f"{what} {_short(str(path))}: the path is {len(os.fsencode(str(absolute)))} bytes, the file system "
-                         f"allows {path_limit - 1}")  # fmt: skip
+        raise InputError(
+            f"{what} {_short(str(path))}: the path is {len(os.fsencode(str(absolute)))} bytes, the file system "
+            f"allows {path_limit - 1}"
+        )
     for part in absolute.parts:
         if len(os.fsencode(part)) > limit:
-            raise InputError(f"{what} {_short(str(path))}: the folder or file name {_short(part)} is {len(os.fsencode(part))} "
-                             f"bytes, the file system allows {limit}")  # fmt: skip
+            raise InputError(
+                f"{what} {_short(str(path))}: the folder or file name {_short(part)} is {len(os.fsencode(part))} "
+                f"bytes, the file system allows {limit}"
+            )
 
 
 def _short(name: str, keep: int = 48) -> str:
@@ -80,7 +84,9 @@ def check_not_in_the_way(path: Path, what: str) -> None:
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise InputError(f"{what} {path}: {parent} is a file where a folder belongs; move it away or use another --out")
+                raise InputError(
+                    f"{what} {path}: {parent} is a file where a folder belongs; move it away or use another --out"
+                )
             return
 
 

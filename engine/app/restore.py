@@ -114,8 +114,15 @@ class FolderRestore:
         self.reader = MeasurementReader(options, self.res)
         # BM3D and the encoder alone have no loss curve: their images are finished without a plot
         self.plots_skipped = options.save_loss_plot and not restorer.method.optimises
-        self.writer = ResultWriter(self.run_dir.root, self.task, self.res, options.save_degraded, options.save_strip,
-                                   options.lpips_metric, options.save_loss_plot and not self.plots_skipped)  # fmt: skip
+        self.writer = ResultWriter(
+            self.run_dir.root,
+            self.task,
+            self.res,
+            options.save_degraded,
+            options.save_strip,
+            options.lpips_metric,
+            options.save_loss_plot and not self.plots_skipped,
+        )
 
     def prepare(self, path: Path) -> Prepared:
         return self.reader.prepare(path)
@@ -126,15 +133,20 @@ class FolderRestore:
     def settings(self) -> dict:
         o, described = self.options, self.restorer.describe()
         return {
-            "task": described["task"], "method": described["method"], "solver": described["solver"],
-            "fit": o.fit, "clean_inputs": o.clean_inputs, "seed": described["seed"],
+            "task": described["task"],
+            "method": described["method"],
+            "solver": described["solver"],
+            "fit": o.fit,
+            "clean_inputs": o.clean_inputs,
+            "seed": described["seed"],
             # mask files are matched by content, per image (each record's sources), not by path
             "mask_files": o.mask is not None or o.mask_dir is not None,
-            "model": described["model"], **o.extra_settings,
+            "model": described["model"],
+            **o.extra_settings,
             # a learned start changes every result; named only where there is one, so a folder
             # begun from random starts resumes with --encoder none
             **({"encoder": described["encoder"]} if "encoder" in described else {}),
-        }  # fmt: skip
+        }
 
     def run(self, inputs: list[Path], solver: BatchSolver | None = None) -> dict:
         """Restore every input not already finished; returns a summary.
@@ -191,14 +203,20 @@ class FolderRestore:
                 changed.append(path.stem)
         notes = []
         if changed:
-            notes.append(f"{len(changed)} finished image(s) have other input files than when they were restored "
-                         f"(image, mask or ground truth), so they are restored again: {_some(changed)}")  # fmt: skip
+            notes.append(
+                f"{len(changed)} finished image(s) have other input files than when they were restored "
+                f"(image, mask or ground truth), so they are restored again: {_some(changed)}"
+            )
         if damaged:
-            notes.append(f"{len(damaged)} finished image(s) have outputs that no longer read back whole (cut short or "
-                         f"changed since they were written), so they are restored again: {_some(damaged)}")  # fmt: skip
+            notes.append(
+                f"{len(damaged)} finished image(s) have outputs that no longer read back whole (cut short or "
+                f"changed since they were written), so they are restored again: {_some(damaged)}"
+            )
         if unhashed:
-            notes.append(f"{len(unhashed)} finished image(s) have records from an older ilo, without the hashes that "
-                         f"tell whether their inputs changed, so they are restored again: {_some(unhashed)}")  # fmt: skip
+            notes.append(
+                f"{len(unhashed)} finished image(s) have records from an older ilo, without the hashes that "
+                f"tell whether their inputs changed, so they are restored again: {_some(unhashed)}"
+            )
         return pending, notes
 
     def _check_inputs(self, pending: list[Path]) -> dict[Path, Prepared]:
@@ -211,12 +229,16 @@ class FolderRestore:
                 kept[path] = item
         return kept
 
-    def _restore_all(self, solver: BatchSolver, pending: list[Path], prepared: dict, records: dict, skipped: int) -> dict:
+    def _restore_all(
+        self, solver: BatchSolver, pending: list[Path], prepared: dict, records: dict, skipped: int
+    ) -> dict:
         o = self.options
         progress = Progress(len(pending), "restore", enabled=o.show_progress)
         finished: list[str] = []  # this run's, in order (a batch that fails may have finished some)
-        batches = [Batch(i, pending[start : start + o.batch_size])
-                   for i, start in enumerate(range(0, len(pending), o.batch_size))]  # fmt: skip
+        batches = [
+            Batch(i, pending[start : start + o.batch_size])
+            for i, start in enumerate(range(0, len(pending), o.batch_size))
+        ]
         for batch in batches:  # what the up-front check kept; the rest is read when its batch comes
             kept = [prepared.pop(p, None) for p in batch.paths]
             batch.prepared = kept if all(k is not None for k in kept) else None  # type: ignore[assignment]
@@ -231,8 +253,10 @@ class FolderRestore:
             if records:
                 self.run_dir.write_tables(_in_file_order(records))
             if isinstance(e, IloError):
-                raise IloError(f"{e}; {len(finished)} image(s) of this run finished and are kept in {self.run_dir.root}, "
-                               "rerun to resume") from e  # fmt: skip
+                raise IloError(
+                    f"{e}; {len(finished)} image(s) of this run finished and are kept in {self.run_dir.root}, "
+                    "rerun to resume"
+                ) from e
             raise
         if not pending and records:
             self.run_dir.write_tables(_in_file_order(records))
@@ -244,11 +268,19 @@ class FolderRestore:
         size = len(prepared)
         for i, (b, path) in enumerate(zip(prepared, batch.paths)):
             record = {
-                "name": b.stem, "input": str(path), "output": f"{b.stem}.png", "task": self.task.task,
-                "method": self.restorer.settings.method, "measurement_mse": result.measurement_mse[i],
-                "best_round": result.best_round[i], "seconds": result.seconds / size, "batch_size": size,
-                "backend": backend, "device": self.restorer.settings.device, "sources": b.sources,
-            }  # fmt: skip
+                "name": b.stem,
+                "input": str(path),
+                "output": f"{b.stem}.png",
+                "task": self.task.task,
+                "method": self.restorer.settings.method,
+                "measurement_mse": result.measurement_mse[i],
+                "best_round": result.best_round[i],
+                "seconds": result.seconds / size,
+                "batch_size": size,
+                "backend": backend,
+                "device": self.restorer.settings.device,
+                "sources": b.sources,
+            }
             if result.held_out_loss is not None:  # what chose this image's iterate: its round, radius, held-out loss
                 config = self.restorer.settings.config
                 best = result.best_round[i]

@@ -164,11 +164,19 @@ class Restored:
         return buffer.getvalue()
 
     def metrics(self) -> dict:
-        optional = {"held_out_loss": self.held_out_loss, "member_rounds": self.member_rounds,
-                    "member_held_out_loss": self.member_held_out_loss}  # fmt: skip
-        return {"name": self.name, "measurement_mse": self.measurement_mse, "best_round": self.best_round,
-                "seconds": self.seconds, "batch_size": self.batch_size,
-                **{k: v for k, v in optional.items() if v is not None}}  # fmt: skip
+        optional = {
+            "held_out_loss": self.held_out_loss,
+            "member_rounds": self.member_rounds,
+            "member_held_out_loss": self.member_held_out_loss,
+        }
+        return {
+            "name": self.name,
+            "measurement_mse": self.measurement_mse,
+            "best_round": self.best_round,
+            "seconds": self.seconds,
+            "batch_size": self.batch_size,
+            **{k: v for k, v in optional.items() if v is not None},
+        }
 
 
 class Restorer:
@@ -184,17 +192,48 @@ class Restorer:
     loading the engine to the first solve (or `warm()`).
     """
 
-    def __init__(self, model: str | Path | StagedGenerator = "default", task: str | TaskSpec = "denoise",
-                 method: str = DEFAULT_METHOD, backend: str = "auto", device: str = "cpu", *, config: ILOConfig | None = None,
-                 seed: int = 0, fit: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, lpips_net: str = "vgg",
-                 lpips_backbone: str | Path | None = None, memory_budget: str = "auto", encoder: str | Path | None = None,
-                 fast: bool = False, warm: bool = True, quiet: bool = True, settings: RestorerSettings | None = None, **task_params):  # fmt: skip
+    def __init__(
+        self,
+        model: str | Path | StagedGenerator = "default",
+        task: str | TaskSpec = "denoise",
+        method: str = DEFAULT_METHOD,
+        backend: str = "auto",
+        device: str = "cpu",
+        *,
+        config: ILOConfig | None = None,
+        seed: int = 0,
+        fit: str | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        lpips_net: str = "vgg",
+        lpips_backbone: str | Path | None = None,
+        memory_budget: str = "auto",
+        encoder: str | Path | None = None,
+        fast: bool = False,
+        warm: bool = True,
+        quiet: bool = True,
+        settings: RestorerSettings | None = None,
+        **task_params,
+    ):
         if settings is None:
             spec = task if isinstance(task, TaskSpec) else TaskSpec(task, **task_params)
             if isinstance(task, TaskSpec) and task_params:
                 raise InputError(f"give task parameters ({', '.join(task_params)}) in the TaskSpec, not beside it")
-            settings = RestorerSettings(model, spec, method, backend, device, config, seed, fit, max_pixels, lpips_net,
-                                        lpips_backbone, memory_budget, encoder, fast)  # fmt: skip
+            settings = RestorerSettings(
+                model,
+                spec,
+                method,
+                backend,
+                device,
+                config,
+                seed,
+                fit,
+                max_pixels,
+                lpips_net,
+                lpips_backbone,
+                memory_budget,
+                encoder,
+                fast,
+            )
         from ilo.generators.checkpoints.files import load_generator
 
         self.settings, self.quiet = settings, quiet
@@ -203,8 +242,9 @@ class Restorer:
         self.model = settings.model if isinstance(settings.model, StagedGenerator) else load_generator(settings.model)
         self.resolution = self.model.resolution
         # pictures handed to restore(): the task's own size, or fitted as the settings say
-        self._reader = MeasurementReader(InputSpec(self.task, fit=settings.fit, max_pixels=settings.max_pixels),
-                                         self.resolution)  # fmt: skip
+        self._reader = MeasurementReader(
+            InputSpec(self.task, fit=settings.fit, max_pixels=settings.max_pixels), self.resolution
+        )
         self._lock = threading.Lock()  # one solve at a time: the engine's sessions and buffers are shared
         self._solver: tuple[GeneratorView, LPIPS | None] | None = None
         self.backend_name = "not loaded"
@@ -234,12 +274,17 @@ class Restorer:
         if settings.encoder is None or settings.encoder == "auto":  # cached by `ilo export --encoder`, or shipped
             encoder = model_encoder(self.model, self.fingerprint())
             if encoder is None and settings.encoder == "auto":
-                raise InputError("this model has no encoder yet: train one with `ilo export --model MODEL --encoder` "
-                                 "(cached for later runs), or leave out --encoder")  # fmt: skip
+                raise InputError(
+                    "this model has no encoder yet: train one with `ilo export --model MODEL --encoder` "
+                    "(cached for later runs), or leave out --encoder"
+                )
             if encoder is None and not self.quiet and not settings.fast:  # once a run (--fast is refused instead)
-                print("ilo: note: this model has no encoder, so round 0 searches from random starts (slower than "
-                      "from a learned start): `ilo export --model MODEL --encoder` trains one, once (cached for "
-                      "later runs)", file=sys.stderr)  # fmt: skip
+                print(
+                    "ilo: note: this model has no encoder, so round 0 searches from random starts (slower than "
+                    "from a learned start): `ilo export --model MODEL --encoder` trains one, once (cached for "
+                    "later runs)",
+                    file=sys.stderr,
+                )
             return encoder
         from ilo.engine.solver.encoder_files import load_encoder  # refused here, by name, where not this model's
 
@@ -289,12 +334,20 @@ class Restorer:
         """What a row costs for this model, engine, task and round structure (cached on disk)."""
         import onnxruntime
 
-        key = {"model": self.fingerprint(), "backend": self.backend_name, "device": str(device),
-               # the operator's kind, not its mask or noise level: those do not change what a step holds
-               "task": self.task.task, "factor": self.task.factor if self.task.task == "sr" else None,
-               "end_stage": config.end_stage, "noise_maps": config.noise_maps,
-               "lpips": bool(config.lpips_weight), "latent_space": config.latent_space, "torch": torch.__version__,
-               "onnxruntime": onnxruntime.__version__}  # fmt: skip
+        key = {
+            "model": self.fingerprint(),
+            "backend": self.backend_name,
+            "device": str(device),
+            # the operator's kind, not its mask or noise level: those do not change what a step holds
+            "task": self.task.task,
+            "factor": self.task.factor if self.task.task == "sr" else None,
+            "end_stage": config.end_stage,
+            "noise_maps": config.noise_maps,
+            "lpips": bool(config.lpips_weight),
+            "latent_space": config.latent_space,
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        }
         name = str(sorted(key.items()))
         if name not in self._row_costs:
             trial = self._trial_config(config)
@@ -369,8 +422,15 @@ class Restorer:
         if s.config is not None:  # a setting added later is left out at its neutral value, so a run
             # folder written before it existed resumes (its recorded settings still match)
             solver = {k: v for k, v in dataclasses.asdict(s.config).items() if ADDED_LATER.get(k, object()) != v}
-        described = {"task": self.task.describe(), "method": s.method, "solver": solver, "seed": s.seed,
-                     "model": self.fingerprint(), "backend": self.backend_name, "device": s.device}  # fmt: skip
+        described = {
+            "task": self.task.describe(),
+            "method": s.method,
+            "solver": solver,
+            "seed": s.seed,
+            "model": self.fingerprint(),
+            "backend": self.backend_name,
+            "device": s.device,
+        }
         if self._encoder is not None:  # only where there is one: run folders from before learned starts still resume
             described["encoder"] = state_fingerprint(self._encoder, "encoder")
         return described
@@ -406,8 +466,15 @@ class Restorer:
             gen = frozen(gen)  # once: export_ahead and the engine would each copy a trainable model
             if s.config is not None:  # what the solve loads, exported side by side on a cold cache
                 steps = self._fused_steps(s.config)
-                export_ahead(gen, backend, steps, lpips, progress=progress, chained=self._chained(s.config, steps),
-                             extra=self._encoder_makers())  # fmt: skip
+                export_ahead(
+                    gen,
+                    backend,
+                    steps,
+                    lpips,
+                    progress=progress,
+                    chained=self._chained(s.config, steps),
+                    extra=self._encoder_makers(),
+                )
             engine = EngineGenerator(gen, backend, progress=progress)
             if self._encoder is not None:
                 from ilo.engine.app.encoder_engine import EngineEncoder
@@ -455,9 +522,13 @@ class Restorer:
             return
         held = held_bytes(self.model, members, restarts)
         if held > free:
-            flags = " with ".join(f"--{name} {n}" for name, n in (("ensemble", members), ("restarts", restarts)) if n > 1)
-            raise MemoryBudgetError(f"{flags} holds at least {held / GiB:,.1f} GiB per image (its members' measurements and "
-                                    f"results, its starts' latents), more than the {free / GiB:.1f} GiB {what}")  # fmt: skip
+            flags = " with ".join(
+                f"--{name} {n}" for name, n in (("ensemble", members), ("restarts", restarts)) if n > 1
+            )
+            raise MemoryBudgetError(
+                f"{flags} holds at least {held / GiB:,.1f} GiB per image (its members' measurements and "
+                f"results, its starts' latents), more than the {free / GiB:.1f} GiB {what}"
+            )
 
     # --- restoring --------------------------------------------------------------------------
 
@@ -470,8 +541,9 @@ class Restorer:
         prepared = self.prepare(images, masks, names)
         return restored_images(prepared, self.solve(prepared))
 
-    def prepare(self, images, masks=None, names: Sequence[str] | None = None,
-                labels: Sequence[str] | None = None) -> list[Prepared]:  # fmt: skip
+    def prepare(
+        self, images, masks=None, names: Sequence[str] | None = None, labels: Sequence[str] | None = None
+    ) -> list[Prepared]:
         """Pictures (and masks) as checked measurements; each bad one is a one-line InputError
         that starts with its label (default: its name, or 'image i')."""
         images = _as_list(images)
@@ -491,18 +563,26 @@ class Restorer:
             label = labels[i] if labels is not None else names[i] if names is not None else f"image {i}"
             if reader.task.kind.vector_measurements:
                 if not isinstance(image, (np.ndarray, torch.Tensor, list, tuple)):
-                    raise InputError(f"{label}: compressed sensing takes a vector of measurements (array or tensor), "
-                                     f"not a {type(image).__name__}")  # fmt: skip
+                    raise InputError(
+                        f"{label}: compressed sensing takes a vector of measurements (array or tensor), "
+                        f"not a {type(image).__name__}"
+                    )
                 digest = vector_digest(image)
                 name = names[i] if names is not None else f"image-{digest[:16]}"
                 prepared.append(reader.from_vector(name, image, label, digest))
                 continue
-            pixels, digest = picture_pixels(image, label, max_pixels=self.settings.max_pixels,
-                                            fit=(self.settings.fit, reader.input_size()))  # fmt: skip
+            pixels, digest = picture_pixels(
+                image, label, max_pixels=self.settings.max_pixels, fit=(self.settings.fit, reader.input_size())
+            )
             mask_pixels = None
             if mask is not None:
-                mask_pixels, _ = picture_pixels(mask, f"the mask of {label}", mask=True, max_pixels=self.settings.max_pixels,
-                                                fit=(self.settings.fit, self.resolution) if self.settings.fit else None)  # fmt: skip
+                mask_pixels, _ = picture_pixels(
+                    mask,
+                    f"the mask of {label}",
+                    mask=True,
+                    max_pixels=self.settings.max_pixels,
+                    fit=(self.settings.fit, self.resolution) if self.settings.fit else None,
+                )
             name = names[i] if names is not None else f"image-{digest[:16]}"
             prepared.append(reader.from_pixels(name, pixels, mask_pixels, digests={"input": digest}))
         return prepared
@@ -516,8 +596,14 @@ class Restorer:
             max_rows = None if config is None else self._max_rows(config, len(batch))
             return self._solve_locked(batch, progress, config, max_rows)
 
-    def _solve_locked(self, batch: list[Prepared], progress, config: ILOConfig | None, max_rows: int | None,
-                      op: Operator | None = None) -> BatchResult:  # fmt: skip
+    def _solve_locked(
+        self,
+        batch: list[Prepared],
+        progress,
+        config: ILOConfig | None,
+        max_rows: int | None,
+        op: Operator | None = None,
+    ) -> BatchResult:
         """`op`: the operator to solve with (a deepinv physics' one); None: the task's."""
         s = self.settings
         y = torch.cat([b.y for b in batch])
@@ -545,8 +631,17 @@ class Restorer:
                 starts = None
                 if self._start_encoder is not None:
                     starts = learned_starts(self._start_encoder, op, y_here, self.model)
-                result = solve(y_here, op, gen, config, image_seeds=seeds, lpips=lpips, progress=progress,
-                               max_rows=max_rows, starts=starts)  # fmt: skip
+                result = solve(
+                    y_here,
+                    op,
+                    gen,
+                    config,
+                    image_seeds=seeds,
+                    lpips=lpips,
+                    progress=progress,
+                    max_rows=max_rows,
+                    starts=starts,
+                )
                 seconds = time.perf_counter() - t0
             finally:
                 op.cpu()
@@ -560,8 +655,9 @@ class Restorer:
             )
         with torch.no_grad():
             fit = op.data_fit(images, y)
-        return BatchResult(images, [float(v) for v in fit], best_round, seconds, curves, held_out, member_rounds,
-                           member_held_out)  # fmt: skip
+        return BatchResult(
+            images, [float(v) for v in fit], best_round, seconds, curves, held_out, member_rounds, member_held_out
+        )
 
     def shared_operator(self) -> Operator:
         return self._reader.shared_operator()
@@ -574,8 +670,10 @@ class Restorer:
         from ilo.engine.problems.deepinv_physics import generator_measurements, operator_from_physics
 
         if not self.method.takes_physics:
-            raise InputError(f"{self.method.label} takes no physics here: use deepinv.models.BM3D, or method 'ilo', "
-                             "'csgm' or 'pulse'")  # fmt: skip
+            raise InputError(
+                f"{self.method.label} takes no physics here: use deepinv.models.BM3D, or method 'ilo', "
+                "'csgm' or 'pulse'"
+            )
         if not isinstance(y, torch.Tensor) or y.ndim < 2:
             raise InputError(f"y must be a batch of measurements, a tensor [B, ...], got {type(y).__name__}")
         if not torch.isfinite(y).all():
@@ -611,9 +709,20 @@ def restored_images(prepared: list[Prepared], result: BatchResult) -> list[Resto
     def of(values: list | None, i: int):
         return None if values is None else values[i]
 
-    return [Restored(p.stem, (result.images[i].clamp(-1, 1) + 1) / 2, result.measurement_mse[i], result.best_round[i],
-                     result.seconds / n, n, of(result.held_out_loss, i), of(result.member_rounds, i),
-                     of(result.member_held_out_loss, i)) for i, p in enumerate(prepared)]  # fmt: skip
+    return [
+        Restored(
+            p.stem,
+            (result.images[i].clamp(-1, 1) + 1) / 2,
+            result.measurement_mse[i],
+            result.best_round[i],
+            result.seconds / n,
+            n,
+            of(result.held_out_loss, i),
+            of(result.member_rounds, i),
+            of(result.member_held_out_loss, i),
+        )
+        for i, p in enumerate(prepared)
+    ]
 
 
 def _as_list(items) -> list:

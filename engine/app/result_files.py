@@ -22,8 +22,16 @@ from ilo.errors import IloError
 class ResultWriter:
     """The files of one restored image in an output folder, and its metrics against a truth."""
 
-    def __init__(self, root: Path, task: TaskSpec, resolution: int, save_degraded: bool = False, save_strip: bool = False,
-                 lpips_metric: LPIPS | None = None, save_loss_plot: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        root: Path,
+        task: TaskSpec,
+        resolution: int,
+        save_degraded: bool = False,
+        save_strip: bool = False,
+        lpips_metric: LPIPS | None = None,
+        save_loss_plot: bool = False,
+    ):
         self.root, self.task, self.res = root, task, resolution
         self.save_degraded, self.save_strip, self.lpips_metric = save_degraded, save_strip, lpips_metric
         self.save_loss_plot = save_loss_plot
@@ -83,7 +91,9 @@ def loss_plot(name: str, loss_curves: list[list[float]]):
     first step marked, so what moving on to the next layer did to the loss shows."""
     xs, ys, starts = rounds_in_sequence(loss_curves)
     vlines = [(step, f"round {k}") for k, step in enumerate(starts)]
-    return line_chart({"total loss": (xs, ys)}, "step (all rounds)", "total loss", f"{name}: loss per step", vlines=vlines)
+    return line_chart(
+        {"total loss": (xs, ys)}, "step (all rounds)", "total loss", f"{name}: loss per step", vlines=vlines
+    )
 
 
 def degraded_paths(root: Path, stem: str, task: TaskSpec, tag: str = ".degraded") -> list[Path]:
@@ -94,8 +104,9 @@ def degraded_paths(root: Path, stem: str, task: TaskSpec, tag: str = ".degraded"
     return [root / f"{stem}{tag}.png"] + ([root / "masks" / f"{stem}.png"] if task.kind.takes_masks else [])
 
 
-def write_degraded(root: Path, stem: str, task: TaskSpec, y: torch.Tensor, mask: torch.Tensor | None,
-                   tag: str = ".degraded") -> list[Path]:  # fmt: skip
+def write_degraded(
+    root: Path, stem: str, task: TaskSpec, y: torch.Tensor, mask: torch.Tensor | None, tag: str = ".degraded"
+) -> list[Path]:
     """The measurements as files a later `ilo restore` reads back: the degraded image (and the
     mask, black = missing, under masks/), or a .npy of CS measurements."""
     paths = degraded_paths(root, stem, task, tag)

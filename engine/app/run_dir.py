@@ -77,7 +77,9 @@ class RunDir:
         except (OSError, ValueError) as e:
             raise InputError(f"{path}: unreadable run settings ({e}); use another --out or --overwrite") from None
         if not isinstance(previous, dict):  # valid JSON, but not settings this program wrote
-            raise InputError(f"{path}: holds a {type(previous).__name__}, not run settings; use another --out or --overwrite")
+            raise InputError(
+                f"{path}: holds a {type(previous).__name__}, not run settings; use another --out or --overwrite"
+            )
         keys = set(previous) | set(settings) if compared is None else set(compared)
         changed = sorted(k for k in keys if previous.get(k) != settings.get(k))
         if changed:
@@ -142,7 +144,9 @@ class RunDir:
             except (OSError, ValueError):
                 raise InputError(f"{path}: unreadable record; delete it to redo that image") from None
             if not isinstance(record, dict):  # valid JSON, but not a record this program wrote
-                raise InputError(f"{path}: holds a {type(record).__name__}, not an image's record; delete it to redo that image")
+                raise InputError(
+                    f"{path}: holds a {type(record).__name__}, not an image's record; delete it to redo that image"
+                )
             out[path.stem] = record
         return out
 
@@ -158,8 +162,14 @@ class RunDir:
                 summary[key] = {**mean_and_std(values), "n": len(values)}
         json_path, csv_path = self.root / "metrics.json", self.root / "metrics.csv"
         atomic_write_bytes(json_path, _dumps({"images": records, "summary": summary}))
-        columns = ["name", "input", "output", *[k for k in TABLE_METRICS if any(k in r for r in records)], "best_round",
-                   *[k for k in MEMBER_COLUMNS if any(k in r for r in records)]]  # fmt: skip
+        columns = [
+            "name",
+            "input",
+            "output",
+            *[k for k in TABLE_METRICS if any(k in r for r in records)],
+            "best_round",
+            *[k for k in MEMBER_COLUMNS if any(k in r for r in records)],
+        ]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
@@ -187,7 +197,9 @@ def _finite(record: dict) -> dict:
     return {k: clean(v) for k, v in record.items()}
 
 
-def check_output_layout(root: Path, outputs: dict[str, list[Path]], sources: dict[str, list[Path]], fixed: list[Path]) -> None:
+def check_output_layout(
+    root: Path, outputs: dict[str, list[Path]], sources: dict[str, list[Path]], fixed: list[Path]
+) -> None:
     """No output may overwrite an input, a mask or a ground truth (the output folder may not
     be a folder the inputs are in: outputs beside their inputs become inputs of the next run),
     and no two outputs may share a path (an input named `x.strip.png` beside `x.png`, with --strip)."""
@@ -197,7 +209,9 @@ def check_output_layout(root: Path, outputs: dict[str, list[Path]], sources: dic
             readers.setdefault(_identity(path), (name, path))
             folder = _identity(path.parent)
             if folder == _identity(root):
-                raise InputError(f"--out {root} is the folder of the input {path}; choose an output folder apart from the inputs")
+                raise InputError(
+                    f"--out {root} is the folder of the input {path}; choose an output folder apart from the inputs"
+                )
     claimed: dict[object, str] = {_identity(p): "the run's own files" for p in fixed}
     for path in fixed:
         check_not_in_the_way(path, "the run's file")
@@ -214,7 +228,9 @@ def check_output_layout(root: Path, outputs: dict[str, list[Path]], sources: dic
                     f"{path} would overwrite the input {source} (of '{owner}'); choose an --out folder apart from the inputs"
                 )
             if key in claimed:
-                raise InputError(f"{path} would be written for both '{claimed[key]}' and '{name}'; rename one input or use another --out")
+                raise InputError(
+                    f"{path} would be written for both '{claimed[key]}' and '{name}'; rename one input or use another --out"
+                )
             claimed[key] = name
 
 
@@ -279,7 +295,9 @@ def _exclusive_lock(path: Path, root: Path) -> Iterator[None]:
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise IloError(f"another ilo run is writing to {root}; wait for it to finish, or use another --out") from None
+                raise IloError(
+                    f"another ilo run is writing to {root}; wait for it to finish, or use another --out"
+                ) from None
             raise
         # the holder before us may have removed the file after we opened it: lock the live one
         with contextlib.suppress(FileNotFoundError):

@@ -35,5 +35,7 @@ def check_sample_fits(n: int, gen: StagedGenerator, columns: int | None, grid: b
         return
     free, where = available
     if need > free:
-        raise InputError(f"{flag} {n:,} samples of {gen.resolution}px hold {need / GiB:,.1f} GiB at once (images, grid and array), "
-                         f"more than the {free / GiB:.1f} GiB {where}; sample fewer at a time")  # fmt: skip
+        raise InputError(
+            f"{flag} {n:,} samples of {gen.resolution}px hold {need / GiB:,.1f} GiB at once (images, grid and array), "
+            f"more than the {free / GiB:.1f} GiB {where}; sample fewer at a time"
+        )

@@ -22,19 +22,29 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="time the engine's backends (per stage, per ILO step, images/s)", description=__doc__)
+    p = sub.add_parser(
+        "bench", help="time the engine's backends (per stage, per ILO step, images/s)", description=__doc__
+    )
     p.add_argument("--model", default="default", help="'default' (embedded 64px face DCGAN) or a checkpoint path")
-    p.add_argument("--backends", default="torch,onnxruntime", help="comma-separated: torch, cuda (the fused kernels), onnxruntime, onnxruntime-tensorrt, tensorrt")
+    p.add_argument(
+        "--backends",
+        default="torch,onnxruntime",
+        help="comma-separated: torch, cuda (the fused kernels), onnxruntime, onnxruntime-tensorrt, tensorrt",
+    )
     p.add_argument("--batch", type=_ints, default=(1, 4, 16), help="batch sizes, e.g. 1,4,16")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions per backend")
     p.add_argument("--steps", type=int, default=4, help="ILO steps per round per repetition (the first is warm-up)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--threads", type=int, help="CPU threads for torch and ONNX Runtime (default: torch's)")
     p.add_argument("--json", type=Path, help="also write the results as JSON (rewritten as each batch size finishes)")
-    p.add_argument("--memory-budget", default="auto", metavar="SIZE",
-                   help="memory a step may take, as for ilo restore: a batch size whose step cannot fit is refused "
-                        "before anything is exported or timed. 'auto' (default) = 80%% of the available RAM (90%% of the free "
-                        "GPU memory), '60%%', a size such as 12G, or 'off'")  # fmt: skip
+    p.add_argument(
+        "--memory-budget",
+        default="auto",
+        metavar="SIZE",
+        help="memory a step may take, as for ilo restore: a batch size whose step cannot fit is refused "
+        "before anything is exported or timed. 'auto' (default) = 80%% of the available RAM (90%% of the free "
+        "GPU memory), '60%%', a size such as 12G, or 'off'",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=run)
 
@@ -71,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
         get_backend(name, args.device)  # a missing backend fails here, before any work
     if args.repeats < 1 or args.steps < 2:
         raise IloError("--repeats must be at least 1 and --steps at least 2 (the first step of a round is warm-up)")
-    settings = LatencySettings(backends=backends, batches=args.batch, repeats=args.repeats, steps=args.steps, device=args.device)
+    settings = LatencySettings(
+        backends=backends, batches=args.batch, repeats=args.repeats, steps=args.steps, device=args.device
+    )
     budget = MemoryBudget.parse(args.memory_budget)
     if args.json is not None:
         check_output_file(args.json, "--json")
@@ -89,8 +101,10 @@ def run(args: argparse.Namespace) -> int:
 
     def finished(result: dict) -> None:  # a batch size is done: a killed run keeps what it measured
         for r in result["rows"][-len(backends) :]:
-            report(f"batch {r['batch']} on {r['backend']}: {r['ms_per_step']:.1f} ms/step, {r['images_per_s']:.3g} images/s, "
-                   f"peak {r['peak_mb']:.0f} MB")  # fmt: skip
+            report(
+                f"batch {r['batch']} on {r['backend']}: {r['ms_per_step']:.1f} ms/step, {r['images_per_s']:.3g} images/s, "
+                f"peak {r['peak_mb']:.0f} MB"
+            )
         write_json(result, complete=False)
 
     result = measure(gen, settings, report=report, on_batch=finished)

@@ -13,10 +13,16 @@ from ilo.choices import SAVE_FORMATS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="convert a StyleGAN2 checkpoint between formats", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "convert",
+        help="convert a StyleGAN2 checkpoint between formats",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("source", help="checkpoint to read (any supported format)")
-    p.add_argument("destination", type=Path, help="file to write (.pt: rosinality; .pkl: NVIDIA's layout, loads in ilo only)")
+    p.add_argument(
+        "destination", type=Path, help="file to write (.pt: rosinality; .pkl: NVIDIA's layout, loads in ilo only)"
+    )
     p.add_argument("--to", choices=sorted(SAVE_FORMATS), help="output format (default: from the suffix)")
     p.set_defaults(run=run)
 

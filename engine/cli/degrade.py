@@ -12,8 +12,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("degrade", help="make degraded test inputs from clean images", description=__doc__)
     add_task_arguments(p)
-    p.add_argument("--overwrite", action="store_true",
-                   help="write into a folder holding other files or an earlier degrade with other settings")  # fmt: skip
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a folder holding other files or an earlier degrade with other settings",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=run)
 
@@ -34,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
     task = task_from_args(args)
     inputs = list_inputs(args.inputs)
     gen = load_generator(args.model)  # only its resolution matters here
-    spec = InputSpec(task, fit=args.fit, clean_inputs=True, mask=args.mask, mask_dir=args.mask_dir, max_pixels=args.max_pixels)
+    spec = InputSpec(
+        task, fit=args.fit, clean_inputs=True, mask=args.mask, mask_dir=args.mask_dir, max_pixels=args.max_pixels
+    )
     reader = MeasurementReader(spec, gen.resolution)
     out = RunDir(args.out, settings_file=SETTINGS_FILE)
     out.check_usable()

@@ -29,21 +29,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--lpips-backbone", type=Path, help="torchvision backbone file (default: the torch hub cache)")
     p.add_argument("--force", action="store_true", help="export again even when the cache holds these graphs")
-    p.add_argument("--jobs", type=int, metavar="N",
-                   help="bundles exported at once, each in a worker process (default: $ILO_EXPORT_JOBS, else one per "
-                        "core as memory allows for models of 128 px and up, else 1: in this process)")  # fmt: skip
-    p.add_argument("--warm", choices=TASKS, action="append", default=[], metavar="TASK",
-                   help="build exactly what a solve of TASK with --method loads (the generator's forward graphs, its "
-                        "fused step graphs, the sessions, the memory a step takes) instead of every graph, so the first "
-                        "restore on this machine or image starts at once; repeat for several tasks")  # fmt: skip
+    p.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="bundles exported at once, each in a worker process (default: $ILO_EXPORT_JOBS, else one per "
+        "core as memory allows for models of 128 px and up, else 1: in this process)",
+    )
+    p.add_argument(
+        "--warm",
+        choices=TASKS,
+        action="append",
+        default=[],
+        metavar="TASK",
+        help="build exactly what a solve of TASK with --method loads (the generator's forward graphs, its "
+        "fused step graphs, the sessions, the memory a step takes) instead of every graph, so the first "
+        "restore on this machine or image starts at once; repeat for several tasks",
+    )
     p.add_argument(
         "--method", choices=METHODS, default=DEFAULT_METHOD, help="the method --warm builds for (default: %(default)s)"
     )
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto", help="the backend --warm builds for")
     p.add_argument("--device", default="cpu", help="the device --warm builds for")
-    p.add_argument("--encoder", action="store_true",
-                   help="train the model's encoder (its learned start for round 0) on its own samples, check it, export "
-                        "it beside the graphs and cache it (resumes a stopped training); use it with ilo restore --encoder")  # fmt: skip
+    p.add_argument(
+        "--encoder",
+        action="store_true",
+        help="train the model's encoder (its learned start for round 0) on its own samples, check it, export "
+        "it beside the graphs and cache it (resumes a stopped training); use it with ilo restore --encoder",
+    )
     p.add_argument(
         "--encoder-steps",
         type=int,
@@ -52,9 +65,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="training steps of --encoder (default: %(default)s)",
     )
     p.add_argument("--seed", type=seed, default=0, help="seed of --encoder's training")
-    p.add_argument("--dry-run", action="store_true",
-                   help="say what would be exported and, with --warm, what one image's step is estimated to take; "
-                        "export nothing")  # fmt: skip
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what would be exported and, with --warm, what one image's step is estimated to take; export nothing",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=run)
 
@@ -84,8 +99,11 @@ def run(args: argparse.Namespace) -> int:
         # chained step needs them) and every operator's loss head; with --warm, what those tasks'
         # solves load and nothing else; with --encoder alone, the encoder
         heads = list(every_loss_head(gen.resolution).values())
-        makers = [partial(generator_bundle, gen, "forward"), partial(generator_bundle, gen, "vjp"),
-                  partial(loss_head_bundle, heads, gen.resolution)]  # fmt: skip
+        makers = [
+            partial(generator_bundle, gen, "forward"),
+            partial(generator_bundle, gen, "vjp"),
+            partial(loss_head_bundle, heads, gen.resolution),
+        ]
     if args.lpips:
         makers.append(partial(lpips_bundle, LPIPS(args.lpips, args.lpips_backbone), gen.resolution))
 
@@ -105,9 +123,11 @@ def run(args: argparse.Namespace) -> int:
             say_plan(f"warm {task} ({args.method}) would export", restorer.export_plan(), gen, None)
             if cost is not None:
                 rows = restorer.memory_budget.rows(cost, torch.device(args.device), f"{gen.family} {gen.resolution}²")
-                print(f"  one image's step: an estimated {cost.peak(1) / GiB:.2f} GiB ({cost.fixed / GiB:.2f} GiB fixed + "
-                      f"{cost.per_row / GiB:.2f} GiB per image and start); the default memory budget holds {rows} a "
-                      f"call now")  # fmt: skip
+                print(
+                    f"  one image's step: an estimated {cost.peak(1) / GiB:.2f} GiB ({cost.fixed / GiB:.2f} GiB fixed + "
+                    f"{cost.per_row / GiB:.2f} GiB per image and start); the default memory budget holds {rows} a "
+                    f"call now"
+                )
         return 0
     for result in export_bundles(makers, args.cache, args.jobs, gen, progress, args.force):
         m = result.manifest
@@ -115,8 +135,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{m['bundle']}: {state}, {len(m['graphs'])} graphs in {result.folder}")
         for g in m["graphs"]:
             limit = f" (kink-limited; l2 {max(g['l2_relative_error'].values()):.0e})" if g["kink_limited"] else ""
-            print(f"  {g['name']:20s} {g['bytes'] / 1e6:8.2f} MB  max rel. error {g['error']:.1e}{limit}  "
-                  f"{g['export_seconds']:6.1f}s  {'lint ok' if not g['lint'] else 'LINT: ' + '; '.join(g['lint'])}")  # fmt: skip
+            print(
+                f"  {g['name']:20s} {g['bytes'] / 1e6:8.2f} MB  max rel. error {g['error']:.1e}{limit}  "
+                f"{g['export_seconds']:6.1f}s  {'lint ok' if not g['lint'] else 'LINT: ' + '; '.join(g['lint'])}"
+            )
     if args.encoder:
         train(gen, args)
         # made again: the warm-ups' schedules and plans are the learned start's now
@@ -168,8 +190,9 @@ def train(gen, args: argparse.Namespace) -> None:
         bar.done = step - 1  # a resumed run starts part-way
         bar.advance(1, f"image mse {loss:.4f}")
 
-    path, _, exported, record = train_and_cache(gen, TrainingSettings(steps=args.encoder_steps, seed=args.seed),
-                                                progress=progress)  # fmt: skip
+    path, _, exported, record = train_and_cache(
+        gen, TrainingSettings(steps=args.encoder_steps, seed=args.seed), progress=progress
+    )
     bar.close()
     [graph] = exported.manifest["graphs"]
     print(

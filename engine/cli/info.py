@@ -23,7 +23,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(d, indent=2))
         return 0
     print(f"{args.model}: {d['family']} generator, {d['resolution']}x{d['resolution']}")
-    print(f"  z: [{d['z_dim']}]   latents (w+): [{d['n_latent']}, {d['style_dim']}]   mapping network: {'yes' if d['has_mapping'] else 'no'}")
+    print(
+        f"  z: [{d['z_dim']}]   latents (w+): [{d['n_latent']}, {d['style_dim']}]   mapping network: {'yes' if d['has_mapping'] else 'no'}"
+    )
     noise = ", ".join(f"{i}:{h}x{w}" for i, (h, w) in enumerate(d["noise_maps"])) or "none"
     print(f"  noise maps ({len(d['noise_maps'])}): {noise}")
     print(f"  fingerprint: {d['fingerprint'][:16]}")

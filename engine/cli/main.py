@@ -14,8 +14,17 @@ from ilo.version import __version__
 
 SUBCOMMANDS = (restore, serve, degrade, export, bench, sample, info, convert)
 # ENAMETOOLONG and ELOOP: a path the user named that the file system cannot follow (an input's, say)
-_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR,
-                       errno.ENAMETOOLONG, errno.ELOOP}  # fmt: skip
+_ENVIRONMENT_ERRNOS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.ENAMETOOLONG,
+    errno.ELOOP,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

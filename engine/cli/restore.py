@@ -14,25 +14,40 @@ from ilo.errors import IloError
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("restore", help="restore images by ILO (or CSGM, PULSE-style, BM3D)", description=__doc__)
     add_task_arguments(p)
-    p.add_argument("--clean", action="store_true", help="inputs are clean images: degrade them here and score against them")
+    p.add_argument(
+        "--clean", action="store_true", help="inputs are clean images: degrade them here and score against them"
+    )
     p.add_argument("--truth-dir", type=Path, help="ground truths (same stems) for metrics of degraded inputs")
     add_solver_arguments(p)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--save-degraded", action="store_true", help="also write the measurements (and masks)")
     p.add_argument("--strip", action="store_true", help="also write degraded | restored | truth side by side")
-    p.add_argument("--plot", action="store_true",
-                   help="also write <stem>.loss.png: the total loss at every step, each round's start marked "
-                        "(not for --method bm3d, which has no loss curve)")  # fmt: skip
-    p.add_argument("--overwrite", action="store_true",
-                   help="redo every image even where outputs exist, and write over files at the output names that "
-                        "no ilo run made (refused without it)")  # fmt: skip
+    p.add_argument(
+        "--plot",
+        action="store_true",
+        help="also write <stem>.loss.png: the total loss at every step, each round's start marked "
+        "(not for --method bm3d, which has no loss curve)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="redo every image even where outputs exist, and write over files at the output names that "
+        "no ilo run made (refused without it)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     r = p.add_argument_group("fleet (Ray Data; pip install -e '.[ray]')")
-    r.add_argument("--ray", nargs="?", const="local", metavar="auto|ADDRESS",
-                   help="solve the batches on a pool of Ray actors: no value = a Ray started here for this run, "
-                        "'auto' = the cluster `ray start` made on this machine, or a cluster's address "
-                        "(HOST:PORT or ray://HOST:PORT). Outputs are written here, exactly as without --ray")  # fmt: skip
-    r.add_argument("--workers", type=int, help="actors, each with one warmed engine (default: the CPUs / --cpus-per-worker)")
+    r.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="auto|ADDRESS",
+        help="solve the batches on a pool of Ray actors: no value = a Ray started here for this run, "
+        "'auto' = the cluster `ray start` made on this machine, or a cluster's address "
+        "(HOST:PORT or ray://HOST:PORT). Outputs are written here, exactly as without --ray",
+    )
+    r.add_argument(
+        "--workers", type=int, help="actors, each with one warmed engine (default: the CPUs / --cpus-per-worker)"
+    )
     r.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs (and torch threads) per actor (default 1)")
     r.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per actor, e.g. 1 with --device cuda")
     p.set_defaults(run=run)
@@ -76,19 +91,37 @@ def run(args: argparse.Namespace) -> int:
     if args.ray is None or not args.gpus_per_worker:  # a step that cannot fit: refused before inputs or Ray
         restorer.preflight()
     options = RestoreOptions(
-        task=task, fit=args.fit, clean_inputs=args.clean, mask=args.mask, mask_dir=args.mask_dir,
-        truth_dir=args.truth_dir, max_pixels=args.max_pixels, batch_size=args.batch_size,
-        save_degraded=args.save_degraded, save_strip=args.strip, save_loss_plot=args.plot, overwrite=args.overwrite,
-        lpips_metric=lpips if truth_needed else None, show_progress=not args.quiet, notes=notes,
-    )  # fmt: skip
+        task=task,
+        fit=args.fit,
+        clean_inputs=args.clean,
+        mask=args.mask,
+        mask_dir=args.mask_dir,
+        truth_dir=args.truth_dir,
+        max_pixels=args.max_pixels,
+        batch_size=args.batch_size,
+        save_degraded=args.save_degraded,
+        save_strip=args.strip,
+        save_loss_plot=args.plot,
+        overwrite=args.overwrite,
+        lpips_metric=lpips if truth_needed else None,
+        show_progress=not args.quiet,
+        notes=notes,
+    )
     folder = FolderRestore(restorer, options, args.out)
     solver = None
     if args.ray is not None:
         from ilo.engine.fleet.ray_batch import RayBatches
 
-        solver = RayBatches(restorer, options, address=args.ray, workers=args.workers,
-                            cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
-                            quiet=args.quiet, model=args.model)  # fmt: skip
+        solver = RayBatches(
+            restorer,
+            options,
+            address=args.ray,
+            workers=args.workers,
+            cpus_per_worker=args.cpus_per_worker,
+            gpus_per_worker=args.gpus_per_worker,
+            quiet=args.quiet,
+            model=args.model,
+        )
     summary = folder.run(inputs, solver=solver)
     print(
         f"restored {summary['restored']} image(s), {summary['skipped']} already finished; "

@@ -53,7 +53,13 @@ def run(args: argparse.Namespace) -> int:
     model = Path(args.model) if args.model != "default" else None
     check_distinct(outputs, [args.latents, args.noises, model])
     gen = load_generator(args.model)
-    fits = partial(check_sample_fits, gen=gen, columns=args.columns, grid=args.output is not None, array=args.save_array is not None)
+    fits = partial(
+        check_sample_fits,
+        gen=gen,
+        columns=args.columns,
+        grid=args.output is not None,
+        array=args.save_array is not None,
+    )
     if args.latents is not None:
         latents = read_latents(args.latents, gen, args.input_space)
         fits(latents.shape[0], flag=f"--latents {args.latents.name}:")
@@ -70,13 +76,21 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         for start in range(0, n, args.batch_size):
             chunk = latents[start : start + args.batch_size]
-            wplus = chunk if args.input_space == "wplus" and args.latents is not None else gen.latents_from_z(chunk, args.truncation)
-            chunk_noises = None if noises is None else [x if x.shape[0] == 1 else x[start : start + len(chunk)] for x in noises]
+            wplus = (
+                chunk
+                if args.input_space == "wplus" and args.latents is not None
+                else gen.latents_from_z(chunk, args.truncation)
+            )
+            chunk_noises = (
+                None if noises is None else [x if x.shape[0] == 1 else x[start : start + len(chunk)] for x in noises]
+            )
             chunk_images = gen.synthesize(wplus, chunk_noises)
             if not torch.isfinite(chunk_images).all():  # e.g. a --truncation far from 1 overflows w
                 cause = f"--truncation {args.truncation}" if args.truncation != 1.0 else "latents"
-                raise InputError(f"samples {start}..{start + len(chunk) - 1} hold NaN or inf values, so nothing was written: "
-                                 f"{cause} far outside the generator's range?")  # fmt: skip
+                raise InputError(
+                    f"samples {start}..{start + len(chunk) - 1} hold NaN or inf values, so nothing was written: "
+                    f"{cause} far outside the generator's range?"
+                )
             images.append(chunk_images)
             progress.advance(len(chunk))
     images = torch.cat(images)

@@ -12,7 +12,9 @@ from ilo.engine.cli.task_args import add_task_arguments, task_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve restoration over HTTP on Ray Serve (batched, replicated)", description=__doc__)
+    p = sub.add_parser(
+        "serve", help="serve restoration over HTTP on Ray Serve (batched, replicated)", description=__doc__
+    )
     add_task_arguments(p, files=False)
     add_solver_arguments(p)
     h = p.add_argument_group("service")
@@ -22,13 +24,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--cpus-per-replica", type=float, default=1, help="CPUs (and torch threads) per replica")
     h.add_argument("--gpus-per-replica", type=float, default=0, help="GPUs per replica, e.g. 1 with --device cuda")
     h.add_argument("--max-batch-size", type=int, default=8, help="requests solved together at most (1 = no batching)")
-    h.add_argument("--batch-wait-ms", type=float, default=200,
-                   help="how long a request waits for others to share its solve (default 200; 0 = only those already waiting)")
+    h.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=200,
+        help="how long a request waits for others to share its solve (default 200; 0 = only those already waiting)",
+    )
     h.add_argument("--max-queued", type=int, default=64, help="requests waiting beyond those in flight; more get 503")
     h.add_argument("--timeout-s", type=float, default=300, help="per request, queueing included; later gets 408")
     h.add_argument("--max-body-mb", type=float, default=16, help="larger request bodies get 413")
-    h.add_argument("--ray", default="local", metavar="local|auto|ADDRESS",
-                   help="'local' (default) = a Ray started here; 'auto' or an address = a running cluster")
+    h.add_argument(
+        "--ray",
+        default="local",
+        metavar="local|auto|ADDRESS",
+        help="'local' (default) = a Ray started here; 'auto' or an address = a running cluster",
+    )
     h.add_argument("--quiet", action="store_true", help="no access log")
     p.set_defaults(run=run)
 
@@ -51,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
 
     task = task_from_args(args)
     if task.kind.vector_measurements:
-        raise InputError("ilo serve takes pictures; compressed-sensing measurements are vectors: use ilo restore "
-                         "or the Python API (ilo.Restorer) for --task cs")  # fmt: skip
+        raise InputError(
+            "ilo serve takes pictures; compressed-sensing measurements are vectors: use ilo restore "
+            "or the Python API (ilo.Restorer) for --task cs"
+        )
     # everything a replica would refuse at start-up is refused here, in one line, before Ray starts
     gen = load_generator(args.model)
     MeasurementReader(InputSpec(task, fit=args.fit, max_pixels=args.max_pixels), gen.resolution)
@@ -69,10 +81,16 @@ def run(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.max_body_mb) and args.max_body_mb > 0):  # before int() of it fails on NaN or inf
         raise InputError(f"--max-body-mb must be a positive number, got {args.max_body_mb}")
     config = ServiceConfig(
-        host=args.host, port=args.port, replicas=args.replicas, max_batch_size=args.max_batch_size,
-        batch_wait_s=args.batch_wait_ms / 1000, max_queued=args.max_queued, timeout_s=args.timeout_s,
-        max_body_bytes=int(args.max_body_mb * (1 << 20)), cpus_per_replica=args.cpus_per_replica,
+        host=args.host,
+        port=args.port,
+        replicas=args.replicas,
+        max_batch_size=args.max_batch_size,
+        batch_wait_s=args.batch_wait_ms / 1000,
+        max_queued=args.max_queued,
+        timeout_s=args.timeout_s,
+        max_body_bytes=int(args.max_body_mb * (1 << 20)),
+        cpus_per_replica=args.cpus_per_replica,
         gpus_per_replica=args.gpus_per_replica,
-    )  # fmt: skip
+    )
     serve_forever(settings, config, args.ray, args.quiet)
     return 0

@@ -37,17 +37,25 @@ def add_task_arguments(p: argparse.ArgumentParser, files: bool = True) -> None:
     g.add_argument("--ratio", type=float, help="cs: measurements per pixel value, m/n (default 0.1)")
     g.add_argument("--cs-matrix", choices=CS_MATRICES, help="cs: fast partial circulant (default) or dense Gaussian")
     if files:
-        g.add_argument("--mask", type=Path,
-                       help="inpaint: one mask image for every input (black or transparent = missing)")  # fmt: skip
-        g.add_argument("--mask-dir", type=Path,
-                       help="inpaint: a mask per input, same file stem (black or transparent = missing)")  # fmt: skip
-    g.add_argument("--centre-box", type=float, metavar="FRACTION", help="inpaint: a centred square hole of this side fraction")
+        g.add_argument(
+            "--mask", type=Path, help="inpaint: one mask image for every input (black or transparent = missing)"
+        )
+        g.add_argument(
+            "--mask-dir", type=Path, help="inpaint: a mask per input, same file stem (black or transparent = missing)"
+        )
+    g.add_argument(
+        "--centre-box", type=float, metavar="FRACTION", help="inpaint: a centred square hole of this side fraction"
+    )
     g.add_argument("--box", type=_box, metavar="T,L,H,W", help="inpaint: a rectangular hole, in generator pixels")
     g.add_argument("--keep", type=float, metavar="RATE", help="inpaint: observe this fraction of pixels at random")
     g.add_argument("--op-seed", type=seed, default=0, help="seed of the CS matrix, random masks and added noise")
     p.add_argument("--fit", choices=FIT_MODES, help="bring other-sized images to size (default: refuse them)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help=f"refuse larger images before decoding them (default {DEFAULT_MAX_PIXELS:,})")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse larger images before decoding them (default {DEFAULT_MAX_PIXELS:,})",
+    )
 
 
 def task_from_args(args: argparse.Namespace) -> "TaskSpec":
@@ -63,6 +71,11 @@ def task_from_args(args: argparse.Namespace) -> "TaskSpec":
     defaults = {"factor": 4, "ratio": 0.1, "cs_matrix": "circulant"}
     given = {k: getattr(args, k) for k in defaults if getattr(args, k) is not None}
     return TaskSpec(
-        task=args.task, sigma=args.sigma, centre_box=args.centre_box, box=args.box, keep=args.keep,
-        op_seed=args.op_seed, **{**defaults, **given},
-    )  # fmt: skip
+        task=args.task,
+        sigma=args.sigma,
+        centre_box=args.centre_box,
+        box=args.box,
+        keep=args.keep,
+        op_seed=args.op_seed,
+        **{**defaults, **given},
+    )

@@ -92,7 +92,9 @@ def parse_restore(content_type: str | None, query: dict[str, str], body: bytes, 
     elif kind.startswith(RAW_IMAGE_TYPES) or looks_like_image(body):  # curl's default type is a form's
         image, mask = body, None
     else:
-        raise HttpError(415, f"Content-Type {kind} is not a picture: send image/png, image/jpeg, ... or application/json")
+        raise HttpError(
+            415, f"Content-Type {kind} is not a picture: send image/png, image/jpeg, ... or application/json"
+        )
     return RestoreRequest(image, mask, _name(fields.get("name")), _format(fields.get("format")))
 
 

@@ -45,14 +45,20 @@ def connect(address: str, num_cpus: float | None = None, quiet: bool = True) -> 
     ray = import_ray()
     if ray.is_initialized():
         return False
-    common = dict(include_dashboard=False, log_to_driver=not quiet, logging_level=logging.ERROR if quiet else logging.INFO)
+    common = dict(
+        include_dashboard=False, log_to_driver=not quiet, logging_level=logging.ERROR if quiet else logging.INFO
+    )
     try:
         if address == "local":
             ray.init(num_cpus=math.ceil(num_cpus) if num_cpus else None, **common)
         else:
             ray.init(address=address, **common)
     except (ConnectionError, ValueError, RuntimeError) as e:
-        hint = " (start one with `ray start --head`, or give --ray no value for a Ray of this run's own)" if address == "auto" else ""
+        hint = (
+            " (start one with `ray start --head`, or give --ray no value for a Ray of this run's own)"
+            if address == "auto"
+            else ""
+        )
         raise IloError(f"no Ray cluster at '{address}'{hint}: {str(e).strip().splitlines()[0]}") from None
     return True
 
@@ -61,8 +67,10 @@ def check_address(address: str) -> None:
     """`--ray` takes an optional value, so `--ray a.png b.png` would take the first input for an
     address: refuse anything that names a file or folder here."""
     if address not in ("local", "auto") and Path(address).expanduser().exists():
-        raise InputError(f"--ray took '{address}' (a file or folder here) for a cluster address; "
-                         "put --ray after the inputs, or write --ray=auto / --ray=HOST:PORT")  # fmt: skip
+        raise InputError(
+            f"--ray took '{address}' (a file or folder here) for a cluster address; "
+            "put --ray after the inputs, or write --ray=auto / --ray=HOST:PORT"
+        )
 
 
 def resolved(path):
@@ -106,9 +114,17 @@ def _result_fields(result: BatchResult) -> dict:
 class RayBatches:
     """Solves a folder run's batches on a pool of Ray Data actors (a `BatchSolver`)."""
 
-    def __init__(self, restorer: Restorer, options: RestoreOptions, address: str = "local", workers: int | None = None,
-                 cpus_per_worker: float = 1, gpus_per_worker: float = 0, quiet: bool = True,
-                 model: str | Path | None = None):  # fmt: skip
+    def __init__(
+        self,
+        restorer: Restorer,
+        options: RestoreOptions,
+        address: str = "local",
+        workers: int | None = None,
+        cpus_per_worker: float = 1,
+        gpus_per_worker: float = 0,
+        quiet: bool = True,
+        model: str | Path | None = None,
+    ):
         import_ray()  # a missing extra is said before any input is read
         check_address(address)
         if not cpus_per_worker > 0 or not math.isfinite(cpus_per_worker):  # NaN passes a "<= 0" test
@@ -137,12 +153,16 @@ class RayBatches:
         if self.workers is not None and self.workers > fit:
             self.close()
             need = f"{self.cpus:g} CPU{f' and {self.gpus:g} GPU' if self.gpus else ''} each"
-            raise IloError(f"--workers {self.workers} with {need} does not fit this Ray cluster ({cpus:g} CPUs, "
-                           f"{gpus:g} GPUs): at most {fit}")  # fmt: skip
+            raise IloError(
+                f"--workers {self.workers} with {need} does not fit this Ray cluster ({cpus:g} CPUs, "
+                f"{gpus:g} GPUs): at most {fit}"
+            )
         if fit < 1:
             self.close()
-            raise IloError(f"this Ray cluster ({cpus:g} CPUs, {gpus:g} GPUs) has no room for one worker with "
-                           f"{self.cpus:g} CPU and {self.gpus:g} GPU")  # fmt: skip
+            raise IloError(
+                f"this Ray cluster ({cpus:g} CPUs, {gpus:g} GPUs) has no room for one worker with "
+                f"{self.cpus:g} CPU and {self.gpus:g} GPU"
+            )
         self.size = self.workers or fit
 
     def close(self) -> None:
@@ -167,16 +187,23 @@ class RayBatches:
         spec = InputSpec(o.task, o.fit, o.clean_inputs, resolved(o.mask), resolved(o.mask_dir), None, o.max_pixels)
         settings = dataclasses.replace(self.restorer.settings, model=self.model)
         if not self.quiet:
-            print(f"ilo: note: {len(batches)} batch(es) on {size} Ray actor(s), {self.cpus:g} CPU"
-                  f"{f' and {self.gpus:g} GPU' if self.gpus else ''} each", file=sys.stderr)  # fmt: skip
+            print(
+                f"ilo: note: {len(batches)} batch(es) on {size} Ray actor(s), {self.cpus:g} CPU"
+                f"{f' and {self.gpus:g} GPU' if self.gpus else ''} each",
+                file=sys.stderr,
+            )
         rows = [{"index": b.index, "paths": json.dumps([str(resolved(p)) for p in b.paths])} for b in batches]
         results = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-            RestoreWorker, fn_constructor_kwargs={"settings": settings, "spec": spec, "threads": math.ceil(self.cpus)},
+            RestoreWorker,
+            fn_constructor_kwargs={"settings": settings, "spec": spec, "threads": math.ceil(self.cpus)},
             # one batch at a time per actor: a batch is seconds to minutes of work, so queueing more
             # at a busy actor gains nothing and can leave another actor idle at the end
-            batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
-            num_cpus=self.cpus, num_gpus=self.gpus or None,
-        )  # fmt: skip  (Ray Data's actors restart without limit and retry their task: a killed one costs a retry)
+            batch_size=1,
+            batch_format="numpy",
+            compute=ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
+            num_cpus=self.cpus,
+            num_gpus=self.gpus or None,
+        )  # Ray Data's actors restart without limit and retry their task: a killed one costs a retry
         by_index = {b.index: b for b in batches}
         seen: set[int] = set()
         try:

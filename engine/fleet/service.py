@@ -50,15 +50,23 @@ class ServiceConfig:
     def __post_init__(self):
         # finite too: an infinite wait or time limit never answers, and NaN passes no comparison
         finite = math.isfinite
-        checks = [(self.replicas >= 1, "--replicas must be at least 1"),
-                  (self.max_batch_size >= 1, "--max-batch-size must be at least 1"),
-                  (finite(self.batch_wait_s) and self.batch_wait_s >= 0, "--batch-wait-ms must be a number of at least 0"),
-                  (self.max_queued >= 1, "--max-queued must be at least 1"),
-                  (finite(self.timeout_s) and self.timeout_s > 0, "--timeout-s must be a positive number"),
-                  (self.max_body_bytes >= 1, "--max-body-mb must be positive"),
-                  (finite(self.cpus_per_replica) and self.cpus_per_replica > 0, "--cpus-per-replica must be a positive number"),
-                  (finite(self.gpus_per_replica) and self.gpus_per_replica >= 0, "--gpus-per-replica must be a number of at least 0"),
-                  (0 < self.port < 65536, f"--port {self.port} is not a port number")]  # fmt: skip
+        checks = [
+            (self.replicas >= 1, "--replicas must be at least 1"),
+            (self.max_batch_size >= 1, "--max-batch-size must be at least 1"),
+            (finite(self.batch_wait_s) and self.batch_wait_s >= 0, "--batch-wait-ms must be a number of at least 0"),
+            (self.max_queued >= 1, "--max-queued must be at least 1"),
+            (finite(self.timeout_s) and self.timeout_s > 0, "--timeout-s must be a positive number"),
+            (self.max_body_bytes >= 1, "--max-body-mb must be positive"),
+            (
+                finite(self.cpus_per_replica) and self.cpus_per_replica > 0,
+                "--cpus-per-replica must be a positive number",
+            ),
+            (
+                finite(self.gpus_per_replica) and self.gpus_per_replica >= 0,
+                "--gpus-per-replica must be a number of at least 0",
+            ),
+            (0 < self.port < 65536, f"--port {self.port} is not a port number"),
+        ]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
@@ -80,8 +88,14 @@ class RestoreService:
         self.solved = {"requests": 0, "batches": 0, "largest_batch": 0}
 
     def health(self) -> dict:
-        return {"status": "ready", "model": self.restorer.fingerprint(), "task": self.restorer.task.describe(),
-                "method": self.restorer.settings.method, "backend": self.restorer.backend_name, **self.solved}  # fmt: skip
+        return {
+            "status": "ready",
+            "model": self.restorer.fingerprint(),
+            "task": self.restorer.task.describe(),
+            "method": self.restorer.settings.method,
+            "backend": self.restorer.backend_name,
+            **self.solved,
+        }
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -94,13 +108,19 @@ class RestoreService:
         except HttpError as e:
             return Response(e.body(), status_code=e.status, media_type="application/json")
         except asyncio.TimeoutError:
-            return Response(error_body(f"not answered within this service's limit of {self.config.timeout_s:g} s; "
-                                       "the service is busy, try again later"), status_code=408,
-                            media_type="application/json")  # fmt: skip
+            return Response(
+                error_body(
+                    f"not answered within this service's limit of {self.config.timeout_s:g} s; "
+                    "the service is busy, try again later"
+                ),
+                status_code=408,
+                media_type="application/json",
+            )
         except Exception as e:  # a bug, not the client's: logged, answered in one line, the replica lives on
             log.exception("request failed")
-            return Response(error_body(f"internal error: {type(e).__name__}: {e}"), status_code=500,
-                            media_type="application/json")  # fmt: skip
+            return Response(
+                error_body(f"internal error: {type(e).__name__}: {e}"), status_code=500, media_type="application/json"
+            )
 
     async def _restore(self, request: Request) -> Response:
         limit = self.config.max_body_bytes
@@ -119,8 +139,12 @@ class RestoreService:
 
     def _prepare(self, image: bytes, mask: bytes | None, name: str | None) -> Prepared:
         try:
-            [prepared] = self.restorer.prepare([image], None if mask is None else [mask], None if name is None else [name],
-                                               labels=["the uploaded picture"])  # fmt: skip
+            [prepared] = self.restorer.prepare(
+                [image],
+                None if mask is None else [mask],
+                None if name is None else [name],
+                labels=["the uploaded picture"],
+            )
         except InputError as e:
             raise HttpError(400, str(e)) from None
         return prepared
@@ -151,8 +175,14 @@ async def _read_capped(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def start(settings: RestorerSettings, config: ServiceConfig, address: str = "local", quiet: bool = True,
-          app_name: str = APP_NAME, route_prefix: str = "/") -> tuple[str, bool]:  # fmt: skip
+def start(
+    settings: RestorerSettings,
+    config: ServiceConfig,
+    address: str = "local",
+    quiet: bool = True,
+    app_name: str = APP_NAME,
+    route_prefix: str = "/",
+) -> tuple[str, bool]:
     """Deploy the service and wait until every replica is warm; returns its URL and whether Ray
     was started here (then `stop(True)` stops it too)."""
     import_ray()
@@ -161,13 +191,17 @@ def start(settings: RestorerSettings, config: ServiceConfig, address: str = "loc
     started = connect(address, config.replicas * config.cpus_per_replica if address == "local" else None, quiet)
     # Serve's proxy keeps a looser limit as a backstop (the replica answers 408 at timeout_s). On a
     # cluster where Serve already runs, its HTTP host, port and limit stay as they are.
-    serve.start(http_options={"host": config.host, "port": config.port, "request_timeout_s": config.timeout_s + 30},
-                logging_config={"log_level": "WARNING" if quiet else "INFO", "enable_access_log": not quiet})  # fmt: skip
+    serve.start(
+        http_options={"host": config.host, "port": config.port, "request_timeout_s": config.timeout_s + 30},
+        logging_config={"log_level": "WARNING" if quiet else "INFO", "enable_access_log": not quiet},
+    )
     deployment = serve.deployment(RestoreService).options(
-        name="restore", num_replicas=config.replicas, max_ongoing_requests=config.in_flight(),
+        name="restore",
+        num_replicas=config.replicas,
+        max_ongoing_requests=config.in_flight(),
         max_queued_requests=config.max_queued,
         ray_actor_options={"num_cpus": config.cpus_per_replica, "num_gpus": config.gpus_per_replica},
-    )  # fmt: skip
+    )
     try:
         serve.run(deployment.bind(settings, config), name=app_name, route_prefix=route_prefix)
     except RuntimeError as e:  # a replica failed to start (a missing checkpoint, say): say why in one line
@@ -196,8 +230,11 @@ def serve_forever(settings: RestorerSettings, config: ServiceConfig, address: st
     import threading
 
     url, started = start(settings, config, address, quiet)
-    print(f"ilo: serving {settings.task.task} on {url} (POST /restore, GET /healthz); Ctrl-C stops", file=sys.stderr,
-          flush=True)  # fmt: skip
+    print(
+        f"ilo: serving {settings.task.task} on {url} (POST /restore, GET /healthz); Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:

@@ -25,7 +25,7 @@ try:
     import deepinv.physics.functional
     from deepinv.physics import LinearPhysics
 except ImportError as e:  # an optional extra: say how to get it rather than fail on a bare name
-    raise InputError(f"DeepInverse is not installed ({e}): pip install -e \".[deepinv]\"") from e
+    raise InputError(f'DeepInverse is not installed ({e}): pip install -e ".[deepinv]"') from e
 
 ImageShape = tuple[int, int, int]
 
@@ -61,14 +61,23 @@ def operator_from_physics(physics, image_shape: ImageShape) -> Operator:
         mask = mask if mask.ndim == 4 else mask[None]
         if mask.shape[1] == 1 or torch.all(mask == mask[:, :1]):
             if tuple(mask.shape[2:]) != tuple(image_shape[1:]):
-                raise InputError(f"the physics' mask is {mask.shape[-1]}x{mask.shape[-2]} but the generator makes "
-                                 f"{image_shape[2]}x{image_shape[1]} images")  # fmt: skip
+                raise InputError(
+                    f"the physics' mask is {mask.shape[-1]}x{mask.shape[-2]} but the generator makes "
+                    f"{image_shape[2]}x{image_shape[1]} images"
+                )
             return Inpainting(mask[:, :1], sigma=sigma)
     matrix: torch.Tensor | None = getattr(physics, "_A", None)
-    if kind is deepinv.physics.CompressedSensing and matrix is not None and not physics.channelwise and not matrix.is_complex():
+    if (
+        kind is deepinv.physics.CompressedSensing
+        and matrix is not None
+        and not physics.channelwise
+        and not matrix.is_complex()
+    ):
         if matrix.shape[1] != _numel(image_shape):
-            raise InputError(f"the physics measures vectors of {matrix.shape[1]} values but the generator's "
-                             f"images have {_numel(image_shape)}")  # fmt: skip
+            raise InputError(
+                f"the physics measures vectors of {matrix.shape[1]} values but the generator's "
+                f"images have {_numel(image_shape)}"
+            )
         return DenseGaussianCS.with_matrix(matrix.detach().cpu().float(), sigma=sigma)
     if kind is deepinv.physics.Downsampling and _is_bicubic_reflect(physics, factor=2):
         return Downsample(2, sigma=sigma)
@@ -99,12 +108,16 @@ class PhysicsOperator(Operator):
     def __init__(self, physics, image_shape: ImageShape, sigma: float = 0.0):
         super().__init__(sigma)
         if not isinstance(physics, LinearPhysics):
-            raise InputError(f"ILO needs a linear physics (a deepinv LinearPhysics, with A_adjoint); a "
-                             f"{type(physics).__name__} is not linear")  # fmt: skip
+            raise InputError(
+                f"ILO needs a linear physics (a deepinv LinearPhysics, with A_adjoint); a "
+                f"{type(physics).__name__} is not linear"
+            )
         for name, t in list(physics.named_buffers()) + list(physics.named_parameters()):
             if t.ndim >= 4 and t.shape[0] > 1:  # [B, C, H, W]-like: one per image
-                raise InputError(f"the physics has per-image parameters ({name}: {list(t.shape)}); hand the images "
-                                 "over one at a time, or use a physics shared by the batch")  # fmt: skip
+                raise InputError(
+                    f"the physics has per-image parameters ({name}: {list(t.shape)}); hand the images "
+                    "over one at a time, or use a physics shared by the batch"
+                )
         self.physics = physics  # a submodule: .to(device) moves it with the operator
         self.image_shape = image_shape
         self.name = f"deepinv-{type(physics).__name__}"
@@ -128,8 +141,10 @@ def generator_measurements(y_unit: torch.Tensor, op: Operator, image_shape: Imag
     with torch.no_grad():
         a_ones = op.A(ones)
     if tuple(a_ones.shape[1:]) != tuple(y_unit.shape[1:]):
-        raise InputError(f"measurements of shape {list(y_unit.shape[1:])} do not match what the physics makes of a "
-                         f"{image_shape[2]}x{image_shape[1]} image ({list(a_ones.shape[1:])})")  # fmt: skip
+        raise InputError(
+            f"measurements of shape {list(y_unit.shape[1:])} do not match what the physics makes of a "
+            f"{image_shape[2]}x{image_shape[1]} image ({list(a_ones.shape[1:])})"
+        )
     return 2 * y_unit - a_ones
 
 
@@ -143,8 +158,9 @@ class OperatorPhysics(LinearPhysics):
         sigma: torch.Tensor = torch.as_tensor(op.sigma).reshape(-1)
         if sigma.numel() > 1 and not torch.all(sigma == sigma[0]):
             raise InputError("the operator has a different sigma per image; deepinv's GaussianNoise takes one here")
-        noise: deepinv.physics.NoiseModel = (deepinv.physics.GaussianNoise(float(sigma[0])) if float(sigma[0]) > 0
-                                             else deepinv.physics.ZeroNoise())  # fmt: skip
+        noise: deepinv.physics.NoiseModel = (
+            deepinv.physics.GaussianNoise(float(sigma[0])) if float(sigma[0]) > 0 else deepinv.physics.ZeroNoise()
+        )
         # deepinv annotates noise_model by its default (ZeroNoise); any NoiseModel is accepted
         super().__init__(img_size=image_shape, noise_model=noise, **kwargs)  # pyright: ignore[reportArgumentType]
         self.op = op

@@ -70,7 +70,9 @@ def _draw(shape: tuple[int, ...], share: float, seed: int) -> torch.Tensor:
     return (torch.rand(shape, generator=g) < share).float()
 
 
-def split_measurements(op: Operator, y: torch.Tensor, share: float, seeds: list[int]) -> tuple[Operator, torch.Tensor, HeldOut]:
+def split_measurements(
+    op: Operator, y: torch.Tensor, share: float, seeds: list[int]
+) -> tuple[Operator, torch.Tensor, HeldOut]:
     """(fit operator, its measurements, judge): `op` restricted to the measurements left after
     holding out a random `share` of each image's, and `op` restricted to those held out (judged
     against the full y). Image-shaped measurements hold out whole pixels (every channel);

@@ -27,8 +27,9 @@ def geocross(latents: torch.Tensor) -> torch.Tensor:
     return angle.square().mean(dim=(1, 2)) * latents.shape[-1] / 8
 
 
-def measurement_noise(shape: torch.Size, op: Operator, generators: list[torch.Generator] | None = None,
-                      device=None) -> torch.Tensor | None:  # fmt: skip
+def measurement_noise(
+    shape: torch.Size, op: Operator, generators: list[torch.Generator] | None = None, device=None
+) -> torch.Tensor | None:
     """Eq. 4's fresh noise N(0, σ²) of an image's shape (σ known, per image), or None when σ
     is zero. With one generator per image, an image's noise does not depend on its batch."""
     std = op.noise_std(shape[0], device)
@@ -41,7 +42,9 @@ def measurement_noise(shape: torch.Size, op: Operator, generators: list[torch.Ge
     return std * noise.to(device)
 
 
-def add_measurement_noise(image: torch.Tensor, op: Operator, generators: list[torch.Generator] | None = None) -> torch.Tensor:
+def add_measurement_noise(
+    image: torch.Tensor, op: Operator, generators: list[torch.Generator] | None = None
+) -> torch.Tensor:
     """Eq. 4: G + N(0, σ²) with fresh noise at every evaluation."""
     noise = measurement_noise(image.shape, op, generators, image.device)
     return image if noise is None else image + noise.to(image.dtype)
@@ -54,7 +57,9 @@ LPIPS_BACKBONES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pt
 
 
 def hub_checkpoint_dir() -> Path:
-    torch_home = os.environ.get("TORCH_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torch"
+    torch_home = (
+        os.environ.get("TORCH_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torch"
+    )
     return Path(torch_home) / "hub" / "checkpoints"
 
 
@@ -96,7 +101,9 @@ class LPIPS(torch.nn.Module):
 
         state = read_checkpoint(path)  # never runs code from the file, and says why it refuses one
         if not isinstance(state, dict):
-            raise IloError(f"{path}: not a torchvision backbone for LPIPS (holds a {type(state).__name__}, not a state dict)")
+            raise IloError(
+                f"{path}: not a torchvision backbone for LPIPS (holds a {type(state).__name__}, not a state dict)"
+            )
         target = self.model.net
         slices = {}
         for name, module in target.named_modules():

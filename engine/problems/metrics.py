@@ -62,7 +62,9 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (num / den).flatten(1).mean(1)
 
 
-def restoration_metrics(restored: torch.Tensor, truth: torch.Tensor, observed: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def restoration_metrics(
+    restored: torch.Tensor, truth: torch.Tensor, observed: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """PSNR and SSIM on [0, 1]; given the observed-pixel mask [B|1, 1, H, W] of an inpainting
     (an operator's `observed`), also PSNR inside the hole and MSE on the observed pixels.
     Inputs in the generator's [-1, 1] range; each value is [B]."""

@@ -218,7 +218,9 @@ class Inpainting(Operator):
 
     def _check(self, x):
         if tuple(self.mask.shape[2:]) != tuple(x.shape[2:]):
-            raise InputError(f"mask is {self.mask.shape[3]}x{self.mask.shape[2]} but images are {x.shape[3]}x{x.shape[2]}")
+            raise InputError(
+                f"mask is {self.mask.shape[3]}x{self.mask.shape[2]} but images are {x.shape[3]}x{x.shape[2]}"
+            )
 
     @classmethod
     def box(cls, size: int, batch: int, top: int, left: int, height: int, width: int, **kw) -> "Inpainting":
@@ -233,7 +235,9 @@ class Inpainting(Operator):
         return cls.box(size, batch, start, start, side, side, **kw)
 
     @classmethod
-    def random_pixels(cls, size: int, batch: int, keep: float, generator: torch.Generator | None = None, **kw) -> "Inpainting":
+    def random_pixels(
+        cls, size: int, batch: int, keep: float, generator: torch.Generator | None = None, **kw
+    ) -> "Inpainting":
         if not 0 < keep <= 1:
             raise InputError(f"the keep rate must be in (0, 1], got {keep}")
         return cls((torch.rand(batch, 1, size, size, generator=generator) < keep).float(), **kw)
@@ -361,8 +365,14 @@ class DenseGaussianCS(Operator):
         nothing in the graph."""
         n = 3 * resolution * resolution
         m = min(max(1, round(0.1 * n)), max(HEAD_EXAMPLE_MIN_ROWS, HEAD_EXAMPLE_VALUES // n))
-        return _head("cs_gaussian", (m,), (("matrix", (m, n)),), partial(_projected_fit, cls), shared=("matrix",),
-                        symbolic={"y": {1: "m"}, "matrix": {0: "m"}})  # fmt: skip
+        return _head(
+            "cs_gaussian",
+            (m,),
+            (("matrix", (m, n)),),
+            partial(_projected_fit, cls),
+            shared=("matrix",),
+            symbolic={"y": {1: "m"}, "matrix": {0: "m"}},
+        )
 
     def head_inputs(self, batch):
         return [self.matrix]

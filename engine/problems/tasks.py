@@ -139,7 +139,7 @@ class TaskSpec:
                 f"dense Gaussian CS at {resolution}² needs a {matrix / 2**30:.1f} GiB matrix "
                 f"({self.measurement_count(resolution)} x {3 * resolution**2} float32), more than {DENSE_MATRIX_SHARE:.0%} "
                 f"of the {host[0] / 2**30:.2f} GiB {host[1]}; use --cs-matrix circulant (no matrix) or a smaller --ratio"
-            )  # fmt: skip
+            )
 
     def built_in_mask(self, resolution: int, name: str) -> torch.Tensor:
         """The [1, H, W] mask that --centre-box / --box / --keep describe for image `name`."""
@@ -153,8 +153,10 @@ class TaskSpec:
         if self.keep is not None:
             g = torch.Generator().manual_seed(name_seed(self.op_seed, name))
             return Inpainting.random_pixels(resolution, 1, self.keep, generator=g).mask[0]
-        raise InputError("inpainting needs a mask: one per image (--mask, --mask-dir; a request's 'mask'), or a built-in "
-                         "one (--centre-box, --box or --keep)")  # fmt: skip
+        raise InputError(
+            "inpainting needs a mask: one per image (--mask, --mask-dir; a request's 'mask'), or a built-in "
+            "one (--centre-box, --box or --keep)"
+        )
 
     def operator(self, resolution: int, masks: torch.Tensor | None = None) -> Operator:
         """The forward operator for a batch; `masks` [B, 1, H, W] for inpainting."""
@@ -171,4 +173,3 @@ class TaskSpec:
 
     def describe(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
-

@@ -79,8 +79,10 @@ class KernelBackend(TorchBackend):
         except KernelLibraryError as e:
             raise BackendUnavailable(str(e)) from None
         if library.device_type != self.device.type:
-            raise BackendUnavailable(f"the kernel library {library.path} ({library.build_info}) runs on "
-                                     f"{library.device_type} tensors, not on {self.device}")  # fmt: skip
+            raise BackendUnavailable(
+                f"the kernel library {library.path} ({library.build_info}) runs on "
+                f"{library.device_type} tensors, not on {self.device}"
+            )
         self.library, self.layers = library, KernelOps(library)
 
     def build(self, graph: GraphFn | None, path: Path | None) -> GraphFn:
@@ -115,11 +117,15 @@ class OnnxRuntimeBackend(Backend):
         available = ort.get_available_providers()
         if self.provider != "cpu":
             if not on_cuda:
-                raise BackendUnavailable(f"{self.name} with the {self.provider} provider needs a CUDA device, not {self.device}")
+                raise BackendUnavailable(
+                    f"{self.name} with the {self.provider} provider needs a CUDA device, not {self.device}"
+                )
             wanted = "TensorrtExecutionProvider" if self.provider == "tensorrt" else "CUDAExecutionProvider"
             if wanted not in available:
-                raise BackendUnavailable(f"this onnxruntime has no {wanted} (it has {', '.join(available)}); "
-                                         "install the GPU build: pip uninstall onnxruntime && pip install -e '.[gpu]'")  # fmt: skip
+                raise BackendUnavailable(
+                    f"this onnxruntime has no {wanted} (it has {', '.join(available)}); "
+                    "install the GPU build: pip uninstall onnxruntime && pip install -e '.[gpu]'"
+                )
         elif on_cuda:
             raise BackendUnavailable("the onnxruntime CPU provider runs on the CPU; use --device cpu")
 
@@ -147,7 +153,9 @@ def check_device(device: torch.device | str) -> torch.device:
         if not torch.cuda.is_available():
             raise BackendUnavailable("no CUDA device is available to torch here; use --device cpu")
         if (device.index or 0) >= torch.cuda.device_count():
-            raise BackendUnavailable(f"{device} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise BackendUnavailable(
+                f"{device} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
     return device
 
 

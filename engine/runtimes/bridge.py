@@ -78,8 +78,13 @@ class FusedStep(torch.autograd.Function):
         return (None, *scaled, *[None] * ctx.n_rest)
 
 
-def load_graphs(backend: Backend, make_bundle: Callable, functions: Callable[[], list[GraphFn]],
-                cache: Path | None = None, progress: Callable | None = None) -> dict[str, Runner]:  # fmt: skip
+def load_graphs(
+    backend: Backend,
+    make_bundle: Callable,
+    functions: Callable[[], list[GraphFn]],
+    cache: Path | None = None,
+    progress: Callable | None = None,
+) -> dict[str, Runner]:
     """Graph name -> runner for a bundle of graphs. File backends export the bundle on a cache
     miss (verified, then cached) and load the files; the torch and cuda backends run the
     graph functions themselves and need no files."""
@@ -99,9 +104,17 @@ def frozen(gen: StagedGenerator) -> StagedGenerator:
     return gen
 
 
-def export_ahead(gen: StagedGenerator, backend: Backend, steps: Sequence[tuple[int, LossHead, int]], lpips=None,
-                 cache: Path | None = None, jobs: int | None = None, progress: Callable | None = None,
-                 chained: bool = False, extra: Sequence[Callable] = ()) -> None:  # fmt: skip
+def export_ahead(
+    gen: StagedGenerator,
+    backend: Backend,
+    steps: Sequence[tuple[int, LossHead, int]],
+    lpips=None,
+    cache: Path | None = None,
+    jobs: int | None = None,
+    progress: Callable | None = None,
+    chained: bool = False,
+    extra: Sequence[Callable] = (),
+) -> None:
     """Export, side by side (export/parallel.py), the bundles a solve will load: the
     generator's forward graphs, the fused step graph of each (round, loss head, optimised noise
     maps) in `steps`, and where a step runs `chained` (an operator without a loss head) or with
@@ -112,8 +125,13 @@ def export_ahead(gen: StagedGenerator, backend: Backend, steps: Sequence[tuple[i
     export_bundles(ahead_makers(gen, steps, lpips, chained, extra), cache, jobs, gen, progress)
 
 
-def ahead_makers(gen: StagedGenerator, steps: Sequence[tuple[int, LossHead, int]], lpips=None,
-                 chained: bool = False, extra: Sequence[Callable] = ()) -> list[Callable]:  # fmt: skip
+def ahead_makers(
+    gen: StagedGenerator,
+    steps: Sequence[tuple[int, LossHead, int]],
+    lpips=None,
+    chained: bool = False,
+    extra: Sequence[Callable] = (),
+) -> list[Callable]:
     """What `export_ahead` exports, as bundle makers (a bundle made is only named; its graphs
     are built when it is exported)."""
     gen = frozen(gen)
@@ -162,8 +180,13 @@ class EngineGenerator:
     Graphs are exported (and verified) on first use and taken from the cache after. Shapes,
     latent statistics and stored noise maps come from the torch model."""
 
-    def __init__(self, gen: StagedGenerator, backend: Backend | str = "onnxruntime", cache: Path | None = None,
-                 progress: Callable | None = None):  # fmt: skip
+    def __init__(
+        self,
+        gen: StagedGenerator,
+        backend: Backend | str = "onnxruntime",
+        cache: Path | None = None,
+        progress: Callable | None = None,
+    ):
         gen = frozen(gen)
         self.torch_generator = gen
         if isinstance(backend, str):  # on the device the generator is on
@@ -222,8 +245,14 @@ class EngineGenerator:
         return self.torch_generator.image_from_state(state)
 
     # --- chained ----------------------------------------------------------------------------
-    def run_stages(self, state: State, wplus: torch.Tensor, noises: Sequence[torch.Tensor] | None = None,
-                   start: int = 0, stop: int | None = None) -> State:  # fmt: skip
+    def run_stages(
+        self,
+        state: State,
+        wplus: torch.Tensor,
+        noises: Sequence[torch.Tensor] | None = None,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> State:
         gen = self.torch_generator
         stop = len(gen.stages) if stop is None else stop
         noises = gen.stored_noises() if noises is None else list(noises)
@@ -260,8 +289,13 @@ class EngineGenerator:
         optimised_noises = min(optimised_noises, len(gen.noise_shapes))  # one graph for every count >= all of them
         key = (start, head.name, optimised_noises)
         if key not in self._steps:
-            runners = load_graphs(self.backend, lambda: step_bundle(gen, head, start, optimised_noises),
-                                  lambda: [step_graph(gen, head, start, optimised_noises)], self.cache, self.progress)  # fmt: skip
+            runners = load_graphs(
+                self.backend,
+                lambda: step_bundle(gen, head, start, optimised_noises),
+                lambda: [step_graph(gen, head, start, optimised_noises)],
+                self.cache,
+                self.progress,
+            )
             (self._steps[key],) = runners.values()
         runner = self._steps[key]
         chain = self.torch_generator.specs[start:]
@@ -278,8 +312,14 @@ class EngineLPIPS(torch.nn.Module):
     """LPIPS through its graphs: the target's features once per call (no gradient), then the
     distance with its VJP w.r.t. the image only (the target is a constant of each step)."""
 
-    def __init__(self, lpips, resolution: int, backend: Backend | str = "onnxruntime", cache: Path | None = None,
-                 progress: Callable | None = None):  # fmt: skip
+    def __init__(
+        self,
+        lpips,
+        resolution: int,
+        backend: Backend | str = "onnxruntime",
+        cache: Path | None = None,
+        progress: Callable | None = None,
+    ):
         super().__init__()
         from ilo.export.graphs import lpips_graphs
 

@@ -43,7 +43,9 @@ class TensorRTBackend(Backend):
         try:
             import tensorrt  # noqa: F401
         except ImportError as e:
-            raise BackendUnavailable("the tensorrt backend needs the TensorRT Python package: pip install -e '.[gpu]'") from e
+            raise BackendUnavailable(
+                "the tensorrt backend needs the TensorRT Python package: pip install -e '.[gpu]'"
+            ) from e
 
     def build(self, graph: GraphFn | None, path: Path | None) -> TensorRTEngineLoader:
         if path is None:
@@ -58,11 +60,18 @@ def _plan_key(onnx_path: Path, fixed: dict, device: torch.device) -> str:
     import tensorrt as trt
 
     props = torch.cuda.get_device_properties(device)
-    payload = json.dumps({
-        "onnx": hashlib.sha256(onnx_path.read_bytes()).hexdigest(), "fixed": fixed,
-        "gpu": props.name, "capability": f"{props.major}.{props.minor}", "tensorrt": trt.__version__,
-        "max_batch": MAX_BATCH, "opt_batch": OPT_BATCH,
-    }, sort_keys=True)  # fmt: skip
+    payload = json.dumps(
+        {
+            "onnx": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+            "fixed": fixed,
+            "gpu": props.name,
+            "capability": f"{props.major}.{props.minor}",
+            "tensorrt": trt.__version__,
+            "max_batch": MAX_BATCH,
+            "opt_batch": OPT_BATCH,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -120,7 +129,9 @@ class TensorRTRunner:
         self.loader, self.device, self.name = loader, loader.device, loader.onnx_path.name
         self.engine = None
         self.context = None
-        self.stream = torch.cuda.Stream(self.device)  # non-default: TensorRT warns on (and serialises) the default stream
+        self.stream = torch.cuda.Stream(
+            self.device
+        )  # non-default: TensorRT warns on (and serialises) the default stream
 
     def _activate(self, tensors: list[torch.Tensor]) -> None:
         trt = self.loader.trt

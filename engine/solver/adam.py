@@ -16,7 +16,9 @@ from torch.optim.adam import adam
 class Adam:
     """Adam over a fixed list of tensors with one learning rate (`lr` may change between steps)."""
 
-    def __init__(self, params: list[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+    def __init__(
+        self, params: list[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ):
         self.params, self.lr, self.betas, self.eps = list(params), lr, betas, eps
         self.exp_avgs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
         self.exp_avg_sqs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
@@ -42,8 +44,24 @@ class Adam:
             return
         params = [self.params[i] for i in live]
         adam(
-            params, [p.grad for p in params], [self.exp_avgs[i] for i in live], [self.exp_avg_sqs[i] for i in live],
-            [], [self.steps[i] for i in live], foreach=None, capturable=False, differentiable=False, fused=None,
-            grad_scale=None, found_inf=None, has_complex=any(torch.is_complex(p) for p in params), amsgrad=False,
-            beta1=self.betas[0], beta2=self.betas[1], lr=self.lr, weight_decay=0.0, eps=self.eps, maximize=False,
-        )  # fmt: skip
+            params,
+            [p.grad for p in params],
+            [self.exp_avgs[i] for i in live],
+            [self.exp_avg_sqs[i] for i in live],
+            [],
+            [self.steps[i] for i in live],
+            foreach=None,
+            capturable=False,
+            differentiable=False,
+            fused=None,
+            grad_scale=None,
+            found_inf=None,
+            has_complex=any(torch.is_complex(p) for p in params),
+            amsgrad=False,
+            beta1=self.betas[0],
+            beta2=self.betas[1],
+            lr=self.lr,
+            weight_decay=0.0,
+            eps=self.eps,
+            maximize=False,
+        )

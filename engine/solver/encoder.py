@@ -56,8 +56,12 @@ class LatentEncoder(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(VIEW_CHANNELS, width, 3, padding=1), nn.LeakyReLU(0.2)]
         for _ in range(int(math.log2(shape.resolution // 4))):  # halve down to 4 x 4
             wider = min(2 * width, shape.max_width)
-            layers += [nn.Conv2d(width, wider, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
-                       nn.Conv2d(wider, wider, 3, padding=1), nn.LeakyReLU(0.2)]  # fmt: skip
+            layers += [
+                nn.Conv2d(width, wider, 3, stride=2, padding=1),
+                nn.LeakyReLU(0.2),
+                nn.Conv2d(wider, wider, 3, padding=1),
+                nn.LeakyReLU(0.2),
+            ]
             width = wider
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(width * 16, shape.rows * shape.style_dim)
@@ -93,8 +97,12 @@ def encoder_graph(encoder: LatentEncoder) -> GraphFn:
     def fn(measurement: torch.Tensor) -> tuple[torch.Tensor]:
         return (encoder(measurement),)
 
-    return GraphFn("encoder.fwd", fn, [("measurement", (VIEW_CHANNELS, shape.resolution, shape.resolution))],
-                   [("z", (shape.rows, shape.style_dim))])  # fmt: skip
+    return GraphFn(
+        "encoder.fwd",
+        fn,
+        [("measurement", (VIEW_CHANNELS, shape.resolution, shape.resolution))],
+        [("z", (shape.rows, shape.style_dim))],
+    )
 
 
 def encoder_bundle(encoder: LatentEncoder) -> Bundle:

@@ -18,15 +18,20 @@ from ilo.errors import InputError
 FORMAT = "ilo-encoder-1"
 
 
-def save_encoder(encoder: LatentEncoder, generator_sha256: str, path: Path, training: dict | None = None,
-                 half: bool = False) -> None:  # fmt: skip
+def save_encoder(
+    encoder: LatentEncoder, generator_sha256: str, path: Path, training: dict | None = None, half: bool = False
+) -> None:
     """Write `encoder` (trained for the generator of fingerprint `generator_sha256`) to `path`
     atomically; `training` (settings, seconds, losses) is kept as metadata. `half` stores the
     weights in float16 (half the file; the starts it gives differ by about 1e-4 dB)."""
     from safetensors.torch import save
 
-    metadata = {"format": FORMAT, "generator_sha256": generator_sha256, "shape": json.dumps(encoder.shape.describe()),
-                "training": json.dumps(training or {})}  # fmt: skip
+    metadata = {
+        "format": FORMAT,
+        "generator_sha256": generator_sha256,
+        "shape": json.dumps(encoder.shape.describe()),
+        "training": json.dumps(training or {}),
+    }
     tensors = {k: (v.half() if half else v).detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
     metadata["weights_sha256"] = weights_sha256(tensors)
     atomic_write_bytes(path, save(tensors, metadata=metadata))
@@ -55,13 +60,17 @@ def load_encoder(path: Path, generator_sha256: str) -> LatentEncoder:
             f"{path}: not a readable encoder file ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
         ) from e
     if metadata.get("format") != FORMAT:
-        raise InputError(f"{path}: an encoder of format '{metadata.get('format')}', not {FORMAT}: train it again "
-                         "(ilo export --encoder)")  # fmt: skip
+        raise InputError(
+            f"{path}: an encoder of format '{metadata.get('format')}', not {FORMAT}: train it again "
+            "(ilo export --encoder)"
+        )
     if metadata.get("weights_sha256") != weights_sha256(tensors):
         raise InputError(f"{path}: the encoder's weights do not match the hash recorded with them (a damaged file)")
     if metadata.get("generator_sha256") != generator_sha256:
-        raise InputError(f"{path}: this encoder was trained for another generator (weights "
-                         f"{str(metadata.get('generator_sha256'))[:12]}…, this one {generator_sha256[:12]}…)")  # fmt: skip
+        raise InputError(
+            f"{path}: this encoder was trained for another generator (weights "
+            f"{str(metadata.get('generator_sha256'))[:12]}…, this one {generator_sha256[:12]}…)"
+        )
     try:
         encoder = LatentEncoder(EncoderShape(**json.loads(metadata["shape"])))
         encoder.load_state_dict(tensors)

@@ -67,9 +67,13 @@ def _generate(gen: GeneratorView, z: torch.Tensor, stats) -> torch.Tensor:
     return gen.synthesize(gen.gaussian_to_w(z, stats) if stats is not None else z)
 
 
-def train_encoder(gen: GeneratorView, shape: EncoderShape | None = None, settings: TrainingSettings = TrainingSettings(),
-                  checkpoint: Path | None = None,
-                  progress: Callable[[int, int, float], None] | None = None) -> tuple[LatentEncoder, list[float]]:  # fmt: skip
+def train_encoder(
+    gen: GeneratorView,
+    shape: EncoderShape | None = None,
+    settings: TrainingSettings = TrainingSettings(),
+    checkpoint: Path | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> tuple[LatentEncoder, list[float]]:
     """Train an encoder for `gen`; its losses per step. With `checkpoint`, the state is saved
     there every `settings.checkpoint_every` steps and a run resumes from it (same settings)."""
     shape = shape or EncoderShape.of(gen)
@@ -112,9 +116,18 @@ def _save(path: Path, encoder, optimiser, g: torch.Generator, step: int, losses:
     import io
 
     buffer = io.BytesIO()
-    torch.save({"encoder": encoder.state_dict(), "optimiser": optimiser.state_dict(), "rng": g.get_state(),
-                "step": step, "losses": torch.tensor(losses), "shape": shape.describe(),
-                "settings": {k: v for k, v in vars(settings).items()}}, buffer)  # fmt: skip
+    torch.save(
+        {
+            "encoder": encoder.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "rng": g.get_state(),
+            "step": step,
+            "losses": torch.tensor(losses),
+            "shape": shape.describe(),
+            "settings": {k: v for k, v in vars(settings).items()},
+        },
+        buffer,
+    )
     atomic_write_bytes(path, buffer.getvalue())
 
 

@@ -18,7 +18,9 @@ from ilo.generators.staged import StageSpec, State
 
 # evaluate(state, wplus, noises, y) -> (per-image loss [B], image): one round's stages, image,
 # measurement loss and its gradient in one call
-FusedEvaluation = Callable[[State, torch.Tensor, Sequence[torch.Tensor], torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+FusedEvaluation = Callable[
+    [State, torch.Tensor, Sequence[torch.Tensor], torch.Tensor], tuple[torch.Tensor, torch.Tensor]
+]
 
 
 @runtime_checkable
@@ -63,8 +65,14 @@ class GeneratorView(Protocol):
         (an engine runs a graph that holds the same numbers)."""
         ...
 
-    def run_stages(self, state: State, wplus: torch.Tensor, noises: Sequence[torch.Tensor] | None = None,
-                   start: int = 0, stop: int | None = None) -> State:  # fmt: skip
+    def run_stages(
+        self,
+        state: State,
+        wplus: torch.Tensor,
+        noises: Sequence[torch.Tensor] | None = None,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> State:
         """Stages start..stop-1 from `state`, the input state of stage `start`."""
         ...
 

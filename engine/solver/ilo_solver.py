@@ -103,8 +103,10 @@ class ILOConfig:
         if isinstance(self.ensemble, bool) or not isinstance(self.ensemble, numbers.Integral) or self.ensemble < 1:
             raise IloError(f"ensemble must be a whole number of solves of at least 1, got {self.ensemble}")
         if self.plateau_window < 1 or not (self.plateau_tol >= 0):
-            raise IloError(f"the plateau window must be at least 1 and its tolerance at least 0, "
-                           f"got {self.plateau_window} and {self.plateau_tol}")  # fmt: skip
+            raise IloError(
+                f"the plateau window must be at least 1 and its tolerance at least 0, "
+                f"got {self.plateau_window} and {self.plateau_tol}"
+            )
         for name in ("mse_weight", "lpips_weight", "geocross_weight", "latent_norm_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -131,8 +133,18 @@ def _as_list(value) -> list:
 
 def csgm_config(**kw) -> ILOConfig:
     """Bora et al.: Adam on z only, MSE + λ‖z‖², random restarts, no intermediate layers."""
-    base = dict(end_stage=0, steps=[500], lr=[0.05], geocross_weight=0.0, latent_norm_weight=1e-3,
-                spherical=False, noise_maps=0, restarts=3, latent_space="gaussian", prune_starts_at=[])  # fmt: skip
+    base = dict(
+        end_stage=0,
+        steps=[500],
+        lr=[0.05],
+        geocross_weight=0.0,
+        latent_norm_weight=1e-3,
+        spherical=False,
+        noise_maps=0,
+        restarts=3,
+        latent_space="gaussian",
+        prune_starts_at=[],
+    )
     return ILOConfig(**{**base, **kw})
 
 
@@ -160,8 +172,16 @@ LEARNED_FAST = {**LEARNED_AUTO, "steps": [140, 10]}
 
 def pulse_config(**kw) -> ILOConfig:
     """PULSE-style: the latent only, on the sphere, with geocross; no intermediate layers."""
-    base = dict(end_stage=0, steps=[500], lr=[0.1], geocross_weight=0.1, noise_maps=0, spherical=True, restarts=1,
-                prune_starts_at=[])  # fmt: skip
+    base = dict(
+        end_stage=0,
+        steps=[500],
+        lr=[0.1],
+        geocross_weight=0.1,
+        noise_maps=0,
+        spherical=True,
+        restarts=1,
+        prune_starts_at=[],
+    )
     return ILOConfig(**{**base, **kw})
 
 
@@ -189,8 +209,15 @@ class SolveResult:
 class _Objective:
     """The per-image loss of a generated image against the measurements."""
 
-    def __init__(self, op: Operator, y: torch.Tensor, config: ILOConfig, lpips: LPIPS | None,
-                 noise_streams: list[torch.Generator], judge: tuple[HeldOut, torch.Tensor] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        op: Operator,
+        y: torch.Tensor,
+        config: ILOConfig,
+        lpips: LPIPS | None,
+        noise_streams: list[torch.Generator],
+        judge: tuple[HeldOut, torch.Tensor] | None = None,
+    ):
         self.op, self.y, self.config, self.lpips = op, y, config, lpips
         self.noise_streams = noise_streams  # eq. 4's fresh noise: one stream per row (batch independence)
         self.judge = judge  # the held-out measurements' operator and y, or None (iterates judged by the fit)
@@ -252,8 +279,14 @@ def _take_judge(judge: tuple[HeldOut, torch.Tensor] | None, rows) -> tuple[HeldO
 
 
 def _initial_z(gen: GeneratorView, seeds: list[int], restart: int) -> torch.Tensor:
-    rows = [torch.randn(gen.n_latent if gen.has_mapping else 1, gen.style_dim,
-                        generator=torch.Generator().manual_seed(s * 1009 + restart)) for s in seeds]  # fmt: skip
+    rows = [
+        torch.randn(
+            gen.n_latent if gen.has_mapping else 1,
+            gen.style_dim,
+            generator=torch.Generator().manual_seed(s * 1009 + restart),
+        )
+        for s in seeds
+    ]
     z = torch.stack(rows)
     if gen.has_mapping:  # every layer starts from the same latent, as a mapped z would
         z = z[:, :1].expand_as(z).clone()
@@ -314,9 +347,17 @@ def _noise_stream(seed: int, start: int | None = None) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 7919 + 17 + (0 if start is None else 1_000_003 * (start + 1)))
 
 
-def solve(y: torch.Tensor, op: Operator, gen: GeneratorView, config: ILOConfig | None = None,
-          image_seeds: list[int] | None = None, lpips: LPIPS | None = None, progress=None,
-          max_rows: int | None = None, starts: torch.Tensor | None = None) -> SolveResult:  # fmt: skip
+def solve(
+    y: torch.Tensor,
+    op: Operator,
+    gen: GeneratorView,
+    config: ILOConfig | None = None,
+    image_seeds: list[int] | None = None,
+    lpips: LPIPS | None = None,
+    progress=None,
+    max_rows: int | None = None,
+    starts: torch.Tensor | None = None,
+) -> SolveResult:
     """Restore images from measurements y = A(x) (+ noise) by ILO over `gen`. `op` is one of
     this project's operators or a linear deepinv physics (y then still of [-1, 1] images:
     `deepinv_physics.generator_measurements` converts deepinv's [0, 1] ones).
@@ -359,8 +400,21 @@ def solve(y: torch.Tensor, op: Operator, gen: GeneratorView, config: ILOConfig |
     with torch.enable_grad():  # the steps need gradients even where the caller turned them off (deepinv's loops do)
         for i in range(0, batch, per_chunk):
             rows = slice(i, i + per_chunk)
-            parts.append(_solve_chunk(y[rows], op.select(rows), gen, config, latents, seeds[rows], lpips, progress,
-                                      max_rows, _take_judge(judge, rows), None if starts is None else starts[rows]))  # fmt: skip
+            parts.append(
+                _solve_chunk(
+                    y[rows],
+                    op.select(rows),
+                    gen,
+                    config,
+                    latents,
+                    seeds[rows],
+                    lpips,
+                    progress,
+                    max_rows,
+                    _take_judge(judge, rows),
+                    None if starts is None else starts[rows],
+                )
+            )
     return parts[0] if len(parts) == 1 else _concatenate(parts)
 
 
@@ -375,8 +429,17 @@ def member_seed(seed: int, member: int) -> int:
     return int.from_bytes(digest, "little") & 0x7FFFFFFF
 
 
-def _solve_ensemble(y, op: Operator, gen, config: ILOConfig, seeds: list[int], lpips, progress,
-                    max_rows: int | None, starts: torch.Tensor | None = None) -> SolveResult:  # fmt: skip
+def _solve_ensemble(
+    y,
+    op: Operator,
+    gen,
+    config: ILOConfig,
+    seeds: list[int],
+    lpips,
+    progress,
+    max_rows: int | None,
+    starts: torch.Tensor | None = None,
+) -> SolveResult:
     """Every member of every image as one batch (member-major rows), then each image's mean.
     A row's result does not depend on its batch, so member 0 is the plain solve, and max_rows
     splits the members' rows as it would any batch's."""
@@ -384,8 +447,17 @@ def _solve_ensemble(y, op: Operator, gen, config: ILOConfig, seeds: list[int], l
     rows = torch.arange(batch, device=y.device).repeat(members)
     member_seeds = [member_seed(s, m) for m in range(members) for s in seeds]
     single = dataclasses.replace(config, ensemble=1)
-    r = solve(y[rows], op.select(rows), gen, single, member_seeds, lpips, progress, max_rows,
-              None if starts is None else starts[rows])  # fmt: skip
+    r = solve(
+        y[rows],
+        op.select(rows),
+        gen,
+        single,
+        member_seeds,
+        lpips,
+        progress,
+        max_rows,
+        None if starts is None else starts[rows],
+    )
 
     def per_member(t: torch.Tensor) -> torch.Tensor:  # [members * B, ...] -> [members, B, ...]
         return t.reshape(members, batch, *t.shape[1:])
@@ -409,9 +481,19 @@ def _solve_ensemble(y, op: Operator, gen, config: ILOConfig, seeds: list[int], l
     )
 
 
-def _solve_chunk(y, op, gen, config: ILOConfig, latents: _Latents, seeds: list[int], lpips, progress,
-                 max_rows: int | None, judge: tuple[HeldOut, torch.Tensor] | None = None,
-                 learned: torch.Tensor | None = None) -> SolveResult:  # fmt: skip
+def _solve_chunk(
+    y,
+    op,
+    gen,
+    config: ILOConfig,
+    latents: _Latents,
+    seeds: list[int],
+    lpips,
+    progress,
+    max_rows: int | None,
+    judge: tuple[HeldOut, torch.Tensor] | None = None,
+    learned: torch.Tensor | None = None,
+) -> SolveResult:
     t0 = time.perf_counter()
     batch = y.shape[0]
     objective = _Objective(op, y, config, lpips, [_noise_stream(s) for s in seeds], judge)
@@ -454,8 +536,9 @@ def last_round(config: ILOConfig, n_stages: int) -> int:
     return n_stages - 1 if config.end_stage is None else min(config.end_stage, n_stages - 1)
 
 
-def fused_rounds(op: Operator, y: torch.Tensor, n_stages: int, n_noises: int,
-                 config: ILOConfig) -> list[tuple[int, Operator, int]]:  # fmt: skip
+def fused_rounds(
+    op: Operator, y: torch.Tensor, n_stages: int, n_noises: int, config: ILOConfig
+) -> list[tuple[int, Operator, int]]:
     """(round, operator fitted, noise maps optimised) of each fused step graph a solve of `op`
     with `config` asks the generator for (`GeneratorView.fused_step`), so an engine can export
     them all ahead, side by side. The operator fitted is the held-out split's, where there is one."""
@@ -509,8 +592,11 @@ def _pick(candidate: dict, chosen: dict) -> dict:
     def mix(new, old):
         return torch.where(better.reshape(-1, *[1] * (new.ndim - 1)), new, old)
 
-    return {"z": mix(candidate["z"], chosen["z"]), "final_loss": torch.minimum(candidate["final_loss"], chosen["final_loss"]),
-            "noises": [mix(a, b) for a, b in zip(candidate["noises"], chosen["noises"])]}  # fmt: skip
+    return {
+        "z": mix(candidate["z"], chosen["z"]),
+        "final_loss": torch.minimum(candidate["final_loss"], chosen["final_loss"]),
+        "noises": [mix(a, b) for a, b in zip(candidate["noises"], chosen["noises"])],
+    }
 
 
 class _Run:
@@ -519,8 +605,17 @@ class _Run:
     A run's rows are `slots` x images, slot-major (row = slot * images + image): one slot per
     image in the intermediate rounds, one per remaining random start in round 0."""
 
-    def __init__(self, y: torch.Tensor, op: Operator, gen: GeneratorView, config: ILOConfig, latents: _Latents,
-                 objective: _Objective, progress, images: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        y: torch.Tensor,
+        op: Operator,
+        gen: GeneratorView,
+        config: ILOConfig,
+        latents: _Latents,
+        objective: _Objective,
+        progress,
+        images: int | None = None,
+    ):
         self.y, self.op, self.gen, self.config = y, op, gen, config
         self.latents, self.objective, self.progress = latents, objective, progress
         self.images = y.shape[0] if images is None else images
@@ -539,11 +634,18 @@ class _Run:
         `learned` [images, rows, D] stands in for start 0."""
         images, device = self.images, self.y.device
         rows = torch.arange(images, device=device).repeat(len(starts))
-        z0 = torch.cat([learned.cpu() if r == 0 and learned is not None else _initial_z(self.gen, seeds, r)
-                        for r in starts]).to(device)  # same starts on any device  # fmt: skip
+        z0 = torch.cat(
+            [learned.cpu() if r == 0 and learned is not None else _initial_z(self.gen, seeds, r) for r in starts]
+        ).to(device)  # same starts on any device
         streams = [_noise_stream(s, r) for r in starts for s in seeds]
-        objective = _Objective(self.op.select(rows), self.y[rows], self.config, self.objective.lpips, streams,
-                               _take_judge(self.objective.judge, rows))  # fmt: skip
+        objective = _Objective(
+            self.op.select(rows),
+            self.y[rows],
+            self.config,
+            self.objective.lpips,
+            streams,
+            _take_judge(self.objective.judge, rows),
+        )
         run = _Run(objective.y, objective.op, self.gen, self.config, self.latents, objective, self.progress, images)
         noises = [x.expand(len(rows), -1, -1, -1) for x in self.gen.stored_noises()]  # round() copies them
         z, noises, _ = run.round(0, self.latents.start(z0), noises, ())
@@ -623,9 +725,11 @@ class _Run:
         z = z.detach().clone().requires_grad_(True)
         noises = [n.detach().clone() for n in noises]
         state = tuple(s.detach().clone().requires_grad_(True) for s in state)
-        opt_noise = range(self.n_opt_noise) if k == 0 else [
-            i for spec in gen.specs[k:] for i in spec.noise_indices if i < self.n_opt_noise
-        ]  # fmt: skip
+        opt_noise = (
+            range(self.n_opt_noise)
+            if k == 0
+            else [i for spec in gen.specs[k:] for i in spec.noise_indices if i < self.n_opt_noise]
+        )
         noise_vars = [noises[i].requires_grad_(True) for i in opt_noise]
         params = [z, *state, *noise_vars]
         start_norm_z = norms(z.detach(), 1)
@@ -662,8 +766,11 @@ class _Run:
 
         def park() -> dict:
             """The layout's variables with the batch's current values written in."""
-            into = parked or {"z": z.detach().clone(), "noises": [n.detach().clone() for n in noises],
-                              "state": [s.detach().clone() for s in state]}  # fmt: skip
+            into = parked or {
+                "z": z.detach().clone(),
+                "noises": [n.detach().clone() for n in noises],
+                "state": [s.detach().clone() for s in state],
+            }
             if live is not None:
                 into["z"][live] = z.detach()
                 for whole, part in zip(into["noises"] + into["state"], noises + list(state)):

@@ -25,9 +25,7 @@ def dcgan_rows(config: DCGANConfig) -> list[TensorRow]:
     for k in range(len(sizes) - 1):
         rows.append(TensorRow(f"stages.{k}.conv.weight", f"main.{3 * k}.weight", (sizes[k], sizes[k + 1], 4, 4)))
         if k < len(config.channels):
-            rows += [
-                TensorRow(f"stages.{k}.norm.{t}", f"main.{3 * k + 1}.{t}", (sizes[k + 1],)) for t in _NORM_TENSORS
-            ]
+            rows += [TensorRow(f"stages.{k}.norm.{t}", f"main.{3 * k + 1}.{t}", (sizes[k + 1],)) for t in _NORM_TENSORS]
     return rows
 
 

@@ -57,8 +57,12 @@ def _torch_load(data: bytes, origin: str) -> object:
         return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as e:
         detail = str(e).strip().splitlines()
-        reason = next((line for line in detail if "GLOBAL" in line or "Unsupported" in line), detail[0] if detail else "")
-        raise UnsafeCheckpointError(f"{origin}: refusing to load: {reason.strip()} (nothing from the file was run)") from e
+        reason = next(
+            (line for line in detail if "GLOBAL" in line or "Unsupported" in line), detail[0] if detail else ""
+        )
+        raise UnsafeCheckpointError(
+            f"{origin}: refusing to load: {reason.strip()} (nothing from the file was run)"
+        ) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
         first = str(e).splitlines()[0].split(". ")[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{origin}: truncated or corrupt torch checkpoint ({first})") from e
@@ -151,7 +155,9 @@ def format_for_path(path: Path) -> str:
     for fmt, suffix in SAVE_FORMATS.items():
         if path.suffix == suffix:
             return fmt
-    raise CheckpointError(f"{path}: cannot tell the format from the suffix '{path.suffix}'; give --to {{rosinality,nvidia}}")
+    raise CheckpointError(
+        f"{path}: cannot tell the format from the suffix '{path.suffix}'; give --to {{rosinality,nvidia}}"
+    )
 
 
 def save_generator(gen: StagedGenerator, path: str | Path, fmt: str | None = None) -> None:

@@ -96,7 +96,10 @@ _FIXED_SETTINGS = {
     "SynthesisLayer": {"activation": ("lrelu", "the activation"), "act_gain": (2**0.5, "the activation gain")},
 }
 _MAPPING_FC = {"activation": ("lrelu", "the mapping activation")}
-_AFFINE_FC = {"activation": ("linear", "the style affine's activation"), "bias_gain": (1.0, "the style affine's learning-rate multiplier")}
+_AFFINE_FC = {
+    "activation": ("linear", "the style affine's activation"),
+    "bias_gain": (1.0, "the style affine's learning-rate multiplier"),
+}
 _FIR = fir_kernel()  # [1, 3, 3, 1], the filter of every released model
 
 
@@ -115,8 +118,10 @@ def _check_fixed(record: PersistentRecord, where: str, fixed: dict, origin: str)
 
 def _positive_number(value, where: str, origin: str) -> float:
     """A stored gain, clamp or rate: a finite positive real number, or the file is refused."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
-        math.isfinite(float(value)) and float(value) > 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not (math.isfinite(float(value)) and float(value) > 0)
     ):
         raise CheckpointError(f"{origin}: {where} = {value!r} is not a finite positive number")
     return float(value)
@@ -160,7 +165,9 @@ def _audit_synthesis(synthesis: PersistentRecord, origin: str) -> tuple[float | 
             if affine is not None:
                 _check_fixed(affine, f"{at}.affine", _AFFINE_FC, origin)
     if len(clamps) > 1:
-        raise CheckpointError(f"{origin}: layers use different conv_clamp values {sorted(clamps, key=str)}; ilo applies one to all")
+        raise CheckpointError(
+            f"{origin}: layers use different conv_clamp values {sorted(clamps, key=str)}; ilo applies one to all"
+        )
     return (clamps.pop() if clamps else None), quiet
 
 
@@ -168,7 +175,9 @@ def _mapping_lr(mapping: PersistentRecord, n_fc: int, origin: str) -> float:
     """The mapping's learning-rate multiplier: NVIDIA's layers keep it as `bias_gain` (and in
     `weight_gain = lr / sqrt(fan_in)`); ilo's writer also stores `lr_multiplier`."""
     if mapping.child("embed") is not None:
-        raise CheckpointError(f"{origin}: the mapping network has a label embedding (a conditional generator); not supported")
+        raise CheckpointError(
+            f"{origin}: the mapping network has a label embedding (a conditional generator); not supported"
+        )
     rates = set()
     for i in range(n_fc):
         fc = mapping.child(f"fc{i}")
@@ -178,7 +187,9 @@ def _mapping_lr(mapping: PersistentRecord, n_fc: int, origin: str) -> float:
         rate = fc.attr("bias_gain", fc.attr("lr_multiplier", MAPPING_LR_MULTIPLIER))
         rates.add(_positive_number(rate, f"mapping.fc{i}.bias_gain", origin))
     if len(rates) > 1:
-        raise CheckpointError(f"{origin}: mapping layers use different learning-rate multipliers {sorted(rates)}; ilo uses one")
+        raise CheckpointError(
+            f"{origin}: mapping layers use different learning-rate multipliers {sorted(rates)}; ilo uses one"
+        )
     return rates.pop() if rates else MAPPING_LR_MULTIPLIER
 
 
@@ -210,13 +221,16 @@ def load_nvidia(obj: dict, origin: str) -> StyleGAN2Generator:
     resolution = resolutions[-1]
     if resolutions != [2**i for i in range(2, len(resolutions) + 2)] or not 8 <= resolution <= 1024:
         raise CheckpointError(f"{origin}: unsupported block resolutions {resolutions}")
-    config = StyleGAN2Config(resolution, features, channels, conv_clamp=conv_clamp, mapping_lr=_mapping_lr(mapping, n_fc, origin))
+    config = StyleGAN2Config(
+        resolution, features, channels, conv_clamp=conv_clamp, mapping_lr=_mapping_lr(mapping, n_fc, origin)
+    )
     gen = StyleGAN2Generator(config)
     load_rows(gen, src, nvidia_rows(config))
     return gen.eval()
 
 
 # --- writing ----------------------------------------------------------------------------------
+
 
 def _record(class_name: str, attrs: dict) -> PersistentRecord:
     state = {
@@ -231,42 +245,83 @@ def _record(class_name: str, attrs: dict) -> PersistentRecord:
 
 
 def _fc(in_f: int, out_f: int, lr: float, activation: str) -> PersistentRecord:
-    return _record("FullyConnectedLayer", {
-        "in_features": in_f, "out_features": out_f, "activation": activation,
-        "lr_multiplier": lr, "weight_gain": lr / in_f**0.5, "bias_gain": lr,
-    })  # fmt: skip
+    return _record(
+        "FullyConnectedLayer",
+        {
+            "in_features": in_f,
+            "out_features": out_f,
+            "activation": activation,
+            "lr_multiplier": lr,
+            "weight_gain": lr / in_f**0.5,
+            "bias_gain": lr,
+        },
+    )
 
 
 def _skeleton(config: StyleGAN2Config) -> PersistentRecord:
     """The module tree of an NVIDIA Generator for `config`, without tensors."""
     f, ch, w = config.mapping_features, config.channels, config.w_dim
     clamp = config.conv_clamp
-    mapping = _record("MappingNetwork", {
-        "z_dim": f[0], "c_dim": 0, "w_dim": w, "num_ws": config.n_latent,
-        "num_layers": len(f) - 1, "w_avg_beta": 0.995,
-    })  # fmt: skip
+    mapping = _record(
+        "MappingNetwork",
+        {
+            "z_dim": f[0],
+            "c_dim": 0,
+            "w_dim": w,
+            "num_ws": config.n_latent,
+            "num_layers": len(f) - 1,
+            "w_avg_beta": 0.995,
+        },
+    )
     for i in range(len(f) - 1):
         mapping.state["_modules"][f"fc{i}"] = _fc(f[i], f[i + 1], config.mapping_lr, "lrelu")
     resolutions = [4 * 2**k for k in range(len(ch))]
-    synthesis = _record("SynthesisNetwork", {
-        "w_dim": w, "img_resolution": config.resolution, "img_resolution_log2": config.log2_resolution,
-        "img_channels": 3, "block_resolutions": resolutions, "num_ws": config.n_latent,
-    })  # fmt: skip
+    synthesis = _record(
+        "SynthesisNetwork",
+        {
+            "w_dim": w,
+            "img_resolution": config.resolution,
+            "img_resolution_log2": config.log2_resolution,
+            "img_channels": 3,
+            "block_resolutions": resolutions,
+            "num_ws": config.n_latent,
+        },
+    )
     for k, r in enumerate(resolutions):
         c_in = 0 if k == 0 else ch[k - 1]
-        block = _record("SynthesisBlock", {
-            "in_channels": c_in, "w_dim": w, "resolution": r, "img_channels": 3, "is_last": r == config.resolution,
-            "architecture": "skip", "use_fp16": False, "channels_last": False,
-            "num_conv": 1 if k == 0 else 2, "num_torgb": 1,
-        })  # fmt: skip
+        block = _record(
+            "SynthesisBlock",
+            {
+                "in_channels": c_in,
+                "w_dim": w,
+                "resolution": r,
+                "img_channels": 3,
+                "is_last": r == config.resolution,
+                "architecture": "skip",
+                "use_fp16": False,
+                "channels_last": False,
+                "num_conv": 1 if k == 0 else 2,
+                "num_torgb": 1,
+            },
+        )
         block.state["_buffers"]["resample_filter"] = fir_kernel()
         names = ["conv1"] if k == 0 else ["conv0", "conv1"]
         for name in names:
-            layer = _record("SynthesisLayer", {
-                "in_channels": ch[k] if (k == 0 or name == "conv1") else c_in, "out_channels": ch[k],
-                "w_dim": w, "resolution": r, "up": 2 if name == "conv0" else 1, "use_noise": True,
-                "activation": "lrelu", "conv_clamp": clamp, "act_gain": 2**0.5, "padding": 1,
-            })  # fmt: skip
+            layer = _record(
+                "SynthesisLayer",
+                {
+                    "in_channels": ch[k] if (k == 0 or name == "conv1") else c_in,
+                    "out_channels": ch[k],
+                    "w_dim": w,
+                    "resolution": r,
+                    "up": 2 if name == "conv0" else 1,
+                    "use_noise": True,
+                    "activation": "lrelu",
+                    "conv_clamp": clamp,
+                    "act_gain": 2**0.5,
+                    "padding": 1,
+                },
+            )
             layer.state["_buffers"]["resample_filter"] = fir_kernel()
             layer.state["_modules"]["affine"] = _fc(w, layer.state["in_channels"], 1.0, "linear")
             block.state["_modules"][name] = layer
@@ -275,14 +330,27 @@ def _skeleton(config: StyleGAN2Config) -> PersistentRecord:
         block.state["_modules"]["torgb"] = torgb
         synthesis.state["_modules"][f"b{r}"] = block
     kwargs = EasyDict(
-        z_dim=f[0], c_dim=0, w_dim=w, img_resolution=config.resolution, img_channels=3,
+        z_dim=f[0],
+        c_dim=0,
+        w_dim=w,
+        img_resolution=config.resolution,
+        img_channels=3,
         mapping_kwargs=EasyDict(num_layers=len(f) - 1),
         synthesis_kwargs=EasyDict(channel_max=max(ch), conv_clamp=clamp, num_fp16_res=0),
-    )  # fmt: skip
-    g = _record("Generator", {
-        "z_dim": f[0], "c_dim": 0, "w_dim": w, "img_resolution": config.resolution, "img_channels": 3,
-        "num_ws": config.n_latent, "init_args": (), "init_kwargs": kwargs,
-    })  # fmt: skip
+    )
+    g = _record(
+        "Generator",
+        {
+            "z_dim": f[0],
+            "c_dim": 0,
+            "w_dim": w,
+            "img_resolution": config.resolution,
+            "img_channels": 3,
+            "num_ws": config.n_latent,
+            "init_args": (),
+            "init_kwargs": kwargs,
+        },
+    )
     g.state["_modules"]["synthesis"] = synthesis
     g.state["_modules"]["mapping"] = mapping
     return g

@@ -67,7 +67,9 @@ def rosinality_rows(config: StyleGAN2Config) -> list[TensorRow]:
 def infer_config(src: TensorSource, meta: dict) -> StyleGAN2Config:
     n_mlp = src.count("style.{}.weight", start=1)
     if n_mlp == 0:
-        raise CheckpointError(f"{src.origin}: no mapping network ('style.1.weight'): not a rosinality StyleGAN2 generator")
+        raise CheckpointError(
+            f"{src.origin}: no mapping network ('style.1.weight'): not a rosinality StyleGAN2 generator"
+        )
     features = (src.get("style.1.weight", 2).shape[1],)
     features += tuple(src.get(f"style.{i}.weight", 2).shape[0] for i in range(1, n_mlp + 1))
     n_blocks = src.count("to_rgbs.{}.conv.weight")
@@ -77,10 +79,12 @@ def infer_config(src: TensorSource, meta: dict) -> StyleGAN2Config:
     if not 8 <= resolution <= 1024:
         raise CheckpointError(f"{src.origin}: {n_blocks} upsampling blocks give {resolution}px; supported: 8..1024")
     return StyleGAN2Config(
-        resolution, features, channels,
+        resolution,
+        features,
+        channels,
         conv_clamp=meta.get("conv_clamp"),
         mapping_lr=float(meta.get("mapping_lr", 0.01)),
-    )  # fmt: skip
+    )
 
 
 def _check_fir_kernels(src: TensorSource, n_blocks: int) -> None:
@@ -91,7 +95,9 @@ def _check_fir_kernels(src: TensorSource, n_blocks: int) -> None:
             if src.has(key):
                 k = src.get(key)
                 if k.shape != expected.shape or not torch.allclose(k.float(), expected, atol=1e-6):
-                    raise CheckpointError(f"{src.origin}: '{key}' is not the standard [1,3,3,1] FIR kernel; unsupported")
+                    raise CheckpointError(
+                        f"{src.origin}: '{key}' is not the standard [1,3,3,1] FIR kernel; unsupported"
+                    )
 
 
 def load_rosinality(ckpt: dict, origin: str, latent_avg_fallback) -> StyleGAN2Generator:

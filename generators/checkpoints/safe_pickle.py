@@ -48,7 +48,9 @@ class PersistentRecord:
     def from_meta(cls, meta: dict) -> "PersistentRecord":
         if not isinstance(meta, dict) or meta.get("type") != "class":
             raise CheckpointError("persistent object of an unknown kind (expected type 'class')")
-        return cls(str(meta.get("class_name")), meta.get("state") or {}, meta.get("module_src") or "", meta.get("version", 6))
+        return cls(
+            str(meta.get("class_name")), meta.get("state") or {}, meta.get("module_src") or "", meta.get("version", 6)
+        )
 
     def child(self, name: str) -> "PersistentRecord | None":
         return (self.state.get("_modules") or {}).get(name)
@@ -98,7 +100,9 @@ class _NumericDtype:
 
     def __init__(self, name: Any, align: Any = False, copy: Any = False):
         if not isinstance(name, str) or name not in _NUMERIC_DTYPES:
-            raise UnsafeCheckpointError(f"refusing to load: the pickle asks for a numpy dtype {name!r}, not a plain number type")
+            raise UnsafeCheckpointError(
+                f"refusing to load: the pickle asks for a numpy dtype {name!r}, not a plain number type"
+            )
         self.name, self.byte_order = name, "="
 
     def __setstate__(self, state: Any) -> None:
@@ -149,8 +153,10 @@ class _RestrictedUnpickler(pickle._Unpickler):
     def load_build(self) -> None:
         target = self.stack[-2]
         if not isinstance(target, (EasyDict, _NumericDtype)):
-            raise UnsafeCheckpointError(f"refusing to load: the pickle sets the state of a {type(target).__name__}, "
-                                        "which a network pickle never does (nothing from the file was run)")  # fmt: skip
+            raise UnsafeCheckpointError(
+                f"refusing to load: the pickle sets the state of a {type(target).__name__}, "
+                "which a network pickle never does (nothing from the file was run)"
+            )
         super().load_build()
 
     dispatch = dict(pickle._Unpickler.dispatch)

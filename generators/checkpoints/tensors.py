@@ -50,7 +50,9 @@ class TensorSource:
         return n
 
 
-def load_rows(module: nn.Module, source: TensorSource, rows: Iterable[TensorRow], set_elsewhere: Iterable[str] = ()) -> None:
+def load_rows(
+    module: nn.Module, source: TensorSource, rows: Iterable[TensorRow], set_elsewhere: Iterable[str] = ()
+) -> None:
     """Copy every row's tensor into `module`; every persistent entry must be covered."""
     targets = module.state_dict()
     covered = set()
