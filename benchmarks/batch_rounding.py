@@ -33,7 +33,7 @@ MODELS = {"dcgan-64 (default)": "default", "stylegan2-32 (test fixture)": str(FI
 
 def faces(model: str, n: int) -> list[np.ndarray]:
     """n pictures the model itself makes (seeded): what it can restore exactly."""
-    from ilo.engine.app.image_files import to_uint8
+    from ilo.engine.inputs.image_files import to_uint8
     from ilo.generators.checkpoints.files import load_generator
 
     gen = load_generator(model)
@@ -50,7 +50,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def measure(model: str, backend: str, task: str, pictures: list[np.ndarray]) -> dict:
     import ilo
-    from ilo.engine.app.restorer import method_config
+    from ilo.engine.api.restorer import method_config
 
     params = {"centre_box": 0.5} if task == "inpaint" else {}
     r = ilo.Restorer(MODELS[model], task=task, backend=backend, config=method_config("ilo", **SOLVER), **params)

@@ -91,7 +91,7 @@ def report(runs: dict, members: int) -> tuple[str, list[str], list]:
 
 
 def figure(rows: list[dict], tasks: list[str], path: Path) -> None:
-    from ilo.engine.app.figures import line_chart
+    from ilo.engine.runs.figures import line_chart
 
     methods = list(dict.fromkeys(m for r in rows for m in r))
     xs = [float(i + 1) for i in range(len(rows))]

@@ -35,7 +35,7 @@ def gaps(a, b) -> tuple[float, float, float]:
 
 def main(argv=None) -> int:
     from ilo import load_generator
-    from ilo.engine.app.latency import save
+    from ilo.engine.bench.latency import save
     from ilo.engine.problems.operators import Downsample, Inpainting
     from ilo.engine.runtimes.bridge import EngineGenerator
     from ilo.engine.solver.ilo_solver import ILOConfig, solve

@@ -75,7 +75,7 @@ def cold_start_once(resolution: int, cache: Path) -> dict:
     os.environ["ILO_CACHE_DIR"] = str(cache)
     import torch
 
-    from ilo.engine.app.restorer import Restorer
+    from ilo.engine.api.restorer import Restorer
     from ilo.engine.problems.tasks import TaskSpec
     from ilo.engine.solver.ilo_solver import ILOConfig
     from ilo.generators.stylegan2 import config_f, random_stylegan2

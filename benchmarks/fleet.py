@@ -38,7 +38,7 @@ def make_faces(folder: Path, n: int) -> None:
     """n faces the default model makes (seeded), as PNGs."""
     import torch
 
-    from ilo.engine.app.image_files import save_png, to_uint8
+    from ilo.engine.inputs.image_files import save_png, to_uint8
     from ilo.generators.checkpoints.files import load_generator
 
     gen = load_generator("default")
@@ -109,7 +109,7 @@ def serve_benchmark(faces: Path, concurrencies: list[int]) -> dict:
     import ray
     import requests
 
-    from ilo.engine.app.restorer import RestorerSettings, method_config
+    from ilo.engine.api.restorer import RestorerSettings, method_config
     from ilo.engine.fleet.service import ServiceConfig, start, stop
     from ilo.engine.problems.tasks import TaskSpec
 

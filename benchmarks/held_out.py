@@ -107,7 +107,7 @@ def report(runs: dict) -> tuple[str, list[str]]:
 def figure(runs: dict, path: Path) -> None:
     """Mean PSNR per task and method, in range then out of range, as one line per method (the
     in-range tasks left of the dashed line): where ilo-auto's lead holds and where it turns."""
-    from ilo.engine.app.figures import line_chart
+    from ilo.engine.runs.figures import line_chart
 
     rows: list[tuple[int, dict[str, float]]] = []  # (x, method -> PSNR) per task; a gap between the sets
     for which, got in runs.items():

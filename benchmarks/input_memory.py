@@ -28,7 +28,7 @@ RESULTS = Path(__file__).parent / "results"
 _CHILD = """
 import json, resource, sys, time
 import numpy as np, torch
-from ilo.engine.app.image_files import fit_to, image_tensor, read_picture
+from ilo.engine.inputs.image_files import fit_to, image_tensor, read_picture
 path, size, fast = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "fast"
 start = time.perf_counter()
 picture = read_picture(path, max_pixels=10**10, fit=("resize", size) if fast else None)

@@ -102,7 +102,7 @@ def available_backends(names: list[str], device: str) -> tuple[str, ...]:
 
 
 def main(argv=None) -> int:
-    from ilo.engine.app.latency import LatencySettings, fp32_peak, markdown, measure, save
+    from ilo.engine.bench.latency import LatencySettings, fp32_peak, markdown, measure, save
     from ilo.engine.cli.bench import machine
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

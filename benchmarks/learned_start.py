@@ -23,8 +23,8 @@ from quality import TASKS
 from report import machine_line
 
 from ilo import load_generator
-from ilo.engine.app.encoder_cache import SHIPPED
-from ilo.engine.app.restorer import method_config
+from ilo.engine.solver.encoder_cache import SHIPPED
+from ilo.engine.api.restorer import method_config
 from ilo.engine.problems.metrics import restoration_metrics
 from ilo.engine.problems.tasks import name_seed
 from ilo.engine.solver.encoder import learned_starts

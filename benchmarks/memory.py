@@ -34,7 +34,7 @@ def run_once(name: str, batch: int, resolution: int) -> dict:
     """In the child: one solve of `batch` pictures, reported as JSON."""
     import torch
 
-    from ilo.engine.app.restorer import Restorer
+    from ilo.engine.api.restorer import Restorer
     from ilo.engine.problems.tasks import TaskSpec
     from ilo.engine.solver.ilo_solver import ILOConfig
     from ilo.generators.stylegan2 import config_f, random_stylegan2

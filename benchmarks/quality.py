@@ -32,9 +32,9 @@ from out_of_range import out_of_range_truths
 from report import machine_line
 
 from ilo import load_generator
-from ilo.engine.app.figures import labelled_grid, line_chart, rounds_in_sequence
-from ilo.engine.app.image_files import read_image, to_uint8
-from ilo.engine.app.restorer import method_config
+from ilo.engine.runs.figures import labelled_grid, line_chart, rounds_in_sequence
+from ilo.engine.inputs.image_files import read_image, to_uint8
+from ilo.engine.api.restorer import method_config
 from ilo.engine.problems.metrics import mean_and_std, restoration_metrics
 from ilo.engine.problems.tasks import TaskSpec, name_seed
 from ilo.engine.solver.baselines import bm3d_denoise

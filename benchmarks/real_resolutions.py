@@ -99,7 +99,7 @@ def one_resolution(resolution: int, work: Path) -> dict:
     import torch
     from PIL import Image
 
-    from ilo.engine.app.memory_estimate import estimated_row_cost
+    from ilo.engine.runtimes.memory_estimate import estimated_row_cost
     from ilo.generators.checkpoints.rosinality import to_rosinality
     from ilo.generators.stylegan2 import config_f, random_stylegan2
 
@@ -181,7 +181,7 @@ def report(runs: list[dict]) -> str:
     lines += [
         "",
         "What one step holds (GiB, fixed + per image and start): estimated from the shapes before any export "
-        "(engine/app/memory_estimate.py) against the memory probe's measurement.",
+        "(engine/runtimes/memory_estimate.py) against the memory probe's measurement.",
         "",
         "| resolution | estimate | measured (task, rounds to stage) | bundles exported |",
         "| --- | --- | --- | --- |",

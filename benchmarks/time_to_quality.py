@@ -29,8 +29,8 @@ from untuned_set import untuned_truths
 
 from ilo import load_generator
 from ilo.engine.problems.metrics import restoration_metrics
-from ilo.engine.app.encoder_cache import SHIPPED
-from ilo.engine.app.encoder_engine import EngineEncoder
+from ilo.engine.solver.encoder_cache import SHIPPED
+from ilo.engine.api.encoder_engine import EngineEncoder
 from ilo.engine.problems.measurement_view import VIEW_CHANNELS
 from ilo.engine.solver.encoder import encoded_images, learned_starts
 from ilo.engine.solver.encoder_files import load_encoder

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from ilo import load_generator
-from ilo.engine.app.image_files import save_png, to_uint8
+from ilo.engine.inputs.image_files import save_png, to_uint8
 
 OUT = Path(__file__).parent / "faces"
 

@@ -2,7 +2,7 @@
 
 The data path reads top to bottom: checkpoint -> staged generator (`ilo.generators`) -> graphs
 (`ilo.export`) -> engines (`ilo.engine.runtimes`) -> solver (`ilo.engine.solver`) -> outputs
-(`ilo.engine.app`). ARCHITECTURE.md draws the layers. The names re-exported here are the public API.
+(`ilo.engine.api`). ARCHITECTURE.md draws the layers. The names re-exported here are the public API.
 """
 
 from typing import TYPE_CHECKING as _TYPE_CHECKING
@@ -19,19 +19,19 @@ def __getattr__(name: str):
 
         return getattr(files, name)
     if name in ("Restorer", "Restored", "RestorerSettings"):
-        from ilo.engine.app import restorer
+        from ilo.engine.api import restorer
 
         return getattr(restorer, name)
     if name == "ILOReconstructor":  # needs the deepinv extra
-        from ilo.engine.app import deepinv_model
+        from ilo.engine.api import deepinv_model
 
         return deepinv_model.ILOReconstructor
     raise AttributeError(f"module 'ilo' has no attribute '{name}'")
 
 
 if _TYPE_CHECKING:  # for static tools: the names __getattr__ provides
-    from ilo.engine.app.deepinv_model import ILOReconstructor  # noqa: F401
-    from ilo.engine.app.restorer import Restored, Restorer, RestorerSettings  # noqa: F401
+    from ilo.engine.api.deepinv_model import ILOReconstructor  # noqa: F401
+    from ilo.engine.api.restorer import Restored, Restorer, RestorerSettings  # noqa: F401
     from ilo.generators.checkpoints.files import load_generator, save_generator  # noqa: F401
 
 __all__ = [

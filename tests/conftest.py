@@ -67,7 +67,7 @@ def random_stylegan2(config, seed: int = 0):
 
 def write_generated_faces(folder: Path, gen, count: int, seed: int) -> Path:
     """`count` faces of `gen` as face0.png, face1.png, ... in `folder` (a folder to restore)."""
-    from ilo.engine.app.image_files import save_png, to_uint8
+    from ilo.engine.inputs.image_files import save_png, to_uint8
 
     with torch.no_grad():
         faces = gen.synthesize(torch.randn(count, 1, gen.z_dim, generator=torch.Generator().manual_seed(seed)))

@@ -149,7 +149,7 @@ def test_the_shipped_encoder_is_the_embedded_models_and_its_hash_is_its_weights(
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from ilo.engine.app.encoder_cache import SHIPPED, model_encoder
+    from ilo.engine.solver.encoder_cache import SHIPPED, model_encoder
     from ilo.engine.solver.encoder_files import weights_sha256
 
     with safe_open(str(SHIPPED), framework="pt") as f:
@@ -164,7 +164,7 @@ def test_a_restore_from_the_learned_start_beats_a_random_start_at_the_same_steps
     # faces the encoder never saw in training (other seeds than its samples and the benchmark's),
     # 30 + 10 + 10 steps from one start: measured +3 to +4 dB for the learned start on these tasks
     import ilo
-    from ilo.engine.app.restorer import method_config
+    from ilo.engine.api.restorer import method_config
     from ilo.engine.problems.metrics import restoration_metrics
     from ilo.engine.problems.tasks import TaskSpec
 
@@ -197,7 +197,7 @@ def test_a_restore_from_the_learned_start_beats_a_random_start_at_the_same_steps
 def test_the_command_line_refuses_an_encoder_that_is_not_the_models(capsys, tmp_path, monkeypatch):
     from conftest import STYLEGAN2_32, run_fail
 
-    from ilo.engine.app.encoder_cache import SHIPPED
+    from ilo.engine.solver.encoder_cache import SHIPPED
 
     monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path / "cache"))
     faces = Path(__file__).parents[1] / "examples" / "faces"
@@ -250,7 +250,7 @@ def test_the_encoder_alone_is_a_method_one_pass_and_nothing_optimised(dcgan, cap
     import ilo
     from conftest import run_ok, write_generated_faces
 
-    from ilo.engine.app.encoder_cache import SHIPPED
+    from ilo.engine.solver.encoder_cache import SHIPPED
     from ilo.engine.problems.metrics import restoration_metrics
     from ilo.engine.solver.encoder import encoded_images
     from ilo.engine.solver.encoder_files import load_encoder
@@ -318,7 +318,7 @@ def test_the_default_method_starts_from_the_models_encoder_with_its_shorter_sche
     assert learned.settings.encoder == "auto" and bare.settings.encoder == "none"
     # a DeepInverse physics is not a task the encoder was trained on: random starts unless asked
     pytest.importorskip("deepinv")
-    from ilo.engine.app.deepinv_model import ILOReconstructor
+    from ilo.engine.api.deepinv_model import ILOReconstructor
 
     assert ILOReconstructor(model=dcgan, backend="torch", warm=False).restorer._encoder is None
     # the baselines and plain ILO start at random unless an encoder is named
@@ -329,7 +329,7 @@ def test_on_the_engine_the_learned_start_runs_as_the_exported_graph_and_matches_
     dcgan, tmp_path, monkeypatch
 ):
     import ilo
-    from ilo.engine.app.encoder_engine import EngineEncoder
+    from ilo.engine.api.encoder_engine import EngineEncoder
     from ilo.engine.solver.encoder import learned_starts
     from ilo.engine.solver.ilo_solver import ILOConfig
 

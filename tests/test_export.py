@@ -311,7 +311,7 @@ def test_the_export_plan_and_step_estimate_at_1024_export_nothing(capsys, tmp_pa
     from ilo.generators.checkpoints.rosinality import to_rosinality
     from ilo.generators.stylegan2 import config_f, random_stylegan2
 
-    from ilo.engine.app import memory_budget
+    from ilo.engine.runtimes import memory_budget
 
     monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path / "cache"))
     # as on a 24 GiB machine, whatever this one has free now

@@ -8,7 +8,7 @@ import pytest
 from conftest import run_ok, write_generated_faces
 from PIL import Image
 
-from ilo.engine.app.figures import labelled_grid, line_chart
+from ilo.engine.runs.figures import labelled_grid, line_chart
 from ilo.errors import InputError
 
 # a few steps of two rounds on torch, with no memory probe: enough for a curve with a round boundary
@@ -123,7 +123,7 @@ def test_restore_plot_writes_a_loss_plot_per_image_and_resumes(tmp_path, capsys,
 def test_restore_plot_with_bm3d_writes_none_and_says_so(tmp_path, capsys, faces, monkeypatch):
     out = tmp_path / "bm3d"
     # what BM3D restores does not matter here, and the real one takes seconds
-    monkeypatch.setattr("ilo.engine.app.methods.bm3d_denoise", lambda y, sigma: (y.clone(), 0.0))
+    monkeypatch.setattr("ilo.engine.api.methods.bm3d_denoise", lambda y, sigma: (y.clone(), 0.0))
     from ilo.engine.cli.main import main
 
     assert (

@@ -23,7 +23,7 @@ from PIL import Image
 ray = pytest.importorskip("ray", reason="the [ray] extra (in the test extra) is not installed")
 requests = pytest.importorskip("requests")
 
-from ilo.engine.app.restorer import RestorerSettings, method_config
+from ilo.engine.api.restorer import RestorerSettings, method_config
 from ilo.engine.problems.tasks import TaskSpec
 from tests.conftest import run_ok
 
@@ -163,8 +163,8 @@ def _restore_workers() -> list[int]:
 def test_a_killed_worker_costs_a_retry_not_an_output(local_ray, faces, local_run, tmp_path, capsys, monkeypatch):
     """SIGKILL one actor once the run is under way: Ray starts another and solves its batch again;
     every output is written once, whole, and equals the local run's."""
-    from ilo.engine.app.result_files import ResultWriter
-    from ilo.engine.app.run_dir import RunDir
+    from ilo.engine.runs.result_files import ResultWriter
+    from ilo.engine.runs.run_dir import RunDir
     from ilo.engine.cli.main import main
 
     # this process writes every output and record (the actors send results back): count them

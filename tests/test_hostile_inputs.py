@@ -428,7 +428,7 @@ def test_huge_header_names_size_and_limit(tmp_path, capsys):
 
 
 def test_exif_orientation_is_honoured(tmp_path):
-    from ilo.engine.app.image_files import read_picture
+    from ilo.engine.inputs.image_files import read_picture
 
     stored = np.zeros((40, 64, 3), dtype=np.uint8)
     stored[:, :8] = 255  # a white band on the left of the stored pixels
@@ -441,7 +441,7 @@ def test_exif_orientation_is_honoured(tmp_path):
 
 
 def test_transparent_mask_pixels_are_missing(tmp_path, capsys):
-    from ilo.engine.app.image_files import mask_tensor, read_picture
+    from ilo.engine.inputs.image_files import mask_tensor, read_picture
     from ilo.engine.cli.main import build_parser
 
     rgba = np.full((64, 64, 4), 255, dtype=np.uint8)
@@ -459,7 +459,7 @@ def test_transparent_mask_pixels_are_missing(tmp_path, capsys):
 
 
 def test_a_gif_is_an_input_in_a_folder_too(tmp_path):
-    from ilo.engine.app.image_files import list_inputs
+    from ilo.engine.inputs.image_files import list_inputs
 
     (tmp_path / "in").mkdir()
     Image.new("RGB", (64, 64)).save(tmp_path / "in" / "a.gif")
@@ -510,7 +510,7 @@ def test_an_output_name_taken_by_a_folder_is_refused_before_the_solve(tmp_path, 
 def test_a_broken_exif_block_is_read_as_stored_without_a_warning(tmp_path):
     import warnings
 
-    from ilo.engine.app.image_files import read_picture
+    from ilo.engine.inputs.image_files import read_picture
 
     pixels = np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)
     Image.fromarray(pixels).save(tmp_path / "a.png", exif=b"Exif\x00\x00MM\x00*garbage")
@@ -539,7 +539,7 @@ def test_a_file_given_as_a_folder_of_masks_or_truths_says_so(tmp_path, capsys, f
 def test_transparency_in_a_mask_handed_over_in_memory_is_missing_too(tmp_path, kind):
     import io
 
-    from ilo.engine.app.in_memory import picture_pixels
+    from ilo.engine.inputs.in_memory import picture_pixels
 
     rgba = np.full((64, 64, 4), 255, dtype=np.uint8)
     rgba[16:48, 16:48, 3] = 0
@@ -554,7 +554,7 @@ def test_transparency_in_a_mask_handed_over_in_memory_is_missing_too(tmp_path, k
 def test_an_interrupted_degrade_can_be_run_again(tmp_path, capsys, monkeypatch):
     from conftest import run_ok
 
-    import ilo.engine.app.result_files as result_files
+    import ilo.engine.runs.result_files as result_files
     from ilo.engine.cli.main import main
 
     faces = _faces(tmp_path, 2)

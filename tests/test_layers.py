@@ -21,5 +21,5 @@ def test_the_import_contracts_are_kept():
 def test_the_graph_the_contracts_check_sees_imports_inside_functions():
     graph = grimp.build_graph("ilo", cache_dir=None)
     # the `ilo restore` command imports the application only when it runs (a fast --help)
-    assert graph.direct_import_exists(importer="ilo.engine.cli.restore", imported="ilo.engine.app.restore")
+    assert graph.direct_import_exists(importer="ilo.engine.cli.restore", imported="ilo.engine.runs.folder_run")
     assert "ilo.generators.stylegan2" in graph.modules and "ilo.engine.solver.ilo_solver" in graph.modules

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 import ilo
-from ilo.engine.app import memory_budget, restorer
-from ilo.engine.app.memory_budget import GiB, MemoryBudget, MemoryBudgetError, PeakMemory, RowCost
-from ilo.engine.app.restorer import method_config
+from ilo.engine.api import restorer
+from ilo.engine.runtimes import memory_budget
+from ilo.engine.runtimes.memory_budget import GiB, MemoryBudget, MemoryBudgetError, PeakMemory, RowCost
+from ilo.engine.api.restorer import method_config
 from ilo.errors import IloError
 from tests.conftest import run_fail
 
@@ -247,7 +248,7 @@ def test_a_model_too_big_for_the_machine_is_refused_before_anything_is_exported(
 def test_the_step_estimate_at_1024_is_close_below_what_the_probe_measured():
     # the estimate refuses only what clearly cannot fit: it must err low, but not by much, against
     # the row costs real_resolutions.py measured at 256² and 1024²
-    from ilo.engine.app.memory_estimate import estimated_row_cost
+    from ilo.engine.runtimes.memory_estimate import estimated_row_cost
     from ilo.generators.stylegan2 import config_f, random_stylegan2
 
     runs = json.loads((Path(__file__).parents[1] / "benchmarks" / "results" / "real_resolutions.json").read_text())

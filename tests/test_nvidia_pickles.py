@@ -143,7 +143,7 @@ def test_info_sample_convert_on_a_snapshot(tmp_path, capsys, g_ema):
 def test_restore_end_to_end_on_a_snapshot(tmp_path, capsys, sg2):
     # The golden 32 px fixture's weights in a training snapshot (fp16 flags, numpy-1 spelling):
     # read from NVIDIA's layout, it is the same generator, down to its fingerprint
-    from ilo.engine.app.image_files import save_png, to_uint8
+    from ilo.engine.inputs.image_files import save_png, to_uint8
     from ilo.engine.problems.metrics import psnr
     from ilo.engine.problems.operators import Inpainting
     from ilo.export.artifacts import cache_key, generator_bundle, step_bundle

@@ -121,7 +121,7 @@ def test_an_export_that_cannot_fit_is_refused_before_it_starts(tmp_path, monkeyp
 
 
 def test_the_engine_exports_ahead_every_step_graph_a_solve_loads(tmp_path, monkeypatch):
-    from ilo.engine.app.restorer import Restorer
+    from ilo.engine.api.restorer import Restorer
     from ilo.engine.problems.tasks import TaskSpec
     from ilo.engine.runtimes.bridge import EngineGenerator
     from ilo.engine.solver.ilo_solver import auto_depth_config

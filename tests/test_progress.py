@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ilo.engine.app.progress import Progress
+from ilo.engine.runs.progress import Progress
 from ilo.engine.cli.main import build_parser, main
 
 

@@ -198,7 +198,7 @@ def test_nothing_half_written_a_killed_run_resumes_to_the_same_bytes(tmp_path):
 
 
 def test_one_run_per_output_folder(tmp_path, capsys):
-    from ilo.engine.app.run_dir import RunDir
+    from ilo.engine.runs.run_dir import RunDir
 
     faces = _copy_faces(tmp_path / "faces", 1)
     out = tmp_path / "out"
@@ -210,7 +210,7 @@ def test_one_run_per_output_folder(tmp_path, capsys):
 
 
 def test_a_failed_batch_still_leaves_the_tables_of_what_finished(tmp_path, capsys, monkeypatch):
-    import ilo.engine.app.restorer as restore
+    import ilo.engine.api.restorer as restore
 
     calls = []
     real_solve = restore.solve
@@ -250,7 +250,7 @@ def test_the_command_parser_does_not_load_torch():
 
 
 def test_float_tiff_is_read_as_zero_to_one(tmp_path):
-    from ilo.engine.app.image_files import read_image
+    from ilo.engine.inputs.image_files import read_image
 
     values = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)
     Image.fromarray(values, mode="F").save(tmp_path / "f.tif")
@@ -263,7 +263,7 @@ def test_float_tiff_is_read_as_zero_to_one(tmp_path):
 
 def test_large_images_are_capped_and_reduced_before_float(tmp_path):
     from ilo import InputError
-    from ilo.engine.app.image_files import fit_to, image_tensor, read_picture
+    from ilo.engine.inputs.image_files import fit_to, image_tensor, read_picture
 
     path = tmp_path / "big.png"
     pixels = np.zeros((2000, 3000, 3), np.uint8)
@@ -308,7 +308,7 @@ def test_safetensors_whose_header_length_starts_with_0x80(tmp_path, capsys):
     ],
 )
 def test_early_reduction_keeps_every_pixel_format(tmp_path, mode, pixels, expected):
-    from ilo.engine.app.image_files import read_picture
+    from ilo.engine.inputs.image_files import read_picture
 
     image = Image.fromarray(pixels)
     image = image.convert("P") if mode == "P" else image

@@ -268,7 +268,7 @@ def test_fit_resize_of_a_1_by_1000000_strip_stays_small(tmp_path, capsys):
 def test_fit_resize_keeps_ordinary_shapes_whole():
     import torch
 
-    from ilo.engine.app.image_files import fit_to
+    from ilo.engine.inputs.image_files import fit_to
 
     image = torch.rand(3, 80, 64) * 2 - 1  # within MAX_ASPECT: resized whole, exactly as before
     fitted, _ = fit_to(image, 32, "resize", "x")
@@ -280,7 +280,7 @@ def test_fit_resize_keeps_ordinary_shapes_whole():
 
 
 def test_bench_refuses_a_batch_over_the_memory_budget_before_any_work(tmp_path, capsys, monkeypatch):
-    from ilo.engine.app import latency
+    from ilo.engine.bench import latency
 
     monkeypatch.setattr(latency, "measure", lambda *a, **k: pytest.fail("the benchmark started"))
     argv = [
@@ -303,7 +303,7 @@ def test_bench_refuses_a_batch_over_the_memory_budget_before_any_work(tmp_path, 
 
 
 def test_bench_writes_each_finished_batch_as_it_goes(tmp_path, capsys, monkeypatch):
-    from ilo.engine.app import latency
+    from ilo.engine.bench import latency
     from ilo.engine.cli.main import main
 
     step_times = latency._step_times

@@ -103,7 +103,7 @@ def test_restore_resumes_and_refuses_other_settings(tmp_path, capsys, clean_dir)
     err = run_fail(capsys, *args[: -len(FAST)], "--steps", "7,3", "--end-stage", "1", "--restarts", "1", "--quiet")
     assert "other settings" in err and "solver" in err
     # a setting added later is recorded only where it is used: folders written before it resume
-    from ilo.engine.app.run_dir import SETTINGS_FILE
+    from ilo.engine.runs.run_dir import SETTINGS_FILE
 
     assert "ensemble" not in json.loads((out / SETTINGS_FILE).read_text())["solver"]
     err = run_fail(capsys, *args, "--ensemble", "2")

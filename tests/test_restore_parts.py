@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from ilo import InputError
-from ilo.engine.app.image_files import fit_mask, fit_to, list_inputs, read_image, read_mask
-from ilo.engine.app.run_dir import RunDir
+from ilo.engine.inputs.image_files import fit_mask, fit_to, list_inputs, read_image, read_mask
+from ilo.engine.runs.run_dir import RunDir
 from ilo.engine.problems.operators import Downsample, Inpainting, Noise, PartialCirculantCS
 from ilo.engine.problems.tasks import TaskSpec, name_seed
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import ilo
-from ilo.engine.app.restorer import method_config
+from ilo.engine.api.restorer import method_config
 from ilo.errors import InputError
 from tests.conftest import run_ok
 
@@ -106,7 +106,7 @@ def test_several_threads_share_one_restorer(denoiser, noisy, monkeypatch):
     shared engine (a solve entered while another runs would share its buffers)."""
     import time
 
-    import ilo.engine.app.restorer as restorer_module
+    import ilo.engine.api.restorer as restorer_module
 
     names = [f"thread-{i}" for i in range(4)]
     expected = {n: denoiser.restore(noisy, names=[n])[0].to_numpy() for n in names}
@@ -209,7 +209,7 @@ def test_fit_brings_other_sizes_to_the_model(dcgan):
 
 
 def test_restorer_is_the_top_level_api():
-    assert ilo.Restorer.__module__ == "ilo.engine.app.restorer"
+    assert ilo.Restorer.__module__ == "ilo.engine.api.restorer"
     with pytest.raises(InputError, match="unknown task"):
         ilo.Restorer(task="colourise", warm=False)
     with pytest.raises(InputError, match="BM3D is a denoiser"):
@@ -220,7 +220,7 @@ def test_every_method_is_one_registry_row_and_nothing_else_compares_method_names
     import re
 
     from ilo.choices import METHODS
-    from ilo.engine.app.methods import REGISTRY, method
+    from ilo.engine.api.methods import REGISTRY, method
 
     assert tuple(REGISTRY) == METHODS
     with pytest.raises(ilo.InputError, match="unknown method 'tv'"):

@@ -299,7 +299,7 @@ def test_stopped_images_leave_the_batch_with_the_same_results(sg2, restarts, pru
 @pytest.mark.parametrize("restarts, prune", [(3, []), (5, [0.1, 0.5])])
 def test_latency_counts_round_zero_as_the_solver_runs_it(sg2, restarts, prune):
     # the latency benchmark's seconds per solve count round 0's steps x starts as the solver prunes
-    from ilo.engine.app.latency import start_steps
+    from ilo.engine.bench.latency import start_steps
 
     config = ILOConfig(steps=[12, 1], restarts=restarts, prune_starts_at=prune, end_stage=0, noise_maps=0)
     counting = _CountingRows(sg2)

@@ -62,10 +62,10 @@ def machine(device: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ilo.engine.app.bench_budget import check_batches_fit
-    from ilo.engine.app.latency import LatencySettings, markdown, measure, save
-    from ilo.engine.app.memory_budget import MemoryBudget
-    from ilo.engine.app.outputs import check_output_file
+    from ilo.engine.bench.bench_budget import check_batches_fit
+    from ilo.engine.bench.latency import LatencySettings, markdown, measure, save
+    from ilo.engine.runtimes.memory_budget import MemoryBudget
+    from ilo.engine.runs.outputs import check_output_file
     from ilo.engine.runtimes.backends import get_backend
     from ilo.errors import IloError
     from ilo.generators.checkpoints.files import load_generator

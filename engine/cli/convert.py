@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ilo.atomic import atomic_write_bytes
-    from ilo.engine.app.outputs import check_distinct, check_output_file
+    from ilo.engine.runs.outputs import check_distinct, check_output_file
     from ilo.errors import CheckpointError
     from ilo.generators.checkpoints.files import (
         checkpoint_bytes,

@@ -26,11 +26,11 @@ SETTINGS_FILE = "degrade.json"
 
 def run(args: argparse.Namespace) -> int:
     from ilo.atomic import atomic_write_bytes
-    from ilo.engine.app.image_files import list_inputs
-    from ilo.engine.app.measurements import InputSpec, MeasurementReader
-    from ilo.engine.app.progress import Progress
-    from ilo.engine.app.result_files import degraded_paths, write_degraded
-    from ilo.engine.app.run_dir import RunDir, check_output_layout
+    from ilo.engine.inputs.image_files import list_inputs
+    from ilo.engine.inputs.measurements import InputSpec, MeasurementReader
+    from ilo.engine.runs.progress import Progress
+    from ilo.engine.runs.result_files import degraded_paths, write_degraded
+    from ilo.engine.runs.run_dir import RunDir, check_output_layout
     from ilo.engine.cli.task_args import task_from_args
     from ilo.generators.checkpoints.files import load_generator
 

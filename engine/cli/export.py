@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
     # torch, onnx and the exporter load only when used
     import torch
 
-    from ilo.engine.app.memory_budget import GiB
-    from ilo.engine.app.outputs import check_folder_path
+    from ilo.engine.runtimes.memory_budget import GiB
+    from ilo.engine.runs.outputs import check_folder_path
     from ilo.engine.problems.losses import LPIPS
     from ilo.engine.problems.operators import every_loss_head
     from ilo.export.artifacts import generator_bundle, loss_head_bundle, lpips_bundle
@@ -156,7 +156,7 @@ def warm_restorer(gen, task: str, args: argparse.Namespace):
     """A `Restorer` for `task` with `--method`'s default settings, not yet warm: what `ilo
     restore` and `ilo serve` build on their first use. `--backend auto` is resolved here, so
     an export that fails stops the command instead of falling back to torch with a cold cache."""
-    from ilo.engine.app.restorer import Restorer
+    from ilo.engine.api.restorer import Restorer
     from ilo.engine.problems.tasks import TaskSpec
     from ilo.engine.runtimes.backends import auto_backend_name
 
@@ -178,8 +178,8 @@ def say_plan(what: str, bundles: list, gen, cache: Path | None) -> None:
 
 def train(gen, args: argparse.Namespace) -> None:
     """`--encoder`: train, check, export and cache the model's encoder, with a progress bar."""
-    from ilo.engine.app.encoder_cache import train_and_cache
-    from ilo.engine.app.progress import Progress
+    from ilo.engine.solver.encoder_cache import train_and_cache
+    from ilo.engine.runs.progress import Progress
     from ilo.engine.solver.encoder_training import TrainingSettings
 
     if args.encoder_steps < 1:

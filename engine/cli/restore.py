@@ -70,9 +70,9 @@ def _lpips_metric(args, notes: list[str]):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ilo.engine.app.image_files import IMAGE_SUFFIXES, list_inputs
-    from ilo.engine.app.restore import FolderRestore, RestoreOptions
-    from ilo.engine.app.restorer import Restorer
+    from ilo.engine.inputs.image_files import IMAGE_SUFFIXES, list_inputs
+    from ilo.engine.runs.folder_run import FolderRestore, RestoreOptions
+    from ilo.engine.api.restorer import Restorer
     from ilo.engine.runtimes.backends import check_device
     from ilo.generators.checkpoints.files import load_generator
 

@@ -39,11 +39,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ilo.atomic import atomic_path
-    from ilo.engine.app.image_files import make_grid, save_png, to_uint8
-    from ilo.engine.app.latent_files import read_latents, read_noises
-    from ilo.engine.app.outputs import check_distinct, check_output_file
-    from ilo.engine.app.progress import Progress
-    from ilo.engine.app.sample_memory import check_sample_fits
+    from ilo.engine.inputs.image_files import make_grid, save_png, to_uint8
+    from ilo.engine.inputs.latent_files import read_latents, read_noises
+    from ilo.engine.runs.outputs import check_distinct, check_output_file
+    from ilo.engine.runs.progress import Progress
+    from ilo.engine.runtimes.sample_memory import check_sample_fits
     from ilo.generators.checkpoints.files import load_generator
 
     outputs = [(args.output, "-o"), (args.save_array, "--save-array")]

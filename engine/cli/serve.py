@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--gpus-per-replica gives replicas GPUs: run them there with --device cuda")
     if not args.gpus_per_replica:  # GPU replicas check their own devices (this machine may have none)
         check_device(args.device)
-    from ilo.engine.app.measurements import InputSpec, MeasurementReader
-    from ilo.engine.app.restorer import Restorer
+    from ilo.engine.inputs.measurements import InputSpec, MeasurementReader
+    from ilo.engine.api.restorer import Restorer
     from ilo.engine.fleet.ray_batch import resolved
     from ilo.engine.fleet.service import ServiceConfig, serve_forever
     from ilo.generators.checkpoints.files import load_generator

@@ -12,7 +12,7 @@ from ilo.engine.cli.values import seed, whole
 from ilo.errors import IloError
 
 if TYPE_CHECKING:
-    from ilo.engine.app.restorer import RestorerSettings
+    from ilo.engine.api.restorer import RestorerSettings
     from ilo.engine.problems.tasks import TaskSpec
     from ilo.generators.staged import StagedGenerator
 
@@ -139,8 +139,8 @@ def restorer_settings(
     args: argparse.Namespace, task: TaskSpec, model: str | Path | StagedGenerator
 ) -> RestorerSettings:
     """The settings the options describe; a solver flag the method would ignore is refused."""
-    from ilo.engine.app.methods import method
-    from ilo.engine.app.restorer import RestorerSettings
+    from ilo.engine.api.methods import method
+    from ilo.engine.api.restorer import RestorerSettings
 
     solver_flags = dict(
         steps=args.steps,

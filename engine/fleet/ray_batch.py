@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ilo.engine.app.measurements import InputSpec, MeasurementReader
-from ilo.engine.app.restore import Batch, RestoreOptions
-from ilo.engine.app.restorer import BatchResult, Restorer, RestorerSettings
+from ilo.engine.inputs.measurements import InputSpec, MeasurementReader
+from ilo.engine.runs.folder_run import Batch, RestoreOptions
+from ilo.engine.api.restorer import BatchResult, Restorer, RestorerSettings
 from ilo.errors import IloError, InputError
 
 

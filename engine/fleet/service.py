@@ -22,8 +22,8 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ilo.engine.app.measurements import Prepared
-from ilo.engine.app.restorer import Restored, Restorer, RestorerSettings, restored_images
+from ilo.engine.inputs.measurements import Prepared
+from ilo.engine.api.restorer import Restored, Restorer, RestorerSettings, restored_images
 from ilo.engine.fleet.http_api import HttpError, check_length, check_route, error_body, parse_restore, restored_json
 from ilo.engine.fleet.ray_batch import connect, import_ray
 from ilo.errors import IloError, InputError

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from ilo.engine.app.memory_budget import ONE_ROW_SHARE, GiB, MemoryBudget, MemoryBudgetError
-from ilo.engine.app.memory_estimate import estimated_row_cost
+from ilo.engine.runtimes.memory_budget import ONE_ROW_SHARE, GiB, MemoryBudget, MemoryBudgetError
+from ilo.engine.runtimes.memory_estimate import estimated_row_cost
 from ilo.generators.staged import StagedGenerator
 
 

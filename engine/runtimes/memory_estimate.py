@@ -12,7 +12,7 @@ it refuses only what clearly cannot fit, and the probe decides the rest.
 
 from __future__ import annotations
 
-from ilo.engine.app.memory_budget import RowCost
+from ilo.engine.runtimes.memory_budget import RowCost
 from ilo.generators.staged import StagedGenerator
 
 PER_ROW_PER_STATE_BYTE = 10

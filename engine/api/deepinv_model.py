@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ilo.engine.app.restorer import Restorer
+from ilo.engine.api.restorer import Restorer
 from ilo.engine.problems.deepinv_physics import deepinv  # where it is missing: an InputError naming the extra
 
 Reconstructor = deepinv.models.Reconstructor

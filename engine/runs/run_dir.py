@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Iterator
 
 from ilo.atomic import atomic_write_bytes
-from ilo.engine.app.outputs import check_folder_path, check_name_length, check_not_in_the_way
-from ilo.engine.app.outputs import file_identity as _identity
+from ilo.engine.runs.outputs import check_folder_path, check_name_length, check_not_in_the_way
+from ilo.engine.runs.outputs import file_identity as _identity
 from ilo.engine.problems.metrics import mean_and_std
 from ilo.errors import IloError, InputError
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from ilo.choices import DEFAULT_MAX_PIXELS
-from ilo.engine.app.image_files import (
+from ilo.engine.inputs.image_files import (
     Picture,
     alpha_array,
     decode_picture,
@@ -25,7 +25,7 @@ from ilo.engine.app.image_files import (
     read_picture,
     rgb_array,
 )
-from ilo.engine.app.measurements import Pixels
+from ilo.engine.inputs.measurements import Pixels
 from ilo.errors import InputError
 
 # pixels outside [0, 1] by more than this are a different convention (e.g. [-1, 1] or [0, 255] floats), not rounding

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ilo.engine.app.image_files import (
+from ilo.engine.inputs.image_files import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     fit_mask,
@@ -27,7 +27,7 @@ from ilo.engine.app.image_files import (
     mask_tensor,
     read_picture,
 )
-from ilo.engine.app.npy_header import check_npy_count, check_npy_holds
+from ilo.engine.inputs.npy_header import check_npy_count, check_npy_holds
 from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec
 from ilo.errors import InputError

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from ilo.atomic import atomic_path
-from ilo.engine.app.figures import line_chart, rounds_in_sequence
-from ilo.engine.app.image_files import save_png, to_uint8
-from ilo.engine.app.measurements import Prepared
+from ilo.engine.runs.figures import line_chart, rounds_in_sequence
+from ilo.engine.inputs.image_files import save_png, to_uint8
+from ilo.engine.inputs.measurements import Prepared
 from ilo.engine.problems.losses import LPIPS
 from ilo.engine.problems.metrics import restoration_metrics
 from ilo.engine.problems.tasks import TaskSpec

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import flop_registry
 
-from ilo.engine.app.memory_budget import PeakMemory
+from ilo.engine.runtimes.memory_budget import PeakMemory
 from ilo.engine.problems.operators import Inpainting
 from ilo.engine.runtimes.bridge import EngineGenerator
 from ilo.engine.solver.generator_view import GeneratorView

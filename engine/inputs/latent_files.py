@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ilo.choices import INPUT_SPACES  # noqa: F401  (re-exported)
-from ilo.engine.app.npy_header import check_npy_holds, check_npz_members
+from ilo.engine.inputs.npy_header import check_npy_holds, check_npz_members
 from ilo.errors import InputError
 from ilo.generators.checkpoints.zip_sizes import check_declared_sizes
 from ilo.generators.staged import StagedGenerator

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from ilo.choices import DEFAULT_MAX_PIXELS, DEFAULT_METHOD
-from ilo.engine.app.in_memory import picture_pixels, vector_digest
-from ilo.engine.app.measurements import InputSpec, MeasurementReader, Prepared
-from ilo.engine.app.memory_budget import (
+from ilo.engine.inputs.in_memory import picture_pixels, vector_digest
+from ilo.engine.inputs.measurements import InputSpec, MeasurementReader, Prepared
+from ilo.engine.runtimes.memory_budget import (
     GiB,
     MemoryBudget,
     MemoryBudgetError,
@@ -34,8 +34,8 @@ from ilo.engine.app.memory_budget import (
     cached_row_cost,
     measure_row_cost,
 )
-from ilo.engine.app.methods import method as method_named
-from ilo.engine.app.memory_estimate import estimated_row_cost, held_bytes
+from ilo.engine.api.methods import method as method_named
+from ilo.engine.runtimes.memory_estimate import estimated_row_cost, held_bytes
 from ilo.engine.problems.losses import LPIPS
 from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec, name_seed
@@ -82,7 +82,7 @@ class RestorerSettings:
     # what a solve may take: 'auto' (a share of the memory available), 'off', '60%' or a size ('12G')
     memory_budget: str = "auto"
     # a trained encoder whose learned start replaces each image's first random start: 'auto'
-    # (the model's own, ilo.engine.app.encoder_cache; refused where there is none), a file,
+    # (the model's own, ilo.engine.solver.encoder_cache; refused where there is none), a file,
     # 'none' (random starts only), or None: the method's default, which for ilo-auto is the
     # model's own where it has one (with the shorter schedule a learned start allows) and for
     # the encoder method the model's own; the baselines and plain ILO start at random
@@ -267,7 +267,7 @@ class Restorer:
 
     def _find_encoder(self, settings: RestorerSettings):
         """The encoder the settings name (see RestorerSettings.encoder), or None."""
-        from ilo.engine.app.encoder_cache import model_encoder
+        from ilo.engine.solver.encoder_cache import model_encoder
 
         if settings.encoder == "none" or (settings.encoder is None and not settings.learned_default()):
             return None
@@ -477,7 +477,7 @@ class Restorer:
                 )
             engine = EngineGenerator(gen, backend, progress=progress)
             if self._encoder is not None:
-                from ilo.engine.app.encoder_engine import EngineEncoder
+                from ilo.engine.api.encoder_engine import EngineEncoder
 
                 self._start_encoder = EngineEncoder(self._encoder, backend, progress)
             engine_lpips = lpips if lpips is None else EngineLPIPS(lpips, gen.resolution, backend, progress=progress)

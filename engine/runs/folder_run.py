@@ -5,8 +5,8 @@ files and record as its batch comes back. Who solves a batch is a `BatchSolver`:
 process, an `ilo.Restorer` (`LocalBatches`); on a Ray cluster, a pool of actors holding one
 each (`ilo.engine.fleet.ray_batch`). Either way the same files are written by this process, so
 a run resumes, and an output is never half-written, whoever solved it. The inputs are read by
-`ilo.engine.app.measurements`, each image's files are written by
-`ilo.engine.app.result_files`, and the output folder is an `ilo.engine.app.run_dir.RunDir`.
+`ilo.engine.inputs.measurements`, each image's files are written by
+`ilo.engine.runs.result_files`, and the output folder is an `ilo.engine.runs.run_dir.RunDir`.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ilo.engine.app.image_files import file_sha256
-from ilo.engine.app.measurements import InputSpec, MeasurementReader, Prepared
-from ilo.engine.app.progress import Progress
-from ilo.engine.app.restorer import BatchResult, Restorer
-from ilo.engine.app.result_files import ResultWriter, output_intact
-from ilo.engine.app.run_dir import RunDir, check_output_layout
+from ilo.engine.inputs.image_files import file_sha256
+from ilo.engine.inputs.measurements import InputSpec, MeasurementReader, Prepared
+from ilo.engine.runs.progress import Progress
+from ilo.engine.api.restorer import BatchResult, Restorer
+from ilo.engine.runs.result_files import ResultWriter, output_intact
+from ilo.engine.runs.run_dir import RunDir, check_output_layout
 from ilo.engine.problems.losses import LPIPS
 from ilo.engine.solver.ilo_solver import radius_of_round
 from ilo.errors import IloError, InputError

@@ -1,0 +1,1 @@
+"""The embedding API: ilo.Restorer, the methods it runs, and the DeepInverse reconstructor."""

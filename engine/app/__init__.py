@@ -1,1 +1,0 @@
-"""The application: restore runs, their folders, image files and measurements."""

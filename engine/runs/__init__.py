@@ -1,0 +1,1 @@
+"""Folder runs: their folders, outputs, result files, progress and charts."""
