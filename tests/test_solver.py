@@ -5,8 +5,9 @@ import torch
 
 from ilo import IloError
 from ilo.engine.problems.operators import Downsample, Inpainting, Noise
-from ilo.engine.solver.ilo_solver import ILOConfig, _initial_z, csgm_config, member_seed, pulse_config, solve
+from ilo.engine.solver.ilo_solver import ILOConfig, csgm_config, member_seed, pulse_config, solve
 from ilo.engine.solver.projections import norms
+from ilo.engine.solver.seeds import initial_z
 
 
 def _truth(gen, n, seed=123):
@@ -63,15 +64,16 @@ def test_result_does_not_depend_on_the_batch(sg2):
     assert torch.allclose(together.wplus[1:2], alone.wplus, atol=BATCH_ROUNDING)
 
 
-def test_each_image_draws_its_own_denoising_noise_stream(sg2):
+def test_each_image_draws_its_own_denoisingnoise_stream(sg2):
     # eq. 4 adds fresh noise at every evaluation; an image's draws must be exactly the same
     # whichever batch it is in, evaluation after evaluation
-    from ilo.engine.solver.ilo_solver import _noise_stream, _Objective
+    from ilo.engine.solver.objective import Objective
+    from ilo.engine.solver.seeds import noise_stream
 
     op, config = Noise(0.1), ILOConfig()
     y = torch.zeros(3, 3, 32, 32)
-    together = _Objective(op, y, config, None, [_noise_stream(s) for s in (4, 5, 6)])
-    alone = _Objective(op, y[2:], config, None, [_noise_stream(6)])
+    together = Objective(op, y, config, None, [noise_stream(s) for s in (4, 5, 6)])
+    alone = Objective(op, y[2:], config, None, [noise_stream(6)])
     for _ in range(3):
         a, b = together.draw_noise(3, 32), alone.draw_noise(1, 32)
         assert torch.equal(a[2:], b) and not torch.equal(a[1:2], b)
@@ -103,7 +105,7 @@ def test_spherical_projection_keeps_latent_norms(sg2):
     # the optimised variable is the Gaussianised z (w+ is its image under the latent statistics),
     # one vector per layer: each must end on the sphere it started on, having moved along it
     z = sg2.latent_stats().from_w(result.wplus)
-    z0 = _initial_z(sg2, [5], 0)
+    z0 = initial_z(sg2, [5], 0)
     assert z.shape == z0.shape == (1, sg2.n_latent, sg2.style_dim)
     # 20 unprojected Adam steps of lr 0.1 move the norms by 4-22%; undoing the leaky ReLU and
     # the statistics in float32 leaves them 1.2e-7 from the start here
@@ -326,9 +328,9 @@ def test_a_trainable_generator_is_solved_as_a_frozen_one_and_gets_no_weight_grad
 
 
 def test_plateau_switching_stops_on_the_best_loss_not_on_one_noisy_step():
-    from ilo.engine.solver.ilo_solver import _Patience
+    from ilo.engine.solver.patience import Patience
 
-    patience = _Patience(window=3, tol=0.01)
+    patience = Patience(window=3, tol=0.01)
     # image 0 keeps improving with a step up in between (a high learning rate); image 1 is flat
     scores = [[10.0, 5.0], [12.0, 5.0], [9.0, 5.0], [11.0, 5.0], [8.0, 5.0], [8.0, 5.0], [8.0, 5.0], [8.0, 5.0]]
     stopped = [patience.update(torch.tensor(s)).tolist() for s in scores]
