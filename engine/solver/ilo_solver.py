@@ -198,11 +198,11 @@ def _solve_ensemble(
         op.select(rows),
         gen,
         single,
-        member_seeds,
-        lpips,
-        progress,
-        max_rows,
-        None if starts is None else starts[rows],
+        image_seeds=member_seeds,
+        lpips=lpips,
+        progress=progress,
+        max_rows=max_rows,
+        starts=None if starts is None else starts[rows],
     )
 
     def per_member(t: torch.Tensor) -> torch.Tensor:  # [members * B, ...] -> [members, B, ...]
