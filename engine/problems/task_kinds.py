@@ -78,9 +78,19 @@ class TaskParams:
     def check_fits(self, resolution: int) -> None:
         """Refuse, before it is made, an operator too large for this machine (most are small)."""
 
+    def step_shape(self) -> dict:
+        """The parameters that change what a solver step holds (a mask or a noise level does not)."""
+        return {}
+
     @property
     def has_built_in_mask(self) -> bool:
         return False
+
+    def built_in_mask(self, resolution: int, name: str) -> torch.Tensor:
+        raise InputError(f"{type(self).__name__} has no masks: only inpainting takes them")
+
+    def measurement_count(self, resolution: int) -> int:
+        raise InputError(f"{type(self).__name__} measures pictures: only compressed sensing counts measurements")
 
 
 @dataclass
@@ -160,6 +170,9 @@ class SuperResolutionParams(TaskParams):
             raise InputError(f"--factor {self.factor} does not divide the generator's {resolution}px")
         return resolution // self.factor
 
+    def step_shape(self) -> dict:
+        return {"factor": self.factor}  # the camera's picture, and so the loss's input, is this much smaller
+
 
 @dataclass
 class DenoisingParams(TaskParams):
@@ -222,7 +235,6 @@ class TaskKind:
     params: type[TaskParams]  # its parameters, their defaults and checks, and its operator
     takes_masks: bool = False  # inpaint: a mask per image (a file, a folder or built in)
     vector_measurements: bool = False  # cs: y is a vector (a .npy file), not a picture
-    low_resolution: bool = False  # sr: the camera delivers resolution / factor pixels
     bm3d: bool = False  # the BM3D baseline restores it (Gaussian denoising only)
 
     @property
@@ -235,7 +247,7 @@ class TaskKind:
 
 TASK_KINDS = {
     "inpaint": TaskKind(InpaintingParams, takes_masks=True),
-    "sr": TaskKind(SuperResolutionParams, low_resolution=True),
+    "sr": TaskKind(SuperResolutionParams),
     "denoise": TaskKind(DenoisingParams, bm3d=True),
     "cs": TaskKind(CompressedSensingParams, vector_measurements=True),
 }

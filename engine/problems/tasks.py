@@ -76,7 +76,7 @@ class TaskSpec:
 
     def measurement_count(self, resolution: int) -> int:
         """m, the number of compressed-sensing measurements of one image."""
-        return self.params.measurement_count(resolution)  # type: ignore[attr-defined]
+        return self.params.measurement_count(resolution)
 
     def matrix_bytes(self, resolution: int) -> int:
         """What the operator's own matrix holds (float32): dense Gaussian CS's m x n, else 0."""
@@ -89,12 +89,13 @@ class TaskSpec:
 
     def built_in_mask(self, resolution: int, name: str) -> torch.Tensor:
         """The [1, H, W] mask that --centre-box / --box / --keep describe for image `name`."""
-        return self.params.built_in_mask(resolution, name)  # type: ignore[attr-defined]
+        return self.params.built_in_mask(resolution, name)
 
     def step_key(self) -> dict:
-        """What of the task changes what a solver step holds: the operator's kind and, where the
-        camera's picture is smaller, its size; not a mask or a noise level."""
-        return {"task": self.task, "factor": self.params.factor if self.kind.low_resolution else None}  # type: ignore[attr-defined]
+        """What of the task changes what a solver step holds: the operator's kind and the
+        parameters its row names (`step_shape`), not a mask or a noise level. Keys cached on
+        disk have always named a factor (None but for sr), so they stay valid."""
+        return {"task": self.task, "factor": None, **self.params.step_shape()}
 
     def operator(self, resolution: int, masks: torch.Tensor | None = None) -> Operator:
         """The forward operator for a batch; `masks` [B, 1, H, W] for inpainting."""
