@@ -47,15 +47,15 @@ def add_task_parameters(group, files: bool) -> None:
     """Every task's parameters: those all tasks take, then each task's own (named by its task)."""
     from ilo.engine.problems.task_kinds import TASK_KINDS, TaskParams
 
-    base = TaskParams.default_sigma
-    own_sigma = "; ".join(
-        f"{t}: default {_shown(k.default_sigma)}" for t, k in TASK_KINDS.items() if k.default_sigma != base
-    )
     for f in dataclasses.fields(TaskParams):
-        if f.name == "sigma":  # its default is each task's own
-            _add_flag(group, f, f"{f.metadata['help']} ({own_sigma}; others: {_shown(base)})")
-        else:
+        per_task = f"default_{f.name}"  # a default each task sets for itself (sigma), said per task
+        if not hasattr(TaskParams, per_task):
             _add_flag(group, f, f.metadata["help"], default=f.default)
+            continue
+        base = getattr(TaskParams, per_task)
+        defaults = {t: getattr(k.params, per_task) for t, k in TASK_KINDS.items()}
+        own = "; ".join(f"{t}: default {_shown(v)}" for t, v in defaults.items() if v != base)
+        _add_flag(group, f, f"{f.metadata['help']} ({own}; others: {_shown(base)})")
     for task, kind in TASK_KINDS.items():
         for f in kind.params.own_fields():
             said = "" if f.default is None else f" (default {_shown(f.default)})"
