@@ -237,10 +237,6 @@ class TaskKind:
     vector_measurements: bool = False  # cs: y is a vector (a .npy file), not a picture
     bm3d: bool = False  # the BM3D baseline restores it (Gaussian denoising only)
 
-    @property
-    def default_sigma(self) -> float:
-        return self.params.default_sigma
-
     def own_parameters(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.params.own_fields())
 
