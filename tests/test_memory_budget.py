@@ -264,11 +264,11 @@ def test_the_step_estimate_at_1024_is_close_below_what_the_probe_measured():
 
 
 def test_dense_cs_whose_matrix_cannot_fit_is_refused_at_once(dcgan, monkeypatch, tmp_path, capsys):
-    from ilo.engine.problems import tasks
+    from ilo.engine.problems import task_kinds
 
     monkeypatch.setenv("ILO_CACHE_DIR", str(tmp_path / "cache"))
     # the 64² model's matrix at ratio 0.1: 1229 x 12288 float32, 0.06 GiB, more than 30% of 0.1 GiB
-    monkeypatch.setattr(tasks, "available_host_memory", lambda: (int(0.1 * GiB), "available (test)"))
+    monkeypatch.setattr(task_kinds, "available_host_memory", lambda: (int(0.1 * GiB), "available (test)"))
     refusal = r"dense Gaussian CS at 64² needs a 0\.1 GiB matrix \(1229 x 12288.*--cs-matrix circulant"
     with pytest.raises(IloError, match=refusal):
         ilo.Restorer(dcgan, task="cs", cs_matrix="gaussian", backend="onnxruntime")

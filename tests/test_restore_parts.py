@@ -2,6 +2,7 @@
 operators and seeds, and the run folder's settings check and tables."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,6 +82,49 @@ def test_task_operators_and_sizes():
         TaskSpec("inpaint", centre_box=0.5, keep=0.1)
     with pytest.raises(InputError, match="sigma"):
         TaskSpec("denoise", sigma=2.0)
+
+
+def test_each_task_owns_its_parameters_and_the_flags_come_from_them():
+    import dataclasses
+
+    from ilo.engine.cli.main import build_parser
+    from ilo.engine.problems.task_kinds import TASK_KINDS, TaskParams
+
+    assert TaskSpec("sr", factor=2).params == TASK_KINDS["sr"].params(factor=2)
+    assert TaskSpec("sr", factor=2).factor == 2 and TaskSpec("denoise").factor == 4  # another task's: its default
+    with pytest.raises(InputError, match="factor belongs to task sr, not denoise"):
+        TaskSpec("denoise", factor=2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        TaskSpec("denoise", colour=2)
+    # records name every task's parameters, as run folders always have, so older folders resume
+    every = {"task", "factor", "sigma", "ratio", "cs_matrix", "centre_box", "box", "keep", "op_seed"}
+    assert set(TaskSpec("cs").describe()) == every
+    restore = build_parser()._subparsers._group_actions[0].choices["restore"]
+    actions = {a.option_strings[0]: a for a in restore._actions if a.option_strings}
+    for task, kind in TASK_KINDS.items():
+        for f in kind.params.own_fields():  # a task's flag: named by its task, its default said once
+            action = actions[f.metadata["flag"]]
+            assert action.help.startswith(f"{task}: ") and action.default is None
+            shown = f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
+            assert f.default is None or action.help.endswith(f"(default {shown})")
+    for f in dataclasses.fields(TaskParams):
+        assert actions[f.metadata["flag"]].default == f.default
+    assert "denoise: default 0.1; others: 0" in actions["--sigma"].help
+
+
+def test_a_run_reads_its_inputs_as_its_restorer_settings_say():
+    import ilo
+    from ilo.engine.inputs.measurements import InputFiles, InputSpec
+
+    settings = ilo.RestorerSettings(task=TaskSpec("inpaint", centre_box=0.5), fit="pad", max_pixels=10)
+    spec = InputSpec.for_settings(settings, InputFiles(clean_inputs=True))  # the task, fit and limit said once
+    assert (spec.task, spec.fit, spec.max_pixels, spec.files.clean_inputs) == (settings.task, "pad", 10, True)
+    with pytest.raises(InputError, match="--fit pad invents pixels"):
+        ilo.RestorerSettings(task=TaskSpec("denoise"), fit="pad")
+    with pytest.raises(InputError, match="--max-pixels must be at least 1"):
+        ilo.RestorerSettings(max_pixels=0)
+    with pytest.raises(InputError, match="--mask / --mask-dir belong to --task inpaint"):
+        InputSpec.for_settings(ilo.RestorerSettings(), InputFiles(mask_dir=Path("masks")))
 
 
 def test_random_masks_and_noise_follow_the_image_name():

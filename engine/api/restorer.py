@@ -75,8 +75,8 @@ class RestorerSettings:
     device: str = "cpu"
     config: ILOConfig | None = None  # None: the method's defaults
     seed: int = 0
-    fit: str | None = None  # for pictures handed over in memory: crop, resize, pad or refuse (None)
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    fit: str | None = None  # for pictures of another size: crop, resize, pad or refuse (None)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger pictures are refused before they are decoded
     lpips_net: str = "vgg"  # the LPIPS loss, where config.lpips_weight > 0
     lpips_backbone: str | Path | None = None
     # what a solve may take: 'auto' (a share of the memory available), 'off', '60%' or a size ('12G')
@@ -109,6 +109,8 @@ class RestorerSettings:
             raise InputError("the fast setting starts from the model's encoder: it cannot run with --encoder none")
         if self.config is None:  # bad overrides stop here; the config is made where the encoder is known
             method_config(self.method, learned=True, fast=self.fast, **self.solver_overrides)
+        # the task, fit and size limit are said here once, for every way in (files, memory, requests)
+        InputSpec.for_settings(self)  # a fit the task cannot take, or a size limit below 1, stops here
 
     def learned_default(self) -> bool:
         """Whether the method takes the model's own encoder, where it has one, without being asked."""

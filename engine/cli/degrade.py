@@ -27,7 +27,7 @@ SETTINGS_FILE = "degrade.json"
 def run(args: argparse.Namespace) -> int:
     from ilo.atomic import atomic_write_bytes
     from ilo.engine.inputs.image_files import list_inputs
-    from ilo.engine.inputs.measurements import InputSpec, MeasurementReader
+    from ilo.engine.inputs.measurements import InputFiles, InputSpec, MeasurementReader
     from ilo.engine.runs.progress import Progress
     from ilo.engine.runs.result_files import degraded_paths, write_degraded
     from ilo.engine.runs.run_dir import RunDir, check_output_layout
@@ -37,9 +37,8 @@ def run(args: argparse.Namespace) -> int:
     task = task_from_args(args)
     inputs = list_inputs(args.inputs)
     gen = load_generator(args.model)  # only its resolution matters here
-    spec = InputSpec(
-        task, fit=args.fit, clean_inputs=True, mask=args.mask, mask_dir=args.mask_dir, max_pixels=args.max_pixels
-    )
+    files = InputFiles(clean_inputs=True, mask=args.mask, mask_dir=args.mask_dir)
+    spec = InputSpec(task, fit=args.fit, max_pixels=args.max_pixels, files=files)
     reader = MeasurementReader(spec, gen.resolution)
     out = RunDir(args.out, settings_file=SETTINGS_FILE)
     out.check_usable()

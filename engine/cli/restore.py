@@ -71,6 +71,7 @@ def _lpips_metric(args, notes: list[str]):
 
 def run(args: argparse.Namespace) -> int:
     from ilo.engine.inputs.image_files import IMAGE_SUFFIXES, list_inputs
+    from ilo.engine.inputs.measurements import InputFiles
     from ilo.engine.runs.folder_run import FolderRestore, RestoreOptions
     from ilo.engine.api.restorer import Restorer
     from ilo.engine.runtimes.backends import check_device
@@ -91,13 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ray is None or not args.gpus_per_worker:  # a step that cannot fit: refused before inputs or Ray
         restorer.preflight()
     options = RestoreOptions(
-        task=task,
-        fit=args.fit,
-        clean_inputs=args.clean,
-        mask=args.mask,
-        mask_dir=args.mask_dir,
-        truth_dir=args.truth_dir,
-        max_pixels=args.max_pixels,
+        files=InputFiles(clean_inputs=args.clean, mask=args.mask, mask_dir=args.mask_dir, truth_dir=args.truth_dir),
         batch_size=args.batch_size,
         save_degraded=args.save_degraded,
         save_strip=args.strip,

@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--gpus-per-replica gives replicas GPUs: run them there with --device cuda")
     if not args.gpus_per_replica:  # GPU replicas check their own devices (this machine may have none)
         check_device(args.device)
-    from ilo.engine.inputs.measurements import InputSpec, MeasurementReader
     from ilo.engine.api.restorer import Restorer
+    from ilo.engine.inputs.measurements import InputSpec, MeasurementReader
     from ilo.engine.fleet.ray_batch import resolved
     from ilo.engine.fleet.service import ServiceConfig, serve_forever
     from ilo.generators.checkpoints.files import load_generator
@@ -67,13 +67,14 @@ def run(args: argparse.Namespace) -> int:
         )
     # everything a replica would refuse at start-up is refused here, in one line, before Ray starts
     gen = load_generator(args.model)
-    MeasurementReader(InputSpec(task, fit=args.fit, max_pixels=args.max_pixels), gen.resolution)
+    settings = restorer_settings(args, task, gen)
+    MeasurementReader(InputSpec.for_settings(settings), gen.resolution)
     if task.has_built_in_mask:
         task.built_in_mask(gen.resolution, "check")
     model = resolved(args.model) if args.model != "default" else "default"
     # made here, not warmed: the encoder and schedule are decided once (each replica runs these
     # settings, or refuses where its node lacks the encoder), and what cannot fit is refused
-    restorer = Restorer(settings=restorer_settings(args, task, gen), warm=False, quiet=args.quiet)
+    restorer = Restorer(settings=settings, warm=False, quiet=args.quiet)
     settings = restorer.settings
     if not args.gpus_per_replica:  # a model whose step cannot fit here is refused before Ray starts
         restorer.preflight()

@@ -42,97 +42,145 @@ def _fractions(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated fractions of round 0, got '{text}'") from None
 
 
-def add_solver_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--method",
-        choices=METHODS,
-        default=DEFAULT_METHOD,
-        help="'ilo-auto' (default): ILO that chooses per image how deep and how far to fit by 10%% held-out "
-        "measurements (better on every task, most on faces the generator cannot make: rotated, shifted, "
-        "occluded, real photographs; about the same time); 'ilo': the paper's fixed depth (stage 2, l1 "
-        "radius 10%%); 'csgm', 'pulse' and 'bm3d' are the baselines; 'encoder': the model's trained encoder alone "
-        "(one pass, nothing optimised: the fastest, see --encoder)",
-    )
-    s = p.add_argument_group("solver (per-round lists are comma-separated; the last value repeats)")
-    s.add_argument(
-        "--steps", type=_per_round(int, "steps per round, comma-separated"), help="steps per round, e.g. 300,100"
-    )
-    s.add_argument(
+_METHOD_HELP = (
+    "'ilo-auto' (default): ILO that chooses per image how deep and how far to fit by 10%% held-out "
+    "measurements (better on every task, most on faces the generator cannot make: rotated, shifted, "
+    "occluded, real photographs; about the same time); 'ilo': the paper's fixed depth (stage 2, l1 "
+    "radius 10%%); 'csgm', 'pulse' and 'bm3d' are the baselines; 'encoder': the model's trained encoder alone "
+    "(one pass, nothing optimised: the fastest, see --encoder)"
+)
+
+# The solver group: (flag, the solver setting it overrides or None, argparse keywords). A flag
+# with a setting replaces that value of the method's defaults (RestorerSettings.solver_overrides).
+SOLVER_FLAGS: tuple[tuple[str, str | None, dict], ...] = (
+    (
+        "--steps",
+        "steps",
+        {"type": _per_round(int, "steps per round, comma-separated"), "help": "steps per round, e.g. 300,100"},
+    ),
+    (
         "--lr",
-        type=_per_round(float, "learning rate per round, comma-separated"),
-        help="learning rate per round, e.g. 0.1,0.01",
-    )
-    s.add_argument(
+        "lr",
+        {
+            "type": _per_round(float, "learning rate per round, comma-separated"),
+            "help": "learning rate per round, e.g. 0.1,0.01",
+        },
+    ),
+    (
         "--l1-radius",
-        type=_per_round(float, "l1 radius per round, comma-separated, or none"),
-        help="l1 radius per round, x the state's l1 norm; 'none' = off",
-    )
-    s.add_argument("--end-stage", type=int, help="last stage whose input is optimised (0 = latent only)")
-    s.add_argument(
-        "--switch", choices=("fixed", "plateau"), help="fixed step budgets, or move on when the loss flattens"
-    )
-    s.add_argument(
-        "--restarts", type=int, help="random starts of round 0, run as one batch; the best per image is kept"
-    )
-    s.add_argument(
+        "l1_radius",
+        {
+            "type": _per_round(float, "l1 radius per round, comma-separated, or none"),
+            "help": "l1 radius per round, x the state's l1 norm; 'none' = off",
+        },
+    ),
+    ("--end-stage", "end_stage", {"type": int, "help": "last stage whose input is optimised (0 = latent only)"}),
+    (
+        "--switch",
+        "switch",
+        {"choices": ("fixed", "plateau"), "help": "fixed step budgets, or move on when the loss flattens"},
+    ),
+    (
+        "--restarts",
+        "restarts",
+        {"type": int, "help": "random starts of round 0, run as one batch; the best per image is kept"},
+    ),
+    (
         "--prune-starts",
-        type=_fractions,
-        metavar="F[,F...]",
-        help="successive halving: at these fractions of round 0 each image keeps the better half of its "
-        "starts, e.g. 0.5,0.75 (default: every start runs all of round 0)",
-    )
-    s.add_argument(
+        "prune_starts_at",
+        {
+            "type": _fractions,
+            "metavar": "F[,F...]",
+            "help": "successive halving: at these fractions of round 0 each image keeps the better half of its "
+            "starts, e.g. 0.5,0.75 (default: every start runs all of round 0)",
+        },
+    ),
+    (
         "--hold-out",
-        type=float,
-        metavar="SHARE",
-        help="leave this share of each image's measurements out of the fit (e.g. 0.1) and return the iterate "
-        "that fits them best: how deep and how far the fit goes is then chosen per image (for images "
-        "the generator cannot make); the metrics record each image's round, l1 radius and held-out loss",
-    )
-    s.add_argument(
+        "hold_out",
+        {
+            "type": float,
+            "metavar": "SHARE",
+            "help": "leave this share of each image's measurements out of the fit (e.g. 0.1) and return the iterate "
+            "that fits them best: how deep and how far the fit goes is then chosen per image (for images "
+            "the generator cannot make); the metrics record each image's round, l1 radius and held-out loss",
+        },
+    ),
+    (
         "--ensemble",
-        type=int,
-        metavar="K",
-        help="solve each image K times from different random starts (and held-out shares) and average the "
-        "results: at K=3, +1.2 to +2.0 dB on faces the generator makes and +0.4 to +1.6 dB on ones it "
-        "cannot, for about K times the time (default 1)",
-    )
-    s.add_argument(
+        "ensemble",
+        {
+            "type": int,
+            "metavar": "K",
+            "help": "solve each image K times from different random starts (and held-out shares) and average the "
+            "results: better on faces the generator makes and on ones it cannot (benchmarks/results/ensemble.md "
+            "has the measured gain), for about K times the time (default 1)",
+        },
+    ),
+    (
         "--encoder",
-        metavar="auto|none|FILE",
-        help="start round 0 from a trained encoder's guess (a learned start) in place of each image's first "
-        "random start: 'auto' = the model's own (shipped with the default model, else made by ilo export "
-        "--encoder), 'none' = random starts only, or a .safetensors file; refused if it was trained for "
-        "other weights. Default: ilo-auto takes the model's own where it has one, with the shorter "
-        "schedule a learned start allows; the other search methods start at random",
-    )
-    s.add_argument(
+        None,
+        {
+            "metavar": "auto|none|FILE",
+            "help": "start round 0 from a trained encoder's guess (a learned start) in place of each image's first "
+            "random start: 'auto' = the model's own (shipped with the default model, else made by ilo export "
+            "--encoder), 'none' = random starts only, or a .safetensors file; refused if it was trained for "
+            "other weights. Default: ilo-auto takes the model's own where it has one, with the shorter "
+            "schedule a learned start allows; the other search methods start at random",
+        },
+    ),
+    (
         "--fast",
-        action="store_true",
-        help="ilo-auto's fast schedule from the learned start (needs the model's encoder): faster than the "
-        "default, for less quality on pictures the generator cannot make (README: Learned starts)",
-    )
-    s.add_argument("--lpips-weight", type=float, help="weight of LPIPS in the loss (needs the backbone file)")
-    s.add_argument("--seed", type=seed, default=0, help="seed of the random starts (per image, from its name)")
-    p.add_argument("--lpips-net", choices=LPIPS_NETS, default="vgg", help="LPIPS network for the loss and the metric")
-    p.add_argument("--lpips-backbone", type=Path, help="torchvision backbone file (default: the torch hub cache)")
-    p.add_argument(
+        None,
+        {
+            "action": "store_true",
+            "help": "ilo-auto's fast schedule from the learned start (needs the model's encoder): faster than the "
+            "default, for less quality on pictures the generator cannot make (README: Learned starts)",
+        },
+    ),
+    (
+        "--lpips-weight",
+        "lpips_weight",
+        {"type": float, "help": "weight of LPIPS in the loss (needs the backbone file)"},
+    ),
+    ("--seed", None, {"type": seed, "default": 0, "help": "seed of the random starts (per image, from its name)"}),
+)
+
+# What runs the solve, beside the solver group: (flag, argparse keywords).
+ENGINE_FLAGS: tuple[tuple[str, dict], ...] = (
+    ("--lpips-net", {"choices": LPIPS_NETS, "default": "vgg", "help": "LPIPS network for the loss and the metric"}),
+    ("--lpips-backbone", {"type": Path, "help": "torchvision backbone file (default: the torch hub cache)"}),
+    (
         "--backend",
-        choices=("auto", *BACKENDS),
-        default="auto",
-        help="what runs the generator: 'auto' (default) = the fused CUDA kernels for a StyleGAN2 on a GPU where "
-        "the kernel library is built, else the exported graphs on onnxruntime, exported on first use and "
-        "cached; falls back to torch with a note if neither can run. 'torch' = the eager reference",
-    )
-    p.add_argument("--device", default="cpu", help="cpu, or cuda[:N] for the GPU backends")
-    p.add_argument(
+        {
+            "choices": ("auto", *BACKENDS),
+            "default": "auto",
+            "help": "what runs the generator: 'auto' (default) = the fused CUDA kernels for a StyleGAN2 on a GPU "
+            "where the kernel library is built, else the exported graphs on onnxruntime, exported on first use "
+            "and cached; falls back to torch with a note if neither can run. 'torch' = the eager reference",
+        },
+    ),
+    ("--device", {"default": "cpu", "help": "cpu, or cuda[:N] for the GPU backends"}),
+    (
         "--memory-budget",
-        default="auto",
-        metavar="SIZE",
-        help="memory a solve may take: a batch that needs more runs in micro-batches that fit (same results). "
-        "'auto' (default) = 20%% of the available RAM (85%% of the free GPU memory), '60%%', a size such "
-        "as 12G or 800M, or 'off'. What a step needs is measured once per model and task, and cached",
-    )
+        {
+            "default": "auto",
+            "metavar": "SIZE",
+            "help": "memory a solve may take: a batch that needs more runs in micro-batches that fit (same results). "
+            "'auto' (default) = 20%% of the available RAM (85%% of the free GPU memory), '60%%', a size such "
+            "as 12G or 800M, or 'off'. What a step needs is measured once per model and task, and cached",
+        },
+    ),
+)
+
+
+def add_solver_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help=_METHOD_HELP)
+    s = p.add_argument_group("solver (per-round lists are comma-separated; the last value repeats)")
+    for flag, _, keywords in SOLVER_FLAGS:
+        s.add_argument(flag, **keywords)
+    for flag, keywords in ENGINE_FLAGS:
+        p.add_argument(flag, **keywords)
 
 
 def restorer_settings(
@@ -142,18 +190,7 @@ def restorer_settings(
     from ilo.engine.api.methods import method
     from ilo.engine.api.restorer import RestorerSettings
 
-    solver_flags = dict(
-        steps=args.steps,
-        lr=args.lr,
-        l1_radius=args.l1_radius,
-        end_stage=args.end_stage,
-        switch=args.switch,
-        restarts=args.restarts,
-        lpips_weight=args.lpips_weight,
-        prune_starts_at=args.prune_starts,
-        hold_out=args.hold_out,
-        ensemble=args.ensemble,
-    )
+    solver_flags = {setting: getattr(args, flag[2:].replace("-", "_")) for flag, setting, _ in SOLVER_FLAGS if setting}
     # --seed seeds the random starts and is harmless for BM3D; the other flags must not be ignored
     overrides = {k: v for k, v in solver_flags.items() if v is not None}
     overrides.update({"seed": args.seed} if method(args.method).optimises else {})

@@ -1,12 +1,17 @@
-"""Command-line options shared by `ilo restore` and `ilo degrade`: the task and its inputs."""
+"""Command-line options shared by `ilo restore` and `ilo degrade`: the task and its inputs.
+
+The task's flags are made from its parameter dataclasses (`ilo.engine.problems.task_kinds`):
+each field's metadata gives the flag and what it is, and its default is the dataclass's. A
+flag of one task defaults to None here, so that giving it with another task can be refused."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ilo.choices import CS_MATRICES, DEFAULT_MAX_PIXELS, FIT_MODES, TASKS
+from ilo.choices import DEFAULT_MAX_PIXELS, FIT_MODES, TASKS
 from ilo.engine.cli.values import seed
 from ilo.errors import InputError
 
@@ -24,6 +29,46 @@ def _box(text: str) -> tuple[int, int, int, int]:
     return parts  # type: ignore[return-value]
 
 
+# how a parameter's value is read, by the name its field's metadata gives
+_READERS = {"int": int, "float": float, "seed": seed, "box": _box, None: None}
+
+
+def _shown(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _add_flag(group, f: dataclasses.Field, help: str, default=None) -> None:
+    meta = f.metadata
+    extra = {k: meta[k] for k in ("metavar", "choices") if meta[k] is not None}
+    group.add_argument(meta["flag"], type=_READERS[meta["reads"]], default=default, help=help, **extra)
+
+
+def add_task_parameters(group, files: bool) -> None:
+    """Every task's parameters: those all tasks take, then each task's own (named by its task)."""
+    from ilo.engine.problems.task_kinds import TASK_KINDS, TaskParams
+
+    for f in dataclasses.fields(TaskParams):
+        per_task = f"default_{f.name}"  # a default each task sets for itself (sigma), said per task
+        if not hasattr(TaskParams, per_task):
+            _add_flag(group, f, f.metadata["help"], default=f.default)
+            continue
+        base = getattr(TaskParams, per_task)
+        defaults = {t: getattr(k.params, per_task) for t, k in TASK_KINDS.items()}
+        own = "; ".join(f"{t}: default {_shown(v)}" for t, v in defaults.items() if v != base)
+        _add_flag(group, f, f"{f.metadata['help']} ({own}; others: {_shown(base)})")
+    for task, kind in TASK_KINDS.items():
+        for f in kind.params.own_fields():
+            said = "" if f.default is None else f" (default {_shown(f.default)})"
+            _add_flag(group, f, f"{task}: {f.metadata['help']}{said}")
+    if files:
+        group.add_argument(
+            "--mask", type=Path, help="inpaint: one mask image for every input (black or transparent = missing)"
+        )
+        group.add_argument(
+            "--mask-dir", type=Path, help="inpaint: a mask per input, same file stem (black or transparent = missing)"
+        )
+
+
 def add_task_arguments(p: argparse.ArgumentParser, files: bool = True) -> None:
     """The task and its parameters; with `files`, the inputs, the output folder and mask files."""
     if files:
@@ -31,24 +76,7 @@ def add_task_arguments(p: argparse.ArgumentParser, files: bool = True) -> None:
         p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--model", default="default", help="'default' (embedded 64px face DCGAN) or a checkpoint path")
     p.add_argument("--task", choices=TASKS, required=True)
-    g = p.add_argument_group("task parameters")
-    g.add_argument("--factor", type=int, help="sr: downsampling factor (default 4)")
-    g.add_argument("--sigma", type=float, help="noise std in [0,1] pixel units (denoise: default 0.1; others: 0)")
-    g.add_argument("--ratio", type=float, help="cs: measurements per pixel value, m/n (default 0.1)")
-    g.add_argument("--cs-matrix", choices=CS_MATRICES, help="cs: fast partial circulant (default) or dense Gaussian")
-    if files:
-        g.add_argument(
-            "--mask", type=Path, help="inpaint: one mask image for every input (black or transparent = missing)"
-        )
-        g.add_argument(
-            "--mask-dir", type=Path, help="inpaint: a mask per input, same file stem (black or transparent = missing)"
-        )
-    g.add_argument(
-        "--centre-box", type=float, metavar="FRACTION", help="inpaint: a centred square hole of this side fraction"
-    )
-    g.add_argument("--box", type=_box, metavar="T,L,H,W", help="inpaint: a rectangular hole, in generator pixels")
-    g.add_argument("--keep", type=float, metavar="RATE", help="inpaint: observe this fraction of pixels at random")
-    g.add_argument("--op-seed", type=seed, default=0, help="seed of the CS matrix, random masks and added noise")
+    add_task_parameters(p.add_argument_group("task parameters"), files)
     p.add_argument("--fit", choices=FIT_MODES, help="bring other-sized images to size (default: refuse them)")
     p.add_argument(
         "--max-pixels",
@@ -58,24 +86,15 @@ def add_task_arguments(p: argparse.ArgumentParser, files: bool = True) -> None:
     )
 
 
-def task_from_args(args: argparse.Namespace) -> "TaskSpec":
+def task_from_args(args: argparse.Namespace) -> TaskSpec:
+    from ilo.engine.problems.task_kinds import TASK_KINDS, TaskParams
     from ilo.engine.problems.tasks import TaskSpec
 
     # a parameter of another task would be ignored without a word: refuse it instead
-    owners = {"inpaint": ("centre_box", "box", "keep"), "sr": ("factor",), "cs": ("ratio", "cs_matrix")}
-    for task, names in owners.items():
-        given = [n for n in names if getattr(args, n) is not None]
+    for task, kind in TASK_KINDS.items():
+        given = [f for f in kind.params.own_fields() if getattr(args, f.name) is not None]
         if args.task != task and given:
-            flags = ", ".join("--" + n.replace("_", "-") for n in given)
+            flags = ", ".join(f.metadata["flag"] for f in given)
             raise InputError(f"{flags} belong{'s' if len(given) == 1 else ''} to --task {task}, not --task {args.task}")
-    defaults = {"factor": 4, "ratio": 0.1, "cs_matrix": "circulant"}
-    given = {k: getattr(args, k) for k in defaults if getattr(args, k) is not None}
-    return TaskSpec(
-        task=args.task,
-        sigma=args.sigma,
-        centre_box=args.centre_box,
-        box=args.box,
-        keep=args.keep,
-        op_seed=args.op_seed,
-        **{**defaults, **given},
-    )
+    names = [f.name for f in (*dataclasses.fields(TaskParams), *TASK_KINDS[args.task].params.own_fields())]
+    return TaskSpec(args.task, **{n: getattr(args, n) for n in names if getattr(args, n) is not None})

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ilo.engine.inputs.measurements import InputSpec, MeasurementReader
+from ilo.engine.inputs.measurements import InputFiles, InputSpec, MeasurementReader
 from ilo.engine.runs.folder_run import Batch, RestoreOptions
 from ilo.engine.api.restorer import BatchResult, Restorer, RestorerSettings
 from ilo.errors import IloError, InputError
@@ -79,12 +79,13 @@ def resolved(path):
 
 
 class RestoreWorker:
-    """One Ray Data actor: a warmed `Restorer` and a reader for the run's inputs."""
+    """One Ray Data actor: a warmed `Restorer` and a reader for the run's inputs (the task, fit
+    and size limit of its settings; the run's mask and clean-input choices, `files`)."""
 
-    def __init__(self, settings: RestorerSettings, spec: InputSpec, threads: int):
+    def __init__(self, settings: RestorerSettings, files: InputFiles, threads: int):
         torch.set_num_threads(max(1, threads))  # Ray's share of the CPUs, not the whole machine's
         self.restorer = Restorer(settings=settings, warm=False, quiet=True).warm(trial=False)  # batches follow at once
-        self.reader = MeasurementReader(spec, self.restorer.resolution)
+        self.reader = MeasurementReader(InputSpec.for_settings(settings, files), self.restorer.resolution)
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         metas, images = [], []
@@ -183,8 +184,8 @@ class RayBatches:
         ctx.max_consecutive_actor_init_deaths = max(ctx.max_consecutive_actor_init_deaths, 3)
         ctx.execution_options.preserve_order = False  # write each batch as soon as it is back
         size = min(self.size, len(batches))
-        o = self.options
-        spec = InputSpec(o.task, o.fit, o.clean_inputs, resolved(o.mask), resolved(o.mask_dir), None, o.max_pixels)
+        given = self.options.files  # as every node sees them; ground truths are read here, for the metrics
+        files = InputFiles(given.clean_inputs, resolved(given.mask), resolved(given.mask_dir), truth_dir=None)
         settings = dataclasses.replace(self.restorer.settings, model=self.model)
         if not self.quiet:
             print(
@@ -195,7 +196,7 @@ class RayBatches:
         rows = [{"index": b.index, "paths": json.dumps([str(resolved(p)) for p in b.paths])} for b in batches]
         results = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             RestoreWorker,
-            fn_constructor_kwargs={"settings": settings, "spec": spec, "threads": math.ceil(self.cpus)},
+            fn_constructor_kwargs={"settings": settings, "files": files, "threads": math.ceil(self.cpus)},
             # one batch at a time per actor: a batch is seconds to minutes of work, so queueing more
             # at a busy actor gains nothing and can leave another actor idle at the end
             batch_size=1,

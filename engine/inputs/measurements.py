@@ -48,29 +48,45 @@ class Prepared:
 
 
 @dataclass
-class InputSpec:
-    """How the inputs of one run are read (`RestoreOptions` extends it with the solve's settings)."""
+class InputFiles:
+    """Where a file run finds what goes with each input, and whether its inputs are clean."""
 
-    task: TaskSpec
-    fit: str | None = None
-    clean_inputs: bool = False
+    clean_inputs: bool = False  # degrade them here, and score against them
     mask: Path | None = None  # one mask for every image
     mask_dir: Path | None = None  # per image, same stem
     truth_dir: Path | None = None  # ground truths for the metrics of degraded inputs
-    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self):
-        t = self.task
         if self.mask is not None and self.mask_dir is not None:
             raise InputError("give --mask or --mask-dir, not both")
-        if not t.kind.takes_masks and (self.mask or self.mask_dir):
+        if self.clean_inputs and self.truth_dir is not None:
+            raise InputError("--clean inputs are their own ground truth: drop --truth-dir (or --clean)")
+
+    @property
+    def has_masks(self) -> bool:
+        return self.mask is not None or self.mask_dir is not None
+
+
+@dataclass
+class InputSpec:
+    """How the inputs of one run are read: the task, how pictures of another size are fitted,
+    the largest picture read, and (a file run's) where masks and ground truths are. A run
+    through a `Restorer` takes the first three from its settings (`for_settings`), which say
+    them once for every way in: files, pictures in memory, requests."""
+
+    task: TaskSpec
+    fit: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    files: InputFiles = field(default_factory=InputFiles)
+
+    def __post_init__(self):
+        t, files = self.task, self.files
+        if not t.kind.takes_masks and files.has_masks:
             raise InputError("--mask / --mask-dir belong to --task inpaint")
-        if (self.mask or self.mask_dir) and t.has_built_in_mask:
+        if files.has_masks and t.has_built_in_mask:
             raise InputError(
                 "give a mask file (--mask / --mask-dir) or a built-in mask (--centre-box, --box, --keep), not both"
             )
-        if self.clean_inputs and self.truth_dir is not None:
-            raise InputError("--clean inputs are their own ground truth: drop --truth-dir (or --clean)")
         if self.fit == "pad" and not t.kind.takes_masks:
             raise InputError(
                 "--fit pad invents pixels that only inpainting can treat as missing; use --fit crop or resize"
@@ -78,12 +94,18 @@ class InputSpec:
         if self.max_pixels < 1:
             raise InputError(f"--max-pixels must be at least 1, got {self.max_pixels}")
 
+    @classmethod
+    def for_settings(cls, settings, files: InputFiles | None = None) -> InputSpec:
+        """The inputs of a run through a Restorer of these settings (anything with a task, a fit
+        and max_pixels, as `ilo.RestorerSettings` has)."""
+        return cls(settings.task, settings.fit, settings.max_pixels, files or InputFiles())
+
 
 class MeasurementReader:
     """Turns input files into `Prepared` measurements for one task and generator resolution."""
 
     def __init__(self, spec: InputSpec, resolution: int):
-        self.spec, self.task, self.res = spec, spec.task, resolution
+        self.spec, self.task, self.files, self.res = spec, spec.task, spec.files, resolution
         self.task.measurement_size(resolution)  # e.g. a factor that does not divide the resolution
         self.task.check_matrix_fits(resolution)  # before any input is read: refused at once
         self.cs_measurements = self.task.measurement_count(resolution) if self.task.kind.vector_measurements else None
@@ -98,13 +120,13 @@ class MeasurementReader:
         return self._shared_op
 
     def reads_measurements(self) -> bool:
-        return self.task.kind.vector_measurements and not self.spec.clean_inputs
+        return self.task.kind.vector_measurements and not self.files.clean_inputs
 
     def sources(self, path: Path) -> dict[str, Path]:
         """The files one input is made of, by role (input, mask, truth); missing ones are errors."""
-        s = self.spec
+        s = self.files
         found = {"input": path}
-        if self.task.kind.takes_masks and (s.mask or s.mask_dir):
+        if self.task.kind.takes_masks and s.has_masks:
             found["mask"] = s.mask if s.mask is not None else find_by_stem(s.mask_dir, path.stem, "mask", "--mask-dir")
         if s.truth_dir is not None:
             found["truth"] = find_by_stem(s.truth_dir, path.stem, "ground truth", "--truth-dir")
@@ -134,7 +156,7 @@ class MeasurementReader:
 
     def input_size(self) -> int:
         """Side of the pictures this run reads: the generator's for clean inputs, else the camera's."""
-        return self.res if self.spec.clean_inputs else self.task.measurement_size(self.res)
+        return self.res if self.files.clean_inputs else self.task.measurement_size(self.res)
 
     def from_pixels(
         self,
@@ -148,7 +170,7 @@ class MeasurementReader:
         s = self.spec
         fitted, valid = fit_to(image.tensor, self.input_size(), s.fit, image.name, pad_ok=self.task.kind.takes_masks)
         mask_tensor_ = self._mask(stem, image, mask, valid)
-        if s.clean_inputs:
+        if self.files.clean_inputs:
             op = self.task.operator(self.res, mask_tensor_) if mask_tensor_ is not None else self.shared_operator()
             y = self.task.measure(op, fitted[None], [stem])
             return Prepared(stem, y, mask_tensor_, fitted[None], dict(digests or {}))
@@ -190,7 +212,7 @@ class MeasurementReader:
     def _read_mask(self, source: Path):
         """One --mask file serves every image: it is read and hashed once per run."""
         fit = (self.spec.fit, self.res) if self.spec.fit else None
-        if source != self.spec.mask:
+        if source != self.files.mask:
             return read_picture(source, self.spec.max_pixels, fit)
         if self._shared_mask is None:
             self._shared_mask = read_picture(source, self.spec.max_pixels, fit)

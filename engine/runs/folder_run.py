@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ilo.engine.inputs.image_files import file_sha256
-from ilo.engine.inputs.measurements import InputSpec, MeasurementReader, Prepared
+from ilo.engine.inputs.measurements import InputFiles, InputSpec, MeasurementReader, Prepared
 from ilo.engine.runs.progress import Progress
 from ilo.engine.api.restorer import BatchResult, Restorer
 from ilo.engine.runs.result_files import ResultWriter, output_intact
@@ -29,10 +29,12 @@ from ilo.errors import IloError, InputError
 
 
 @dataclass
-class RestoreOptions(InputSpec):
-    """How a folder run reads its inputs (`InputSpec`'s fields: task, fit, masks, ...) and what
-    it writes; how they are solved is the `Restorer`'s."""
+class RestoreOptions:
+    """Where a folder run finds its masks and ground truths, and what it writes. The task, how
+    other-sized pictures are fitted and the size limit are the `Restorer`'s settings, and how
+    the inputs are solved is the `Restorer`'s too."""
 
+    files: InputFiles = field(default_factory=InputFiles)
     batch_size: int = 8
     save_degraded: bool = False
     save_strip: bool = False
@@ -44,7 +46,6 @@ class RestoreOptions(InputSpec):
     notes: list[str] = field(default_factory=list)  # shown once every input has been checked
 
     def __post_init__(self):
-        super().__post_init__()
         if self.batch_size < 1:
             raise InputError("--batch-size must be at least 1")
 
@@ -106,12 +107,11 @@ class FolderRestore:
     """Turn input files into restored outputs in one folder, resumably."""
 
     def __init__(self, restorer: Restorer, options: RestoreOptions, out: Path):
-        if options.task != restorer.task:
-            raise InputError("the folder run and its Restorer name different tasks")
         self.restorer, self.options, self.res = restorer, options, restorer.resolution
         self.run_dir = RunDir(out)
-        self.task = options.task
-        self.reader = MeasurementReader(options, self.res)
+        self.task = restorer.task
+        self.spec = InputSpec.for_settings(restorer.settings, options.files)
+        self.reader = MeasurementReader(self.spec, self.res)
         # BM3D and the encoder alone have no loss curve: their images are finished without a plot
         self.plots_skipped = options.save_loss_plot and not restorer.method.optimises
         self.writer = ResultWriter(
@@ -136,11 +136,11 @@ class FolderRestore:
             "task": described["task"],
             "method": described["method"],
             "solver": described["solver"],
-            "fit": o.fit,
-            "clean_inputs": o.clean_inputs,
+            "fit": self.spec.fit,
+            "clean_inputs": o.files.clean_inputs,
             "seed": described["seed"],
             # mask files are matched by content, per image (each record's sources), not by path
-            "mask_files": o.mask is not None or o.mask_dir is not None,
+            "mask_files": o.files.has_masks,
             "model": described["model"],
             **o.extra_settings,
             # a learned start changes every result; named only where there is one, so a folder
