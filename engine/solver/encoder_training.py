@@ -24,8 +24,6 @@ from ilo.engine.solver.encoder import EncoderShape, LatentEncoder
 from ilo.engine.solver.generator_view import GeneratorView
 from ilo.errors import IloError
 
-FAMILIES = ("inpaint", "sr", "denoise", "cs")
-
 
 @dataclass(frozen=True)
 class TrainingSettings:
@@ -37,30 +35,50 @@ class TrainingSettings:
     checkpoint_every: int = 100
 
 
+def _random_inpainting(batch: int, resolution: int, g: torch.Generator, u: Callable[[], float]) -> Operator:
+    if u() < 0.5:  # a box per image, a quarter to two thirds of the side
+        masks = torch.ones(batch, 1, resolution, resolution)
+        for mask in masks:
+            side = max(1, round(resolution * (0.25 + 0.4 * u())))
+            top, left = (int(torch.randint(0, resolution - side + 1, (), generator=g)) for _ in range(2))
+            mask[:, top : top + side, left : left + side] = 0
+        return Inpainting(masks)
+    return Inpainting.random_pixels(resolution, batch, keep=0.05 + 0.45 * u(), generator=g)
+
+
+def _random_downsampling(batch: int, resolution: int, g: torch.Generator, u: Callable[[], float]) -> Operator:
+    factors = [f for f in (2, 4, 8) if resolution % f == 0 and resolution // f >= 4]
+    return Downsample(factors[int(torch.randint(0, len(factors), (), generator=g))], sigma=0.02 * u())
+
+
+def _random_noise(batch: int, resolution: int, g: torch.Generator, u: Callable[[], float]) -> Operator:
+    return Noise(torch.rand(batch, generator=g) * 0.2)
+
+
+def _random_sensing(batch: int, resolution: int, g: torch.Generator, u: Callable[[], float]) -> Operator:
+    n = 3 * resolution * resolution
+    ratio = (0.02, 0.05, 0.1, 0.25)[int(torch.randint(0, 4, (), generator=g))]
+    return PartialCirculantCS(
+        n, max(1, round(ratio * n)), batch=batch, seed=int(torch.randint(0, 2**31, (), generator=g))
+    )
+
+
+# The degradations the encoder is trained under, one per task family; the draws' order is part
+# of the training's determinism, so each family consumes the generator as it always has.
+RANDOM_DEGRADATIONS: dict[str, Callable[[int, int, torch.Generator, Callable[[], float]], Operator]] = {
+    "inpaint": _random_inpainting,
+    "sr": _random_downsampling,
+    "denoise": _random_noise,
+    "cs": _random_sensing,
+}
+FAMILIES = tuple(RANDOM_DEGRADATIONS)
+
+
 def random_operator(family: str, batch: int, resolution: int, g: torch.Generator) -> Operator:
     """A random degradation of `family` for a batch, drawn from `g`."""
-    u = lambda: float(torch.rand((), generator=g))  # noqa: E731
-    if family == "inpaint":
-        if u() < 0.5:  # a box per image, a quarter to two thirds of the side
-            masks = torch.ones(batch, 1, resolution, resolution)
-            for mask in masks:
-                side = max(1, round(resolution * (0.25 + 0.4 * u())))
-                top, left = (int(torch.randint(0, resolution - side + 1, (), generator=g)) for _ in range(2))
-                mask[:, top : top + side, left : left + side] = 0
-            return Inpainting(masks)
-        return Inpainting.random_pixels(resolution, batch, keep=0.05 + 0.45 * u(), generator=g)
-    if family == "sr":
-        factors = [f for f in (2, 4, 8) if resolution % f == 0 and resolution // f >= 4]
-        return Downsample(factors[int(torch.randint(0, len(factors), (), generator=g))], sigma=0.02 * u())
-    if family == "denoise":
-        return Noise(torch.rand(batch, generator=g) * 0.2)
-    if family == "cs":
-        n = 3 * resolution * resolution
-        ratio = (0.02, 0.05, 0.1, 0.25)[int(torch.randint(0, 4, (), generator=g))]
-        return PartialCirculantCS(
-            n, max(1, round(ratio * n)), batch=batch, seed=int(torch.randint(0, 2**31, (), generator=g))
-        )
-    raise IloError(f"unknown task family '{family}' (one of {', '.join(FAMILIES)})")
+    if family not in RANDOM_DEGRADATIONS:
+        raise IloError(f"unknown task family '{family}' (one of {', '.join(FAMILIES)})")
+    return RANDOM_DEGRADATIONS[family](batch, resolution, g, lambda: float(torch.rand((), generator=g)))
 
 
 def _generate(gen: GeneratorView, z: torch.Tensor, stats) -> torch.Tensor:
