@@ -123,7 +123,7 @@ def write(images, args: argparse.Namespace) -> None:
     import numpy as np
 
     from ilo.atomic import atomic_path
-    from ilo.engine.inputs.image_files import make_grid, save_png, to_uint8
+    from ilo.engine.inputs.image_writing import make_grid, save_png, to_uint8
 
     if args.save_array is not None:
         with atomic_path(args.save_array) as tmp:
