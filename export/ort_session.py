@@ -61,8 +61,8 @@ _ARENA_REGISTERED = False
 
 def _shared_cpu_arena() -> None:
     """Register one CPU arena with ONNX Runtime's environment, once per process. Without it
-    each session keeps its own arena at its own peak: 7 StyleGAN2-256 VJP sessions at batch 4
-    held 4.2 GB, against 2.7 GB shared."""
+    each session keeps its own arena at its own peak, and a model's many VJP sessions together
+    hold far more than one shared arena does."""
     global _ARENA_REGISTERED
     if _ARENA_REGISTERED:
         return
@@ -70,7 +70,7 @@ def _shared_cpu_arena() -> None:
 
     info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
     # The arena grows by what a run asks for (kSameAsRequested), not to the next power of two:
-    # doubling took StyleGAN2 256² at batch 16 past 24 GiB where torch needs about 15.
+    # doubling can overshoot a large model's step by gigabytes, well past what torch needs for it.
     same_as_requested = 1
     ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, same_as_requested, -1, -1))
     _ARENA_REGISTERED = True

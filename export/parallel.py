@@ -31,18 +31,18 @@ GiB = 1024**3
 # What one bundle's export takes at its peak (trace, ONNX export, the float64 checks and their
 # sessions), from the model's shapes: a part that follows the weights (their float32 and float64
 # copies, the traced program, the serialised graph) and one that follows what the stages write
-# (the checks' activations). Fitted to StyleGAN2 config-f on the 2-core EPYC: 5.0 GiB, an export
-# worker's peak at 256², and 8.8 GiB, the peak of the whole in-process `ilo export --warm` at
-# 1024² (its memory probe included; the generator's own export peaked at 7.3 GiB): an estimate
-# on the high side (benchmarks/real_resolutions.py, export_cost.py).
+# (the checks' activations). The factors are fitted to StyleGAN2 config-f's peaks, an export
+# worker's and the whole in-process `ilo export --warm`'s (its memory probe included), and err on
+# the high side: too many workers for the memory are killed, too few only take longer
+# (benchmarks/real_resolutions.py and export_cost.py measure the peaks again).
 JOB_BYTES_PER_WEIGHT_BYTE = 36
 JOB_BYTES_PER_STATE_BYTE = 17
 # A worker may be planned on this share of the memory available: the rest is the caller's and
 # the estimate's margin.
 JOBS_SHARE = 0.8
-# A worker pays about 6 s to start (torch, onnx, the exporter) and shares the cores: on the
-# 2-core EPYC the default model's bundles (64², 5-15 s each) took 41 s in two workers against
-# 36 s here; StyleGAN2 256²'s (60-110 s each) 313 s against 386 s (benchmarks/export_cost.py).
+# A worker pays seconds to start (torch, onnx, the exporter) and shares the cores: below this
+# resolution a bundle exports in about the time a worker takes to start, so workers cost more than
+# they save; above it the exports are long enough to gain (benchmarks/export_cost.py measures it).
 MIN_PARALLEL_RESOLUTION = 128
 
 BundleMaker = Callable[[], Bundle]  # picklable (a module-level function bound with partial)

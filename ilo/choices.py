@@ -5,8 +5,9 @@ TASKS = ("inpaint", "sr", "denoise", "cs")
 CS_MATRICES = ("circulant", "gaussian")
 FIT_MODES = ("crop", "resize", "pad")
 METHODS = ("ilo", "ilo-auto", "csgm", "pulse", "bm3d", "encoder")
-# ILO that decides its depth per image by held-out measurements: as fast as plain ILO and better
-# on every task, in range and out (benchmarks/results/held_out_selection.md)
+# ILO that decides its depth per image by held-out measurements: the default because it stops
+# each image before it fits the noise, without the ground truth and without extra rounds
+# (benchmarks/results/held_out_selection.md compares it with plain ILO)
 DEFAULT_METHOD = "ilo-auto"
 BACKENDS = ("torch", "cuda", "onnxruntime", "onnxruntime-tensorrt", "tensorrt")
 INPUT_SPACES = ("z", "wplus")

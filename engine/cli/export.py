@@ -75,37 +75,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # torch, onnx and the exporter load only when used
-    import torch
-
-    from ilo.engine.runtimes.memory_budget import GiB
-    from ilo.engine.runs.outputs import check_folder_path
-    from ilo.engine.problems.losses import LPIPS
-    from ilo.engine.problems.operators import every_loss_head
-    from ilo.export.artifacts import generator_bundle, loss_head_bundle, lpips_bundle
     from ilo.export.parallel import export_bundles
     from ilo.generators.checkpoints.files import load_generator
 
-    if args.warm and args.cache is not None:  # known from the arguments: refused before minutes of export
-        raise SystemExit("ilo: error: --warm fills the cache the engine reads ($ILO_CACHE_DIR); leave out --cache")
-    if args.cache is not None:  # a file in the way would fail the export's first write
-        check_folder_path(args.cache, "--cache")
-    if args.jobs is not None and args.jobs < 1:
-        raise InputError(f"--jobs must be at least 1, got {args.jobs}")
+    check_arguments(args)
     gen = load_generator(args.model)
-    makers = []
-    if not args.warm and not args.encoder:
-        # the generator's graphs the engine loads (the forward part at once, the stage VJPs when a
-        # chained step needs them) and every operator's loss head; with --warm, what those tasks'
-        # solves load and nothing else; with --encoder alone, the encoder
-        heads = list(every_loss_head(gen.resolution).values())
-        makers = [
-            partial(generator_bundle, gen, "forward"),
-            partial(generator_bundle, gen, "vjp"),
-            partial(loss_head_bundle, heads, gen.resolution),
-        ]
-    if args.lpips:
-        makers.append(partial(lpips_bundle, LPIPS(args.lpips, args.lpips_backbone), gen.resolution))
+    makers = bundle_makers(gen, args)
 
     def progress(i, n, name):
         if not args.quiet:
@@ -117,28 +92,10 @@ def run(args: argparse.Namespace) -> int:
     warming = [(task, warm_restorer(gen, task, args)) for task in args.warm]
     costs = [restorer.preflight() for _, restorer in warming]
     if args.dry_run:
-        if makers:
-            say_plan("would export", [make() for make in makers], gen, args.cache)
-        for (task, restorer), cost in zip(warming, costs):
-            say_plan(f"warm {task} ({args.method}) would export", restorer.export_plan(), gen, None)
-            if cost is not None:
-                rows = restorer.memory_budget.rows(cost, torch.device(args.device), f"{gen.family} {gen.resolution}²")
-                print(
-                    f"  one image's step: an estimated {cost.peak(1) / GiB:.2f} GiB ({cost.fixed / GiB:.2f} GiB fixed + "
-                    f"{cost.per_row / GiB:.2f} GiB per image and start); the default memory budget holds {rows} a "
-                    f"call now"
-                )
+        say_dry_run(gen, makers, warming, costs, args)
         return 0
     for result in export_bundles(makers, args.cache, args.jobs, gen, progress, args.force):
-        m = result.manifest
-        state = "cache hit" if result.cache_hit else "exported"
-        print(f"{m['bundle']}: {state}, {len(m['graphs'])} graphs in {result.folder}")
-        for g in m["graphs"]:
-            limit = f" (kink-limited; l2 {max(g['l2_relative_error'].values()):.0e})" if g["kink_limited"] else ""
-            print(
-                f"  {g['name']:20s} {g['bytes'] / 1e6:8.2f} MB  max rel. error {g['error']:.1e}{limit}  "
-                f"{g['export_seconds']:6.1f}s  {'lint ok' if not g['lint'] else 'LINT: ' + '; '.join(g['lint'])}"
-            )
+        say_exported(result)
     if args.encoder:
         train(gen, args)
         # made again: the warm-ups' schedules and plans are the learned start's now
@@ -150,6 +107,72 @@ def run(args: argparse.Namespace) -> int:
         restorer.warm(progress)
         print(f"warm {task} ({args.method}): ready in {time.perf_counter() - t0:.1f}s on {restorer.backend_name}")
     return 0
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refusals known from the arguments alone, before minutes of export."""
+    from ilo.engine.runs.outputs import check_folder_path
+
+    if args.warm and args.cache is not None:
+        raise SystemExit("ilo: error: --warm fills the cache the engine reads ($ILO_CACHE_DIR); leave out --cache")
+    if args.cache is not None:  # a file in the way would fail the export's first write
+        check_folder_path(args.cache, "--cache")
+    if args.jobs is not None and args.jobs < 1:
+        raise InputError(f"--jobs must be at least 1, got {args.jobs}")
+
+
+def bundle_makers(gen, args: argparse.Namespace) -> list:
+    """What to export besides the warm-ups: the generator's graphs the engine loads (the forward
+    part at once, the stage VJPs when a chained step needs them) and every operator's loss head,
+    unless --warm or --encoder narrow the command to those; LPIPS with --lpips."""
+    # torch, onnx and the exporter load only when used
+    from ilo.engine.problems.losses import LPIPS
+    from ilo.engine.problems.operators import every_loss_head
+    from ilo.export.artifacts import generator_bundle, loss_head_bundle, lpips_bundle
+
+    makers = []
+    if not args.warm and not args.encoder:
+        heads = list(every_loss_head(gen.resolution).values())
+        makers = [
+            partial(generator_bundle, gen, "forward"),
+            partial(generator_bundle, gen, "vjp"),
+            partial(loss_head_bundle, heads, gen.resolution),
+        ]
+    if args.lpips:
+        makers.append(partial(lpips_bundle, LPIPS(args.lpips, args.lpips_backbone), gen.resolution))
+    return makers
+
+
+def say_dry_run(gen, makers: list, warming: list, costs: list, args: argparse.Namespace) -> None:
+    """--dry-run: what would be exported and, per warmed task, what one image's step takes."""
+    import torch
+
+    from ilo.engine.runtimes.memory_budget import GiB
+
+    if makers:
+        say_plan("would export", [make() for make in makers], gen, args.cache)
+    for (task, restorer), cost in zip(warming, costs):
+        say_plan(f"warm {task} ({args.method}) would export", restorer.export_plan(), gen, None)
+        if cost is not None:
+            rows = restorer.memory_budget.rows(cost, torch.device(args.device), f"{gen.family} {gen.resolution}²")
+            print(
+                f"  one image's step: an estimated {cost.peak(1) / GiB:.2f} GiB ({cost.fixed / GiB:.2f} GiB fixed + "
+                f"{cost.per_row / GiB:.2f} GiB per image and start); the default memory budget holds {rows} a "
+                f"call now"
+            )
+
+
+def say_exported(result) -> None:
+    """A bundle's line, then one line per graph: size, error against torch, time, lint."""
+    m = result.manifest
+    state = "cache hit" if result.cache_hit else "exported"
+    print(f"{m['bundle']}: {state}, {len(m['graphs'])} graphs in {result.folder}")
+    for g in m["graphs"]:
+        limit = f" (kink-limited; l2 {max(g['l2_relative_error'].values()):.0e})" if g["kink_limited"] else ""
+        print(
+            f"  {g['name']:20s} {g['bytes'] / 1e6:8.2f} MB  max rel. error {g['error']:.1e}{limit}  "
+            f"{g['export_seconds']:6.1f}s  {'lint ok' if not g['lint'] else 'LINT: ' + '; '.join(g['lint'])}"
+        )
 
 
 def warm_restorer(gen, task: str, args: argparse.Namespace):
@@ -178,8 +201,8 @@ def say_plan(what: str, bundles: list, gen, cache: Path | None) -> None:
 
 def train(gen, args: argparse.Namespace) -> None:
     """`--encoder`: train, check, export and cache the model's encoder, with a progress bar."""
-    from ilo.engine.solver.encoder_cache import train_and_cache
     from ilo.engine.runs.progress import Progress
+    from ilo.engine.solver.encoder_cache import train_and_cache
     from ilo.engine.solver.encoder_training import TrainingSettings
 
     if args.encoder_steps < 1:

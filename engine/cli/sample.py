@@ -29,21 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.output is None and args.save_array is None:
-        raise InputError("nothing to write: give -o GRID.png and/or --save-array OUT.npy")
-    if args.batch_size < 1 or (args.latents is None and args.n < 1):
-        raise InputError("--n and --batch-size must be at least 1")
-    if args.columns is not None and args.columns < 1:
-        raise InputError("--columns must be at least 1")
-    import numpy as np
-    import torch
-
-    from ilo.atomic import atomic_path
-    from ilo.engine.inputs.image_files import make_grid, save_png, to_uint8
-    from ilo.engine.inputs.latent_files import read_latents, read_noises
+    check_arguments(args)
+    from ilo.engine.inputs.latent_files import read_noises
     from ilo.engine.runs.outputs import check_distinct, check_output_file
-    from ilo.engine.runs.progress import Progress
-    from ilo.engine.runtimes.sample_memory import check_sample_fits
     from ilo.generators.checkpoints.files import load_generator
 
     outputs = [(args.output, "-o"), (args.save_array, "--save-array")]
@@ -53,6 +41,37 @@ def run(args: argparse.Namespace) -> int:
     model = Path(args.model) if args.model != "default" else None
     check_distinct(outputs, [args.latents, args.noises, model])
     gen = load_generator(args.model)
+    latents = read_or_draw_latents(gen, args)
+    n = latents.shape[0]
+    noises = read_noises(args.noises, gen, n) if args.noises else None
+    images = render(gen, latents, noises, args)
+    write(images, args)
+    written = [str(p) for p in (args.output, args.save_array) if p is not None]
+    print(f"wrote {n} sample(s) of {gen.family} {gen.resolution}px to {', '.join(written)}")
+    return 0
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refusals known from the arguments alone, before torch loads."""
+    if args.output is None and args.save_array is None:
+        raise InputError("nothing to write: give -o GRID.png and/or --save-array OUT.npy")
+    if args.batch_size < 1 or (args.latents is None and args.n < 1):
+        raise InputError("--n and --batch-size must be at least 1")
+    if args.columns is not None and args.columns < 1:
+        raise InputError("--columns must be at least 1")
+
+
+def given_wplus(args: argparse.Namespace) -> bool:
+    return args.input_space == "wplus" and args.latents is not None
+
+
+def read_or_draw_latents(gen, args: argparse.Namespace):
+    """--latents as read, or --n seeded z draws; refused where the outputs would not fit in memory."""
+    import torch
+
+    from ilo.engine.inputs.latent_files import read_latents
+    from ilo.engine.runtimes.sample_memory import check_sample_fits
+
     fits = partial(
         check_sample_fits,
         gen=gen,
@@ -66,21 +85,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         fits(args.n, flag="--n")
         latents = torch.randn(args.n, gen.z_dim, generator=torch.Generator().manual_seed(args.seed))
-    if args.input_space == "wplus" and args.latents is not None and args.truncation != 1.0:
+    if given_wplus(args) and args.truncation != 1.0:
         raise InputError("--truncation applies to z latents, not to --input-space wplus")
-    n = latents.shape[0]
-    noises = read_noises(args.noises, gen, n) if args.noises else None
+    return latents
 
+
+def render(gen, latents, noises, args: argparse.Namespace):
+    """The images of `latents` in batches of --batch-size, refused whole if any is not finite."""
+    import torch
+
+    from ilo.engine.runs.progress import Progress
+
+    n = latents.shape[0]
     images = []
     progress = Progress(n, "sample", enabled=not args.quiet)
     with torch.no_grad():
         for start in range(0, n, args.batch_size):
             chunk = latents[start : start + args.batch_size]
-            wplus = (
-                chunk
-                if args.input_space == "wplus" and args.latents is not None
-                else gen.latents_from_z(chunk, args.truncation)
-            )
+            wplus = chunk if given_wplus(args) else gen.latents_from_z(chunk, args.truncation)
             chunk_noises = (
                 None if noises is None else [x if x.shape[0] == 1 else x[start : start + len(chunk)] for x in noises]
             )
@@ -93,7 +115,15 @@ def run(args: argparse.Namespace) -> int:
                 )
             images.append(chunk_images)
             progress.advance(len(chunk))
-    images = torch.cat(images)
+    return torch.cat(images)
+
+
+def write(images, args: argparse.Namespace) -> None:
+    """--save-array as exact float32 NCHW, -o as a PNG grid."""
+    import numpy as np
+
+    from ilo.atomic import atomic_path
+    from ilo.engine.inputs.image_writing import make_grid, save_png, to_uint8
 
     if args.save_array is not None:
         with atomic_path(args.save_array) as tmp:
@@ -101,6 +131,3 @@ def run(args: argparse.Namespace) -> int:
                 np.save(f, images.numpy().astype(np.float32))
     if args.output is not None:
         save_png(args.output, make_grid(to_uint8(images), args.columns))
-    written = [str(p) for p in (args.output, args.save_array) if p is not None]
-    print(f"wrote {n} sample(s) of {gen.family} {gen.resolution}px to {', '.join(written)}")
-    return 0

@@ -1,9 +1,10 @@
-"""Image files: reading the user's images and masks and fitting them to the generator's size;
-writing images as PNG.
+"""Image files: listing and reading the user's images and masks.
 
 Pixels come back as float tensors in the generator's [-1, 1] range; masks as {0, 1} with
 0 (black) = missing. Every failure names the file and what is wrong with it. Files are 8-bit
-[0, 255]; values outside [-1, 1] are clipped when written, never stretched.
+[0, 255] (16-bit and floating-point ones are scaled to that). Fitting to the generator's size
+(`image_fit`) and writing (`image_writing`) have modules of their own; their names stay
+importable from here.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import io
-import math
 import threading
 import warnings
 from dataclasses import dataclass
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ilo.atomic import atomic_path
 from ilo.choices import DEFAULT_MAX_PIXELS, FIT_MODES  # noqa: F401  (FIT_MODES re-exported)
+from ilo.engine.inputs.image_fit import MAX_ASPECT, fit_mask, fit_to, refuse_size  # noqa: F401  (re-exported)
+from ilo.engine.inputs.image_writing import make_grid, save_png, to_uint8  # noqa: F401  (re-exported)
 from ilo.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -151,7 +151,7 @@ def decode_picture(
                 if _EXIF_SWAPS.get(_orientation(im), False):  # shown turned a quarter: the sides swap
                     width, height = height, width
                 if fit is not None and fit[0] is None and (width, height) != (fit[1], fit[1]):
-                    _refuse_size(name, (width, height), fit[1])  # before decoding what would be refused
+                    refuse_size(name, (width, height), fit[1])  # before decoding what would be refused
                 im = _upright(im)
                 im = _prefit(im, fit)
                 pixels = rgb_array(im, name)
@@ -299,112 +299,3 @@ def mask_tensor(picture: Picture) -> torch.Tensor:
 def read_mask(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """A mask image as [1, H, W] in {0, 1}: dark or transparent pixels are missing."""
     return mask_tensor(read_picture(path, max_pixels))
-
-
-# --fit resize's longest side, in short sides, before resizing (beyond it nothing reaches the centre)
-MAX_ASPECT = 4
-
-
-def _cut_long_side(image: torch.Tensor) -> torch.Tensor:
-    """Only the centre square survives --fit resize, so a very long image is first cut to
-    MAX_ASPECT times its short side around the centre: resized whole, a 1x1,000,000 strip would
-    become 64x64,000,000 floats (49 GB) to keep 64x64 of them. Ordinary shapes are left whole."""
-    _, h, w = image.shape
-    long_side = MAX_ASPECT * min(h, w)
-    if h > long_side:
-        image = image[:, (h - long_side) // 2 : (h - long_side) // 2 + long_side]
-    if w > long_side:
-        image = image[:, :, (w - long_side) // 2 : (w - long_side) // 2 + long_side]
-    return image
-
-
-def fit_to(
-    image: torch.Tensor, size: int, mode: str | None, name: str, what: str = "image", pad_ok: bool = True
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bring [C, H, W] to [C, size, size]. Returns it and a [1, size, size] mask of pixels that
-    came from the input (0 where `pad` invented them). Without a mode, a wrong size is refused.
-    `pad_ok`: whether the task takes --fit pad (only inpainting does), so errors suggest it."""
-    c, h, w = image.shape
-    valid = torch.ones(1, size, size)
-    if (h, w) == (size, size):
-        return image, valid
-    if mode is None:
-        _refuse_size(name, (w, h), size, what)
-    if mode == "crop":
-        if h < size or w < size:
-            other = "--fit pad or resize" if pad_ok else "--fit resize"  # suggest only what this task takes
-            raise InputError(f"{name}: {w}x{h} is smaller than {size}x{size}, so it cannot be cropped; use {other}")
-        top, left = (h - size) // 2, (w - size) // 2
-        return image[:, top : top + size, left : left + size], valid
-    if mode == "resize":  # shorter side to `size` (antialiased), then the centre square
-        image = _cut_long_side(image)
-        _, h, w = image.shape
-        scale = size / min(h, w)
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-        resized = F.interpolate(image[None], size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)[0]
-        top, left = (nh - size) // 2, (nw - size) // 2
-        return resized[:, top : top + size, left : left + size].clamp(-1, 1), valid
-    if mode == "pad":
-        if h > size or w > size:
-            raise InputError(
-                f"{name}: {w}x{h} is larger than {size}x{size}, so it cannot be padded; use --fit crop or resize"
-            )
-        top, left = (size - h) // 2, (size - w) // 2
-        out = torch.full((c, size, size), -1.0)  # black, and marked as not observed
-        out[:, top : top + h, left : left + w] = image
-        valid = torch.zeros(1, size, size)
-        valid[:, top : top + h, left : left + w] = 1
-        return out, valid
-    raise InputError(f"unknown --fit mode '{mode}' (choose from {', '.join(FIT_MODES)})")
-
-
-def _refuse_size(name, size: tuple[int, int], wanted: int, what: str = "image") -> None:
-    raise InputError(
-        f"{name}: {what} is {size[0]}x{size[1]} but this task needs {wanted}x{wanted}; "
-        "resize it yourself or pass --fit crop|resize (or pad, for inpainting)"
-    )
-
-
-def fit_mask(mask: torch.Tensor, size: int, mode: str | None, name: str) -> torch.Tensor:
-    """Apply the image's fit to its mask; nearest-neighbour so it stays binary."""
-    if mode == "resize" and tuple(mask.shape[1:]) != (size, size):
-        mask = _cut_long_side(mask)
-        _, h, w = mask.shape
-        scale = size / min(h, w)
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-        mask = F.interpolate(mask[None], size=(nh, nw), mode="nearest")[0]
-        top, left = (nh - size) // 2, (nw - size) // 2
-        return mask[:, top : top + size, left : left + size]
-    fitted, valid = fit_to(mask, size, mode, name, what="mask")
-    return fitted * valid
-
-
-# --- writing -----------------------------------------------------------------------------------
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[N, 3, H, W] in [-1, 1] -> [N, H, W, 3] uint8. Values outside [-1, 1] are clipped, never
-    stretched, so a file shows what the generator produced."""
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round()
-    return x.to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
-    """Tile [N, H, W, C] uint8 images into one [rows*H', cols*W', C] array with black gaps."""
-    n, h, w, c = images.shape
-    columns = columns or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / columns)
-    grid = np.zeros((rows * (h + padding) + padding, columns * (w + padding) + padding, c), dtype=np.uint8)
-    for i, image in enumerate(images):
-        r, col = divmod(i, columns)
-        y, x = padding + r * (h + padding), padding + col * (w + padding)
-        grid[y : y + h, x : x + w] = image
-    return grid
-
-
-def save_png(path: str | Path, pixels: np.ndarray) -> None:
-    """Write an [H, W, 3] uint8 array as PNG, atomically."""
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(pixels).save(tmp, format="PNG")

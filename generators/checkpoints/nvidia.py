@@ -258,16 +258,14 @@ def _fc(in_f: int, out_f: int, lr: float, activation: str) -> PersistentRecord:
     )
 
 
-def _skeleton(config: StyleGAN2Config) -> PersistentRecord:
-    """The module tree of an NVIDIA Generator for `config`, without tensors."""
-    f, ch, w = config.mapping_features, config.channels, config.w_dim
-    clamp = config.conv_clamp
+def _mapping_record(config: StyleGAN2Config) -> PersistentRecord:
+    f = config.mapping_features
     mapping = _record(
         "MappingNetwork",
         {
             "z_dim": f[0],
             "c_dim": 0,
-            "w_dim": w,
+            "w_dim": config.w_dim,
             "num_ws": config.n_latent,
             "num_layers": len(f) - 1,
             "w_avg_beta": 0.995,
@@ -275,11 +273,66 @@ def _skeleton(config: StyleGAN2Config) -> PersistentRecord:
     )
     for i in range(len(f) - 1):
         mapping.state["_modules"][f"fc{i}"] = _fc(f[i], f[i + 1], config.mapping_lr, "lrelu")
-    resolutions = [4 * 2**k for k in range(len(ch))]
+    return mapping
+
+
+def _synthesis_layer(config: StyleGAN2Config, name: str, c_in: int, c_out: int, r: int) -> PersistentRecord:
+    """`conv0` (the upsampling layer, from the previous block's channels) or `conv1`."""
+    layer = _record(
+        "SynthesisLayer",
+        {
+            "in_channels": c_in,
+            "out_channels": c_out,
+            "w_dim": config.w_dim,
+            "resolution": r,
+            "up": 2 if name == "conv0" else 1,
+            "use_noise": True,
+            "activation": "lrelu",
+            "conv_clamp": config.conv_clamp,
+            "act_gain": 2**0.5,
+            "padding": 1,
+        },
+    )
+    layer.state["_buffers"]["resample_filter"] = fir_kernel()
+    layer.state["_modules"]["affine"] = _fc(config.w_dim, c_in, 1.0, "linear")
+    return layer
+
+
+def _synthesis_block(config: StyleGAN2Config, k: int) -> PersistentRecord:
+    """Block `k` (resolution 4·2^k): its conv layers and its toRGB layer."""
+    ch, w, r = config.channels, config.w_dim, 4 * 2**k
+    c_in = 0 if k == 0 else ch[k - 1]
+    block = _record(
+        "SynthesisBlock",
+        {
+            "in_channels": c_in,
+            "w_dim": w,
+            "resolution": r,
+            "img_channels": 3,
+            "is_last": r == config.resolution,
+            "architecture": "skip",
+            "use_fp16": False,
+            "channels_last": False,
+            "num_conv": 1 if k == 0 else 2,
+            "num_torgb": 1,
+        },
+    )
+    block.state["_buffers"]["resample_filter"] = fir_kernel()
+    if k > 0:
+        block.state["_modules"]["conv0"] = _synthesis_layer(config, "conv0", c_in, ch[k], r)
+    block.state["_modules"]["conv1"] = _synthesis_layer(config, "conv1", ch[k], ch[k], r)
+    torgb = _record("ToRGBLayer", {"conv_clamp": config.conv_clamp, "weight_gain": 1 / ch[k] ** 0.5})
+    torgb.state["_modules"]["affine"] = _fc(w, ch[k], 1.0, "linear")
+    block.state["_modules"]["torgb"] = torgb
+    return block
+
+
+def _synthesis_record(config: StyleGAN2Config) -> PersistentRecord:
+    resolutions = [4 * 2**k for k in range(len(config.channels))]
     synthesis = _record(
         "SynthesisNetwork",
         {
-            "w_dim": w,
+            "w_dim": config.w_dim,
             "img_resolution": config.resolution,
             "img_resolution_log2": config.log2_resolution,
             "img_channels": 3,
@@ -288,47 +341,13 @@ def _skeleton(config: StyleGAN2Config) -> PersistentRecord:
         },
     )
     for k, r in enumerate(resolutions):
-        c_in = 0 if k == 0 else ch[k - 1]
-        block = _record(
-            "SynthesisBlock",
-            {
-                "in_channels": c_in,
-                "w_dim": w,
-                "resolution": r,
-                "img_channels": 3,
-                "is_last": r == config.resolution,
-                "architecture": "skip",
-                "use_fp16": False,
-                "channels_last": False,
-                "num_conv": 1 if k == 0 else 2,
-                "num_torgb": 1,
-            },
-        )
-        block.state["_buffers"]["resample_filter"] = fir_kernel()
-        names = ["conv1"] if k == 0 else ["conv0", "conv1"]
-        for name in names:
-            layer = _record(
-                "SynthesisLayer",
-                {
-                    "in_channels": ch[k] if (k == 0 or name == "conv1") else c_in,
-                    "out_channels": ch[k],
-                    "w_dim": w,
-                    "resolution": r,
-                    "up": 2 if name == "conv0" else 1,
-                    "use_noise": True,
-                    "activation": "lrelu",
-                    "conv_clamp": clamp,
-                    "act_gain": 2**0.5,
-                    "padding": 1,
-                },
-            )
-            layer.state["_buffers"]["resample_filter"] = fir_kernel()
-            layer.state["_modules"]["affine"] = _fc(w, layer.state["in_channels"], 1.0, "linear")
-            block.state["_modules"][name] = layer
-        torgb = _record("ToRGBLayer", {"conv_clamp": clamp, "weight_gain": 1 / ch[k] ** 0.5})
-        torgb.state["_modules"]["affine"] = _fc(w, ch[k], 1.0, "linear")
-        block.state["_modules"]["torgb"] = torgb
-        synthesis.state["_modules"][f"b{r}"] = block
+        synthesis.state["_modules"][f"b{r}"] = _synthesis_block(config, k)
+    return synthesis
+
+
+def _skeleton(config: StyleGAN2Config) -> PersistentRecord:
+    """The module tree of an NVIDIA Generator for `config`, without tensors."""
+    f, ch, w = config.mapping_features, config.channels, config.w_dim
     kwargs = EasyDict(
         z_dim=f[0],
         c_dim=0,
@@ -336,7 +355,7 @@ def _skeleton(config: StyleGAN2Config) -> PersistentRecord:
         img_resolution=config.resolution,
         img_channels=3,
         mapping_kwargs=EasyDict(num_layers=len(f) - 1),
-        synthesis_kwargs=EasyDict(channel_max=max(ch), conv_clamp=clamp, num_fp16_res=0),
+        synthesis_kwargs=EasyDict(channel_max=max(ch), conv_clamp=config.conv_clamp, num_fp16_res=0),
     )
     g = _record(
         "Generator",
@@ -351,8 +370,8 @@ def _skeleton(config: StyleGAN2Config) -> PersistentRecord:
             "init_kwargs": kwargs,
         },
     )
-    g.state["_modules"]["synthesis"] = synthesis
-    g.state["_modules"]["mapping"] = mapping
+    g.state["_modules"]["synthesis"] = _synthesis_record(config)
+    g.state["_modules"]["mapping"] = _mapping_record(config)
     return g
 
 
