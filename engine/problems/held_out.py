@@ -57,8 +57,8 @@ class HeldOut(Operator):
 def holds_out(op: Operator) -> bool:
     """Whether held-out selection applies. Not to super-resolution: each low-res pixel is the only
     constraint on its whole block, so holding one out leaves that block free, and intermediate
-    layers fill it with anything (measured in range: -1.6 dB at a 10% share with the defaults'
-    depth; held_out_selection.md). A composition holds out where every part would."""
+    layers fill it with anything (benchmarks/results/held_out_selection.md measures the loss).
+    A composition holds out where every part would."""
     if isinstance(op, Composed):
         return holds_out(op.outer) and holds_out(op.inner)
     return not isinstance(op, Downsample)
