@@ -198,7 +198,7 @@ def replicas(script: Script, resolution: int, count: int, source: Path | None) -
     return 0
 
 
-def main(argv=None) -> int:
+def arguments(argv) -> tuple[Script, argparse.Namespace]:
     script = Script(__file__, __doc__, quick={"resolutions": "32"})
     p = script.parser
     p.add_argument("--resolutions", type=comma_ints, default="256,1024")
@@ -216,7 +216,11 @@ def main(argv=None) -> int:
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     p.add_argument("--cold-child", type=int, help=argparse.SUPPRESS)
     p.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
-    args = script.parse(argv)
+    return script, script.parse(argv)
+
+
+def main(argv=None) -> int:
+    script, args = arguments(argv)
     if args.child:
         print(json.dumps(export_once(args.child, args.cache)))
         return 0

@@ -18,6 +18,7 @@ cropped to the face and resized to 64px by `examples/make_faces.py`.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -270,7 +271,7 @@ def photo_lines(raw: dict, names: list[str]) -> list[str]:
     return lines
 
 
-def main(argv=None) -> int:
+def arguments(argv) -> tuple[Script, argparse.Namespace]:
     script = Script(
         __file__,
         __doc__,
@@ -297,7 +298,11 @@ def main(argv=None) -> int:
     p.add_argument("--example", default=None, help="the image the figures show (default: the last, the photograph)")
     p.add_argument("--ilo", default="{}", help="JSON of ILOConfig overrides, for tuning")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    args = script.parse(argv)
+    return script, script.parse(argv)
+
+
+def main(argv=None) -> int:
+    script, args = arguments(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     gen = load_generator("default")

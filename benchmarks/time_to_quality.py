@@ -13,6 +13,7 @@ half the seconds per image (a ratio in one run; these machines are noisy).
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -241,7 +242,7 @@ def checks_of(rows: dict) -> list[str]:
     return checks
 
 
-def arguments(argv) -> tuple[Script, object]:
+def arguments(argv) -> tuple[Script, argparse.Namespace]:
     script = Script(__file__, __doc__, quick={"settings": "1 start", "tasks": "sr-x4", "generated": 1})
     p = script.parser
     script.add_list("--settings", list(SETTINGS), f"comma-separated, from: {', '.join(SETTINGS)}")
