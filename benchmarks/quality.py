@@ -277,7 +277,7 @@ def arguments(argv) -> tuple[Script, argparse.Namespace]:
         __doc__,
         quick={
             "tasks": "sr-x4",
-            "methods": "ilo,csgm",
+            "methods": "ilo",
             "generated": 2,
             "curve_task": "sr-x4",
             "ilo": '{"steps": [4, 2]}',

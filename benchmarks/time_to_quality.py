@@ -243,7 +243,7 @@ def checks_of(rows: dict) -> list[str]:
 
 
 def arguments(argv) -> tuple[Script, argparse.Namespace]:
-    script = Script(__file__, __doc__, quick={"settings": "1 start", "tasks": "sr-x4", "generated": 1})
+    script = Script(__file__, __doc__, quick={"settings": "encoder alone", "tasks": "sr-x4", "generated": 1})
     p = script.parser
     script.add_list("--settings", list(SETTINGS), f"comma-separated, from: {', '.join(SETTINGS)}")
     p.set_defaults(settings=DEFAULT_RUN)
