@@ -114,7 +114,8 @@ def render(rows: list[dict], batch: int, resolution: int) -> tuple[str, list[str
 
 
 def main(argv=None) -> int:
-    script = Script(__file__, __doc__, quick={"batch": 2, "resolution": 32})
+    quick = {"batch": 2, "resolution": 32, "runs": ",".join(list(RUNS)[:2])}  # torch eager against the engine
+    script = Script(__file__, __doc__, quick=quick)
     p = script.parser
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--resolution", type=int, default=256)

@@ -233,7 +233,7 @@ def loss_figure(curves: dict, task_name: str, image_name: str):
     return loss_chart(
         {method.upper(): rounds for method, rounds in curves.items()},
         f"{task_name}, {image_name}: loss per step",
-        "measurement loss (MSE on observed pixels, [-1, 1] range)",
+        "measurement loss (MSE, observed pixels)",
         colours={m.upper(): c for m, c in METHOD_COLOURS.items()},
     )
 
