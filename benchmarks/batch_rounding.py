@@ -1,4 +1,4 @@
-"""How much a restored image depends on the batch it was solved in (issue #16, item 5).
+"""How much a restored image depends on the batch it was solved in.
 
 Each image's random starts and noise come from its name, so the maths is the same alone or in
 any batch; what can differ is float rounding, where a CPU kernel sums in another order at
@@ -12,17 +12,15 @@ PSNR difference.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `benchmarks` importable
+from benchmarks.report import Script, comma_ints, comma_list, machine_line
+
 TASKS = ("inpaint", "denoise")
 SOLVER = {"steps": [100, 50], "restarts": 2}
 
@@ -48,12 +46,12 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
 
 
-def measure(model: str, backend: str, task: str, pictures: list[np.ndarray]) -> dict:
+def measure(model: str, backend: str, task: str, pictures: list[np.ndarray], solver: dict = SOLVER) -> dict:
     import ilo
     from ilo.engine.api.restorer import method_config
 
     params = {"centre_box": 0.5} if task == "inpaint" else {}
-    r = ilo.Restorer(MODELS[model], task=task, backend=backend, config=method_config("ilo", **SOLVER), **params)
+    r = ilo.Restorer(MODELS[model], task=task, backend=backend, config=method_config("ilo", **solver), **params)
     names = [f"face{i}" for i in range(len(pictures))]
     alone = [r.restore(p, names=[n])[0].tensor for p, n in zip(pictures, names)]
     truth = [torch.from_numpy(p).permute(2, 0, 1).float() / 255 for p in pictures]
@@ -75,12 +73,10 @@ def measure(model: str, backend: str, task: str, pictures: list[np.ndarray]) -> 
 
 
 def report(result: dict) -> str:
-    m = result["machine"]
     lines = [
         "# Batch-size dependence of results (benchmarks/batch_rounding.py)",
         "",
-        f"Machine: {m['cores']} cores ({m['cpu']}), torch {m['torch']}, {m['threads']} threads. "
-        f"{result['images']} pictures each model makes, ILO steps 100,50 and 2 restarts; each image solved alone "
+        f"{result['images']} pictures each model makes, ILO steps {','.join(map(str, result['solver']['steps']))} and 2 restarts; each image solved alone "
         "against in batches of 4 and 8.",
         "",
         "| model | backend | task | batch | max pixel difference ([0, 1]) | max 8-bit levels | max PSNR difference (dB) |",
@@ -96,31 +92,18 @@ def report(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--backends", default="torch,onnxruntime")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    rows = []
+def main(argv=None) -> int:
+    script = Script(__file__, __doc__, quick={"images": 2, "backends": "torch", "steps": "2,1"})
+    script.parser.add_argument("--images", type=int, default=8)
+    script.parser.add_argument("--backends", type=comma_list, default="torch,onnxruntime")
+    script.parser.add_argument("--steps", type=comma_ints, default="100,50", help="ILO's steps per round")
+    args = script.parse(argv)
+    rows, solver = [], {**SOLVER, "steps": args.steps}
     for model in MODELS:
         pictures = faces(MODELS[model], args.images)
-        rows += [measure(model, b, t, pictures) for b in args.backends.split(",") for t in TASKS]
-    result = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
-        "images": args.images,
-        "solver": SOLVER,
-        "rows": rows,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "batch_rounding.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "batch_rounding.md").write_text(report(result))
-    print(report(result))
+        rows += [measure(model, b, t, pictures, solver) for b in args.backends for t in TASKS]
+    result = {"images": args.images, "solver": solver, "rows": rows}
+    script.write("batch_rounding", report(result), result, machine_line())
     return 0
 
 

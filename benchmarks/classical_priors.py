@@ -14,7 +14,6 @@ they are missing).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -23,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `benchmarks` importable
+from benchmarks.report import RESULTS, Script, machine_line
+
 PRIORS = ("tv", "wavelet")
 LAMBDAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
 MAX_ITER, TOLERANCE = 300, 1e-5
@@ -104,10 +105,12 @@ def tuning_set(gen, generated: int = 4) -> tuple[list[str], torch.Tensor]:
     return names, torch.cat(images)
 
 
-def tune(gen, task_names: list[str], out: Path = RESULTS, priors: tuple[str, ...] = PRIORS) -> dict:
+def tune(
+    gen, task_names: list[str], out: Path = RESULTS, priors: tuple[str, ...] = PRIORS, command: str | None = None
+) -> dict:
     """Sweep lambda per task and prior on the tuning set; write and return the choices (the
-    other priors' earlier sweeps are kept)."""
-    from quality import degraded  # benchmarks/ is the script's folder
+    other priors' earlier sweeps are kept). command: what ran it, for the files' header."""
+    from benchmarks.quality import degraded  # imported here: quality.py imports this module
 
     from ilo.engine.problems.metrics import restoration_metrics
 
@@ -115,6 +118,11 @@ def tune(gen, task_names: list[str], out: Path = RESULTS, priors: tuple[str, ...
     path = out / "classical_priors.json"
     report = json.loads(path.read_text()) if path.is_file() else {"chosen": {}, "sweep": {}}
     report.update(tuning_set=names, lambdas=list(LAMBDAS), max_iter=MAX_ITER, tolerance=TOLERANCE)
+    report.update(
+        command=command or "python benchmarks/quality.py (tuning the tasks it found untuned)",
+        date=time.strftime("%Y-%m-%d"),
+        machine=machine_line(),
+    )
     for task in task_names:
         op, y, _ = degraded(gen, task, names, truth)
         for prior in priors:
@@ -137,7 +145,8 @@ def tune(gen, task_names: list[str], out: Path = RESULTS, priors: tuple[str, ...
 
 def markdown(report: dict) -> str:
     lambdas = report["lambdas"]
-    lines = [
+    lines = [f"`{report['command']}` ({report['date']}; {report['machine']}).", ""] if "command" in report else []
+    lines += [
         (
             f"Lambda sweep of the DeepInverse priors (FISTA, at most {report['max_iter']} iterations) on the "
             f"tuning set {', '.join(report['tuning_set'])}: mean PSNR (dB); the best is chosen (bold)."
@@ -168,16 +177,14 @@ def chosen_lambdas(gen, task_names: list[str], out: Path = RESULTS) -> dict:
 
 
 def main(argv=None) -> int:
-    from quality import TASKS
-
+    from benchmarks.quality import TASKS
     from ilo import load_generator
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {', '.join(TASKS)}")
-    p.add_argument("--priors", default=",".join(PRIORS), help="the priors to (re)tune; the others' sweeps are kept")
-    p.add_argument("--out", type=Path, default=RESULTS)
-    args = p.parse_args(argv)
-    report = tune(load_generator("default"), args.tasks.split(","), args.out, tuple(args.priors.split(",")))
+    script = Script(__file__, __doc__, quick={"tasks": "denoise-0.1", "priors": "tv"})
+    script.add_list("--tasks", TASKS)
+    script.add_list("--priors", PRIORS, "the priors to (re)tune; the others' sweeps are kept")
+    args = script.parse(argv)
+    report = tune(load_generator("default"), args.tasks, args.out, tuple(args.priors), script.command)
     print(markdown(report))
     return 0
 

@@ -1,4 +1,4 @@
-"""Ensembles (`--ensemble K`, issue #19): ilo-auto solved K times per image from different random
+"""Ensembles (`--ensemble K`): ilo-auto solved K times per image from different random
 starts and held-out shares, the images averaged, in range and out of it.
 
 The ensemble runs here, in this run; ilo-auto alone and every other method are read from the
@@ -12,20 +12,18 @@ seeds and measurements; member 0 of an ensemble is ilo-auto's own solve).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
-from held_out import IN_RANGE_TOLERANCE, SETS, committed, run
-from quality import TASKS, ood_verdicts
-from report import machine_line, write_result
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `benchmarks` importable
+from benchmarks.held_out import IN_RANGE_TOLERANCE, SETS, committed, run
+from benchmarks.quality import TASKS, ood_verdicts
+from benchmarks.report import METHOD_COLOURS, RESULTS, Script, machine_line
 from ilo import load_generator
 from ilo.engine.solver.ilo_solver import auto_depth_config
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def mean(values) -> float:
@@ -33,10 +31,10 @@ def mean(values) -> float:
 
 
 def report(runs: dict, members: int) -> tuple[str, list[str], list]:
-    """The table, the verdicts and the figure's rows (task -> method -> mean PSNR)."""
+    """The table, the verdicts and the figure's panels (set -> task -> method -> mean PSNR)."""
     auto_runs = json.loads((RESULTS / "held_out_selection.json").read_text())["runs"]
     label = f"ilo-auto x{members}"
-    lines, checks, rows = [], [], []
+    lines, checks, panels = [], [], {}
     for which, got in runs.items():
         summary = committed(which)["summary"]
         lines += [
@@ -76,72 +74,56 @@ def report(runs: dict, members: int) -> tuple[str, list[str], list]:
                     **({"psnr_hole": {"mean": mean(r["psnr_hole"])}} if hole else {}),
                 },
             }
-            rows.append(
-                {
-                    **{m: v["psnr"]["mean"] for m, v in base.items()},
-                    "ilo-auto": mean(auto["psnr"]),
-                    label: mean(r["psnr"]),
-                }
-            )
+            panels.setdefault(which, {})[task_name] = {
+                **{m: v["psnr"]["mean"] for m, v in base.items()},
+                "ilo-auto": mean(auto["psnr"]),
+                label: mean(r["psnr"]),
+            }
         if which == "out-of-range":
             checks += [f"{c[:5]}out of range, {c[5:].replace('ILO', label)}" for c in ood_verdicts(merged)]
-        rows.append({})  # a gap between the sets
         lines.append("")
-    return "\n".join(lines), checks, rows
+    return "\n".join(lines), checks, panels
 
 
-def figure(rows: list[dict], tasks: list[str], path: Path) -> None:
-    from ilo.engine.runs.figures import line_chart
+def figure(panels: dict, members: int):
+    from ilo.engine.runs.figures import grouped_bars
 
-    methods = list(dict.fromkeys(m for r in rows for m in r))
-    xs = [float(i + 1) for i in range(len(rows))]
-    points = {m: (xs, [r.get(m, float("nan")) for r in rows]) for m in methods}
-    names = ", ".join(f"{i + 1} {t}" for i, t in enumerate(tasks))
-    line_chart(
-        points,
-        f"task ({names}; then the same out of range)",
+    return grouped_bars(
+        panels,
         "mean PSNR (dB)",
-        "an ensemble of ilo-auto solves against one, ILO's defaults and the baselines: in range, out of range",
-        log_y=False,
-        vlines=[(len(tasks) + 1, "out of range")],
-        size=(900, 460),
-    ).save(path)
+        f"an ensemble of {members} ilo-auto solves against one, ILO's defaults and the baselines",
+        colours={**METHOD_COLOURS, f"ilo-auto x{members}": "C8"},
+    )
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", default=",".join(TASKS))
-    p.add_argument("--set", choices=(*SETS, "both"), default="both")
-    p.add_argument("--members", type=int, default=3)
-    p.add_argument("--restarts", type=int, help="random starts of each member's round 0 (default: ilo-auto's 3)")
-    p.add_argument("--out", type=Path, default=RESULTS)
-    args = p.parse_args(argv)
+    script = Script(__file__, __doc__)
+    script.add_list("--tasks", TASKS)
+    script.parser.add_argument("--set", choices=(*SETS, "both"), default="both")
+    script.parser.add_argument("--members", type=int, default=3)
+    script.parser.add_argument(
+        "--restarts", type=int, help="random starts of each member's round 0 (default: ilo-auto's 3)"
+    )
+    args = script.parse(argv)
     gen = load_generator("default")
-    tasks = args.tasks.split(",")
     sets = list(SETS) if args.set == "both" else [args.set]
     starts = {} if args.restarts is None else {"restarts": args.restarts}
-    runs = {which: run(gen, which, tasks, auto_depth_config(ensemble=args.members, **starts)) for which in sets}
-    table, checks, rows = report(runs, args.members)
+    runs = {which: run(gen, which, args.tasks, auto_depth_config(ensemble=args.members, **starts)) for which in sets}
+    table, checks, panels = report(runs, args.members)
     machine = machine_line()
-    command = f"--members {args.members}" + ("" if args.restarts is None else f" --restarts {args.restarts}")
     text = (
-        f"`python benchmarks/ensemble.py {command}`: ilo-auto solved {args.members} times per image "
-        f"(`--ensemble`), each member from its own {args.restarts or 3} random start(s) and 10% held-out share, the images averaged. "
+        f"ilo-auto solved {args.members} times per image (`--ensemble`), each member from its own "
+        f"{args.restarts or 3} random start(s) and 10% held-out share, the images averaged. "
         "ilo-auto alone and the other methods from the committed tables (another run: their seconds are "
         "that run's). PSNR in dB (mean over images; inpainting: full / hole).\n\n"
         + table
         + "\n"
         + "\n".join(f"- {c}" for c in checks)
-        + f"\n\nMachine: {machine}.\n"
     )
-    write_result(
-        args.out,
-        "ensemble",
-        text,
-        {"machine": machine, "members": args.members, "restarts": args.restarts, "runs": runs, "checks": checks},
-    )
+    record = {"members": args.members, "restarts": args.restarts, "runs": runs, "checks": checks}
+    script.write("ensemble", text, record, machine)
     if len(sets) == 2:
-        figure(rows, tasks, args.out / "ensemble.png")
+        script.save_figure(figure(panels, args.members), "ensemble.png", machine)
     return 0
 
 

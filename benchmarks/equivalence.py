@@ -1,4 +1,4 @@
-"""ILO on the engine against ILO on torch (issue #5): 100 steps (rounds 0-2: 40 + 30 + 30),
+"""ILO on the engine against ILO on torch: 100 steps (rounds 0-2: 40 + 30 + 30),
 one start, on the embedded DCGAN and the StyleGAN2 test fixture, inpainting and ×4
 super-resolution, batch 1 and 4.
 
@@ -15,14 +15,15 @@ The last two show how far float32-level changes alone carry an Adam trajectory.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `benchmarks` importable
+from benchmarks.report import Script, machine_line
+
 FIXTURE = Path(__file__).parents[1] / "tests" / "fixtures" / "stylegan2_rosinality_32px.pt"
 
 
@@ -35,14 +36,12 @@ def gaps(a, b) -> tuple[float, float, float]:
 
 def main(argv=None) -> int:
     from ilo import load_generator
-    from ilo.engine.bench.latency import save
     from ilo.engine.problems.operators import Downsample, Inpainting
     from ilo.engine.runtimes.bridge import EngineGenerator
     from ilo.engine.solver.ilo_solver import ILOConfig, solve
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=RESULTS)
-    args = p.parse_args(argv)
+    script = Script(__file__, __doc__)
+    script.parse(argv)
     torch.set_num_threads(2)
     lines = [
         "# ILO on the engine (onnxruntime, CPU) against torch",
@@ -81,9 +80,7 @@ def main(argv=None) -> int:
                     )
                     print(row, file=sys.stderr, flush=True)
                     lines.append(row)
-    args.out.mkdir(parents=True, exist_ok=True)
-    save(args.out / "equivalence.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    script.write("equivalence", "\n".join(lines), None, machine_line("torch eager against onnxruntime"))
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -23,7 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `benchmarks` importable
+from benchmarks.report import Script, comma_ints, machine_line
 
 
 def export_once(resolution: int, cache: Path) -> dict:
@@ -119,7 +119,7 @@ def in_child(flag: str, resolution: int, env: dict | None = None) -> dict | None
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def cold_start(resolution: int, out: Path, jobs: list[int]) -> int:
+def cold_start(script: Script, resolution: int, jobs: list[int]) -> int:
     """One cold start per export-worker count, one after another in this run (a ratio, not a
     comparison with another day's timings)."""
     runs = {}
@@ -129,9 +129,7 @@ def cold_start(resolution: int, out: Path, jobs: list[int]) -> int:
             return 1
         runs[n] = r
     lines = [
-        f"`python benchmarks/export_cost.py --cold-start {resolution} --export-jobs {','.join(map(str, jobs))}` "
-        f"({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, nothing else running). Cold start at "
-        f"{resolution}² (StyleGAN2 config-f, random weights), onnxruntime, an inpainting solve of `--method ilo` (three "
+        f"Nothing else running. Cold start at {resolution}² (StyleGAN2 config-f, random weights), onnxruntime, an inpainting solve of `--method ilo` (three "
         f"rounds), empty cache: from building the Restorer to ready for the first step (exports, checks, sessions, the "
         f"memory probe and the warm-up steps), then a one-step solve. Target: 90 s.",
         "",
@@ -147,15 +145,11 @@ def cold_start(resolution: int, out: Path, jobs: list[int]) -> int:
     for n, r in runs.items():
         starts = ", ".join(f"{name} at {t:.0f} s" for name, t in r["bundles_started_at_s"].items())
         lines.append(f"\n{n} worker(s), bundles started (or handed to a worker): {starts}.")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cold_start.md").write_text(text)
-    (out / "cold_start.json").write_text(json.dumps(runs, indent=1) + "\n")
+    script.write("cold_start", "\n".join(lines), {"runs": runs}, machine_line("onnxruntime, one process per run"))
     return 0
 
 
-def replicas(resolution: int, count: int, out: Path, source: Path | None) -> int:
+def replicas(script: Script, resolution: int, count: int, source: Path | None) -> int:
     """`count` replicas (Serve replicas, Ray actors) starting at once on one node's empty cache,
     each a cold start exporting in its own process (ILO_EXPORT_JOBS=1). `source`: the ilo
     source tree the replicas import instead of this one (a worktree of an earlier commit, for
@@ -190,41 +184,43 @@ def replicas(resolution: int, count: int, out: Path, source: Path | None) -> int
         f"(all ready {wall:.0f} s after the start), peak RSS {rss} GiB\n"
     )
     print(text, end="")
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "cold_start_replicas.jsonl", "a") as f:
-        f.write(
-            json.dumps(
-                {
-                    "resolution": resolution,
-                    "replicas": count,
-                    "source": str(source or "this tree"),
-                    "date": time.strftime("%Y-%m-%d"),
-                    "wall_s": wall,
-                    "reports": reports,
-                }
-            )
-            + "\n"
-        )
+    record = {
+        "command": script.command,
+        "date": script.date,
+        "machine": machine_line("onnxruntime, one process per replica"),
+        "resolution": resolution,
+        "replicas": count,
+        "source": str(source or "this tree"),
+        "wall_s": wall,
+        "reports": reports,
+    }
+    script.append_line("cold_start_replicas.jsonl", json.dumps(record))
     return 0
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--resolutions", default="256,1024")
-    p.add_argument("--out", type=Path, default=RESULTS)
+def arguments(argv) -> tuple[Script, argparse.Namespace]:
+    script = Script(__file__, __doc__, quick={"resolutions": "32"})
+    p = script.parser
+    p.add_argument("--resolutions", type=comma_ints, default="256,1024")
     p.add_argument(
         "--cold-start",
         type=int,
         metavar="RESOLUTION",
         help="instead: time a new node's first use at this resolution (results/cold_start.{md,json})",
     )
-    p.add_argument("--export-jobs", default="1,2", help="with --cold-start: the export-worker counts to compare")
+    p.add_argument(
+        "--export-jobs", type=comma_ints, default="1,2", help="with --cold-start: the export-worker counts to compare"
+    )
     p.add_argument("--replicas", type=int, help="with --cold-start: this many replicas starting at once on one cache")
     p.add_argument("--source", type=Path, help="with --replicas: the ilo source tree the replicas import")
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     p.add_argument("--cold-child", type=int, help=argparse.SUPPRESS)
     p.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return script, script.parse(argv)
+
+
+def main(argv=None) -> int:
+    script, args = arguments(argv)
     if args.child:
         print(json.dumps(export_once(args.child, args.cache)))
         return 0
@@ -232,11 +228,11 @@ def main(argv=None) -> int:
         print(json.dumps(cold_start_once(args.cold_child, args.cache)))
         return 0
     if args.cold_start and args.replicas:
-        return replicas(args.cold_start, args.replicas, args.out, args.source)
+        return replicas(script, args.cold_start, args.replicas, args.source)
     if args.cold_start:
-        return cold_start(args.cold_start, args.out, [int(n) for n in args.export_jobs.split(",")])
+        return cold_start(script, args.cold_start, args.export_jobs)
     rows = []
-    for res in [int(r) for r in args.resolutions.split(",")]:
+    for res in args.resolutions:
         r = in_child("--child", res)
         if r is None:
             return 1
@@ -246,9 +242,7 @@ def main(argv=None) -> int:
             f"{r['total_mb']:.0f} MB on disk ({r['weights_mb']:.0f} MB of weights), worst error {r['worst_error']:.1e}",
             file=sys.stderr,
         )
-    from report import machine_line  # loads torch: only once the runs are done
-
-    machine = machine_line("CPU")
+    machine = machine_line("ilo export, one process per resolution")  # loads torch: only once the runs are done
     lines = [
         "| resolution | graphs | wall time (s) | peak RSS (GiB) | files (MB) | weights (MB) | files / weights | worst max / l2 rel. error | kink-limited |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -260,17 +254,14 @@ def main(argv=None) -> int:
             f"{len(r['kink_limited'])} ({', '.join(r['kink_limited'])}) |"
         )
     table = "\n".join(lines) + (
-        f"\n\nMachine: {machine}. Wall time includes tracing, the ONNX checker, the TensorRT lint and the ONNX\n"
+        "\n\nWall time includes tracing, the ONNX checker, the TensorRT lint and the ONNX\n"
         "Runtime checks against torch (float64) at batch 1 and 5 — 1 and 2, or 1 alone, for stages whose check\n"
         "would exceed a 6 GiB budget. Kink-limited: VJP graphs of these random-weight networks whose max error\n"
         "exceeds 1e-4 because leaky-ReLU kinks flip under float32 rounding, as torch's own float32 VJP does too\n"
         "(see export/artifacts.py); all their l2 errors are within 1e-2. Files / weights is about 2 because each\n"
         "stage's forward and VJP graphs carry their own copy of the weights.\n"
     )
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "export_cost.md").write_text(table)
-    (args.out / "export_cost.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")
+    script.write("export_cost", table, {"rows": rows}, machine)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Fleet throughput (issue #15), all in one run on this machine:
+"""Fleet throughput, all in one run on this machine:
 
 1. Batch: a folder of 32 default-model faces (clean, centre hole), restored with the default ILO
    settings by `ilo restore` in one process (torch's 2 threads) against `ilo restore --ray` with
@@ -15,11 +15,9 @@
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -28,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `benchmarks` importable
+from benchmarks.report import Script, comma_ints, machine_line
+
 SERVE_SOLVER = {"steps": [100, 50], "restarts": 2}
 TASK = ["--clean", "--task", "inpaint", "--centre-box", "0.5"]
 BATCH_TARGET, SERVE_TARGET = 1.0, 2.0
@@ -166,26 +166,16 @@ def _load(requests, url: str, pngs: list[bytes], concurrency: int, n: int, batch
     }
 
 
-def machine() -> dict:
+def machine() -> str:
     import ray
-    import torch
 
-    return {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "ray": ray.__version__,
-    }
+    return machine_line("auto backend (onnxruntime on the CPU)", ray=ray.__version__)
 
 
 def report(result: dict) -> str:
     b, s = result["batch"], result["serve"]
     lines = [
         "# Fleet throughput (benchmarks/fleet.py)",
-        "",
-        f"Machine: {result['machine']['cores']} cores ({result['machine']['cpu']}), torch {result['machine']['torch']}, "
-        f"Ray {result['machine']['ray']}. Backend: auto (onnxruntime on the CPU).",
         "",
         f"## Batch: {b['images']} faces, inpainting a centre hole, batch size {b['batch_size']}, {b['solver']}",
         "",
@@ -221,23 +211,19 @@ def report(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=32)
-    parser.add_argument("--concurrency", default="1,4,16")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+def main(argv=None) -> int:
+    script = Script(__file__, __doc__, quick={"images": 2, "concurrency": "1"})
+    script.parser.add_argument("--images", type=int, default=32)
+    script.parser.add_argument("--concurrency", type=comma_ints, default="1,4,16")
+    args = script.parse(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     with tempfile.TemporaryDirectory(prefix="ilo-fleet-") as tmp:
         work = Path(tmp)
         make_faces(work / "faces", args.images)
-        result = {"machine": machine(), "batch": batch_benchmark(work / "faces", work, args.images)}
+        result = {"batch": batch_benchmark(work / "faces", work, args.images)}
         print(json.dumps(result["batch"], indent=1), file=sys.stderr)
-        result["serve"] = serve_benchmark(work / "faces", [int(c) for c in args.concurrency.split(",")])
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fleet.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "fleet.md").write_text(report(result))
-    print(report(result))
+        result["serve"] = serve_benchmark(work / "faces", args.concurrency)
+    script.write("fleet", report(result), result, machine())
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Held-out selection (`--method ilo-auto`, issue #19) against the defaults and the baselines, in
+"""Held-out selection (`--method ilo-auto`) against the defaults and the baselines, in
 range and out of it.
 
 ilo-auto runs here, in this run; every other method's numbers are read from the committed
@@ -12,7 +12,6 @@ defaults are deterministic, and this script checks that by rerunning them on one
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -20,16 +19,16 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from quality import TASKS, degraded, ground_truths, ood_verdicts
-from report import machine_line, write_result
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `benchmarks` importable
+from benchmarks.quality import TASKS, degraded, ground_truths, ood_verdicts
+from benchmarks.report import METHOD_COLOURS, RESULTS, Script, machine_line
 from ilo import load_generator
 from ilo.engine.problems.metrics import restoration_metrics
 from ilo.engine.solver.ilo_solver import AUTO_DEPTH, ILOConfig, auto_depth_config, solve
 
-RESULTS = Path(__file__).parent / "results"
 SETS = {"in-range": "quality.json", "out-of-range": "quality_ood.json"}
-IN_RANGE_TOLERANCE = 0.2  # issue #19: the in-range table may lose no more than this on any task
+IN_RANGE_TOLERANCE = 0.2  # the in-range table may lose no more than this on any task
 
 
 def run(gen, which: str, tasks: list[str], config: ILOConfig) -> dict:
@@ -104,47 +103,41 @@ def report(runs: dict) -> tuple[str, list[str]]:
     return "\n".join(lines), checks
 
 
-def figure(runs: dict, path: Path) -> None:
-    """Mean PSNR per task and method, in range then out of range, as one line per method (the
-    in-range tasks left of the dashed line): where ilo-auto's lead holds and where it turns."""
-    from ilo.engine.runs.figures import line_chart
+def figure(runs: dict):
+    """Mean PSNR per task and method as grouped bars, in range and out of range side by side:
+    where ilo-auto's lead holds and where it turns."""
+    from ilo.engine.runs.figures import grouped_bars
 
-    rows: list[tuple[int, dict[str, float]]] = []  # (x, method -> PSNR) per task; a gap between the sets
+    panels = {}
     for which, got in runs.items():
         summary = committed(which)["summary"]
-        for task_name, r in got["tasks"].items():
-            means = {m: v["psnr"]["mean"] for m, v in summary[task_name].items()}
-            rows.append((len(rows) + 1, {**means, "ilo-auto": float(np.mean(r["psnr"]))}))
-        rows.append((len(rows) + 1, {}))  # NaN for every method: no line joins the two sets
-    methods = list(dict.fromkeys(m for _, means in rows for m in means))
-    # a method without a number for a task (BM3D only denoises) gets NaN there: dots, not lines across
-    points = {m: ([float(x) for x, _ in rows], [means.get(m, float("nan")) for _, means in rows]) for m in methods}
-    tasks = ", ".join(f"{i + 1} {t}" for i, t in enumerate(next(iter(runs.values()))["tasks"]))
-    line_chart(
-        points,
-        "task (" + tasks + "; 7-11 the same out of range)",
+        panels[which] = {
+            task_name: {
+                **{m: v["psnr"]["mean"] for m, v in summary[task_name].items()},
+                "ilo-auto": float(np.mean(r["psnr"])),
+            }
+            for task_name, r in got["tasks"].items()
+        }
+    return grouped_bars(
+        panels,
         "mean PSNR (dB)",
-        "ilo-auto against ILO's defaults and the baselines: in range (left), out of range (right)",
-        log_y=False,
-        vlines=[(len(next(iter(runs.values()))["tasks"]) + 1, "out of range")],
-        size=(900, 460),
-    ).save(path)
+        "ilo-auto against ILO's defaults and the baselines",
+        colours=METHOD_COLOURS,
+    )
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", default=",".join(TASKS))
-    p.add_argument("--set", choices=(*SETS, "both"), default="both")
-    p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--redraw", action="store_true", help="only redraw the figure from the saved JSON")
-    args = p.parse_args(argv)
+    script = Script(__file__, __doc__)
+    script.add_list("--tasks", TASKS)
+    script.parser.add_argument("--set", choices=(*SETS, "both"), default="both")
+    script.parser.add_argument("--redraw", action="store_true", help="only redraw the figure from the saved JSON")
+    args = script.parse(argv)
     if args.redraw:
-        figure(
-            json.loads((args.out / "held_out_selection.json").read_text())["runs"], args.out / "held_out_selection.png"
-        )
+        saved = json.loads((args.out / "held_out_selection.json").read_text())
+        script.save_figure(figure(saved["runs"]), "held_out_selection.png", saved["machine"])
         return 0
     gen = load_generator("default")
-    tasks = args.tasks.split(",")
+    tasks = args.tasks
     sets = list(SETS) if args.set == "both" else [args.set]
     # the committed defaults must be what this code gives (else the comparison is stale)
     check = run(gen, sets[0], tasks[:1], ILOConfig())["tasks"][tasks[0]]
@@ -162,16 +155,10 @@ def main(argv=None) -> int:
     text = (
         f"ilo-auto = ILOConfig(**{json.dumps(AUTO_DEPTH)}) — one stage deeper, a 3x wider l1 ball, the iterate "
         "chosen per image by 10% held-out measurements. PSNR in dB (mean over images; inpainting: full / hole). "
-        "Other methods from the committed quality tables.\n\n"
-        + table
-        + "\n"
-        + "\n".join(f"- {c}" for c in checks)
-        + f"\n\nMachine: {machine}.\n"
+        "Other methods from the committed quality tables.\n\n" + table + "\n" + "\n".join(f"- {c}" for c in checks)
     )
-    write_result(
-        args.out, "held_out_selection", text, {"machine": machine, "config": AUTO_DEPTH, "runs": runs, "checks": checks}
-    )
-    figure(runs, args.out / "held_out_selection.png")
+    script.write("held_out_selection", text, {"config": AUTO_DEPTH, "runs": runs, "checks": checks}, machine)
+    script.save_figure(figure(runs), "held_out_selection.png", machine)
     return 0
 
 

@@ -15,15 +15,14 @@ reference's peak memory, and its pixels differ from the reference's by at most 0
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `benchmarks` importable
+from benchmarks.report import Script, machine_line
 
 _CHILD = """
 import json, resource, sys, time
@@ -46,14 +45,14 @@ def _measure(path: Path, size: int, mode: str, out: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> int:
+def main(argv=None) -> int:
     import numpy as np
     from PIL import Image
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--side", type=int, default=12000)
-    p.add_argument("--size", type=int, default=64)
-    args = p.parse_args()
+    script = Script(__file__, __doc__, quick={"side": 1000})
+    script.parser.add_argument("--side", type=int, default=12000)
+    script.parser.add_argument("--size", type=int, default=64)
+    args = script.parse(argv)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "large.png"
         photo = np.asarray(
@@ -85,8 +84,7 @@ def main() -> int:
     lines = [
         f"# Input memory: a {args.side}x{args.side} PNG ({file_mb:.1f} MB) for a {args.size}px generator",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} by `python benchmarks/input_memory.py --side {args.side} --size {args.size}`; "
-        f"peak RSS of each fresh process (one that only imports torch and numpy peaks at {baseline['peak_mb']:.0f} MB).",
+        f"Peak RSS of each fresh process (one that only imports torch and numpy peaks at {baseline['peak_mb']:.0f} MB).",
         "",
         "| path | peak MB | seconds |",
         "| --- | ---: | ---: |",
@@ -97,9 +95,7 @@ def main() -> int:
         f"{worst:.3f} at most, of the [-1, 1] range: {'met' if met else 'MISSED'}.",
         "",
     ]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "input_memory.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    script.write("input_memory", "\n".join(lines), None, machine_line("PIL and torch, one process per path"))
     return 0 if met else 1
 
 

@@ -1,4 +1,4 @@
-"""The CUDA kernels against the best torch formulations of a StyleGAN2 layer (issue #6).
+"""The CUDA kernels against the best torch formulations of a StyleGAN2 layer.
 
 For every config-f layer shape, at one batch size: forward, and forward + VJP (w.r.t. the
 input, the latent and the noise map), of
@@ -21,10 +21,8 @@ the host emulation at tiny sizes: a check of this script, not a measurement.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
-import json
 import math
 import platform
 import statistics
@@ -35,7 +33,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `benchmarks` importable
+from benchmarks.report import Script, machine_line
+
 BLOCK_TARGET, BLOCK_TARGET_MIN_RES, BLOCK_TARGET_BATCH = 1.5, 128, 8
 
 
@@ -289,8 +289,6 @@ def markdown(result: dict) -> str:
     out = [
         f"# Kernels against torch ({env['card']})",
         "",
-        f"`{result['command']}`",
-        "",
         ", ".join(f"{k} {v}" for k, v in env.items())
         + (
             f"; measured matmul peaks: fp32 {peaks['fp32']:.1f}, TF32 {peaks['TF32']:.1f} TFLOP/s"
@@ -346,17 +344,20 @@ def main(argv=None) -> int:
     from ilo.kernels.layer_shapes import config_f_layers
     from ilo.kernels.library import KernelLibraryError, load_library, open_library
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    script = Script(__file__, __doc__)
+    p = script.parser
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--max-res", type=int, default=1024)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--device", default="cuda")
     p.add_argument("--library", type=Path, help="the library file (default: $ILO_KERNELS_LIB, then kernels/lib)")
     p.add_argument(
-        "--smoke", action="store_true", help="tiny channel counts and sizes: checks the script, measures nothing"
+        "--smoke",
+        "--quick",
+        action="store_true",
+        help="tiny channel counts and sizes: checks the script, measures nothing (results: kernels_smoke.*)",
     )
-    p.add_argument("--out", type=Path, default=RESULTS)
-    args = p.parse_args(argv)
+    args = script.parse(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(
@@ -375,18 +376,14 @@ def main(argv=None) -> int:
     peaks = {"fp32": matmul_peak_tflops(device, False), "TF32": matmul_peak_tflops(device, True)}
     repeats = 1 if args.smoke else args.repeats
     result = {
-        "command": "python benchmarks/kernels.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "environment": environment(device, library),
         "matmul peak TFLOP/s": peaks,
     }
     resolutions = [4 * 2**k for k in range(1, len(channels))]
     result["blocks"] = measure_blocks(resolutions, args.batch, device, library, repeats, channels)
     result["layers"] = measure_layers(shapes, args.batch, device, library, repeats, peaks)
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = "kernels" if device.type == "cuda" else "kernels_smoke"
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1))
-    (args.out / f"{stem}.md").write_text(markdown(result))
-    print(f"wrote {args.out / stem}.md and .json")
+    script.write(stem, markdown(result), result, machine_line("fused kernels against torch", args.device))
     return 0
 
 

@@ -10,18 +10,15 @@ time_to_quality.py's). A benchmark, not a test.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from quality import TASKS
-from report import machine_line
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `benchmarks` importable
+from benchmarks.quality import TASKS
+from benchmarks.report import Script, comma_ints, machine_line
 from ilo import load_generator
 from ilo.engine.solver.encoder_cache import SHIPPED
 from ilo.engine.api.restorer import method_config
@@ -31,16 +28,16 @@ from ilo.engine.solver.encoder import learned_starts
 from ilo.engine.solver.encoder_files import load_encoder
 from ilo.engine.solver.ilo_solver import solve
 
-RESULTS = Path(__file__).parent / "results"
 SEED = 70_000  # far from the benchmark's 90_000.. and from the encoder's training stream
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--faces", type=int, default=8)
-    p.add_argument("--steps", default="30,100", help="round-0 steps to compare (later rounds: a third of it)")
-    p.add_argument("--out", type=Path, default=RESULTS)
-    args = p.parse_args(argv)
+    script = Script(__file__, __doc__, quick={"faces": 2, "steps": "3"})
+    script.parser.add_argument("--faces", type=int, default=8)
+    script.parser.add_argument(
+        "--steps", type=comma_ints, default="30,100", help="round-0 steps to compare (later rounds: a third of it)"
+    )
+    args = script.parse(argv)
     gen = load_generator("default")
     encoder = load_encoder(SHIPPED, gen.fingerprint())
     names = [f"face{SEED + i}" for i in range(args.faces)]
@@ -51,7 +48,7 @@ def main(argv=None) -> int:
                 for i in range(args.faces)
             ]
         )
-    steps = [int(s) for s in args.steps.split(",")]
+    steps = args.steps
     rows = {}
     for task_name, task in TASKS.items():
         masks = torch.stack([task.built_in_mask(gen.resolution, n) for n in names]) if task.kind.takes_masks else None
@@ -79,8 +76,7 @@ def main(argv=None) -> int:
         print(task_name, {k: round(v["psnr"], 2) for k, v in row.items()}, file=sys.stderr, flush=True)
     columns = list(next(iter(rows.values())))
     lines = [
-        f"`python benchmarks/learned_start.py --faces {args.faces} --steps {args.steps}` ({time.strftime('%Y-%m-%d')}; "
-        f"{machine_line()}). Mean PSNR (dB) on {args.faces} generated faces (seeds {SEED}..{SEED + args.faces - 1}), "
+        f"Mean PSNR (dB) on {args.faces} generated faces (seeds {SEED}..{SEED + args.faces - 1}), "
         f"torch, one start each, ILO's three rounds with round 0 at the steps named and the later rounds at a third "
         f"of it; the learned start is the shipped encoder's.",
         "",
@@ -89,11 +85,7 @@ def main(argv=None) -> int:
     ]
     for task_name, row in rows.items():
         lines.append(f"| {task_name} | " + " | ".join(f"{row[c]['psnr']:.2f}" for c in columns) + " |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "learned_start.md").write_text(text)
-    (args.out / "learned_start.json").write_text(json.dumps(rows, indent=1) + "\n")
+    script.write("learned_start", "\n".join(lines), {"tasks": rows}, machine_line())
     return 0
 
 

@@ -1,6 +1,6 @@
 """Peak memory of a batch solve on StyleGAN2 256² (config-f widths, random weights) at batch 16:
 torch eager with no budget (what a user gets without the engine) against the onnxruntime
-engine under the default memory budget, one start and three batched starts (issue #16 item 1).
+engine under the default memory budget, one start and three batched starts.
 
 Each run is its own process, so its peak resident set (ru_maxrss) is its own; the engine's
 graphs come from the cache (`--cache`, filled on the first run). Reported beside each: the
@@ -20,7 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `benchmarks` importable
+from benchmarks.report import Script, machine_line
+
 RUNS = {  # name -> (backend, memory budget, random starts)
     "torch eager · no budget · 1 start": ("torch", "off", 1),
     "onnxruntime · budget auto · 1 start": ("onnxruntime", "auto", 1),
@@ -77,9 +79,7 @@ def run_once(name: str, batch: int, resolution: int) -> dict:
 
 def render(rows: list[dict], batch: int, resolution: int) -> tuple[str, list[str], str]:
     """The Markdown report of the runs, its verdicts and the machine line."""
-    from report import machine_line  # loads torch: only once the runs are done
-
-    machine = machine_line("CPU")
+    machine = machine_line("one process per run")  # loads torch: only once the runs are done
     lines = [
         f"StyleGAN2 {resolution}² (config-f, random weights), inpainting, batch {batch}, {STEPS} steps per round. "
         "Peak RSS: the whole process's high-water mark (model, graphs, sessions and the solve).",
@@ -109,20 +109,21 @@ def render(rows: list[dict], batch: int, resolution: int) -> tuple[str, list[str
             checks.append(
                 f"{'PASS' if ratio <= 1 else 'MISS'} {r['run']}: peak RSS {ratio:.2f}x torch eager's at batch {batch}"
             )
-    text = "\n".join(lines) + "\n\n" + "\n".join(f"- {c}" for c in checks) + f"\n\nMachine: {machine}.\n"
+    text = "\n".join(lines) + "\n\n" + "\n".join(f"- {c}" for c in checks)
     return text, checks, machine
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    quick = {"batch": 2, "resolution": 32, "runs": ",".join(list(RUNS)[:2])}  # torch eager against the engine
+    script = Script(__file__, __doc__, quick=quick)
+    p = script.parser
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--resolution", type=int, default=256)
-    p.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset (names as in RUNS)")
+    script.add_list("--runs", RUNS, "comma-separated subset (names as in RUNS)")
     p.add_argument("--cache", type=Path, help="the graph cache to use (default: ilo's own)")
-    p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--append", action="store_true", help="keep the other runs already in the results, replace these")
     p.add_argument("--child", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    args = script.parse(argv)
     if args.child:
         print(json.dumps(run_once(args.child, args.batch, args.resolution)))
         return 0
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
 
         env = {**os.environ, "ILO_CACHE_DIR": str(args.cache)}
     rows = []
-    for name in ["export", *args.runs.split(",")]:
+    for name in ["export", *args.runs]:
         out = subprocess.run(
             [
                 sys.executable,
@@ -160,19 +161,10 @@ def main(argv=None) -> int:
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"{name}: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
     if args.append and (args.out / "memory.json").is_file():
-        earlier = [
-            r
-            for r in json.loads((args.out / "memory.json").read_text())["rows"]
-            if r["run"] not in args.runs.split(",")
-        ]
+        earlier = [r for r in json.loads((args.out / "memory.json").read_text())["rows"] if r["run"] not in args.runs]
         rows = [r for name in RUNS for r in earlier + rows if r["run"] == name]
     text, checks, machine = render(rows, args.batch, args.resolution)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "memory.md").write_text(text)
-    (args.out / "memory.json").write_text(
-        json.dumps({"machine": machine, "rows": rows, "checks": checks}, indent=1) + "\n"
-    )
+    script.write("memory", text, {"rows": rows, "checks": checks}, machine)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Ground truths the generator cannot make: its own faces pushed out of its range (rotated,
 two half-faces joined, colour-shifted, shifted with reflection, occluded) and the real
-photograph. `quality.py --set out-of-range` restores them; issue #19 sets the targets.
+photograph. `quality.py --set out-of-range` restores them; quality.ood_verdicts holds the targets.
 
 Each transform starts from a face of its own seed (97_000 + i: never the in-range benchmark's,
 the tuning set's or the solver's seeds), so the set is reproducible from the embedded model.

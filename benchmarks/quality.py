@@ -26,13 +26,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from classical_priors import PRIORS, chosen_lambdas  # benchmarks/ is the script's folder
-from classical_priors import restore as restore_with_prior
-from out_of_range import out_of_range_truths
-from report import machine_line
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `benchmarks` importable
+from benchmarks.classical_priors import PRIORS, chosen_lambdas
+from benchmarks.classical_priors import restore as restore_with_prior
+from benchmarks.out_of_range import out_of_range_truths
+from benchmarks.report import METHOD_COLOURS, Script, comma_list, machine_line
 from ilo import load_generator
-from ilo.engine.runs.figures import labelled_grid, line_chart, rounds_in_sequence
+from ilo.engine.runs.figures import labelled_grid, loss_chart
 from ilo.engine.inputs.image_files import read_image, to_uint8
 from ilo.engine.api.restorer import method_config
 from ilo.engine.problems.metrics import mean_and_std, restoration_metrics
@@ -159,7 +160,7 @@ def markdown(results: dict, note: str) -> str:
 
 
 def verdicts(results: dict) -> list[str]:
-    """The targets issue #3 sets: ILO above CSGM on full-image PSNR for every task, and not
+    """The in-range targets: ILO above CSGM on full-image PSNR for every task, and not
     more than 0.5 dB below it inside the inpainting hole."""
     out = []
     for task_name, s in results.items():
@@ -177,7 +178,7 @@ def verdicts(results: dict) -> list[str]:
 
 
 def ood_verdicts(results: dict) -> list[str]:
-    """Issue #19's targets out of range: denoising ILO >= BM3D; inpainting ILO >= the best other
+    """The targets out of range: denoising ILO >= BM3D; inpainting ILO >= the best other
     method +1 dB in the hole and +2 dB full; SR and CS ILO >= the best other method +2 dB."""
     out = []
     for task_name, s in results.items():
@@ -207,7 +208,7 @@ def ood_verdicts(results: dict) -> list[str]:
     return out
 
 
-def figure(examples: dict, methods: list[str], path: Path) -> None:
+def figure(examples: dict, methods: list[str]):
     """Rows: one example image per task (the last: the real photograph); columns: measured, each
     method, truth (blank where a method does not apply); its PSNR under each restored tile."""
     columns = ["measured", *methods, "truth"]
@@ -223,22 +224,18 @@ def figure(examples: dict, methods: list[str], path: Path) -> None:
                 for k in columns
             ]
         )
-    labelled_grid(tiles, list(examples), columns, captions).save(path)
+    return labelled_grid(tiles, list(examples), columns, captions)
 
 
-def loss_figure(curves: dict, task_name: str, image_name: str, path: Path) -> None:
+def loss_figure(curves: dict, task_name: str, image_name: str):
     """The paper's Fig. 2: measurement loss (MSE on what is observed) against the step, ILO's
     rounds one after another (each round's start marked) against CSGM and PULSE."""
-    series, vlines = {}, []
-    for method, rounds in curves.items():
-        xs, ys, starts = rounds_in_sequence(rounds)
-        if method == "ilo" and len(rounds) > 1:
-            vlines = [(step, f"ILO round {k}") for k, step in enumerate(starts)]
-        series[method.upper()] = (xs, ys)
-    chart = line_chart(
-        series, "step", "measurement loss (MSE)", f"{task_name}, {image_name}: loss per step", log_y=True, vlines=vlines
+    return loss_chart(
+        {method.upper(): rounds for method, rounds in curves.items()},
+        f"{task_name}, {image_name}: loss per step",
+        "measurement loss (MSE, observed pixels)",
+        colours={m.upper(): c for m, c in METHOD_COLOURS.items()},
     )
-    chart.save(path)
 
 
 def prior_lines(results: dict) -> list[str]:
@@ -274,10 +271,21 @@ def photo_lines(raw: dict, names: list[str]) -> list[str]:
     return lines
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {', '.join(TASKS)}")
-    p.add_argument("--methods", default="ilo,csgm,pulse,bm3d,tv,wavelet")
+def arguments(argv) -> tuple[Script, argparse.Namespace]:
+    script = Script(
+        __file__,
+        __doc__,
+        quick={
+            "tasks": "sr-x4",
+            "methods": "ilo",
+            "generated": 2,
+            "curve_task": "sr-x4",
+            "ilo": '{"steps": [4, 2]}',
+        },
+    )
+    p = script.parser
+    script.add_list("--tasks", TASKS)
+    p.add_argument("--methods", type=comma_list, default="ilo,csgm,pulse,bm3d,tv,wavelet")
     p.add_argument("--curve-task", default="inpaint-box", help="the task of the loss-per-step figure (Fig. 2)")
     p.add_argument(
         "--set",
@@ -289,9 +297,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-real", action="store_true", help="leave out the real photograph")
     p.add_argument("--example", default=None, help="the image the figures show (default: the last, the photograph)")
     p.add_argument("--ilo", default="{}", help="JSON of ILOConfig overrides, for tuning")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    args = p.parse_args(argv)
+    return script, script.parse(argv)
+
+
+def main(argv=None) -> int:
+    script, args = arguments(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     gen = load_generator("default")
@@ -299,9 +310,8 @@ def main(argv=None) -> int:
     names, truth, note = ground_truths(gen, args.generated, not args.no_real, out_of_range=ood)
     stem = "quality_ood" if ood else "quality"
     example = names.index(args.example) if args.example in names else len(names) - 1
-    methods = args.methods.split(",")
+    methods, task_names = args.methods, args.tasks
     ilo_overrides = json.loads(args.ilo)
-    task_names = args.tasks.split(",")
     lambdas = chosen_lambdas(gen, task_names, args.out) if any(m in PRIORS for m in methods) else None
     results, raw, examples, curves = {}, {}, {}, {}
     t0 = time.perf_counter()
@@ -311,23 +321,11 @@ def main(argv=None) -> int:
         raw[task_name] = out["per_image"]
         examples[task_name] = {k: v[example : example + 1] for k, v in out["images"].items()}
         curves[task_name] = out["curves"]
-    table = markdown(results, note) + "\n".join(photo_lines(raw, names)) + "\n"
-    if lambdas is not None:
-        table += (
-            "\nDeepInverse priors (FISTA; lambda tuned on images outside this set, "
-            "classical_priors.md): "
-            + "; ".join(f"{t} " + ", ".join(f"{m} {lam:g}" for m, lam in lambdas[t].items()) for t in task_names)
-            + ".\n"
-        )
-        table += "\n".join(f"- {line}" for line in prior_lines(results)) + "\n"
     checks = ood_verdicts(results) if ood else verdicts(results)
-    print(table + "\n" + "\n".join(checks))
-    args.out.mkdir(parents=True, exist_ok=True)
-    machine = machine_line("CPU")
-    report = {
+    machine = machine_line()
+    record = {
         "ground_truths": note,
         "names": names,
-        "machine": machine,
         "ilo_overrides": ilo_overrides,
         "ilo_config": vars(method_config("ilo", **ilo_overrides)),
         "summary": results,
@@ -337,14 +335,27 @@ def main(argv=None) -> int:
         "measurement_curves": curves,
         "seconds_total": time.perf_counter() - t0,
     }
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / f"{stem}.md").write_text(
-        table + "\n" + "\n".join(f"- {c}" for c in checks) + f"\n\nMachine: {machine}.\n"
-    )
-    figure(examples, methods, args.out / f"{stem}_examples.png")
+    text = tables(results, raw, names, note, lambdas) + "\n" + "\n".join(f"- {c}" for c in checks) + "\n"
+    script.write(stem, text, record, machine)
+    script.save_figure(figure(examples, methods), f"{stem}_examples.png", machine)
     if curves.get(args.curve_task):
-        loss_figure(curves[args.curve_task], args.curve_task, names[example], args.out / f"{stem}_loss_curves.png")
+        chart = loss_figure(curves[args.curve_task], args.curve_task, names[example])
+        script.save_figure(chart, f"{stem}_loss_curves.png", machine)
     return 0
+
+
+def tables(results: dict, raw: dict, names: list[str], note: str, lambdas: dict | None) -> str:
+    """The Markdown: the summary table, the photograph's own numbers and the priors' weights."""
+    table = markdown(results, note) + "\n".join(photo_lines(raw, names)) + "\n"
+    if lambdas is not None:
+        table += (
+            "\nDeepInverse priors (FISTA; lambda tuned on images outside this set, "
+            "classical_priors.md): "
+            + "; ".join(f"{t} " + ", ".join(f"{m} {lam:g}" for m, lam in lambdas[t].items()) for t in results)
+            + ".\n"
+        )
+        table += "\n".join(f"- {line}" for line in prior_lines(results)) + "\n"
+    return table
 
 
 if __name__ == "__main__":

@@ -18,10 +18,8 @@ benchmark, not a test.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,7 +27,9 @@ import threading
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `benchmarks` importable
+from benchmarks.report import Script, comma_ints, machine_line
+
 FACE = Path(__file__).parents[1] / "examples" / "faces" / "generated_90100.png"
 GiB = 1024**3
 
@@ -156,13 +156,9 @@ def one_resolution(resolution: int, work: Path) -> dict:
 
 
 def report(runs: list[dict]) -> str:
-    import torch
-
     lines = [
-        f"`python benchmarks/real_resolutions.py --resolutions {','.join(str(r['resolution']) for r in runs)}` "
-        f"({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
-        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GiB:.0f} GiB, torch {torch.__version__}, nothing "
-        f"else running). StyleGAN2 config-f with random weights as a rosinality checkpoint, default settings, an "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GiB:.0f} GiB of memory, nothing "
+        f"else running. StyleGAN2 config-f with random weights as a rosinality checkpoint, default settings, an "
         f"empty cache: `ilo export --model M --warm inpaint`, then `ilo restore` of one picture with `--task inpaint "
         f"--centre-box 0.5 --steps 2` (default method, starts and memory budget). Peak memory: the whole process "
         f"tree (the command and every process it starts: their proportional set sizes summed, sampled every 0.1 s) and "
@@ -197,21 +193,16 @@ def report(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--resolutions", default="256,1024")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+def main(argv=None) -> int:
+    script = Script(__file__, __doc__)
+    script.parser.add_argument("--resolutions", type=comma_ints, default="256,1024")
+    args = script.parse(argv)
     runs = []
-    for resolution in (int(r) for r in args.resolutions.split(",")):
+    for resolution in args.resolutions:
         print(f"{resolution}²:", file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory(prefix=f"ilo-real-{resolution}-") as work:
             runs.append(one_resolution(resolution, Path(work)))
-    text = report(runs)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "real_resolutions.md").write_text(text)
-    (args.out / "real_resolutions.json").write_text(json.dumps(runs, indent=1) + "\n")
+    script.write("real_resolutions", report(runs), runs, machine_line("the ilo command, default settings"))
     failed = [f"{r['resolution']}² {p}" for r in runs for p in ("export", "restore") if r[p]["exit"]]
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

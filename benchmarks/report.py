@@ -1,21 +1,172 @@
-"""What the benchmark scripts write the same way: the machine line and a result's files."""
+"""The harness every benchmark script shares: its command line (the output folder, a quick mode,
+comma-separated lists), the machine line, and the result files (Markdown, JSON and figures), each
+headed by the command that wrote it, the machine and the date.
+
+    script = Script(__file__, __doc__, quick={"images": 2})
+    script.parser.add_argument("--images", type=int, default=8)
+    args = script.parse(argv)
+    ...
+    script.write("batch_rounding", text, data, machine_line())
+
+`--quick` swaps in the script's smallest settings (arguments given on the command line still
+win) and writes under /tmp unless `--out` says otherwise: a check that the script runs, which
+never overwrites benchmarks/results.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import platform
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-import torch
+RESULTS = Path(__file__).resolve().parent / "results"
+QUICK_RESULTS = Path(tempfile.gettempdir()) / "ilo-benchmarks-quick"
+
+# one colour per method across every figure (matplotlib's tab10, in this order)
+METHOD_COLOURS = {
+    "ilo": "C0",
+    "ilo-auto": "C1",
+    "csgm": "C2",
+    "pulse": "C3",
+    "bm3d": "C4",
+    "tv": "C5",
+    "wavelet": "C6",
+    "torch": "C7",
+    "onnxruntime": "C0",
+    "tensorrt": "C2",
+}
 
 
-def machine_line(runtime: str = "CPU (torch eager)") -> str:
-    return f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {runtime}"
+def comma_list(text: str) -> list[str]:
+    """An argument of comma-separated names: 'a,b' -> ['a', 'b']."""
+    return [part for part in text.split(",") if part]
 
 
-def write_result(out: Path, stem: str, text: str, data: dict) -> None:
-    """Print the Markdown and write `<stem>.md` and `<stem>.json` under `out`."""
-    print(text)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.md").write_text(text)
-    (out / f"{stem}.json").write_text(json.dumps(data, indent=1) + "\n")
+def comma_ints(text: str) -> list[int]:
+    return [int(part) for part in comma_list(text)]
+
+
+def machine_line(runtime: str = "torch eager", device: str = "cpu", **versions: str) -> str:
+    """What ran: the card (on CUDA) or the CPU's architecture, threads and cores, torch's version
+    and any other `versions` (e.g. ray=...), and `runtime` (what ran the generator). Imports
+    torch: scripts that measure a process's memory call it once their children are done."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        where = torch.cuda.get_device_name(torch.device(device))
+    else:
+        where = f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads of {os.cpu_count()} cores"
+    extra = "".join(f", {name} {version}" for name, version in versions.items())
+    return f"{where}, torch {torch.__version__}{extra}, {runtime}"
+
+
+class Script:
+    """One benchmark script's arguments and result files.
+
+    file, doc: the script's `__file__` and `__doc__` (the help text). quick: argument -> value,
+    the settings `--quick` swaps in (no `--quick` flag without it)."""
+
+    def __init__(self, file: str, doc: str | None, quick: Mapping[str, Any] | None = None):
+        self.name = Path(file).name
+        self.parser = argparse.ArgumentParser(
+            prog=f"python benchmarks/{self.name}",
+            description=doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        self.parser.add_argument(
+            "--out", type=Path, help="the folder results are written to (default: benchmarks/results)"
+        )
+        self.quick = dict(quick or {})
+        if self.quick:
+            settings = " ".join(f"--{k.replace('_', '-')} {_shown(v)}" for k, v in self.quick.items())
+            self.parser.add_argument(
+                "--quick", action="store_true", help=f"a check that the script runs: {settings}, results under /tmp"
+            )
+        self.argv: list[str] = []
+        self.args = argparse.Namespace()
+        self.date = time.strftime("%Y-%m-%d")
+
+    def add_list(self, flag: str, names, help: str | None = None) -> None:
+        """A comma-separated list argument whose default is all of `names` (e.g. `--tasks`)."""
+        listed = ", ".join(names).replace("%", "%%")  # argparse formats help with %: inpaint-10% would break it
+        self.parser.add_argument(
+            flag, type=comma_list, default=",".join(names), help=help or f"comma-separated subset of {listed}"
+        )
+
+    def parse(self, argv: list[str] | None = None) -> argparse.Namespace:
+        self.argv = list(sys.argv[1:] if argv is None else argv)
+        args = self.parser.parse_args(self.argv)
+        if getattr(args, "quick", False):
+            self.parser.set_defaults(**self.quick)
+            args = self.parser.parse_args(self.argv)
+        if args.out is None:
+            args.out = QUICK_RESULTS / self.name.removesuffix(".py") if getattr(args, "quick", False) else RESULTS
+        self.args = args
+        return args
+
+    @property
+    def command(self) -> str:
+        return shlex.join(["python", f"benchmarks/{self.name}", *self.argv])
+
+    def header(self, machine: str) -> str:
+        """The first line of every result: what wrote it, when, on what."""
+        return f"`{self.command}` ({self.date}; {machine})."
+
+    def write(self, stem: str, text: str, data: Mapping[str, Any] | list | None, machine: str) -> None:
+        """Print the Markdown, and write `<stem>.md` (headed by `header`) and, unless `data` is
+        None, `<stem>.json` (the command, date and machine beside `data`) under the output folder."""
+        out = self._folder()
+        title, rest = text.split("\n", 1) if text.startswith("# ") else ("", text)  # the header under a title
+        body = (f"{title}\n\n" if title else "") + f"{self.header(machine)}\n\n{rest.strip()}\n"
+        print(body)
+        (out / f"{stem}.md").write_text(body)
+        if data is None:
+            return
+        record = {"command": self.command, "date": self.date, "machine": machine}
+        record.update(data if isinstance(data, Mapping) else {"rows": data})
+        (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
+
+    def append_line(self, name: str, line: str) -> None:
+        """One more line of a log-like result (e.g. a JSON record per run) in the output folder."""
+        with open(self._folder() / name, "a") as f:
+            f.write(line.rstrip("\n") + "\n")
+
+    def save_figure(self, figure, name: str, machine: str) -> Path:
+        """A matplotlib Figure or a PIL image as `<name>` in the output folder, the command, date
+        and machine in its PNG text fields (and, on a chart, as a footnote)."""
+        path = self._folder() / name
+        metadata = {"Software": self.command, "Creation Time": self.date, "Source": machine}
+        if hasattr(figure, "savefig"):
+            from ilo.engine.runs.figures import save_png
+
+            figure.get_layout_engine().set(rect=(0, 0.025, 1, 0.975))  # room for the footnote
+            note = f"{self.command} ({self.date}; {machine})"
+            figure.text(0.995, 0.004, note, ha="right", va="bottom", fontsize=6, color="0.5")
+            save_png(figure, path, metadata)
+        else:
+            from PIL.PngImagePlugin import PngInfo
+
+            info = PngInfo()
+            for key, value in metadata.items():
+                info.add_text(key, value)
+            figure.save(path, pnginfo=info)
+        return path
+
+    def _folder(self) -> Path:
+        out = Path(self.args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return shlex.quote(value) if isinstance(value, str) else str(value)

@@ -1,7 +1,7 @@
 """Quality against time: mean PSNR per task and seconds per image of a few ILO settings, on
 `quality.py`'s set (8 generated faces + the real photograph, every task), all in one run.
 
-"today" is the defaults before issue #16 ([300, 100] steps, 3 starts one after another); the
+"today" is the earlier defaults ([300, 100] steps, 3 starts one after another); the
 others run their starts as one batch of images x starts, some pruned by successive halving
 (the defaults: at a quarter and at half of round 0).
 The verdict compares the new defaults with today: no task more than 0.1 dB lower, in at most
@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from quality import TASKS, astronaut_face, degraded, ground_truths
-from report import machine_line, write_result
-from untuned_set import untuned_truths
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `benchmarks` importable
+from benchmarks.quality import TASKS, astronaut_face, degraded, ground_truths
+from benchmarks.report import Script, machine_line
+from benchmarks.untuned_set import untuned_truths
 from ilo import load_generator
 from ilo.engine.problems.metrics import restoration_metrics
 from ilo.engine.solver.encoder_cache import SHIPPED
@@ -43,12 +42,12 @@ SETTINGS = {  # name -> (ILOConfig overrides, starts one after another?)
     "3 starts halved@.1+.2": (dict(prune_starts_at=[0.1, 0.2]), False),
     "1 start": (dict(restarts=1, prune_starts_at=[]), False),
     "200+100 x3": (dict(steps=[200, 100], restarts=3, prune_starts_at=[]), False),
-    # issue #16, later probes (a session's run, not the committed table): plateau switching with
+    # later probes (a session's run, not the committed table): plateau switching with
     # stopped images leaving the batch, and shorter intermediate rounds
     "halved plateau": (dict(switch="plateau"), False),
     "halved plateau 3e-3": (dict(switch="plateau", plateau_tol=3e-3), False),
     "halved 300+50": (dict(steps=[300, 50]), False),
-    # issue #19's held-out selection (ilo-auto), and the same with a shorter round 0
+    # the held-out selection (ilo-auto), and the same with a shorter round 0
     "ilo-auto": (AUTO_DEPTH, False),
     "ilo-auto 200": ({**AUTO_DEPTH, "steps": [200, 100]}, False),
     "ilo-auto 250": ({**AUTO_DEPTH, "steps": [250, 100]}, False),
@@ -117,7 +116,6 @@ ENCODER_ALONE = "encoder alone"  # G(E(y)): one pass, nothing optimised
 SETTINGS.update({name: (overrides, False) for name, overrides in {**LEARNED, **CONTROLS}.items()})
 SETTINGS[ENCODER_ALONE] = ({}, False)
 DEFAULT_RUN = "today,defaults,3 starts halved@.1+.2,1 start"
-RESULTS = Path(__file__).parent / "results"
 
 
 def warmed_engine(gen, tasks: list[str], settings: list[str]):
@@ -176,41 +174,35 @@ def run_setting(
     return out
 
 
-def plot(rows: dict, path: Path) -> None:
+def plot(rows: dict):
     """PSNR against seconds per image, one panel per task (inpainting's hole too) and one for
     the mean over tasks, a labelled point per setting."""
-    import matplotlib
+    from ilo.engine.runs.figures import DPI, require_matplotlib
 
-    matplotlib.use("Agg")  # files only: no display on a server
-    import matplotlib.pyplot as plt
+    require_matplotlib()
+    from matplotlib.figure import Figure
 
     tasks = list(next(iter(rows.values()))["tasks"])
     panels = [(t, "psnr", t) for t in tasks]
     if "inpaint-box" in tasks:
         panels.append(("inpaint-box", "psnr_hole", "inpaint-box, in the hole"))
     panels.append((None, "psnr", "mean over tasks"))
-    columns = 3
-    fig, axes = plt.subplots(
-        (len(panels) + columns - 1) // columns, columns, figsize=(13, 3.6 * ((len(panels) + 2) // 3)), squeeze=False
-    )
-    colours = plt.get_cmap("tab10")
+    columns, lines = 3, (len(panels) + 2) // 3
+    fig = Figure(figsize=(13, 3.6 * lines + 0.4 * (1 + len(rows) // 4)), dpi=DPI, layout="constrained")
+    axes = fig.subplots(lines, columns, squeeze=False)
     for ax, (task, key, title) in zip(axes.flat, panels):
         for i, (name, r) in enumerate(rows.items()):
             where = r if task is None else r["tasks"][task]
-            ax.scatter(where["seconds_per_image"], where[key], color=colours(i % 10), label=name, zorder=3)
-        ax.set_title(title)
-        ax.set_xlabel("seconds per image")
-        ax.set_ylabel("PSNR (dB)")
+            ax.scatter(where["seconds_per_image"], where[key], color=f"C{i % 10}", label=name, zorder=3)
+        ax.set(title=title, xlabel="seconds per image", ylabel="PSNR (dB)")
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), frameon=False)
     fig.suptitle("Quality against time per setting (one run, this machine; up and left is better)")
-    fig.tight_layout(rect=(0, 0.04 + 0.03 * ((len(labels) - 1) // 4), 1, 0.97))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def verdict(
@@ -250,12 +242,13 @@ def checks_of(rows: dict) -> list[str]:
     return checks
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--settings", default=DEFAULT_RUN, help=f"comma-separated, from: {', '.join(SETTINGS)}")
-    p.add_argument("--tasks", default=",".join(TASKS))
+def arguments(argv) -> tuple[Script, argparse.Namespace]:
+    script = Script(__file__, __doc__, quick={"settings": "encoder alone", "tasks": "sr-x4", "generated": 1})
+    p = script.parser
+    script.add_list("--settings", list(SETTINGS), f"comma-separated, from: {', '.join(SETTINGS)}")
+    p.set_defaults(settings=DEFAULT_RUN)
+    script.add_list("--tasks", TASKS)
     p.add_argument("--generated", type=int, default=8)
-    p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument(
         "--set",
         choices=("in-range", "out-of-range", "untuned"),
@@ -276,23 +269,26 @@ def main(argv=None) -> int:
         default=SHIPPED,
         help="the encoder of the learned settings (default: the one shipped with the model)",
     )
-    args = p.parse_args(argv)
+    return script, script.parse(argv)
+
+
+def main(argv=None) -> int:
+    script, args = arguments(argv)
     gen = load_generator("default")
-    solver_gen = gen if args.backend == "torch" else warmed_engine(gen, args.tasks.split(","), args.settings.split(","))
+    solver_gen = gen if args.backend == "torch" else warmed_engine(gen, args.tasks, args.settings)
     if args.set == "untuned":
         names, truth, note = untuned_truths(gen, astronaut_face(gen.resolution))
     else:
         names, truth, note = ground_truths(gen, args.generated, True, out_of_range=args.set == "out-of-range")
-    tasks = args.tasks.split(",")
     rows = {}
-    for name in args.settings.split(","):
+    for name in args.settings:
         overrides, sequential = SETTINGS[name]
         encoder = load_encoder(args.encoder, gen.fingerprint()) if name in LEARNED or name == ENCODER_ALONE else None
         if encoder is not None and args.backend != "torch" and name != ENCODER_ALONE:  # as `ilo restore` runs it
             encoder = EngineEncoder(encoder, solver_gen.backend)
             encoder(torch.zeros(1, VIEW_CHANNELS, gen.resolution, gen.resolution))  # its session made before timing
         per_task = run_setting(
-            solver_gen, gen, names, truth, overrides, sequential, tasks, encoder, name == ENCODER_ALONE
+            solver_gen, gen, names, truth, overrides, sequential, args.tasks, encoder, name == ENCODER_ALONE
         )
         rows[name] = {
             "overrides": overrides,
@@ -308,6 +304,16 @@ def main(argv=None) -> int:
             file=sys.stderr,
             flush=True,
         )
+    checks = checks_of(rows)
+    machine = machine_line("torch eager" if args.backend == "torch" else "onnxruntime engine, exported graphs")
+    text = table(rows, args.tasks, note) + "\n\n" + "\n".join(f"- {c}" for c in checks)
+    record = {"ground_truths": note, "settings": rows, "checks": checks}
+    script.write("time_to_quality", text, record, machine)
+    script.save_figure(plot(rows), "time_to_quality.png", machine)
+    return 0
+
+
+def table(rows: dict, tasks: list[str], note: str) -> str:
     columns = [(t, "psnr") for t in tasks] + [("inpaint-box", "psnr_hole")] * ("inpaint-box" in tasks)
     header = (
         "| setting | "
@@ -315,7 +321,10 @@ def main(argv=None) -> int:
         + " | mean PSNR | s / image |"
     )
     lines = [
-        f"Ground truths: {note}. PSNR in dB (mean over images); seconds per image of the whole task batch.",
+        f"Ground truths: {note}. PSNR in dB (mean over images); seconds per image of the whole task batch. "
+        "The defaults: "
+        + json.dumps({k: v for k, v in vars(ILOConfig()).items() if k in ("steps", "restarts", "prune_starts_at")})
+        + ".",
         "",
         header,
         "|" + " --- |" * (len(columns) + 3),
@@ -326,26 +335,7 @@ def main(argv=None) -> int:
             + " | ".join(f"{r['tasks'][t][key]:.2f}" for t, key in columns)
             + f" | {r['psnr']:.2f} | {r['seconds_per_image']:.2f} |"
         )
-    checks = checks_of(rows)
-    machine = machine_line(
-        "CPU (torch eager)" if args.backend == "torch" else "CPU (onnxruntime engine, exported graphs)"
-    )
-    text = (
-        "\n".join(lines)
-        + "\n\n"
-        + "\n".join(f"- {c}" for c in checks)
-        + f"\n\nMachine: {machine}. The defaults: "
-        + json.dumps({k: v for k, v in vars(ILOConfig()).items() if k in ("steps", "restarts", "prune_starts_at")})
-        + ".\n"
-    )
-    write_result(
-        args.out,
-        "time_to_quality",
-        text,
-        {"machine": machine, "ground_truths": note, "settings": rows, "checks": checks},
-    )
-    plot(rows, args.out / "time_to_quality.png")
-    return 0
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

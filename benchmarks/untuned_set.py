@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from out_of_range import _warp
+
+from benchmarks.out_of_range import _warp
 
 GENERATED_SEED = 61_000
 TRANSFORMED_SEED = 62_000

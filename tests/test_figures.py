@@ -1,15 +1,18 @@
-"""The PIL figures (labelled grid, line chart) and `ilo restore --plot`: a loss plot per image,
-written like the other outputs and counted by a resumed run."""
+"""The figures (the PIL labelled grid; matplotlib's loss curves and grouped bars) and `ilo restore
+--plot`: a loss plot per image, written like the other outputs and counted by a resumed run."""
 
+import io
 import math
+import re
+import sys
 
 import numpy as np
 import pytest
 from conftest import run_ok, write_generated_faces
 from PIL import Image
 
-from ilo.engine.runs.figures import labelled_grid, line_chart
-from ilo.errors import InputError
+from ilo.engine.runs.figures import grouped_bars, labelled_grid, loss_chart, save_png
+from ilo.errors import IloError, InputError
 
 # a few steps of two rounds on torch, with no memory probe: enough for a curve with a round boundary
 FAST = [
@@ -71,31 +74,73 @@ def test_labelled_grid_default_scale_and_bad_input():
         labelled_grid([[_tile(0)]], ["r"], ["a"], captions=[["x", "y"]])
 
 
-def test_line_chart_draws_lines_legend_and_vertical_lines():
-    xs = list(range(50))
-    series = {"ilo": (xs, [10 * math.exp(-x / 10) for x in xs]), "csgm": (xs, [5.0] * 50)}
-    image = line_chart(series, "step", "loss", "loss per step", vlines=[(0, "round 0"), (30, "round 1")])
-    assert image.size == (720, 420)
-    pixels = np.asarray(image).astype(int)
-    colours = {tuple(p) for p in pixels.reshape(-1, 3)}
-    assert (31, 119, 180) in colours and (255, 127, 14) in colours  # one colour per series
-    assert _ink(image, (image.size[0] - 100, 0, image.size[0], image.size[1])) > 0  # the legend, on the right
-    linear = line_chart(series, "step", "loss", "t", log_y=False)
-    assert not np.array_equal(np.asarray(linear), np.asarray(image))
+def _png(figure) -> Image.Image:
+    buffer = io.BytesIO()
+    save_png(figure, buffer, {"Source": "a test"})
+    image = Image.open(io.BytesIO(buffer.getvalue()))
+    image.load()  # decodes whole
+    return image
 
 
-def test_line_chart_tolerates_nan_inf_and_single_points():
-    nasty = [1.0, float("nan"), 3.0, float("inf"), -1.0, 0.0, 2.0]
-    image = line_chart({"a": (list(range(7)), nasty), "one": ([3.0], [0.5])}, "x", "y", "t", vlines=[(2, "r")])
-    assert image.size == (720, 420) and _ink(image, (0, 0, 720, 420)) > 0
-    nothing = line_chart({"a": ([1, 2], [float("nan"), float("inf")])}, "x", "y", "t")  # no point to draw
-    assert nothing.size == (720, 420)
-    flat = line_chart({"a": ([0.0, 0.0], [2.0, 2.0])}, "x", "y", "t", log_y=False)  # a range of zero width
-    assert flat.size == (720, 420)
-    with pytest.raises(InputError, match="3 x values and 2 y values"):
-        line_chart({"a": ([1, 2, 3], [1, 2])}, "x", "y", "t")
-    with pytest.raises(InputError, match="no series"):
-        line_chart({}, "x", "y", "t")
+def _round_marks(figure) -> list[float]:
+    (ax,) = figure.axes
+    return sorted(line.get_xdata()[0] for line in ax.get_lines() if line.get_gid() == "round boundary")
+
+
+def test_loss_chart_lays_rounds_end_to_end_and_marks_each_round():
+    ilo = [[10 * math.exp(-x / 10) for x in range(30)], [0.5] * 20]  # two rounds: 30 + 20 steps
+    figure = loss_chart({"ILO": ilo, "CSGM": [[5.0] * 50]}, "inpaint-box: loss per step", "measurement loss (MSE)")
+    (ax,) = figure.axes
+    assert _round_marks(figure) == [0.0, 30.0]  # ILO's rounds, not CSGM's single one
+    curves = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert set(curves) == {"ILO", "CSGM"} and len(curves["ILO"].get_xdata()) == 50
+    assert curves["ILO"].get_color() != curves["CSGM"].get_color()  # one colour per series
+    assert ax.get_yscale() == "log" and ax.get_xlabel().startswith("step") and "MSE" in ax.get_ylabel()
+    assert [t.get_text() for t in ax.texts] == ["ILO round 0", "ILO round 1"]
+    image = _png(figure)
+    assert image.size == (720, 420) and image.info["Source"] == "a test"
+    assert _ink(image, (0, 0, 720, 420)) > 0
+
+
+def test_loss_chart_leaves_gaps_for_what_it_cannot_draw():
+    nasty = [1.0, float("nan"), 3.0, float("inf"), -1.0, 0.0, 2.0]  # no value has a drawable neighbour
+    figure = loss_chart({"a": [nasty]}, "t", "y", log_y=True)
+    (ax,) = figure.axes
+    line, dots = ax.get_lines()[:2]
+    assert np.isnan(line.get_ydata()).sum() == 4  # NaN, inf, and on the log axis -1 and 0, are gaps
+    assert list(dots.get_xdata()) == [0.0, 2.0, 6.0]  # the lone points, shown as dots
+    assert _png(figure).size == (720, 420)
+    nothing = loss_chart({"a": [[float("nan"), float("inf")]]}, "t", "y")
+    assert "no finite values" in nothing.axes[0].texts[-1].get_text() and _png(nothing).size == (720, 420)
+    with pytest.raises(InputError, match="no curves"):
+        loss_chart({}, "t", "y")
+
+
+def test_grouped_bars_name_the_categories_and_keep_a_colour_per_series():
+    panels = {
+        "in range": {"inpaint-box": {"ilo": 27.0, "csgm": 25.0}, "denoise-0.1": {"ilo": 28.0, "bm3d": 29.0}},
+        "out of range": {"inpaint-box": {"ilo": 21.0, "csgm": 22.0, "bm3d": float("nan")}},
+    }
+    figure = grouped_bars(panels, "mean PSNR (dB)", "t", colours={"bm3d": "black"}, size=(800, 400))
+    left, right = figure.axes[:2]
+    assert [t.get_text() for t in left.get_xticklabels()] == ["inpaint-box", "denoise-0.1"]
+    assert [t.get_text() for t in right.get_xticklabels()] == ["inpaint-box"]
+    assert len(left.patches) == 4 and len(right.patches) == 2  # a NaN draws no bar
+    colours = {c.get_label(): c.patches[0].get_facecolor() for ax in (left, right) for c in ax.containers if c.patches}
+    assert colours["bm3d"][:3] == (0.0, 0.0, 0.0) and colours["ilo"] != colours["csgm"]
+    assert left.get_ylim()[0] > 15  # the axis starts near the bars, so tenths of a dB show
+    assert left.get_ylabel() == "mean PSNR (dB)"
+    assert _png(figure).size == (800, 400)
+    speedups = grouped_bars({"dcgan": {"batch 1": {"onnxruntime": 2.1}}}, "speed-up", "t", reference=1.0)
+    assert speedups.axes[0].get_ylim()[0] == 0 and any(line.get_ydata()[0] == 1.0 for line in speedups.axes[0].lines)
+    with pytest.raises(InputError, match="no finite value"):
+        grouped_bars({"p": {"c": {"s": float("nan")}}}, "y", "t")
+
+
+def test_charts_without_matplotlib_name_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an import finds where it is not installed
+    with pytest.raises(IloError, match=re.escape('pip install "ilo-engine[plot]"')):
+        loss_chart({"a": [[1.0]]}, "t", "y")
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +191,14 @@ def test_restore_plot_with_bm3d_writes_none_and_says_so(tmp_path, capsys, faces,
     )
     assert (out / "face0.png").is_file() and not (out / "face0.loss.png").exists()
     assert capsys.readouterr().err.count("no loss plots: BM3D") == 1
+
+
+def test_restore_plot_without_matplotlib_fails_first_in_one_line(tmp_path, capsys, faces, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    from ilo.engine.cli.main import main
+
+    argv = ["restore", str(faces), "--clean", "--task", "denoise", "--out", str(tmp_path / "out"), "--plot", *FAST]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and 'pip install "ilo-engine[plot]"' in err
+    assert not list((tmp_path / "out").glob("*.png"))  # nothing solved before the check

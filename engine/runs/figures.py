@@ -1,31 +1,185 @@
-"""Figures drawn with PIL alone (the core package carries no plotting library): a labelled grid
-of image tiles, for comparing methods side by side, and a line chart, for loss curves."""
+"""Figures: charts drawn by matplotlib (the `plot` extra, imported only when a chart is drawn, so
+the core install stays lean) and a labelled grid of image tiles drawn by PIL.
+
+A chart makes one claim: curves over steps are lines with the round boundaries marked (the
+paper's Fig. 2), categorical comparisons are grouped bars with the categories named on the axis.
+The chart functions return a matplotlib `Figure` (inspectable before it is saved); `save_png`
+writes one."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ilo.errors import InputError
+from ilo.errors import IloError, InputError
 
-# Tab10: distinct for the few series a chart holds, and readable on white.
-COLOURS = [
-    (31, 119, 180),
-    (255, 127, 14),
-    (44, 160, 44),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (227, 119, 194),
-    (127, 127, 127),
-    (188, 189, 34),
-    (23, 190, 207),
-]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+PLOT_EXTRA = 'pip install "ilo-engine[plot]"'
+DPI = 100  # a figure of size (w, h) in pixels is (w / DPI, h / DPI) inches
 MIN_TILE_SIDE = 128  # tiles are upscaled to at least this, so a caption is not wider than its tile
 PAD = 6
+
+
+def require_matplotlib() -> None:
+    """Fail with one line naming the extra where matplotlib is missing; callers check before
+    any work whose result would then be lost."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise IloError(f"charts need matplotlib, which the core install leaves out: {PLOT_EXTRA}") from None
+
+
+def _figure(size: tuple[int, int]) -> Figure:
+    require_matplotlib()
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display backend
+
+    return Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout="constrained")
+
+
+def save_png(figure: Figure, target: str | Path | IO[bytes], metadata: Mapping[str, str] | None = None) -> None:
+    """The figure as a PNG of its own pixel size, with `metadata` as PNG text fields."""
+    figure.savefig(target, format="png", dpi=DPI, metadata=dict(metadata or {}))
+
+
+def rounds_in_sequence(rounds: Sequence[Sequence[float]]) -> tuple[list[float], list[float], list[float]]:
+    """Per-round curves laid end to end: the steps, the values, and the step each round starts at."""
+    xs: list[float] = []
+    ys: list[float] = []
+    starts: list[float] = []
+    for curve in rounds:
+        starts.append(float(len(xs)))
+        xs += [float(x) for x in range(len(xs), len(xs) + len(curve))]
+        ys += [float(y) for y in curve]
+    return xs, ys, starts
+
+
+def _drawable(ys: Sequence[float], log_y: bool) -> np.ndarray:
+    """NaN where a value cannot be drawn (not finite, or not positive on a log axis): a gap."""
+    values = np.asarray(ys, dtype=float)
+    bad = ~np.isfinite(values) | ((values <= 0) if log_y else False)
+    return np.where(bad, np.nan, values)
+
+
+def loss_chart(
+    curves: Mapping[str, Sequence[Sequence[float]]],
+    title: str,
+    ylabel: str,
+    xlabel: str = "step (rounds one after another)",
+    log_y: bool = True,
+    size: tuple[int, int] = (720, 420),
+    colours: Mapping[str, str] | None = None,
+) -> Figure:
+    """Loss against step, in the style of the paper's Fig. 2.
+
+    curves: label -> that series' loss per round (a list of per-step values for each round),
+    laid end to end; the rounds of the first series with more than one are marked by dashed
+    vertical lines. Values that cannot be drawn (NaN, infinite, or not positive on the log
+    axis) leave a gap; a point with no neighbour shows as a dot. colours: label -> matplotlib
+    colour, to keep a series' colour across figures (else matplotlib's cycle)."""
+    if not curves:
+        raise InputError("loss_chart: no curves to draw")
+    figure = _figure(size)
+    ax = figure.add_subplot()
+    drawn = 0
+    for label, rounds in curves.items():
+        xs, ys, _ = rounds_in_sequence(rounds)
+        values = _drawable(ys, log_y)
+        finite = np.isfinite(values)
+        drawn += int(finite.sum())
+        (line,) = ax.plot(xs, values, label=label, linewidth=1.5, color=(colours or {}).get(label))
+        # a point whose neighbours are gaps has no line through it: a dot shows it
+        padded = np.pad(finite, 1)
+        alone = finite & ~padded[:-2] & ~padded[2:]
+        ax.plot(np.asarray(xs)[alone], values[alone], "o", color=line.get_color(), markersize=3)
+    marked = next(((label, r) for label, r in curves.items() if len(r) > 1), None)
+    if marked is not None:
+        prefix = f"{marked[0]} " if len(curves) > 1 else ""
+        for k, start in enumerate(rounds_in_sequence(marked[1])[2]):
+            ax.axvline(start, color="0.45", linestyle="--", linewidth=1, gid="round boundary")
+            ax.annotate(
+                f"{prefix}round {k}",
+                (start, 1),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, -12),
+                textcoords="offset points",
+                fontsize=8,
+                color="0.3",
+            )
+    if drawn and log_y:
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
+        ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.5, not 5 x 10^-1
+        lo, hi = ax.get_ylim()
+        ax.yaxis.set_major_formatter(plain)  # the 2..9 ticks named only where few powers of ten show
+        ax.yaxis.set_minor_formatter(plain if hi / lo < 30 else NullFormatter())
+    if not drawn:
+        ax.text(0.5, 0.5, "no finite values to draw", transform=ax.transAxes, ha="center", color="tab:red")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3, which="both" if log_y else "major")
+    ax.legend(loc="upper right", fontsize=8)
+    return figure
+
+
+def grouped_bars(
+    panels: Mapping[str, Mapping[str, Mapping[str, float]]],
+    ylabel: str,
+    title: str,
+    colours: Mapping[str, str] | None = None,
+    reference: float | None = None,
+    size: tuple[int, int] = (1000, 460),
+) -> Figure:
+    """Categorical comparisons as grouped bars, the categories named on the axis.
+
+    panels: panel title -> category (e.g. the task) -> series (e.g. the method) -> value, the
+    panels side by side on one y scale. Each series has one colour in every panel (`colours`:
+    series -> matplotlib colour, to keep it across figures; else in order of appearance); a
+    series with no value for a category leaves its slot empty. reference: a value marked by a
+    horizontal line with the bars drawn from zero (e.g. 1 for speed-ups); without it the axis
+    starts just under the lowest bar, so differences of a few tenths show."""
+    if not panels or not any(panels.values()):
+        raise InputError("grouped_bars: no categories to draw")
+    series = list(dict.fromkeys(s for cats in panels.values() for values in cats.values() for s in values))
+    palette = dict(colours or {})
+    for i, s in enumerate(x for x in series if x not in palette):
+        palette[s] = f"C{i % 10}"
+    panels = {
+        p: {c: {s: v for s, v in by.items() if math.isfinite(v)} for c, by in cats.items()}
+        for p, cats in panels.items()
+    }
+    values = [v for cats in panels.values() for by in cats.values() for v in by.values()]
+    if not values:
+        raise InputError("grouped_bars: no finite value to draw")
+    figure = _figure(size)
+    ratios = [max(1, len(c)) for c in panels.values()]  # a bar is as wide in every panel
+    axes = figure.subplots(1, len(panels), sharey=True, squeeze=False, width_ratios=ratios)[0]
+    width = 0.8 / len(series)
+    for ax, (panel, categories) in zip(axes, panels.items()):
+        for j, s in enumerate(series):
+            xs = [i + (j - (len(series) - 1) / 2) * width for i, by in enumerate(categories.values()) if s in by]
+            ys = [by[s] for by in categories.values() if s in by]
+            ax.bar(xs, ys, width, color=palette[s], label=s)
+        ax.set_xticks(range(len(categories)), list(categories), rotation=15, ha="right", rotation_mode="anchor")
+        ax.set_title(panel)
+        ax.grid(axis="y", alpha=0.3)
+        if reference is not None:
+            ax.axhline(reference, color="black", linewidth=1)
+    lo, hi = min(values), max(values)
+    margin = 0.08 * (hi - lo) + 0.5
+    axes[0].set_ylim(0 if reference is not None else lo - margin, hi + margin)
+    axes[0].set_ylabel(ylabel)
+    handles, labels = axes[0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    figure.legend(unique.values(), unique.keys(), loc="outside right upper", fontsize=8)
+    figure.suptitle(title)
+    return figure
 
 
 def _font(size: int):
@@ -41,6 +195,34 @@ def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
         return round(right), round(bottom)
     except (ValueError, AttributeError):  # Pillow < 9.2: no bounding boxes for bitmap fonts
         return font.getsize(text)
+
+
+def _tile_shape(rows: list[list[np.ndarray | None]], row_labels, col_labels, captions) -> tuple[int, int]:
+    """The one (H, W) every tile has; InputError for grids that are not shaped as promised."""
+    if not rows:
+        raise InputError("labelled_grid: no rows of tiles")
+    if len(row_labels) != len(rows):
+        raise InputError(f"labelled_grid: {len(row_labels)} row labels for {len(rows)} rows")
+    for r, row in enumerate(rows):
+        if len(row) != len(col_labels):
+            raise InputError(f"labelled_grid: row {r} has {len(row)} tiles for {len(col_labels)} column labels")
+    if captions is not None and [len(row) for row in captions] != [len(row) for row in rows]:
+        raise InputError("labelled_grid: captions must be shaped like the tiles (one per cell, None for none)")
+    shapes = set()
+    for r, row in enumerate(rows):
+        for c, tile in enumerate(row):
+            if tile is None:
+                continue
+            if not isinstance(tile, np.ndarray) or tile.dtype != np.uint8 or tile.ndim != 3 or tile.shape[2] != 3:
+                raise InputError(f"labelled_grid: the tile at row {r}, column {c} is not an [H, W, 3] uint8 array")
+            shapes.add(tile.shape)
+    if not shapes:
+        raise InputError("labelled_grid: every tile is blank")
+    if len(shapes) > 1:
+        sizes = ", ".join(f"{s[1]}x{s[0]}" for s in sorted(shapes))
+        raise InputError(f"labelled_grid: tiles of different sizes ({sizes})")
+    ((h, w, _),) = shapes
+    return h, w
 
 
 def labelled_grid(
@@ -59,37 +241,12 @@ def labelled_grid(
     '27.31 dB'; None for none). scale: the integer factor tiles are enlarged by (nearest
     neighbour, so pixels stay sharp); default: the least that makes a side at least 128 px."""
     rows = [list(row) for row in tiles]
-    if not rows:
-        raise InputError("labelled_grid: no rows of tiles")
-    if len(row_labels) != len(rows):
-        raise InputError(f"labelled_grid: {len(row_labels)} row labels for {len(rows)} rows")
-    for r, row in enumerate(rows):
-        if len(row) != len(col_labels):
-            raise InputError(f"labelled_grid: row {r} has {len(row)} tiles for {len(col_labels)} column labels")
-    if captions is not None:
-        captions = [list(row) for row in captions]
-        if [len(row) for row in captions] != [len(row) for row in rows]:
-            raise InputError("labelled_grid: captions must be shaped like the tiles (one per cell, None for none)")
-    shapes = set()
-    for r, row in enumerate(rows):
-        for c, tile in enumerate(row):
-            if tile is None:
-                continue
-            if not isinstance(tile, np.ndarray) or tile.dtype != np.uint8 or tile.ndim != 3 or tile.shape[2] != 3:
-                raise InputError(f"labelled_grid: the tile at row {r}, column {c} is not an [H, W, 3] uint8 array")
-            shapes.add(tile.shape)
-    if not shapes:
-        raise InputError("labelled_grid: every tile is blank")
-    if len(shapes) > 1:
-        sizes = ", ".join(f"{s[1]}x{s[0]}" for s in sorted(shapes))
-        raise InputError(f"labelled_grid: tiles of different sizes ({sizes})")
-    ((h, w, _),) = shapes
-    if scale is None:
-        scale = max(1, math.ceil(MIN_TILE_SIDE / max(h, w)))
+    captions = None if captions is None else [list(row) for row in captions]
+    h, w = _tile_shape(rows, row_labels, col_labels, captions)
+    scale = max(1, math.ceil(MIN_TILE_SIDE / max(h, w))) if scale is None else scale
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise InputError(f"labelled_grid: scale must be a whole number of at least 1, got {scale}")
     th, tw = h * scale, w * scale
-
     font = _font(font_size)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     text_h = max(_text_size(measure, s, font)[1] for s in ["Ag", *row_labels, *col_labels])
@@ -112,182 +269,6 @@ def labelled_grid(
             x0 = PAD + label_w + c * cell_w
             if tile is not None:
                 image.paste(Image.fromarray(tile).resize((tw, th), Image.Resampling.NEAREST), (x0, y0))
-            caption = captions[r][c] if captions is not None else None
-            if caption:
-                centred(caption, x0 + tw / 2, y0 + th + PAD / 2)
+            if captions is not None and captions[r][c]:
+                centred(captions[r][c], x0 + tw / 2, y0 + th + PAD / 2)
     return image
-
-
-def line_chart(
-    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-    xlabel: str,
-    ylabel: str,
-    title: str,
-    log_y: bool = True,
-    vlines: Sequence[tuple[float, str]] | None = None,
-    size: tuple[int, int] = (720, 420),
-    font_size: int = 13,
-) -> Image.Image:
-    """Lines through (x, y) points, one colour each, with axes, ticks and a legend on the right.
-
-    series: label -> (xs, ys), in legend order. Points with a NaN or infinite coordinate (and,
-    with `log_y`, a y of 0 or less) are left out and break their line there; a point with no
-    neighbour is drawn as a dot. log_y: a log-scale y axis with a tick at each power of ten.
-    vlines: (x, label) pairs drawn as dashed vertical lines with their labels (e.g. where a
-    round begins)."""
-    if not series:
-        raise InputError("line_chart: no series to draw")
-    vlines = list(vlines or [])
-    for x, label in vlines:
-        if not math.isfinite(x):
-            raise InputError(f"line_chart: the vertical line '{label}' is at {x}, not a finite x")
-    runs: dict[str, list[list[tuple[float, float]]]] = {}  # per series, its unbroken stretches
-    for label, (xs, ys) in series.items():
-        if len(xs) != len(ys):
-            raise InputError(f"line_chart: series '{label}' has {len(xs)} x values and {len(ys)} y values")
-        stretches: list[list[tuple[float, float]]] = [[]]
-        for x, y in zip(xs, ys):
-            x, y = float(x), float(y)
-            if math.isfinite(x) and math.isfinite(y) and (y > 0 or not log_y):
-                stretches[-1].append((x, math.log10(y) if log_y else y))
-            elif stretches[-1]:
-                stretches.append([])
-        runs[label] = [s for s in stretches if s]
-    points = [p for stretches in runs.values() for s in stretches for p in s]
-    x_lo, x_hi = _span([p[0] for p in points] + [x for x, _ in vlines], pad=0.0)
-    stride = 1  # decades per major tick (log axis)
-    if log_y:
-        ys = [p[1] for p in points] or [0.0]
-        y_lo, y_hi = math.floor(min(ys)), math.ceil(max(ys))
-        y_hi = max(y_hi, y_lo + 1)
-        stride = max(1, math.ceil((y_hi - y_lo) / 8))  # at most about 8 decade ticks
-        y_ticks = [(float(e), _decade_label(e)) for e in range(y_lo, y_hi + 1, stride)]
-    else:
-        y_lo, y_hi = _span([p[1] for p in points], pad=0.05)
-        y_ticks = [(v, f"{v:g}") for v in _nice_ticks(y_lo, y_hi)]
-    x_ticks = [(v, f"{v:g}") for v in _nice_ticks(x_lo, x_hi)]
-
-    font = _font(font_size)
-    width, height = size
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    text_h = _text_size(draw, "Ag", font)[1]
-    legend_w = max(_text_size(draw, label, font)[0] for label in series) + 44
-    tick_w = max(_text_size(draw, label, font)[0] for _, label in y_ticks)
-    left = PAD + text_h + PAD + tick_w + PAD  # the y label, turned on its side, then the tick labels
-    right = width - legend_w - 2 * PAD
-    top = PAD + text_h + 2 * PAD + (text_h + PAD if vlines else 0)  # title, then the vertical lines' labels
-    bottom = height - (PAD + 2 * text_h + 3 * PAD)  # tick labels, then the x label
-    if right - left < 20 or bottom - top < 20:
-        raise InputError(f"line_chart: {width}x{height} is too small for its labels")
-
-    def px(x: float) -> float:
-        return left + (x - x_lo) / (x_hi - x_lo) * (right - left)
-
-    def py(y: float) -> float:
-        return bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top)
-
-    for v, label in y_ticks:
-        draw.line([(left, py(v)), (right, py(v))], fill=(225, 225, 225))
-        draw.line([(left - 4, py(v)), (left, py(v))], fill="black")
-        draw.text((left - 6 - _text_size(draw, label, font)[0], py(v) - text_h / 2), label, fill="black", font=font)
-    if log_y and stride == 1 and y_hi - y_lo <= 4:  # minor ticks at 2..9 x each power of ten
-        for e in range(int(y_lo), int(y_hi)):
-            for m in range(2, 10):
-                draw.line([(left - 2, py(e + math.log10(m))), (left, py(e + math.log10(m)))], fill="black")
-    for v, label in x_ticks:
-        draw.line([(px(v), bottom), (px(v), bottom + 4)], fill="black")
-        draw.text((px(v) - _text_size(draw, label, font)[0] / 2, bottom + 6), label, fill="black", font=font)
-    draw.rectangle([left, top, right, bottom], outline="black")
-
-    shelf = top - text_h - PAD  # the vertical lines' labels, each moved right of the previous one
-    last_end = -math.inf
-    for x, label in sorted(vlines):
-        _dashed_vline(draw, px(x), top, bottom, (90, 90, 90))
-        x_text = max(px(x) + 3, last_end + PAD)
-        draw.text((x_text, shelf), label, fill=(60, 60, 60), font=font)
-        last_end = x_text + _text_size(draw, label, font)[0]
-
-    for i, (label, stretches) in enumerate(runs.items()):
-        colour = COLOURS[i % len(COLOURS)]
-        for stretch in stretches:
-            xy = [(px(x), py(y)) for x, y in stretch]
-            if len(xy) == 1:
-                ((cx, cy),) = xy
-                draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=colour)
-            else:
-                draw.line(xy, fill=colour, width=2)
-        ly = top + PAD + i * (text_h + PAD) + text_h / 2
-        draw.line([(right + 2 * PAD, ly), (right + 2 * PAD + 24, ly)], fill=colour, width=3)
-        draw.text((right + 2 * PAD + 30, ly - text_h / 2), label, fill="black", font=font)
-    if not points:
-        draw.text((left + PAD, top + PAD), "no finite values to draw", fill=(200, 0, 0), font=font)
-
-    title_w = _text_size(draw, title, font)[0]
-    draw.text(((left + right - title_w) / 2, PAD), title, fill="black", font=font)
-    xlabel_w = _text_size(draw, xlabel, font)[0]
-    draw.text(((left + right - xlabel_w) / 2, height - PAD - text_h), xlabel, fill="black", font=font)
-    _draw_vertical_text(image, ylabel, font, (PAD, (top + bottom) / 2))
-    return image
-
-
-def rounds_in_sequence(rounds: Sequence[Sequence[float]]) -> tuple[list[float], list[float], list[float]]:
-    """Per-round curves laid end to end: the steps, the values, and the step each round starts at."""
-    xs: list[float] = []
-    ys: list[float] = []
-    starts: list[float] = []
-    for curve in rounds:
-        starts.append(float(len(xs)))
-        xs += [float(x) for x in range(len(xs), len(xs) + len(curve))]
-        ys += [float(y) for y in curve]
-    return xs, ys, starts
-
-
-def _span(values: list[float], pad: float) -> tuple[float, float]:
-    """The range of `values`, widened by `pad` of itself; one value (or none) gets a unit range."""
-    if not values:
-        return 0.0, 1.0
-    lo, hi = min(values), max(values)
-    if hi == lo:
-        half = max(abs(lo) * 0.1, 0.5)
-        return lo - half, hi + half
-    margin = (hi - lo) * pad
-    return lo - margin, hi + margin
-
-
-def _nice_ticks(lo: float, hi: float, target: int = 6) -> list[float]:
-    """Round tick values (1, 2 or 5 times a power of ten apart) within [lo, hi]."""
-    raw = (hi - lo) / target
-    power = 10.0 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.ceil(lo / step - 1e-9)
-    ticks = []
-    k = first
-    while k * step <= hi + step * 1e-9:
-        ticks.append(round(k * step, 12) + 0.0)  # + 0.0: no '-0' label
-        k += 1
-    return ticks
-
-
-def _decade_label(exponent: int) -> str:
-    return f"{10.0**exponent:g}" if -2 <= exponent <= 3 else f"1e{exponent}"
-
-
-def _dashed_vline(draw: ImageDraw.ImageDraw, x: float, top: float, bottom: float, colour, dash: int = 5) -> None:
-    y = top
-    while y < bottom:
-        draw.line([(x, y), (x, min(y + dash, bottom))], fill=colour, width=1)
-        y += 2 * dash
-
-
-def _draw_vertical_text(image: Image.Image, text: str, font, left_middle: tuple[float, float]) -> None:
-    """Text turned a quarter left (reading upwards), its middle at the given height."""
-    measure = ImageDraw.Draw(image)
-    w, h = _text_size(measure, text, font)
-    if not w or not h:
-        return
-    label = Image.new("RGB", (w, h), "white")
-    ImageDraw.Draw(label).text((0, 0), text, fill="black", font=font)
-    label = label.rotate(90, expand=True)
-    x, y_mid = left_middle
-    image.paste(label, (int(x), int(max(0, y_mid - label.height / 2))))

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ilo.atomic import atomic_path
-from ilo.engine.runs.figures import line_chart, rounds_in_sequence
+from ilo.engine.runs.figures import loss_chart, require_matplotlib, save_png as save_chart
 from ilo.engine.inputs.image_files import save_png, to_uint8
 from ilo.engine.inputs.measurements import Prepared
 from ilo.engine.problems.losses import LPIPS
@@ -35,6 +35,8 @@ class ResultWriter:
         self.root, self.task, self.res = root, task, resolution
         self.save_degraded, self.save_strip, self.lpips_metric = save_degraded, save_strip, lpips_metric
         self.save_loss_plot = save_loss_plot
+        if save_loss_plot:  # before any image is solved, not after the first one's work
+            require_matplotlib()
 
     def paths(self, stem: str) -> list[Path]:
         paths = [self.root / f"{stem}.png"]
@@ -65,7 +67,7 @@ class ResultWriter:
             save_png(self.root / f"{b.stem}.strip.png", np.concatenate(list(to_uint8(torch.cat(panels))), axis=1))
         if self.save_loss_plot:
             with atomic_path(self.root / f"{b.stem}.loss.png") as tmp:
-                loss_plot(b.stem, loss_curves).save(tmp, format="PNG")
+                save_chart(loss_plot(b.stem, loss_curves), tmp)
         save_png(self.root / f"{b.stem}.png", to_uint8(restored)[0])
 
 
@@ -89,10 +91,8 @@ def output_intact(path: Path) -> bool:
 def loss_plot(name: str, loss_curves: list[list[float]]):
     """One image's total loss at every step, the rounds one after another and each round's
     first step marked, so what moving on to the next layer did to the loss shows."""
-    xs, ys, starts = rounds_in_sequence(loss_curves)
-    vlines = [(step, f"round {k}") for k, step in enumerate(starts)]
-    return line_chart(
-        {"total loss": (xs, ys)}, "step (all rounds)", "total loss", f"{name}: loss per step", vlines=vlines
+    return loss_chart(
+        {"total loss": loss_curves}, f"{name}: loss per step", "total loss (log scale)", "step (all rounds)"
     )
 
 

@@ -1,0 +1,87 @@
+"""benchmarks/report.py, the harness the benchmark scripts share: their arguments, the quick mode
+that never writes over benchmarks/results, and result files headed by command, machine and date."""
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `benchmarks` is a package beside `ilo`, not part of the install
+
+from benchmarks.report import RESULTS, Script, comma_ints, machine_line  # noqa: E402
+
+SCRIPTS = sorted(
+    p.stem
+    for p in (ROOT / "benchmarks").glob("*.py")
+    if p.stem not in ("__init__", "report") and "def main" in p.read_text()
+)
+
+
+def _script() -> Script:
+    script = Script(str(ROOT / "benchmarks" / "example.py"), "An example.", quick={"images": 2, "tasks": "sr-x4"})
+    script.parser.add_argument("--images", type=int, default=8)
+    script.add_list("--tasks", ["inpaint-10%", "sr-x4", "denoise-0.1"])
+    return script
+
+
+def test_quick_mode_swaps_in_small_settings_and_writes_under_tmp():
+    args = _script().parse([])
+    assert (args.images, args.tasks, args.out) == (8, ["inpaint-10%", "sr-x4", "denoise-0.1"], RESULTS)
+    args = _script().parse(["--quick", "--images", "3"])
+    assert (args.images, args.tasks) == (3, ["sr-x4"])  # what the command line says still wins
+    assert args.out != RESULTS and "ilo-benchmarks-quick" in str(args.out)
+    assert _script().parse(["--quick", "--out", "/elsewhere"]).out == Path("/elsewhere")
+
+
+def test_help_shows_the_quick_settings(capsys):
+    with pytest.raises(SystemExit):
+        _script().parse(["--help"])
+    shown = capsys.readouterr().out
+    assert "python benchmarks/example.py" in shown and "--images 2 --tasks sr-x4" in shown
+    assert "inpaint-10%" in shown  # a % in a task name does not break argparse's help
+
+
+def test_results_are_headed_by_command_date_and_machine(tmp_path, capsys):
+    script = _script()
+    script.parse(["--images", "2", "--out", str(tmp_path)])
+    machine = machine_line("a test runtime")
+    assert "torch" in machine and machine.endswith("a test runtime")
+    script.write("example", "# Title\n\n| a | b |\n", {"rows": [1, 2]}, machine)
+    md = (tmp_path / "example.md").read_text().splitlines()
+    assert md[0] == "# Title" and md[2].startswith("`python benchmarks/example.py --images 2 --out ")
+    assert machine in md[2] and script.date in md[2] and md[4] == "| a | b |"
+    record = json.loads((tmp_path / "example.json").read_text())
+    assert record["command"] == script.command and record["machine"] == machine and record["rows"] == [1, 2]
+    assert "| a | b |" in capsys.readouterr().out
+    script.write("no_json", "text", None, machine)
+    assert (tmp_path / "no_json.md").is_file() and not (tmp_path / "no_json.json").exists()
+
+
+def test_figures_carry_the_command_in_their_png_text(tmp_path):
+    from ilo.engine.runs.figures import grouped_bars, labelled_grid
+
+    script = _script()
+    script.parse(["--out", str(tmp_path)])
+    chart = grouped_bars({"set": {"sr-x4": {"ilo": 25.0, "csgm": 23.0}}}, "mean PSNR (dB)", "t", size=(400, 300))
+    grid = labelled_grid([[np.zeros((8, 8, 3), np.uint8)]], ["r"], ["c"])
+    for name, figure in (("chart.png", chart), ("grid.png", grid)):
+        with Image.open(script.save_figure(figure, name, "a machine")) as png:
+            png.load()
+            assert png.info["Software"] == script.command and png.info["Source"] == "a machine"
+    assert Image.open(tmp_path / "chart.png").size == (400, 300)
+
+
+def test_comma_lists():
+    assert comma_ints("1,4,16") == [1, 4, 16]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_imports_as_part_of_the_package(name):
+    """Scripts import each other as `benchmarks.<name>`, never by bare name from their folder."""
+    module = importlib.import_module(f"benchmarks.{name}")
+    assert callable(module.main)
