@@ -118,3 +118,44 @@ def test_no_library_comment_cites_an_issue_number():
 )
 def test_the_issue_pattern_tells_citations_from_other_numbers(comment, cites):
     assert bool(ISSUE_NUMBER.search(comment)) == cites
+
+
+# The modules where a method or a task is defined by its name; everywhere else asks their rows.
+REGISTRIES = {"engine/api/methods.py", "engine/problems/task_kinds.py", "ilo/choices.py"}
+
+
+def _compared_names(tree: ast.AST, names: set[str]):
+    """(line, name) of each comparison of a value with one of `names` as a string constant:
+    `x == "sr"`, `"sr" != x`, `x in ("sr", "cs")` (not `"sr" in table`, a key lookup)."""
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        sides = (node.left, *node.comparators)
+        for op, left, right in zip(node.ops, sides, sides[1:]):
+            if isinstance(op, (ast.Eq, ast.NotEq)):
+                constants = [left, right]
+            elif isinstance(op, (ast.In, ast.NotIn)) and isinstance(right, (ast.Tuple, ast.List, ast.Set)):
+                constants = right.elts
+            else:
+                continue
+            for constant in constants:
+                if isinstance(constant, ast.Constant) and constant.value in names:
+                    yield node.lineno, constant.value
+
+
+def test_no_method_or_task_name_is_compared_outside_its_registry():
+    from ilo.choices import METHODS, TASKS
+
+    found = [
+        f"{path.relative_to(ROOT)}:{line} compares {name!r}"
+        for path in _python_files(LIBRARY_TREES)
+        if str(path.relative_to(ROOT)) not in REGISTRIES
+        for line, name in _compared_names(ast.parse(path.read_text()), set(METHODS) | set(TASKS))
+    ]
+    assert not found, "ask the method's or task's registry row instead:\n" + "\n".join(found)
+
+
+def test_the_name_comparison_finder_sees_every_form():
+    code = 'a == "sr"\n"bm3d" != b\nc in ("inpaint", "x")\nd == "other"\ne in {"cs"}\n"cs" in table\n'
+    found = list(_compared_names(ast.parse(code), {"sr", "bm3d", "inpaint", "cs"}))
+    assert found == [(1, "sr"), (2, "bm3d"), (3, "inpaint"), (5, "cs")]
