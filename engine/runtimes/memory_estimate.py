@@ -12,7 +12,10 @@ it refuses only what clearly cannot fit, and the probe decides the rest.
 
 from __future__ import annotations
 
-from ilo.engine.runtimes.memory_budget import RowCost
+import torch
+
+from ilo.engine.runtimes.memory_budget import GiB, MemoryBudget, MemoryBudgetError, RowCost, available_memory
+from ilo.errors import IloError
 from ilo.generators.staged import StagedGenerator
 
 PER_ROW_PER_STATE_BYTE = 10
@@ -36,3 +39,31 @@ def held_bytes(gen: StagedGenerator, members: int, restarts: int) -> int:
     image = 4 * 3 * gen.resolution * gen.resolution
     start = 4 * gen.n_latent * gen.style_dim
     return members * (HELD_IMAGES_PER_MEMBER * image + restarts * start)
+
+
+def check_step_fits(gen: StagedGenerator, budget: MemoryBudget, device: torch.device) -> RowCost:
+    """The estimated cost of one image's step, or a MemoryBudgetError where the shapes already
+    say it cannot fit in `budget` on `device`."""
+    cost = estimated_row_cost(gen)
+    where = f"{gen.family} {gen.resolution}² (estimated from its shapes, before exporting anything)"
+    budget.rows(cost, device, where, estimated=True)
+    return cost
+
+
+def check_held_fits(gen: StagedGenerator, members: int, restarts: int, device: torch.device) -> None:
+    """Every ensemble member and random start of an image is held to the end (a budget's
+    micro-batches do not shrink that): --ensemble or --restarts of 10^8 is refused here, before
+    it allocates or runs for days."""
+    if members * restarts <= 1:
+        return
+    try:
+        free, what = available_memory(device)
+    except IloError:  # the platform cannot tell: nothing to check against
+        return
+    held = held_bytes(gen, members, restarts)
+    if held > free:
+        flags = " with ".join(f"--{name} {n}" for name, n in (("ensemble", members), ("restarts", restarts)) if n > 1)
+        raise MemoryBudgetError(
+            f"{flags} holds at least {held / GiB:,.1f} GiB per image (its members' measurements and "
+            f"results, its starts' latents), more than the {free / GiB:.1f} GiB {what}"
+        )
