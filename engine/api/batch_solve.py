@@ -39,7 +39,7 @@ class Batch:
     device: str
     seed: int  # with each image's name, its random starts' seed
     config: ILOConfig | None  # None: a single pass
-    encoder: LatentEncoder | None = None  # the learned start's module, where the solve has one
+    encoder: LatentEncoder | None = None  # the learned start's module (a single pass runs it), or None
     progress: Callable | None = None
     max_rows: int | None = None  # the most rows one generator call may take; None: the whole batch
 
@@ -67,8 +67,7 @@ def searched_batch(batch: Batch) -> BatchResult:
         t0 = time.perf_counter()
         y_here = y.to(device)  # y itself stays on the CPU, with the operator after the solve
         op.to(device)
-        start_encoder = engine.encoder if engine.encoder is not None else batch.encoder
-        starts = None if start_encoder is None else learned_starts(start_encoder, op, y_here, batch.model)
+        starts = None if engine.encoder is None else learned_starts(engine.encoder, op, y_here, batch.model)
         result = solve(
             y_here,
             op,

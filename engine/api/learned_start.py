@@ -62,11 +62,14 @@ def find_encoder(
 
 def settled(settings: Settings, encoder: LatentEncoder | None) -> Settings:
     """The settings with what they left open decided: the method's schedule (shorter from a
-    learned start) and the encoder. A Ray actor or Serve replica built from the result uses this
+    learned start; None for a single pass) and the encoder. A Ray actor or Serve replica built from the result uses this
     encoder (or refuses where its machine lacks it), never its own choice."""
+    row = method(settings.method)
     if settings.config is None:
-        config = method(settings.method).config(encoder is not None, settings.fast, **settings.solver_overrides)
+        config = row.config(encoder is not None, settings.fast, **settings.solver_overrides)
         settings = dataclasses.replace(settings, config=config, solver_overrides={}, fast=False)
+    elif not row.optimises:  # a single pass searches nothing: a whole solver config given is moot
+        settings = dataclasses.replace(settings, config=None)
     if settings.encoder is None:
         settings = dataclasses.replace(settings, encoder="none" if encoder is None else "auto")
     return settings

@@ -79,6 +79,13 @@ class Method:
             return one_pass_batch(batch, self.one_pass)
         return searched_batch(batch)
 
+    def check_physics(self) -> None:
+        """Refuse a DeepInverse physics where this method cannot solve one."""
+        if not self.takes_physics:
+            raise InputError(
+                f"{self.label} takes no physics here: use deepinv.models.BM3D, or method 'ilo', 'csgm' or 'pulse'"
+            )
+
     def check_task(self, task: TaskSpec) -> None:
         if self.denoiser and not task.kind.bm3d:
             raise InputError(f"{self.label} is a denoiser: use it with --task denoise")

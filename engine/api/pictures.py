@@ -4,7 +4,8 @@ DeepInverse physics' measurements. Each bad input is a one-line InputError namin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -93,12 +94,14 @@ def _named(name: str | None, digest: str) -> str:
     return name if name is not None else f"image-{digest[:16]}"
 
 
+@contextmanager
 def physics_measurements(
     y: torch.Tensor, physics, resolution: int, names: Sequence[str] | None = None
-) -> tuple[list[Prepared], Operator, torch.device]:
+) -> Iterator[tuple[list[Prepared], Operator]]:
     """Measurements y of a deepinv physics (or one of this project's linear operators) as a
-    batch in the generator's convention, the operator they were taken by, and the device that
-    operator lives on (a solve moves it, and so the caller's physics, and it goes home after)."""
+    batch in the generator's convention, and the operator they were taken by. A solve moves
+    the operator (and so a wrapped physics, the caller's) to its device and back to the CPU:
+    it goes home when the block ends."""
     from ilo.engine.problems.deepinv_physics import generator_measurements, operator_from_physics
 
     if not isinstance(y, torch.Tensor) or y.ndim < 2:
@@ -113,7 +116,10 @@ def physics_measurements(
         names = [_named(None, vector_digest(row)) for row in y_gen]
     elif len(names) != len(y_gen):
         raise InputError(f"{len(names)} names for {len(y_gen)} measurements")
-    return [Prepared(name, row[None], None, None) for name, row in zip(names, y_gen)], op, home
+    try:
+        yield [Prepared(name, row[None], None, None) for name, row in zip(names, y_gen)], op
+    finally:
+        op.to(home)
 
 
 def _as_list(items) -> list:

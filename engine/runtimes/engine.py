@@ -38,7 +38,7 @@ class Engine:
     generator: StagedGenerator | EngineGenerator
     lpips: torch.nn.Module | None
     backend: Backend | None = None
-    encoder: Callable[[torch.Tensor], torch.Tensor] | None = None  # on the backend; None: the module runs
+    encoder: Callable[[torch.Tensor], torch.Tensor] | None = None  # the learned start's, where there is one
 
     @property
     def max_rows(self) -> int | None:

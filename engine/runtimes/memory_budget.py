@@ -33,9 +33,9 @@ from ilo.host_memory import available_host_memory
 from ilo.paths import cache_dir
 
 # Of the memory available when a solve starts, the share it may use by default. On a CPU bigger
-# micro-batches buy no speed: StyleGAN2 256² ran 16 images 1.15x faster in calls of 3 than of 11
-# (benchmarks/results/memory.md), so a fifth leaves the rest of the machine alone at no cost. A
-# GPU needs big batches to be busy, and nothing else should be on it.
+# micro-batches buy no speed (small calls ran faster, benchmarks/results/memory.md), so a fifth
+# leaves the rest of the machine alone at no cost. A GPU needs big batches to be busy, and nothing
+# else should be on it.
 DEFAULT_SHARE = {"cpu": 0.2, "cuda": 0.85}
 # The default share sizes batches; it must not refuse the one image that fits. Where one row is
 # more than the share, the default still runs one at a time if it takes at most this much of

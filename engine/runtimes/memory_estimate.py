@@ -4,10 +4,10 @@ after minutes of export.
 
 The measured row cost (memory_budget.py) stays what sizes the batches; this estimate only decides
 whether to start at all. Both the part that grows with the rows and the fixed part of a measured
-step follow what the stages write (the sum of their output states, `state_bytes`): on ONNX Runtime,
-for StyleGAN2 config-f, 10.8x and 4.8-5.0x those bytes at 256², 10.6-10.8x and 4.4x at 1024²
-(inpainting, the 2-core EPYC, benchmarks/results/real_resolutions.md and the run before it). The factors below are rounded down, so the estimate errs low:
-it refuses only what clearly cannot fit, and the probe decides the rest.
+step follow what the stages write (the sum of their output states, `state_bytes`). The factors
+below are fitted to the probe's measurements of StyleGAN2 config-f at 256² and 1024²
+(benchmarks/results/real_resolutions.md, which a test holds the estimate to) and rounded down, so
+the estimate errs low: it refuses only what clearly cannot fit, and the probe decides the rest.
 """
 
 from __future__ import annotations
