@@ -8,7 +8,7 @@ import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from ilo.engine.api.methods import method
 from ilo.engine.solver.encoder import LatentEncoder
@@ -20,6 +20,7 @@ from ilo.generators.staged import StagedGenerator
 class EncoderSettings(Protocol):
     """What of a RestorerSettings the choice reads (restorer.py imports this module, not the reverse)."""
 
+    __dataclass_fields__: ClassVar[dict[str, Any]]  # a dataclass: `settled` replaces fields
     method: str
     config: ILOConfig | None
     encoder: str | Path | None
