@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import ilo
-from ilo.engine.api import restorer
 from ilo.engine.runtimes import memory_budget
 from ilo.engine.runtimes.memory_budget import GiB, MemoryBudget, MemoryBudgetError, PeakMemory, RowCost
 from ilo.engine.api.restorer import method_config
@@ -142,7 +141,7 @@ def fake_cost(monkeypatch, tmp_path):
         calls.append(device)
         return RowCost(0, 100 * MiB, {"1": 100 * MiB, "2": 200 * MiB})
 
-    monkeypatch.setattr(restorer, "measure_row_cost", measure)
+    monkeypatch.setattr(memory_budget, "measure_row_cost", measure)
     return calls
 
 

@@ -210,7 +210,7 @@ def test_one_run_per_output_folder(tmp_path, capsys):
 
 
 def test_a_failed_batch_still_leaves_the_tables_of_what_finished(tmp_path, capsys, monkeypatch):
-    import ilo.engine.api.restorer as restore
+    import ilo.engine.api.batch_solve as restore
 
     calls = []
     real_solve = restore.solve

@@ -106,12 +106,12 @@ def test_several_threads_share_one_restorer(denoiser, noisy, monkeypatch):
     shared engine (a solve entered while another runs would share its buffers)."""
     import time
 
-    import ilo.engine.api.restorer as restorer_module
+    import ilo.engine.api.batch_solve as batch_solve
 
     names = [f"thread-{i}" for i in range(4)]
     expected = {n: denoiser.restore(noisy, names=[n])[0].to_numpy() for n in names}
     inside, most = [0], [0]
-    real_solve = restorer_module.solve
+    real_solve = batch_solve.solve
 
     def counting_solve(*args, **kwargs):
         inside[0] += 1
@@ -122,7 +122,7 @@ def test_several_threads_share_one_restorer(denoiser, noisy, monkeypatch):
         finally:
             inside[0] -= 1
 
-    monkeypatch.setattr(restorer_module, "solve", counting_solve)
+    monkeypatch.setattr(batch_solve, "solve", counting_solve)
     got, errors = {}, []
 
     def work(name):

@@ -15,16 +15,14 @@ from dataclasses import dataclass
 import torch
 
 from ilo.choices import METHODS as METHOD_NAMES
+from ilo.engine.api.batch_solve import Batch, OnePass, one_pass_batch, searched_batch
+from ilo.engine.api.results import BatchResult
 from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec
 from ilo.engine.solver.baselines import bm3d_denoise
 from ilo.engine.solver.encoder import encoded_images
 from ilo.engine.solver.ilo_solver import ILOConfig, auto_depth_config, csgm_config, pulse_config
 from ilo.errors import InputError
-
-# a one-pass method's solve: (its encoder or None, operator, measurements, model, task) ->
-# (images [B, 3, H, W] on the CPU, seconds)
-OnePass = Callable[..., tuple[torch.Tensor, float]]
 
 
 def _bm3d(encoder, op: Operator, y: torch.Tensor, model, task: TaskSpec) -> tuple[torch.Tensor, float]:
@@ -39,7 +37,7 @@ def _encoder_alone(encoder, op: Operator, y: torch.Tensor, model, task: TaskSpec
 @dataclass(frozen=True)
 class Method:
     """One method. `configure` makes its solver settings from the caller's overrides (None: a
-    single pass, `one_pass`, that optimises nothing)."""
+    single pass, `one_pass`, that optimises nothing); `solve` restores a batch with it."""
 
     name: str
     label: str  # as messages name it
@@ -74,6 +72,19 @@ class Method:
         if self.has_fast:
             return self.configure(learned=learned, fast=fast, **overrides)
         return self.configure(**overrides)
+
+    def solve(self, batch: Batch) -> BatchResult:
+        """The batch solved this method's way: its single pass, or the generator's search."""
+        if self.one_pass is not None:
+            return one_pass_batch(batch, self.one_pass)
+        return searched_batch(batch)
+
+    def check_physics(self) -> None:
+        """Refuse a DeepInverse physics where this method cannot solve one."""
+        if not self.takes_physics:
+            raise InputError(
+                f"{self.label} takes no physics here: use deepinv.models.BM3D, or method 'ilo', 'csgm' or 'pulse'"
+            )
 
     def check_task(self, task: TaskSpec) -> None:
         if self.denoiser and not task.kind.bm3d:

@@ -114,6 +114,7 @@ class OnnxRuntimeBackend(Backend):
         self.provider = provider or ("cuda" if on_cuda else "cpu")
         self.name = "onnxruntime-tensorrt" if self.provider == "tensorrt" else "onnxruntime"
         self.threads = threads
+        self.version = ort.__version__  # a measured row cost holds for this version only
         available = ort.get_available_providers()
         if self.provider != "cpu":
             if not on_cuda:

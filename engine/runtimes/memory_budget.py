@@ -27,14 +27,15 @@ from pathlib import Path
 import torch
 
 from ilo.atomic import atomic_write_bytes
+from ilo.engine.problems.tasks import TaskSpec
 from ilo.errors import IloError
 from ilo.host_memory import available_host_memory
 from ilo.paths import cache_dir
 
 # Of the memory available when a solve starts, the share it may use by default. On a CPU bigger
-# micro-batches buy no speed: StyleGAN2 256² ran 16 images 1.15x faster in calls of 3 than of 11
-# (benchmarks/results/memory.md), so a fifth leaves the rest of the machine alone at no cost. A
-# GPU needs big batches to be busy, and nothing else should be on it.
+# micro-batches buy no speed (small calls ran faster, benchmarks/results/memory.md), so a fifth
+# leaves the rest of the machine alone at no cost. A GPU needs big batches to be busy, and nothing
+# else should be on it.
 DEFAULT_SHARE = {"cpu": 0.2, "cuda": 0.85}
 # The default share sizes batches; it must not refuse the one image that fits. Where one row is
 # more than the share, the default still runs one at a time if it takes at most this much of
@@ -206,6 +207,45 @@ def _trim_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass  # not glibc: the probe may then read low for small models, where memory is no concern
+
+
+def row_cost_key(model: str, engine: str, device: torch.device, task: TaskSpec, rounds: dict, versions: dict) -> dict:
+    """What a row's cost depends on: the model, the engine (and its libraries' `versions`), the
+    device, the operator's kind and the solve's round structure (`rounds`, the caller's)."""
+    return {
+        "model": model,
+        "backend": engine,
+        "device": str(device),
+        # the operator's kind, not its mask or noise level: those do not change what a step holds
+        "task": task.task,
+        "factor": task.factor if task.kind.low_resolution else None,
+        **rounds,
+        **versions,
+    }
+
+
+class RowCosts:
+    """The row costs this process knows, by key: each found in the cache beside the graphs or
+    measured (`measure_row_cost`) once. `probed` says whether the last `cost` ran trial steps."""
+
+    def __init__(self):
+        self.known: dict[str, RowCost] = {}
+        self.probed = False
+
+    def cost(
+        self, key: dict, trial: Callable[[int], None], device: torch.device, estimate: RowCost | None = None
+    ) -> RowCost:
+        """The cost for `key`; `trial(rows)` runs one step of every round at that many rows."""
+        self.probed = False
+        name = str(sorted(key.items()))
+        if name not in self.known:
+
+            def run(rows: int) -> None:
+                trial(rows)
+                self.probed = True
+
+            self.known[name] = cached_row_cost(key, lambda: measure_row_cost(run, device, estimate))
+        return self.known[name]
 
 
 def cached_row_cost(key: dict, measure: Callable[[], RowCost]) -> RowCost:

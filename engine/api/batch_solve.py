@@ -1,0 +1,103 @@
+"""One prepared batch solved, the two ways a method can: a single pass (BM3D, the encoder's
+guess), or the generator's search on the engine. Either way the operator goes to the solve's
+device and back to the CPU whatever happens (it may be the Restorer's shared one, or a caller's
+physics), and each image's result is scored by its fit to its measurements.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ilo.engine.api.results import BatchResult
+from ilo.engine.inputs.measurements import Prepared
+from ilo.engine.problems.operators import Operator
+from ilo.engine.problems.tasks import TaskSpec, name_seed
+from ilo.engine.runtimes.engine import Engine
+from ilo.engine.solver.encoder import LatentEncoder, learned_starts
+from ilo.engine.solver.ilo_solver import ILOConfig, solve
+from ilo.errors import IloError  # noqa: F401  (what a failed solve raises; callers standing in for `solve` raise it)
+from ilo.generators.staged import StagedGenerator
+
+# a one-pass method's solve: (its encoder or None, operator, measurements, model, task) ->
+# (images [B, 3, H, W] on the CPU, seconds)
+OnePass = Callable[..., tuple[torch.Tensor, float]]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch to solve and everything its solve reads."""
+
+    prepared: list[Prepared]
+    op: Operator  # what measured it, on the CPU between solves
+    task: TaskSpec
+    model: StagedGenerator  # the torch model: shapes, and what a single pass runs
+    engine: Engine  # what the search runs on
+    device: str
+    seed: int  # with each image's name, its random starts' seed
+    config: ILOConfig | None  # None: a single pass
+    encoder: LatentEncoder | None = None  # the learned start's module (a single pass runs it), or None
+    progress: Callable | None = None
+    max_rows: int | None = None  # the most rows one generator call may take; None: the whole batch
+
+    @property
+    def y(self) -> torch.Tensor:
+        return torch.cat([b.y for b in self.prepared])
+
+
+def one_pass_batch(batch: Batch, one_pass: OnePass) -> BatchResult:
+    """The batch restored in one pass: nothing optimised, so no rounds and no loss curves."""
+    encoder = None if batch.encoder is None else batch.encoder.to(batch.device)
+    y = batch.y
+    try:
+        images, seconds = one_pass(encoder, batch.op.to(batch.device), y.to(batch.device), batch.model, batch.task)
+    finally:
+        batch.op.cpu()
+    return _scored(batch, y, images, seconds, best_round=[None] * len(batch.prepared))
+
+
+def searched_batch(batch: Batch) -> BatchResult:
+    """The batch restored by the generator's search (ILO, CSGM, PULSE-style), each image from
+    random starts seeded by its name, or from its learned start."""
+    y, op, device, engine = batch.y, batch.op, batch.device, batch.engine
+    try:
+        t0 = time.perf_counter()
+        y_here = y.to(device)  # y itself stays on the CPU, with the operator after the solve
+        op.to(device)
+        starts = None if engine.encoder is None else learned_starts(engine.encoder, op, y_here, batch.model)
+        result = solve(
+            y_here,
+            op,
+            engine.generator,
+            batch.config,
+            image_seeds=[name_seed(batch.seed, b.stem) for b in batch.prepared],
+            lpips=engine.lpips,
+            progress=batch.progress,
+            max_rows=batch.max_rows,
+            starts=starts,
+        )
+        seconds = time.perf_counter() - t0
+    finally:
+        op.cpu()
+    rounds = [c.cpu() for c in result.loss_curves]  # [steps, B] each
+    held_out = result.held_out
+    return _scored(
+        batch,
+        y,
+        result.images.cpu(),
+        seconds,
+        best_round=[int(r) for r in result.best_round],
+        loss_curves=[[c[:, i].tolist() for c in rounds] for i in range(len(batch.prepared))],
+        held_out_loss=[float(v) for v in result.best_loss] if held_out else None,
+        member_rounds=None if result.member_rounds is None else result.member_rounds.tolist(),
+        member_held_out_loss=result.member_loss.tolist() if result.member_loss is not None and held_out else None,
+    )
+
+
+def _scored(batch: Batch, y: torch.Tensor, images: torch.Tensor, seconds: float, **per_image) -> BatchResult:
+    with torch.no_grad():
+        fit = batch.op.data_fit(images, y)
+    return BatchResult(images, [float(v) for v in fit], seconds=seconds, **per_image)
