@@ -18,12 +18,14 @@ from ilo.errors import InputError
 
 
 class Pictures:
-    """Reads what a caller hands over for one task and generator: the task's own size, or
-    fitted as `fit` says (crop, resize, pad; None: refused), at most `max_pixels` pixels each."""
+    """Reads what a caller hands over for one input specification and generator: the task's own
+    size, or fitted as `spec.fit` says (crop, resize, pad; None: refused), at most
+    `spec.max_pixels` pixels each."""
 
-    def __init__(self, task: TaskSpec, resolution: int, fit: str | None, max_pixels: int):
-        self.task, self.resolution, self.fit, self.max_pixels = task, resolution, fit, max_pixels
-        self.reader = MeasurementReader(InputSpec(task, fit=fit, max_pixels=max_pixels), resolution)
+    def __init__(self, spec: InputSpec, resolution: int):
+        self.task: TaskSpec = spec.task
+        self.resolution, self.fit, self.max_pixels = resolution, spec.fit, spec.max_pixels
+        self.reader = MeasurementReader(spec, resolution)
 
     def shared_operator(self) -> Operator:
         return self.reader.shared_operator()

@@ -26,7 +26,7 @@ from ilo.engine.api.pictures import Pictures, physics_measurements
 from ilo.engine.api.records import described
 from ilo.engine.api.results import BatchResult, Restored, restored_images
 from ilo.engine.api.warm_up import WarmUp
-from ilo.engine.inputs.measurements import Prepared
+from ilo.engine.inputs.measurements import InputSpec, Prepared
 from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec
 from ilo.engine.runtimes.memory_budget import MemoryBudget, RowCost
@@ -137,7 +137,7 @@ class Restorer:
         self.quiet, self.method, self.task = quiet, method_named(s.method), s.task
         self.model = s.model if isinstance(s.model, StagedGenerator) else load_generator(s.model)
         self.resolution = self.model.resolution
-        self._pictures = Pictures(self.task, self.resolution, s.fit, s.max_pixels)
+        self._pictures = Pictures(InputSpec.for_settings(s), self.resolution)
         self._lock = threading.Lock()  # one solve at a time: the engine's sessions and buffers are shared
         self._fingerprint = functools.cache(self.model.fingerprint)
         self._encoder = find_encoder(s, self.model, self.fingerprint, quiet)
