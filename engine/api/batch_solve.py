@@ -28,7 +28,7 @@ OnePass = Callable[..., tuple[torch.Tensor, float]]
 
 
 @dataclass(frozen=True)
-class Batch:
+class SolveJob:
     """A batch to solve and everything its solve reads."""
 
     prepared: list[Prepared]
@@ -48,7 +48,7 @@ class Batch:
         return torch.cat([b.y for b in self.prepared])
 
 
-def one_pass_batch(batch: Batch, one_pass: OnePass) -> BatchResult:
+def one_pass_batch(batch: SolveJob, one_pass: OnePass) -> BatchResult:
     """The batch restored in one pass: nothing optimised, so no rounds and no loss curves."""
     encoder = None if batch.encoder is None else batch.encoder.to(batch.device)
     y = batch.y
@@ -59,7 +59,7 @@ def one_pass_batch(batch: Batch, one_pass: OnePass) -> BatchResult:
     return _scored(batch, y, images, seconds, best_round=[None] * len(batch.prepared))
 
 
-def searched_batch(batch: Batch) -> BatchResult:
+def searched_batch(batch: SolveJob) -> BatchResult:
     """The batch restored by the generator's search (ILO, CSGM, PULSE-style), each image from
     random starts seeded by its name, or from its learned start."""
     y, op, device, engine = batch.y, batch.op, batch.device, batch.engine
@@ -97,7 +97,7 @@ def searched_batch(batch: Batch) -> BatchResult:
     )
 
 
-def _scored(batch: Batch, y: torch.Tensor, images: torch.Tensor, seconds: float, **per_image) -> BatchResult:
+def _scored(batch: SolveJob, y: torch.Tensor, images: torch.Tensor, seconds: float, **per_image) -> BatchResult:
     with torch.no_grad():
         fit = batch.op.data_fit(images, y)
     return BatchResult(images, [float(v) for v in fit], seconds=seconds, **per_image)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ilo.choices import METHODS as METHOD_NAMES
-from ilo.engine.api.batch_solve import Batch, OnePass, one_pass_batch, searched_batch
+from ilo.engine.api.batch_solve import SolveJob, OnePass, one_pass_batch, searched_batch
 from ilo.engine.api.results import BatchResult
 from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec
@@ -73,7 +73,7 @@ class Method:
             return self.configure(learned=learned, fast=fast, **overrides)
         return self.configure(**overrides)
 
-    def solve(self, batch: Batch) -> BatchResult:
+    def solve(self, batch: SolveJob) -> BatchResult:
         """The batch solved this method's way: its single pass, or the generator's search."""
         if self.one_pass is not None:
             return one_pass_batch(batch, self.one_pass)

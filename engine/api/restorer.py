@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ilo.choices import DEFAULT_MAX_PIXELS, DEFAULT_METHOD
-from ilo.engine.api.batch_solve import Batch
+from ilo.engine.api.batch_solve import SolveJob
 from ilo.engine.api.learned_start import find_encoder, settled
 from ilo.engine.api.methods import method as method_named
 from ilo.engine.api.pictures import Pictures, physics_measurements
@@ -208,7 +208,7 @@ class Restorer:
         """`batch` solved under the lock already held (the probe's trial steps come here too)."""
         s, engine = self.settings, self._warm_up.opened()
         op = op if op is not None else self._pictures.operator(batch)
-        job = Batch(
+        job = SolveJob(
             batch, op, self.task, self.model, engine, s.device, s.seed, config, self._encoder, progress, max_rows
         )
         return self.method.solve(job)

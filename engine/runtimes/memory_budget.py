@@ -216,9 +216,7 @@ def row_cost_key(model: str, engine: str, device: torch.device, task: TaskSpec, 
         "model": model,
         "backend": engine,
         "device": str(device),
-        # the operator's kind, not its mask or noise level: those do not change what a step holds
-        "task": task.task,
-        "factor": task.factor if task.kind.low_resolution else None,
+        **task.step_key(),  # the operator's kind and shape, not its mask or noise level
         **rounds,
         **versions,
     }
