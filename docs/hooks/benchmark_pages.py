@@ -8,7 +8,6 @@ under "Benchmarks", so a result committed tomorrow is on the site without anyone
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from mkdocs.structure.files import File, Files
@@ -56,24 +55,30 @@ def _owned_elsewhere(name: str, stem: str, stems: set[str]) -> bool:
     return any(other != stem and len(other) > len(stem) and name.startswith(other) for other in stems)
 
 
-def _demoted(markdown: str) -> str:
-    """The result's headings one level down (the page's title is the only level 1), outside code."""
-    lines, fenced = [], False
+def _body(markdown: str) -> str:
+    """The result without its own level-1 title (the page's title replaces it); any other level-1
+    heading becomes level 2, so the page keeps one title. Code blocks are left alone."""
+    lines, fenced, titled = [], False, False
     for line in markdown.splitlines():
         if line.startswith("```"):
             fenced = not fenced
-        lines.append("#" + line if not fenced and re.match(r"#{1,5} ", line) else line)
-    return "\n".join(lines)
+        if not fenced and line.startswith("# "):
+            if not titled and not any(s.strip() for s in lines):
+                titled = True
+                continue
+            line = "#" + line
+        lines.append(line)
+    return "\n".join(lines).strip()
 
 
 def page_text(stem: str) -> str:
     title, script = PAGES.get(stem, (stem.replace("_", " ").capitalize(), None))
     source = f"`benchmarks/results/{stem}.md`"
-    by = f", written by `python benchmarks/{script}` (its command and options head the table)" if script else ""
+    by = f", written by `python benchmarks/{script}`" if script else ""
     parts = [f"# {title}", "", f"*This page is generated at build time from {source}{by}.*", ""]
     for figure in companions(stem, "png"):
-        parts += [f"![{figure.stem}](data/{figure.name})", ""]
-    parts += [_demoted(RESULTS.joinpath(f"{stem}.md").read_text()), ""]
+        parts += [f"![{figure.stem.replace('_', ' ')}](data/{figure.name})", ""]
+    parts += [_body(RESULTS.joinpath(f"{stem}.md").read_text()), ""]
     data = companions(stem, "json")
     if data:
         parts += ["Every number: " + ", ".join(f"[{p.name}](data/{p.name})" for p in data) + ".", ""]
