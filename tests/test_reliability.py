@@ -1,4 +1,4 @@
-"""The README's reliability promises, one named test each: nothing lost (inputs are never
+"""The reliability promises (docs/restoring.md, "Reliability"), one named test each: nothing lost (inputs are never
 overwritten), nothing half-written (atomic writes; a killed run leaves tables and no litter),
 every input checked before work starts, resume that trusts content rather than names, one run
 per folder at a time; and the input formats that used to be read wrongly."""

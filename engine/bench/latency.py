@@ -48,7 +48,7 @@ def _step_times(
     gen: GeneratorView, batch: int, settings: LatencySettings, device: torch.device
 ) -> tuple[dict[int, list[float]], int]:
     """Seconds per ILO step of each round (warm-up steps dropped) and the peak memory of one
-    short solve on `gen` (inpainting, the README's task)."""
+    short solve on `gen` (inpainting, the task of the README's first command)."""
     res = gen.resolution
     op = Inpainting.centre_box(res, batch).to(device)
     y = op.A(torch.rand(batch, 3, res, res, generator=torch.Generator().manual_seed(batch)).to(device) * 2 - 1)

@@ -135,7 +135,7 @@ SOLVER_FLAGS: tuple[tuple[str, str | None, dict], ...] = (
         {
             "action": "store_true",
             "help": "ilo-auto's fast schedule from the learned start (needs the model's encoder): faster than the "
-            "default, for less quality on pictures the generator cannot make (README: Learned starts)",
+            "default, for less quality on pictures the generator cannot make (docs: benchmarks, Learned starts)",
         },
     ),
     (

@@ -2,7 +2,7 @@
 
 Each actor holds one warmed `ilo.Restorer` and solves whole batches: the same batches, in the
 same groups, that a local run solves, so each image's numbers match the local run's (up to the
-float rounding of a different thread count; the README gives the measured bound). Actors read
+float rounding of a different thread count; docs/restoring.md, "Seeds and batch rounding", gives the measured bound). Actors read
 their inputs by path, so the inputs must be on a file system every node sees at the same path;
 results come back to this process, which writes every output and record exactly as a local
 run does. An actor that dies mid-batch is restarted and its batch solved again; nothing it was

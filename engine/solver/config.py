@@ -43,8 +43,8 @@ class ILOConfig:
     # Successive halving of the starts: at each of these fractions of round 0's steps, every
     # image keeps the better half of its remaining starts (by data fit), so compute goes to
     # the starts that will win. Empty: every start runs all of round 0. By a quarter of round 0
-    # the ranking of the starts has settled, which it had not by a tenth
-    # (benchmarks/results/time_to_quality.md).
+    # the ranking of the starts has settled, which it had not by a tenth (benchmarks/time_to_quality.py
+    # measures a schedule's seconds against its PSNR).
     prune_starts_at: list[float] = field(default_factory=lambda: [0.25, 0.5])
     # Held-out selection: this share of each image's measurements is left out of the
     # fit, and the iterate returned is the one that fits those best (over every round and step),
