@@ -52,6 +52,7 @@ def service(tmp_path_factory):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     cache = tmp_path_factory.getbasetemp() / "ilo-cache"
     ray.init(
+        address="local",  # a Ray of its own, beside test_fleet's in the other worker
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
