@@ -42,6 +42,7 @@ class SolveJob:
     encoder: LatentEncoder | None = None  # the learned start's module (a single pass runs it), or None
     progress: Callable | None = None
     max_rows: int | None = None  # the most rows one generator call may take; None: the whole batch
+    on_round: Callable | None = None  # the solver's on_round(k, first, images) after each round, or None
 
     @property
     def y(self) -> torch.Tensor:
@@ -78,6 +79,7 @@ def searched_batch(batch: SolveJob) -> BatchResult:
             progress=batch.progress,
             max_rows=batch.max_rows,
             starts=starts,
+            on_round=batch.on_round,
         )
         seconds = time.perf_counter() - t0
     finally:

@@ -182,9 +182,12 @@ class Restorer:
         that starts with its label (default: its name, or 'image i')."""
         return self._pictures.prepare(images, masks, names, labels)
 
-    def solve(self, batch: list[Prepared], progress=None, config: ILOConfig | None = None) -> BatchResult:
-        """Solve prepared measurements as one batch (what every caller ends in)."""
-        return self._solve(batch, progress, config or self.settings.config)
+    def solve(
+        self, batch: list[Prepared], progress=None, config: ILOConfig | None = None, *, on_round=None
+    ) -> BatchResult:
+        """Solve prepared measurements as one batch (what every caller ends in). `on_round(k, first,
+        images)`: the solver's report after each round (a search's; a single pass has no rounds)."""
+        return self._solve(batch, progress, config or self.settings.config, on_round=on_round)
 
     def reconstruct(self, y: torch.Tensor, physics, names: Sequence[str] | None = None) -> torch.Tensor:
         """Restore from measurements y of a deepinv physics (or one of this project's linear operators), in
@@ -196,22 +199,24 @@ class Restorer:
             result = self._solve(batch, None, self.settings.config, op)
         return ((result.images.clamp(-1, 1) + 1) / 2).to(y.device)
 
-    def _solve(self, batch: list[Prepared], progress, config: ILOConfig | None, op: Operator | None = None):
+    def _solve(
+        self, batch: list[Prepared], progress, config: ILOConfig | None, op: Operator | None = None, on_round=None
+    ):
         """The one path of every solve: under the lock, the engine opened on first use, the batch
         split to fit the memory budget, solved by the method; `op`: a physics' in place of the task's."""
         config = config if self.method.optimises else None
         with self._lock:
             max_rows = None if config is None else self._warm_up.max_rows(config, len(batch))
-            return self._run(batch, config, progress, max_rows, op)
+            return self._run(batch, config, progress, max_rows, op, on_round)
 
-    def _run(self, batch, config, progress=None, max_rows: int | None = None, op: Operator | None = None):
+    def _run(
+        self, batch, config, progress=None, max_rows: int | None = None, op: Operator | None = None, on_round=None
+    ):
         """`batch` solved under the lock already held (the probe's trial steps come here too)."""
         s, engine = self.settings, self._warm_up.opened()
         op = op if op is not None else self._pictures.operator(batch)
-        job = SolveJob(
-            batch, op, self.task, self.model, engine, s.device, s.seed, config, self._encoder, progress, max_rows
-        )
-        return self.method.solve(job)
+        parts = (batch, op, self.task, self.model, engine, s.device, s.seed, config, self._encoder, progress)
+        return self.method.solve(SolveJob(*parts, max_rows, on_round))
 
     def shared_operator(self) -> Operator:
         return self._pictures.shared_operator()

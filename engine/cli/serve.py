@@ -1,6 +1,7 @@
 """`ilo serve`: an HTTP endpoint on Ray Serve that restores one picture per request, gathering
 concurrent requests into batched solves. POST /restore with the degraded picture's bytes (or
-JSON with base64 'image' and 'mask'); GET /healthz. Needs the [ray] extra."""
+JSON with base64 'image' and 'mask'; ?stream=rounds streams each round's image); GET /healthz;
+with --ui, GET / is a page to restore with in a browser. Needs the [ray] extra."""
 
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="'local' (default) = a Ray started here; 'auto' or an address = a running cluster",
     )
     h.add_argument("--quiet", action="store_true", help="no access log")
+    h.add_argument(
+        "--ui", action="store_true", help="serve a page to restore with at / (upload, draw the hole, watch the rounds)"
+    )
     p.set_defaults(run=run)
 
 
@@ -92,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=int(args.max_body_mb * (1 << 20)),
         cpus_per_replica=args.cpus_per_replica,
         gpus_per_replica=args.gpus_per_replica,
+        ui=args.ui,
     )
     serve_forever(settings, config, args.ray, args.quiet)
     return 0

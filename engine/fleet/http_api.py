@@ -7,7 +7,10 @@ every rule is testable on its own and the Serve deployment only wires them up.
                                its content), as a file's stem does on the command line
          ?format=json|png      JSON (default): {"name", "image_png" (base64), "metrics"};
                                png: the PNG itself, metrics in the X-ILO-Metrics header
+         ?stream=rounds        (or Accept: application/x-ndjson) newline-delimited JSON: each
+                               round's image as the solve goes, then the JSON answer (`round_stream`)
     GET  /healthz              200 with the model, task and backend, once a replica is warm
+    GET  /                     the page to restore with (`ilo serve --ui`: `web_page`)
 
 Every refusal is a 4xx whose body is one line of JSON: {"error": "..."}.
 """
@@ -20,7 +23,8 @@ import json
 from dataclasses import dataclass
 
 RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
-QUERY_PARAMETERS = ("name", "format")
+QUERY_PARAMETERS = ("name", "format", "stream")
+STREAM_TYPE = "application/x-ndjson"
 JSON_FIELDS = ("image", "mask", "name", "format")
 MAX_NAME_CHARS = 200
 
@@ -46,15 +50,18 @@ class RestoreRequest:
     mask: bytes | None
     name: str | None
     format: str  # json | png
+    stream: bool = False  # the rounds as they go, newline-delimited JSON
 
 
-def check_route(method: str, path: str) -> str:
-    """Which endpoint a request is for: 'restore' or 'health'."""
+def check_route(method: str, path: str, page: bool = False) -> str:
+    """Which endpoint a request is for: 'restore', 'health' or (with `page`) 'page'."""
     routes = {"/restore": ("POST", "restore"), "/healthz": ("GET", "health")}
+    if page:
+        routes["/"] = ("GET", "page")
     route = routes.get(path.rstrip("/") or "/")
     if route is None:
-        raise HttpError(404, f"no endpoint {path}: POST /restore or GET /healthz")
-    if method.upper() != route[0] and not (route[1] == "health" and method.upper() == "HEAD"):
+        raise HttpError(404, f"no endpoint {path}: POST /restore or GET /healthz" + (" or GET /" if page else ""))
+    if method.upper() != route[0] and not (route[0] == "GET" and method.upper() == "HEAD"):
         raise HttpError(405, f"{path} takes {route[0]}, not {method.upper()}")
     return route[1]
 
@@ -73,8 +80,11 @@ def check_length(content_length: str | None, limit: int) -> None:
         raise HttpError(413, f"the body is {length} bytes, over this service's limit of {limit}")
 
 
-def parse_restore(content_type: str | None, query: dict[str, str], body: bytes, limit: int) -> RestoreRequest:
-    """The parts of a POST /restore, checked; a bad one is an HttpError naming it."""
+def parse_restore(
+    content_type: str | None, query: dict[str, str], body: bytes, limit: int, accept: str | None = None
+) -> RestoreRequest:
+    """The parts of a POST /restore, checked; a bad one is an HttpError naming it. `accept`: the
+    Accept header (application/x-ndjson asks for the rounds, as ?stream=rounds does)."""
     if len(body) > limit:
         raise HttpError(413, f"the body is over this service's limit of {limit} bytes")
     unknown = sorted(set(query) - set(QUERY_PARAMETERS))
@@ -95,7 +105,8 @@ def parse_restore(content_type: str | None, query: dict[str, str], body: bytes, 
         raise HttpError(
             415, f"Content-Type {kind} is not a picture: send image/png, image/jpeg, ... or application/json"
         )
-    return RestoreRequest(image, mask, _name(fields.get("name")), _format(fields.get("format")))
+    answer = _format(fields.get("format"))
+    return RestoreRequest(image, mask, _name(fields.get("name")), answer, _stream(query.get("stream"), accept, answer))
 
 
 # how the formats the image library reads begin: a client that names no type (curl sends
@@ -151,6 +162,15 @@ def _format(value) -> str:
     if value not in ("json", "png"):
         raise HttpError(400, f"'format' must be json or png, not {value!r}")
     return value
+
+
+def _stream(value: str | None, accept: str | None, answer: str) -> bool:
+    if value is not None and value != "rounds":
+        raise HttpError(400, f"'stream' must be rounds, not {value!r}")
+    asked = value is not None or STREAM_TYPE in (accept or "").lower()
+    if asked and answer == "png":
+        raise HttpError(400, "a stream of rounds is JSON lines: drop format=png (or the stream)")
+    return asked
 
 
 def restored_json(name: str, png: bytes, metrics: dict) -> bytes:

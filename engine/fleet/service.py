@@ -6,11 +6,15 @@ waiting at most `batch_wait_s` for company). A request is decoded and checked be
 batch, so a bad one is refused alone with a 4xx and never spoils its neighbours or the replica.
 Overload is refused with 503 once `max_queued` requests wait (Serve's bounded queue), and a
 request that outlives `timeout_s` gets 408, so memory stays bounded whatever arrives.
+
+A request may ask for its rounds as they go (`round_stream`); it still joins the same batches.
+With `ui`, GET / serves the page to restore with (`web_page`), a client of the same /restore.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import math
@@ -20,12 +24,23 @@ from dataclasses import dataclass
 import torch
 from ray import serve
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from ilo.engine.inputs.measurements import Prepared
 from ilo.engine.api.restorer import Restored, Restorer, RestorerSettings, restored_images
-from ilo.engine.fleet.http_api import HttpError, check_length, check_route, error_body, parse_restore, restored_json
+from ilo.engine.fleet.http_api import (
+    STREAM_TYPE,
+    HttpError,
+    check_length,
+    check_route,
+    error_body,
+    parse_restore,
+    restored_json,
+)
 from ilo.engine.fleet.ray_batch import connect, import_ray
+from ilo.engine.fleet.round_stream import Job, RoundListener, event_line, round_reports, streamed
+from ilo.engine.fleet.web_page import page_html
+from ilo.engine.solver.config import last_round
 from ilo.errors import IloError, InputError
 
 log = logging.getLogger("ilo.serve")
@@ -46,6 +61,7 @@ class ServiceConfig:
     max_body_bytes: int = 16 << 20
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0
+    ui: bool = False  # GET / serves the page to restore with
 
     def __post_init__(self):
         # finite too: an infinite wait or time limit never answers, and NaN passes no comparison
@@ -88,47 +104,69 @@ class RestoreService:
         self.solved = {"requests": 0, "batches": 0, "largest_batch": 0}
 
     def health(self) -> dict:
+        task = self.restorer.task
         return {
             "status": "ready",
             "model": self.restorer.fingerprint(),
-            "task": self.restorer.task.describe(),
+            "task": task.describe(),
             "method": self.restorer.settings.method,
             "backend": self.restorer.backend_name,
+            # what a client (the page) needs to make a request: the picture's size, and whether a
+            # mask is sent or the task's own is used
+            "resolution": self.restorer.resolution,
+            "fit": self.restorer.settings.fit,
+            "takes_masks": task.kind.takes_masks and not task.has_built_in_mask,
+            "rounds": self._rounds(),
             **self.solved,
         }
+
+    def _rounds(self) -> int:
+        """How many rounds a solve reports (0: a single pass, no rounds)."""
+        config = self.restorer.settings.config
+        if not self.restorer.method.optimises or config is None:
+            return 0
+        return last_round(config, len(self.restorer.model.specs)) + 1
 
     async def __call__(self, request: Request) -> Response:
         try:
             path = request.url.path.removeprefix(request.scope.get("root_path", "").rstrip("/"))
-            if check_route(request.method, path) == "health":
+            route = check_route(request.method, path, page=self.config.ui)
+            if route == "health":
                 return Response(json.dumps(self.health()) + "\n", media_type="application/json")
+            if route == "page":
+                return Response(page_html(), media_type="text/html; charset=utf-8")
             # the time limit is kept here, not only by Serve's proxy: a client header cannot lift
             # it, and the answer is JSON like every other refusal
             return await asyncio.wait_for(self._restore(request), timeout=self.config.timeout_s)
         except HttpError as e:
             return Response(e.body(), status_code=e.status, media_type="application/json")
         except asyncio.TimeoutError:
-            return Response(
-                error_body(
-                    f"not answered within this service's limit of {self.config.timeout_s:g} s; "
-                    "the service is busy, try again later"
-                ),
-                status_code=408,
-                media_type="application/json",
-            )
+            return Response(error_body(self._too_late()), status_code=408, media_type="application/json")
         except Exception as e:  # a bug, not the client's: logged, answered in one line, the replica lives on
             log.exception("request failed")
             return Response(
                 error_body(f"internal error: {type(e).__name__}: {e}"), status_code=500, media_type="application/json"
             )
 
+    def _too_late(self) -> str:
+        return (
+            f"not answered within this service's limit of {self.config.timeout_s:g} s; "
+            "the service is busy, try again later"
+        )
+
     async def _restore(self, request: Request) -> Response:
+        deadline = asyncio.get_running_loop().time() + self.config.timeout_s
         limit = self.config.max_body_bytes
         check_length(request.headers.get("content-length"), limit)
         body = await _read_capped(request, limit)
-        parsed = parse_restore(request.headers.get("content-type"), dict(request.query_params), body, limit)
+        headers = request.headers
+        parsed = parse_restore(
+            headers.get("content-type"), dict(request.query_params), body, limit, headers.get("accept")
+        )
         prepared = await asyncio.to_thread(self._prepare, parsed.image, parsed.mask, parsed.name)
-        result = await self.solve_many(prepared)
+        if parsed.stream:
+            return self._stream(prepared, deadline)
+        result = await self.solve_many(Job(prepared))
         if isinstance(result, HttpError):
             raise result
         png = result.png_bytes()
@@ -136,6 +174,13 @@ class RestoreService:
         if parsed.format == "png":
             return Response(png, media_type="image/png", headers={"X-ILO-Metrics": json.dumps(metrics)})
         return Response(restored_json(result.name, png, metrics) + b"\n", media_type="application/json")
+
+    def _stream(self, prepared: Prepared, deadline: float) -> StreamingResponse:
+        """The rounds as the batch's solve reports them, then the answer (`round_stream`)."""
+        listener = RoundListener(self._rounds())
+        too_late = event_line("error", status=408, error=self._too_late())
+        lines = streamed(self.solve_many(Job(prepared, listener)), listener, _result_event, deadline, too_late)
+        return StreamingResponse(lines, media_type=STREAM_TYPE)
 
     def _prepare(self, image: bytes, mask: bytes | None, name: str | None) -> Prepared:
         try:
@@ -150,18 +195,34 @@ class RestoreService:
         return prepared
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)  # set from the config in __init__
-    async def solve_many(self, items: list[Prepared]) -> list[Restored | HttpError]:
-        return await asyncio.to_thread(self._solve, items)
+    async def solve_many(self, jobs: list[Job]) -> list[Restored | HttpError]:
+        return await asyncio.to_thread(self._solve, jobs)
 
-    def _solve(self, items: list[Prepared]) -> list[Restored | HttpError]:
+    def _solve(self, jobs: list[Job]) -> list[Restored | HttpError]:
+        items = [job.prepared for job in jobs]
         try:
-            result = self.restorer.solve(items)
+            result = self.restorer.solve(items, on_round=round_reports(jobs))
         except IloError as e:  # e.g. the optimisation diverged: every image of the batch is answered
             return [HttpError(422, f"the solve failed: {e}")] * len(items)
         self.solved["requests"] += len(items)
         self.solved["batches"] += 1
         self.solved["largest_batch"] = max(self.solved["largest_batch"], len(items))
         return list(restored_images(items, result))
+
+
+def _result_event(result) -> bytes:
+    """A streamed request's last line: its answer, or why there is none."""
+    if isinstance(result, Restored):
+        return event_line(
+            "result",
+            name=result.name,
+            image_png=base64.b64encode(result.png_bytes()).decode(),
+            metrics=result.metrics(),
+        )
+    if isinstance(result, HttpError):
+        return event_line("error", status=result.status, error=result.message)
+    log.error("a streamed request failed", exc_info=result)
+    return event_line("error", status=500, error=" ".join(f"internal error: {type(result).__name__}: {result}".split()))
 
 
 async def _read_capped(request: Request, limit: int) -> bytes:
@@ -230,8 +291,9 @@ def serve_forever(settings: RestorerSettings, config: ServiceConfig, address: st
     import threading
 
     url, started = start(settings, config, address, quiet)
+    page = f"; the page to restore with: {url}/" if config.ui else ""
     print(
-        f"ilo: serving {settings.task.task} on {url} (POST /restore, GET /healthz); Ctrl-C stops",
+        f"ilo: serving {settings.task.task} on {url} (POST /restore, GET /healthz){page}; Ctrl-C stops",
         file=sys.stderr,
         flush=True,
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -99,6 +100,7 @@ def solve(
     progress=None,
     max_rows: int | None = None,
     starts: torch.Tensor | None = None,
+    on_round: OnRound | None = None,
 ) -> SolveResult:
     """Restore images from measurements y = A(x) (+ noise) by ILO over `gen`. `op` is one of
     this project's operators or a linear deepinv physics (y then still of [-1, 1] images:
@@ -110,7 +112,8 @@ def solve(
     restarts pay). `max_rows` caps the rows of one generator call (a memory budget): images are
     solved in chunks, and where not even one image's starts fit, its starts run in groups.
     `starts` [B, rows, D] (a learned start, `encoder.learned_starts`) replaces each image's first
-    random start; the others stay random."""
+    random start; the others stay random. `on_round(k, first, images)`, after each round k: the
+    best iterates so far of images first, first + 1, ... of the batch (a live view of a solve)."""
     check_view(gen)  # a generator without a member the solver uses is refused here, not mid-round
     op = _as_operator(op, gen)
     config = config or ILOConfig()
@@ -121,7 +124,7 @@ def solve(
     if starts is not None and starts.shape[0] != batch:
         raise IloError(f"{starts.shape[0]} learned starts for {batch} images")
     if config.ensemble > 1:
-        return _solve_ensemble(y, op, gen, config, seeds, lpips, progress, max_rows, starts)
+        return _solve_ensemble(y, op, gen, config, seeds, lpips, progress, max_rows, starts, on_round)
     op, y, judge = _held_out_split(op, y, config, seeds)
     _check_inputs(y, config, lpips, max_rows)
     per_chunk = batch if max_rows is None else max(1, min(batch, max_rows // config.restarts))
@@ -143,9 +146,21 @@ def solve(
                     max_rows,
                     take_judge(judge, rows),
                     None if starts is None else starts[rows],
+                    _shifted(on_round, i),
                 )
             )
     return parts[0] if len(parts) == 1 else _concatenate(parts)
+
+
+# on_round(k, first, images [n, 3, H, W] in [-1, 1]): images first .. first + n - 1 of the batch
+OnRound = Callable[[int, int, torch.Tensor], None]
+
+
+def _shifted(on_round: OnRound | None, offset: int) -> OnRound | None:
+    """A chunk's report as the whole batch's: its images start at `offset`."""
+    if on_round is None:
+        return None
+    return lambda k, first, images: on_round(k, offset + first, images)
 
 
 def _as_operator(op, gen: GeneratorView) -> Operator:
@@ -185,6 +200,7 @@ def _solve_ensemble(
     progress,
     max_rows: int | None,
     starts: torch.Tensor | None = None,
+    on_round: OnRound | None = None,
 ) -> SolveResult:
     """Every member of every image as one batch (member-major rows), then each image's mean.
     A row's result does not depend on its batch, so member 0 is the plain solve, and max_rows
@@ -203,6 +219,7 @@ def _solve_ensemble(
         progress=progress,
         max_rows=max_rows,
         starts=None if starts is None else starts[rows],
+        on_round=None if on_round is None else _member_zero(on_round, batch),
     )
 
     def per_member(t: torch.Tensor) -> torch.Tensor:  # [members * B, ...] -> [members, B, ...]
@@ -227,6 +244,17 @@ def _solve_ensemble(
     )
 
 
+def _member_zero(on_round: OnRound, batch: int) -> OnRound:
+    """An ensemble's rows (member-major) reported as its images: member 0's, the plain solve (the
+    result is the members' mean, known only at the end)."""
+
+    def report(k: int, first: int, images: torch.Tensor) -> None:
+        if first < batch:
+            on_round(k, first, images[: batch - first])
+
+    return report
+
+
 def _solve_chunk(
     y,
     op,
@@ -239,6 +267,7 @@ def _solve_chunk(
     max_rows: int | None,
     judge: Judge | None = None,
     learned: torch.Tensor | None = None,
+    on_round: OnRound | None = None,
 ) -> SolveResult:
     t0 = time.perf_counter()
     batch = y.shape[0]
@@ -252,6 +281,8 @@ def _solve_chunk(
     groups = [range(first, min(first + group, config.restarts)) for first in range(0, config.restarts, group)]
     chosen = best_start([run.first_round(seeds, starts, learned) for starts in groups])
     run.seconds["round 0"] = time.perf_counter() - t0
+    if on_round is not None:
+        on_round(0, 0, run.best.image.detach())
     z, noises, state = chosen.z, chosen.noises, ()
     for k in range(1, last_round(config, len(gen.specs)) + 1):
         t = time.perf_counter()
@@ -259,6 +290,8 @@ def _solve_chunk(
             state = gen.run_stages(state, latents.wplus(z), noises, k - 1, k)
         z, noises, state = run.round(k, z, noises, state)
         run.seconds[f"round {k}"] = time.perf_counter() - t
+        if on_round is not None:
+            on_round(k, 0, run.best.image.detach())
     run.seconds["total"] = time.perf_counter() - t0
     return SolveResult(
         images=run.best.image,
