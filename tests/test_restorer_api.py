@@ -152,7 +152,7 @@ def test_inpainting_takes_masks_or_the_built_in_one(dcgan):
     [built_in] = r.restore(picture, names=["x"])
     [given] = r.restore(picture, masks=[mask], names=["x"])
     assert np.array_equal(built_in.to_numpy(), given.to_numpy())
-    with pytest.raises(InputError, match="the mask .* is 32x32 but the image is 64x64"):
+    with pytest.raises(InputError, match="the mask of image 0 is 32x32 but image 0 is 64x64"):
         r.restore(picture, masks=[mask[:32, :32]])
 
 

@@ -102,6 +102,15 @@ def _upload(driver, path: Path) -> None:
     driver.find_element(By.ID, "picture").send_keys(str(path))
 
 
+def _draw_stroke(driver) -> None:
+    canvas = driver.find_element(By.ID, "canvas")
+    stroke = webdriver.ActionChains(driver).move_to_element_with_offset(canvas, -60, -20).click_and_hold()
+    for _ in range(6):
+        stroke = stroke.move_by_offset(20, 8)
+    stroke.release().perform()
+    assert driver.execute_script("return state.drawn"), "the stroke drew no hole"
+
+
 def test_the_page_restores_a_picture_with_a_drawn_hole(service, browser, tmp_path):
     driver = browser
     driver.get(f"{service}/")
@@ -111,12 +120,7 @@ def test_the_page_restores_a_picture_with_a_drawn_hole(service, browser, tmp_pat
 
     _upload(driver, _png(tmp_path, "face.png", 64))
     _wait(driver, lambda d: d.execute_script("return state.picture !== null"), 30)
-    canvas = driver.find_element(By.ID, "canvas")
-    stroke = webdriver.ActionChains(driver).move_to_element_with_offset(canvas, -60, -20).click_and_hold()
-    for _ in range(6):
-        stroke = stroke.move_by_offset(20, 8)
-    stroke.release().perform()
-    assert driver.execute_script("return state.drawn"), "the stroke drew no hole"
+    _draw_stroke(driver)
     hole = driver.execute_script(
         "const d = mask.getContext('2d').getImageData(0, 0, 64, 64).data; let n = 0;"
         "for (let i = 0; i < d.length; i += 4) n += d[i] < 128; return n;"
@@ -143,18 +147,50 @@ def test_the_page_restores_a_picture_with_a_drawn_hole(service, browser, tmp_pat
         shutil.copy(shot, os.environ["ILO_UI_SCREENSHOT"])
 
 
+def test_a_picture_of_another_size_is_fitted_in_the_page_and_restored(service, browser, tmp_path):
+    # the service takes only its own size (no --fit): the page sends the picture's centre square
+    driver = browser
+    driver.get(f"{service}/")
+    _wait(driver, lambda d: "rounds" in d.find_element(By.ID, "served").text, 60)
+    photo = tmp_path / "wide.png"
+    Image.open(FACE).convert("RGB").resize((120, 80)).save(photo)
+    _upload(driver, photo)
+    _wait(driver, lambda d: d.execute_script("return state.picture !== null && canvas.width === 64"), 30)
+    assert "scaled to 64x64" in driver.find_element(By.ID, "message").text
+    assert driver.execute_script("return [canvas.height, mask.width, mask.height]") == [64, 64, 64]
+    _draw_stroke(driver)
+    driver.find_element(By.ID, "restore").click()
+    _wait(driver, lambda d: d.find_element(By.ID, "result").is_displayed())
+    assert driver.find_element(By.ID, "message").text == "restored"
+
+
+def _mask_of(size: int):
+    def make(tmp_path: Path) -> Path:
+        path = tmp_path / "mask.png"
+        Image.fromarray(np.full((size, size), 255, np.uint8)).save(path)
+        return path
+
+    return make
+
+
 @pytest.mark.parametrize(
-    "name, make, message",
+    "make, mask, message",
     [
-        ("small.png", lambda p: _png(p, "small.png", 50), "50x50 but this task needs 64x64"),
-        ("notes.png", lambda p: _file(p / "notes.png", b"not a picture"), "not a readable image"),
+        (lambda p: _file(p / "notes.png", b"not a picture"), None, "not a readable image"),
+        (
+            lambda p: _png(p, "face.png", 64),
+            _mask_of(50),
+            "the mask of the uploaded picture is 50x50 but the uploaded picture is 64x64",
+        ),
     ],
 )
-def test_a_refused_upload_shows_the_services_one_line_message(service, browser, tmp_path, name, make, message):
+def test_a_refused_upload_shows_the_services_one_line_message(service, browser, tmp_path, make, mask, message):
     driver = browser
     driver.get(f"{service}/")
     _wait(driver, lambda d: "rounds" in d.find_element(By.ID, "served").text, 60)
     _upload(driver, make(tmp_path))
+    if mask is not None:
+        driver.find_element(By.ID, "mask-file").send_keys(str(mask(tmp_path)))
     _wait(driver, lambda d: d.find_element(By.ID, "restore").is_enabled(), 30)
     driver.find_element(By.ID, "restore").click()
     shown = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#message.error").text, 60)

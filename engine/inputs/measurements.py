@@ -195,8 +195,7 @@ class MeasurementReader:
         if mask is not None:
             if mask.size != image.size:
                 raise InputError(
-                    f"{image.name}: the mask {mask.name} is {mask.size[0]}x{mask.size[1]} "
-                    f"but the image is {image.size[0]}x{image.size[1]}"
+                    f"{mask.name} is {mask.size[0]}x{mask.size[1]} but {image.name} is {image.size[0]}x{image.size[1]}"
                 )
             fitted = fit_mask(mask.tensor, self.res, self.spec.fit, mask.name)
         else:
