@@ -124,7 +124,7 @@ def loss_chart(
         ax.text(0.5, 0.5, "no finite values to draw", transform=ax.transAxes, ha="center", color="tab:red")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3, which="both" if log_y else "major")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="lower left", fontsize=8)  # the round labels run along the top
     return figure
 
 
