@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `benchmarks` importable
 from benchmarks.quality import TASKS, degraded, ground_truths, ood_verdicts
-from benchmarks.report import METHOD_COLOURS, RESULTS, Script, machine_line
+from benchmarks.report import METHOD_COLOURS, RESULTS, Script, in_method_order, machine_line
 from ilo import load_generator
 from ilo.engine.problems.metrics import restoration_metrics
 from ilo.engine.solver.ilo_solver import AUTO_DEPTH, ILOConfig, auto_depth_config, solve
@@ -119,7 +119,7 @@ def figure(runs: dict):
             for task_name, r in got["tasks"].items()
         }
     return grouped_bars(
-        panels,
+        in_method_order(panels),
         "mean PSNR (dB)",
         "ilo-auto against ILO's defaults and the baselines",
         colours=METHOD_COLOURS,
@@ -127,13 +127,12 @@ def figure(runs: dict):
 
 
 def main(argv=None) -> int:
-    script = Script(__file__, __doc__)
+    script = Script(__file__, __doc__, redraw="held_out_selection")
     script.add_list("--tasks", TASKS)
     script.parser.add_argument("--set", choices=(*SETS, "both"), default="both")
-    script.parser.add_argument("--redraw", action="store_true", help="only redraw the figure from the saved JSON")
     args = script.parse(argv)
     if args.redraw:
-        saved = json.loads((args.out / "held_out_selection.json").read_text())
+        saved = script.saved()
         script.save_figure(figure(saved["runs"]), "held_out_selection.png", saved["machine"])
         return 0
     gen = load_generator("default")

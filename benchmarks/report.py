@@ -11,6 +11,10 @@ headed by the command that wrote it, the machine and the date.
 `--quick` swaps in the script's smallest settings (arguments given on the command line still
 win) and writes under /tmp unless `--out` says otherwise: a check that the script runs, which
 never overwrites benchmarks/results.
+
+A script whose figures can be drawn again from its JSON says so with `Script(..., redraw="stem")`:
+`--redraw` then measures nothing, and the script draws from `script.saved()` (`<out>/<stem>.json`);
+the figure's footnote names the measurement's machine and says it was redrawn, and by what.
 """
 
 from __future__ import annotations
@@ -45,6 +49,20 @@ METHOD_COLOURS = {
 }
 
 
+def in_method_order(panels: Mapping[str, Mapping[str, Mapping[str, float]]], order=tuple(METHOD_COLOURS)) -> dict:
+    """Grouped bars' panels (panel -> category -> method -> value) with every category naming the
+    methods in `order`, then any others, NaN (an empty slot) where one has no value: the bars take
+    their order, and the legend its, from first appearance, which would put a method the first
+    category lacks (bm3d, denoising only) after all the rest."""
+    present = {m for categories in panels.values() for values in categories.values() for m in values}
+    extra = [m for categories in panels.values() for values in categories.values() for m in values if m not in order]
+    methods = [m for m in order if m in present] + list(dict.fromkeys(extra))
+    return {
+        panel: {c: {m: values.get(m, float("nan")) for m in methods} for c, values in categories.items()}
+        for panel, categories in panels.items()
+    }
+
+
 def comma_list(text: str) -> list[str]:
     """An argument of comma-separated names: 'a,b' -> ['a', 'b']."""
     return [part for part in text.split(",") if part]
@@ -72,9 +90,10 @@ class Script:
     """One benchmark script's arguments and result files.
 
     file, doc: the script's `__file__` and `__doc__` (the help text). quick: argument -> value,
-    the settings `--quick` swaps in (no `--quick` flag without it)."""
+    the settings `--quick` swaps in (no `--quick` flag without it). redraw: the stem of the JSON
+    the script's figures can be redrawn from (no `--redraw` flag without it)."""
 
-    def __init__(self, file: str, doc: str | None, quick: Mapping[str, Any] | None = None):
+    def __init__(self, file: str, doc: str | None, quick: Mapping[str, Any] | None = None, redraw: str | None = None):
         self.name = Path(file).name
         self.parser = argparse.ArgumentParser(
             prog=f"python benchmarks/{self.name}",
@@ -90,6 +109,14 @@ class Script:
             self.parser.add_argument(
                 "--quick", action="store_true", help=f"a check that the script runs: {settings}, results under /tmp"
             )
+        self.redraw = redraw
+        if redraw:
+            self.parser.add_argument(
+                "--redraw",
+                action="store_true",
+                help=f"measure nothing: draw the figures again from {redraw}.json in the output folder",
+            )
+        self.redrawn_from: tuple[str, dict] | None = None  # under --redraw: the JSON's name and record
         self.argv: list[str] = []
         self.args = argparse.Namespace()
         self.date = time.strftime("%Y-%m-%d")
@@ -134,6 +161,17 @@ class Script:
         record.update(data if isinstance(data, Mapping) else {"rows": data})
         (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
 
+    def saved(self, stem: str | None = None) -> dict[str, Any]:
+        """The record `write` left as `<stem>.json` (default: the `redraw` stem) in the output
+        folder; figures saved after this say they were redrawn from it."""
+        name = f"{stem or self.redraw}.json"
+        path = self._folder() / name
+        if not path.is_file():
+            raise SystemExit(f"{self.name}: nothing to redraw from: {path} is missing (run the benchmark first)")
+        record = json.loads(path.read_text())
+        self.redrawn_from = name, record
+        return record
+
     def append_line(self, name: str, line: str) -> None:
         """One more line of a log-like result (e.g. a JSON record per run) in the output folder."""
         with open(self._folder() / name, "a") as f:
@@ -148,8 +186,7 @@ class Script:
             from ilo.engine.runs.figures import save_png
 
             figure.get_layout_engine().set(rect=(0, 0.025, 1, 0.975))  # room for the footnote
-            note = f"{self.command} ({self.date}; {machine})"
-            figure.text(0.995, 0.004, note, ha="right", va="bottom", fontsize=6, color="0.5")
+            figure.text(0.995, 0.004, self._footnote(machine), ha="right", va="bottom", fontsize=6, color="0.5")
             save_png(figure, path, metadata)
         else:
             from PIL.PngImagePlugin import PngInfo
@@ -159,6 +196,16 @@ class Script:
                 info.add_text(key, value)
             figure.save(path, pnginfo=info)
         return path
+
+    def _footnote(self, machine: str) -> str:
+        if self.redrawn_from is None:
+            return f"{self.command} ({self.date}; {machine})"
+        # a redraw's command and date are not the measurement's: the JSON's own, where it holds them
+        name, record = self.redrawn_from
+        measured = (
+            f"{record['command']} ({record.get('date', 'undated')}; {machine})" if "command" in record else machine
+        )
+        return f"measured: {measured}; redrawn from {name} by {self.command} ({self.date})"
 
     def _folder(self) -> Path:
         out = Path(self.args.out)
