@@ -8,6 +8,7 @@ seeds and measurements; member 0 of an ensemble is ilo-auto's own solve).
     python benchmarks/ensemble.py                    # writes benchmarks/results/ensemble.{md,json,png}
     python benchmarks/ensemble.py --set out-of-range --tasks sr-x4 --members 5
     python benchmarks/ensemble.py --set out-of-range --tasks denoise-0.1 --members 20 --restarts 1
+    python benchmarks/ensemble.py --redraw          # the figure again, from ensemble.json
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `benchmarks` importable
 from benchmarks.held_out import IN_RANGE_TOLERANCE, SETS, committed, run
 from benchmarks.quality import TASKS, ood_verdicts
-from benchmarks.report import METHOD_COLOURS, RESULTS, Script, machine_line
+from benchmarks.report import METHOD_COLOURS, RESULTS, Script, in_method_order, machine_line
 from ilo import load_generator
 from ilo.engine.solver.ilo_solver import auto_depth_config
 
@@ -86,18 +87,23 @@ def report(runs: dict, members: int) -> tuple[str, list[str], list]:
 
 
 def figure(panels: dict, members: int):
+    """Mean PSNR per task, in range and out of range: what averaging `members` ilo-auto solves
+    adds over one, beside ILO's defaults and the baselines."""
     from ilo.engine.runs.figures import grouped_bars
 
+    label = f"ilo-auto x{members}"
     return grouped_bars(
-        panels,
+        in_method_order(
+            panels, ("ilo", "ilo-auto", label, *(m for m in METHOD_COLOURS if m not in ("ilo", "ilo-auto")))
+        ),
         "mean PSNR (dB)",
         f"an ensemble of {members} ilo-auto solves against one, ILO's defaults and the baselines",
-        colours={**METHOD_COLOURS, f"ilo-auto x{members}": "C8"},
+        colours={**METHOD_COLOURS, label: "C8"},
     )
 
 
 def main(argv=None) -> int:
-    script = Script(__file__, __doc__)
+    script = Script(__file__, __doc__, redraw="ensemble")
     script.add_list("--tasks", TASKS)
     script.parser.add_argument("--set", choices=(*SETS, "both"), default="both")
     script.parser.add_argument("--members", type=int, default=3)
@@ -105,6 +111,11 @@ def main(argv=None) -> int:
         "--restarts", type=int, help="random starts of each member's round 0 (default: ilo-auto's 3)"
     )
     args = script.parse(argv)
+    if args.redraw:
+        saved = script.saved()
+        _, _, panels = report(saved["runs"], saved["members"])
+        script.save_figure(figure(panels, saved["members"]), "ensemble.png", saved["machine"])
+        return 0
     gen = load_generator("default")
     sets = list(SETS) if args.set == "both" else [args.set]
     starts = {} if args.restarts is None else {"restarts": args.restarts}

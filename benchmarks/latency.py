@@ -6,6 +6,7 @@ compared as speed-ups over torch eager; no timing is ever asserted in a test.
     python benchmarks/latency.py                       # both models, writes benchmarks/results/
     python benchmarks/latency.py --models dcgan --batches 1,4
     python benchmarks/latency.py --device cuda --backends torch,onnxruntime,tensorrt
+    python benchmarks/latency.py --redraw             # the figure again, from latency.json
 
 Targets on the 2-core CPU machine: onnxruntime's ILO step at least 1.5x torch at batch 1 and
 1.2x at batch 16, for both models.
@@ -70,7 +71,7 @@ def plot(results: dict):
     return grouped_bars(
         panels,
         "speed-up over torch eager (x)",
-        "ILO step (round 0): speed-up of each backend over torch eager",
+        "ILO step (round 0): speed-up over torch eager (the line at 1x)",
         colours=METHOD_COLOURS,
         reference=1.0,
         size=(900, 420),
@@ -98,7 +99,10 @@ def main(argv=None) -> int:
     from ilo.engine.bench.latency import LatencySettings, fp32_peak, markdown, measure
 
     script = Script(
-        __file__, __doc__, quick={"models": "dcgan", "batches": "1", "repeats": 1, "steps": 2, "stage_repeats": 1}
+        __file__,
+        __doc__,
+        quick={"models": "dcgan", "batches": "1", "repeats": 1, "steps": 2, "stage_repeats": 1},
+        redraw="latency",
     )
     p = script.parser
     p.add_argument("--models", type=comma_list, default="dcgan,stylegan2-256")
@@ -110,6 +114,11 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     args = script.parse(argv)
+    suffix = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"
+    if args.redraw:
+        saved = script.saved(f"latency{suffix}")
+        script.save_figure(plot(saved["results"]), f"latency{suffix}.png", saved["machine"])
+        return 0
     torch.set_num_threads(args.threads)
     backends = available_backends(args.backends, args.device)
     machine = machine_line("backends timed interleaved in one process", args.device)
@@ -126,7 +135,6 @@ def main(argv=None) -> int:
         stage_repeats=args.stage_repeats,
         device=args.device,
     )
-    suffix = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"
     for name in args.models:
         results[name] = measure(
             model(name), settings, report=lambda line, n=name: print(f"{n}: {line}", file=sys.stderr, flush=True)

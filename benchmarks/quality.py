@@ -14,6 +14,7 @@ cropped to the face and resized to 64px by `examples/make_faces.py`.
     python benchmarks/quality.py                       # everything, writes benchmarks/results/
     python benchmarks/quality.py --tasks inpaint-box --methods ilo,csgm --generated 4
     python benchmarks/quality.py --ilo '{"steps": [400, 100]}'   # try other ILO settings
+    python benchmarks/quality.py --redraw              # the loss curves again, from quality.json
 """
 
 from __future__ import annotations
@@ -230,12 +231,27 @@ def figure(examples: dict, methods: list[str]):
 def loss_figure(curves: dict, task_name: str, image_name: str):
     """The paper's Fig. 2: measurement loss (MSE on what is observed) against the step, ILO's
     rounds one after another (each round's start marked) against CSGM and PULSE."""
-    return loss_chart(
+    chart = loss_chart(
         {method.upper(): rounds for method, rounds in curves.items()},
-        f"{task_name}, {image_name}: loss per step",
+        f"{task_name}, {image_name}: measurement loss per step",
         "measurement loss (MSE, observed pixels)",
         colours={m.upper(): c for m, c in METHOD_COLOURS.items()},
     )
+    _readable_log_axis(chart.axes[0])
+    return chart
+
+
+def _readable_log_axis(ax) -> None:
+    """Over more than a decade or so the log axis names only its powers of ten, here a single
+    0.1: name the 2s and 5s between them too; and lift the top, so the round labels along it
+    clear the curves, which all start at their highest loss."""
+    from matplotlib.ticker import FuncFormatter
+
+    if ax.get_yscale() != "log":
+        return
+    lo, hi = ax.get_ylim()
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+    ax.set_ylim(lo, hi * (hi / lo) ** 0.08)
 
 
 def prior_lines(results: dict) -> list[str]:
@@ -282,6 +298,7 @@ def arguments(argv) -> tuple[Script, argparse.Namespace]:
             "curve_task": "sr-x4",
             "ilo": '{"steps": [4, 2]}',
         },
+        redraw="quality",
     )
     p = script.parser
     script.add_list("--tasks", TASKS)
@@ -303,6 +320,9 @@ def arguments(argv) -> tuple[Script, argparse.Namespace]:
 
 def main(argv=None) -> int:
     script, args = arguments(argv)
+    if args.redraw:
+        redraw(script, args)
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     gen = load_generator("default")
@@ -342,6 +362,20 @@ def main(argv=None) -> int:
         chart = loss_figure(curves[args.curve_task], args.curve_task, names[example])
         script.save_figure(chart, f"{stem}_loss_curves.png", machine)
     return 0
+
+
+def redraw(script: Script, args: argparse.Namespace) -> None:
+    """The loss-curves figure again from the saved JSON, which holds the curves of the example
+    image; not the examples grid, whose restored images the JSON does not hold."""
+    stem = "quality_ood" if args.set == "out-of-range" else "quality"
+    saved = script.saved(stem)
+    curves = saved.get("measurement_curves", {}).get(args.curve_task)
+    if not curves:
+        raise SystemExit(f"quality: {stem}.json holds no loss curves for {args.curve_task}")
+    names = saved["names"]
+    example = args.example if args.example in names else names[-1]  # as measured: the last image by default
+    script.save_figure(loss_figure(curves, args.curve_task, example), f"{stem}_loss_curves.png", saved["machine"])
+    print(f"quality: {stem}_examples.png is not redrawn: the JSON holds no images", file=sys.stderr)
 
 
 def tables(results: dict, raw: dict, names: list[str], note: str, lambdas: dict | None) -> str:

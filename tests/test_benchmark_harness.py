@@ -13,7 +13,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `benchmarks` is a package beside `ilo`, not part of the install
 
-from benchmarks.report import RESULTS, Script, comma_ints, machine_line  # noqa: E402
+from benchmarks.report import RESULTS, Script, comma_ints, in_method_order, machine_line
 
 SCRIPTS = sorted(
     p.stem
@@ -85,3 +85,43 @@ def test_every_script_imports_as_part_of_the_package(name):
     """Scripts import each other as `benchmarks.<name>`, never by bare name from their folder."""
     module = importlib.import_module(f"benchmarks.{name}")
     assert callable(module.main)
+
+
+REDRAWN = {  # script -> (a small JSON as that script writes it, the figure redrawn from it)
+    "latency": (
+        "latency",
+        {"results": {"dcgan": {"ratios": [{"backend": "onnxruntime", "batch": 1, "speedup_round0": 1.5}]}}},
+        "latency.png",
+    ),
+    "quality": (
+        "quality",
+        {"names": ["gen00", "astronaut"], "measurement_curves": {"inpaint-box": {"ilo": [[0.5, 0.2], [0.1]]}}},
+        "quality_loss_curves.png",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REDRAWN))
+def test_redraw_draws_the_figure_from_the_json_alone(name, tmp_path):
+    stem, record, png_name = REDRAWN[name]
+    (tmp_path / f"{stem}.json").write_text(json.dumps({"machine": "the measuring machine", **record}))
+    main = importlib.import_module(f"benchmarks.{name}").main
+    assert main(["--redraw", "--out", str(tmp_path)]) == 0
+    with Image.open(tmp_path / png_name) as png:
+        png.load()  # decodes
+        assert png.info["Source"] == "the measuring machine" and "--redraw" in png.info["Software"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{stem}.json", png_name])  # nothing measured
+
+
+def test_redraw_without_its_json_says_what_is_missing(tmp_path):
+    script = Script(str(ROOT / "benchmarks" / "example.py"), "An example.", redraw="example")
+    assert script.parse(["--redraw", "--out", str(tmp_path)]).redraw
+    with pytest.raises(SystemExit, match="example.json is missing"):
+        script.saved()
+    assert not hasattr(_script().parse([]), "redraw")  # a script that cannot redraw has no flag
+
+
+def test_methods_keep_one_order_in_every_category():
+    panels = in_method_order({"set": {"sr-x4": {"csgm": 1.0, "ilo": 2.0}, "denoise": {"bm3d": 3.0, "new": 4.0}}})
+    assert [list(by) for by in panels["set"].values()] == [["ilo", "csgm", "bm3d", "new"]] * 2
+    assert np.isnan(panels["set"]["sr-x4"]["bm3d"]) and panels["set"]["denoise"]["bm3d"] == 3.0
