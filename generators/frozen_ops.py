@@ -40,8 +40,8 @@ class graph_forms:
     """While tracing graphs, use the forms ONNX Runtime's CPU provider runs fastest (each
     measured on config-f layer shapes, 2 threads): a stride-1 transposed convolution — the
     input gradient of every 3×3 convolution — as a convolution with the flipped, transposed
-    kernel (15–33 % faster than its ConvTranspose; stride 2 stays native, which is faster than
-    any convolution rewrite), and leaky ReLU with a multiplicative gradient (below). Eager
+    kernel (faster than its ConvTranspose on every config-f shape; stride 2 stays native, which
+    is faster than any convolution rewrite), and leaky ReLU with a multiplicative gradient (below). Eager
     torch keeps the plain ops: that is the reference the graphs are checked against."""
 
     def __enter__(self):
@@ -83,8 +83,8 @@ def _conv_transpose(x, weight, bias, stride, padding, output_padding, groups, di
 
 class _MaskedLeakyReLU(torch.autograd.Function):
     """Leaky ReLU whose gradient is g · (slope + (1 − slope)·[x > 0]): multiplications, where
-    the traced aten backward is a Where, which ONNX Runtime's CPU provider runs ~9x slower
-    (33 ms against 3.9 ms on a 64×256² map, one thread pool of 2)."""
+    the traced aten backward is a Where, which ONNX Runtime's CPU provider runs several times
+    slower than the multiplications on a StyleGAN2 feature map."""
 
     @staticmethod
     def forward(x, slope):

@@ -13,4 +13,7 @@ BACKENDS = ("torch", "cuda", "onnxruntime", "onnxruntime-tensorrt", "tensorrt")
 INPUT_SPACES = ("z", "wplus")
 SAVE_FORMATS = {"rosinality": ".pt", "nvidia": ".pkl"}  # written checkpoint formats, by name and implied suffix
 LPIPS_NETS = ("vgg", "alex")
+# What `--memory-budget auto` lets a solve take of the memory available, by device; why these
+# shares is said where the budget is worked out (ilo.engine.runtimes.memory_budget)
+DEFAULT_MEMORY_SHARE = {"cpu": 0.2, "cuda": 0.85}
 DEFAULT_MAX_PIXELS = 64_000_000  # an 8000x8000 photo: larger images are refused before decoding (--max-pixels)

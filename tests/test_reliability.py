@@ -211,6 +211,7 @@ def test_one_run_per_output_folder(tmp_path, capsys):
 
 def test_a_failed_batch_still_leaves_the_tables_of_what_finished(tmp_path, capsys, monkeypatch):
     import ilo.engine.api.batch_solve as restore
+    from ilo.errors import IloError
 
     calls = []
     real_solve = restore.solve
@@ -218,7 +219,7 @@ def test_a_failed_batch_still_leaves_the_tables_of_what_finished(tmp_path, capsy
     def solve_then_fail(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
-            raise restore.IloError("the optimisation diverged")
+            raise IloError("the optimisation diverged")
         return real_solve(*args, **kwargs)
 
     monkeypatch.setattr(restore, "solve", solve_then_fail)

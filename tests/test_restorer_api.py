@@ -224,3 +224,17 @@ def test_every_method_is_one_registry_row():
     assert tuple(REGISTRY) == METHODS
     with pytest.raises(ilo.InputError, match="unknown method 'tv'"):
         method("tv")
+
+
+def test_the_constructor_says_the_settings_defaults_and_takes_every_setting():
+    # the keyword defaults repeat RestorerSettings' for the reader of the signature: they must agree
+    import dataclasses
+    import inspect
+
+    signature = inspect.signature(ilo.Restorer.__init__).parameters
+    for f in dataclasses.fields(ilo.RestorerSettings):
+        assert f.name in signature, f"Restorer() does not take the setting {f.name}"
+        if f.default is not dataclasses.MISSING and f.name != "task":
+            assert signature[f.name].default == f.default, f.name
+    r = ilo.Restorer(task="denoise", solver_overrides={"steps": [7, 3]}, encoder="none", warm=False)
+    assert r.settings.config.steps == [7, 3]

@@ -19,7 +19,6 @@ from ilo.engine.problems.tasks import TaskSpec, name_seed
 from ilo.engine.runtimes.engine import Engine
 from ilo.engine.solver.encoder import LatentEncoder, learned_starts
 from ilo.engine.solver.ilo_solver import ILOConfig, solve
-from ilo.errors import IloError  # noqa: F401  (what a failed solve raises; callers standing in for `solve` raise it)
 from ilo.generators.staged import StagedGenerator
 
 # a one-pass method's solve: (its encoder or None, operator, measurements, model, task) ->
@@ -49,37 +48,37 @@ class SolveJob:
         return torch.cat([b.y for b in self.prepared])
 
 
-def one_pass_batch(batch: SolveJob, one_pass: OnePass) -> BatchResult:
-    """The batch restored in one pass: nothing optimised, so no rounds and no loss curves."""
-    encoder = None if batch.encoder is None else batch.encoder.to(batch.device)
-    y = batch.y
+def one_pass_batch(job: SolveJob, one_pass: OnePass) -> BatchResult:
+    """The job's batch restored in one pass: nothing optimised, so no rounds and no loss curves."""
+    encoder = None if job.encoder is None else job.encoder.to(job.device)
+    y = job.y
     try:
-        images, seconds = one_pass(encoder, batch.op.to(batch.device), y.to(batch.device), batch.model, batch.task)
+        images, seconds = one_pass(encoder, job.op.to(job.device), y.to(job.device), job.model, job.task)
     finally:
-        batch.op.cpu()
-    return _scored(batch, y, images, seconds, best_round=[None] * len(batch.prepared))
+        job.op.cpu()
+    return _scored(job, y, images, seconds, best_round=[None] * len(job.prepared))
 
 
-def searched_batch(batch: SolveJob) -> BatchResult:
-    """The batch restored by the generator's search (ILO, CSGM, PULSE-style), each image from
+def searched_batch(job: SolveJob) -> BatchResult:
+    """The job's batch restored by the generator's search (ILO, CSGM, PULSE-style), each image from
     random starts seeded by its name, or from its learned start."""
-    y, op, device, engine = batch.y, batch.op, batch.device, batch.engine
+    y, op, device, engine = job.y, job.op, job.device, job.engine
     try:
         t0 = time.perf_counter()
         y_here = y.to(device)  # y itself stays on the CPU, with the operator after the solve
         op.to(device)
-        starts = None if engine.encoder is None else learned_starts(engine.encoder, op, y_here, batch.model)
+        starts = None if engine.encoder is None else learned_starts(engine.encoder, op, y_here, job.model)
         result = solve(
             y_here,
             op,
             engine.generator,
-            batch.config,
-            image_seeds=[name_seed(batch.seed, b.stem) for b in batch.prepared],
+            job.config,
+            image_seeds=[name_seed(job.seed, b.stem) for b in job.prepared],
             lpips=engine.lpips,
-            progress=batch.progress,
-            max_rows=batch.max_rows,
+            progress=job.progress,
+            max_rows=job.max_rows,
             starts=starts,
-            on_round=batch.on_round,
+            on_round=job.on_round,
         )
         seconds = time.perf_counter() - t0
     finally:
@@ -87,19 +86,19 @@ def searched_batch(batch: SolveJob) -> BatchResult:
     rounds = [c.cpu() for c in result.loss_curves]  # [steps, B] each
     held_out = result.held_out
     return _scored(
-        batch,
+        job,
         y,
         result.images.cpu(),
         seconds,
         best_round=[int(r) for r in result.best_round],
-        loss_curves=[[c[:, i].tolist() for c in rounds] for i in range(len(batch.prepared))],
+        loss_curves=[[c[:, i].tolist() for c in rounds] for i in range(len(job.prepared))],
         held_out_loss=[float(v) for v in result.best_loss] if held_out else None,
         member_rounds=None if result.member_rounds is None else result.member_rounds.tolist(),
         member_held_out_loss=result.member_loss.tolist() if result.member_loss is not None and held_out else None,
     )
 
 
-def _scored(batch: SolveJob, y: torch.Tensor, images: torch.Tensor, seconds: float, **per_image) -> BatchResult:
+def _scored(job: SolveJob, y: torch.Tensor, images: torch.Tensor, seconds: float, **per_image) -> BatchResult:
     with torch.no_grad():
-        fit = batch.op.data_fit(images, y)
+        fit = job.op.data_fit(images, y)
     return BatchResult(images, [float(v) for v in fit], seconds=seconds, **per_image)

@@ -3,7 +3,7 @@ gives. Whatever differs between methods is read from its row, so the rest of the
 method and never compares its name; a new method is a new row (and the module that solves it).
 
 `ilo.choices.METHODS` keeps the names alone, for the command line's parser (which must not load
-torch); a test holds the two to the same names.
+torch); an assertion below holds the two to the same names.
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ class Method:
         """Refuse a DeepInverse physics where this method cannot solve one."""
         if not self.takes_physics:
             raise InputError(
-                f"{self.label} takes no physics here: use deepinv.models.BM3D, or method 'ilo', 'csgm' or 'pulse'"
+                f"{self.label} takes no physics here: use deepinv.models.BM3D, or method "
+                + ", ".join(f"'{row.name}'" for row in REGISTRY.values() if row.takes_physics)
             )
 
     def check_task(self, task: TaskSpec) -> None:

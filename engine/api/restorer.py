@@ -106,7 +106,7 @@ class Restorer:
 
     `task_params` are the task's parameters (factor, sigma, ratio, cs_matrix, centre_box, box, keep, op_seed).
     `encoder` (None: the method's default; 'auto', 'none' or a file) and `fast` choose the learned start and its
-    schedule (see RestorerSettings). `warm=False` defers loading the engine to the first solve (or `warm()`).
+    schedule, `solver_overrides` replace the method's solver defaults (see RestorerSettings). `warm=False` defers loading the engine to the first solve (or `warm()`).
     """
 
     def __init__(
@@ -126,6 +126,7 @@ class Restorer:
         memory_budget: str = "auto",
         encoder: str | Path | None = None,
         fast: bool = False,
+        solver_overrides: dict | None = None,
         warm: bool = True,
         quiet: bool = True,
         settings: RestorerSettings | None = None,
@@ -215,8 +216,21 @@ class Restorer:
         """`batch` solved under the lock already held (the probe's trial steps come here too)."""
         s, engine = self.settings, self._warm_up.opened()
         op = op if op is not None else self._pictures.operator(batch)
-        parts = (batch, op, self.task, self.model, engine, s.device, s.seed, config, self._encoder, progress)
-        return self.method.solve(SolveJob(*parts, max_rows, on_round))
+        job = SolveJob(
+            prepared=batch,
+            op=op,
+            task=self.task,
+            model=self.model,
+            engine=engine,
+            device=s.device,
+            seed=s.seed,
+            config=config,
+            encoder=self._encoder,
+            progress=progress,
+            max_rows=max_rows,
+            on_round=on_round,
+        )
+        return self.method.solve(job)
 
     def shared_operator(self) -> Operator:
         return self._pictures.shared_operator()
@@ -253,4 +267,5 @@ def _settings_from(arguments: dict) -> RestorerSettings:
     if isinstance(task, TaskSpec) and params:
         raise InputError(f"give task parameters ({', '.join(params)}) in the TaskSpec, not beside it")
     given = {f.name: arguments[f.name] for f in dataclasses.fields(RestorerSettings) if f.name in arguments}
+    given["solver_overrides"] = dict(given.get("solver_overrides") or {})
     return RestorerSettings(**{**given, "task": task if isinstance(task, TaskSpec) else TaskSpec(task, **params)})

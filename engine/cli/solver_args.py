@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ilo.choices import BACKENDS, DEFAULT_METHOD, LPIPS_NETS, METHODS
+from ilo.choices import BACKENDS, DEFAULT_MEMORY_SHARE, DEFAULT_METHOD, LPIPS_NETS, METHODS
 from ilo.engine.cli.values import seed, whole
 from ilo.errors import IloError
 
@@ -43,11 +43,10 @@ def _fractions(text: str) -> list[float]:
 
 
 _METHOD_HELP = (
-    "'ilo-auto' (default): ILO that chooses per image how deep and how far to fit by 10%% held-out "
-    "measurements (better on every task, most on faces the generator cannot make: rotated, shifted, "
-    "occluded, real photographs; about the same time); 'ilo': the paper's fixed depth (stage 2, l1 "
-    "radius 10%%); 'csgm', 'pulse' and 'bm3d' are the baselines; 'encoder': the model's trained encoder alone "
-    "(one pass, nothing optimised: the fastest, see --encoder)"
+    "'ilo-auto' (default): ILO that chooses per image how deep and how far to fit by held-out "
+    "measurements (benchmarks/results/held_out_selection.md compares it with the others); 'ilo': the "
+    "paper's fixed depth; 'csgm', 'pulse' and 'bm3d' are the baselines; 'encoder': the model's trained "
+    "encoder alone (one pass, nothing optimised: the fastest, see --encoder)"
 )
 
 # The solver group: (flag, the solver setting it overrides or None, argparse keywords). A flag
@@ -114,7 +113,7 @@ SOLVER_FLAGS: tuple[tuple[str, str | None, dict], ...] = (
             "metavar": "K",
             "help": "solve each image K times from different random starts (and held-out shares) and average the "
             "results: better on faces the generator makes and on ones it cannot (benchmarks/results/ensemble.md "
-            "has the measured gain), for about K times the time (default 1)",
+            "has the measured gain), for about K times the time",
         },
     ),
     (
@@ -167,7 +166,8 @@ ENGINE_FLAGS: tuple[tuple[str, dict], ...] = (
             "default": "auto",
             "metavar": "SIZE",
             "help": "memory a solve may take: a batch that needs more runs in micro-batches that fit (same results). "
-            "'auto' (default) = 20%% of the available RAM (85%% of the free GPU memory), '60%%', a size such "
+            f"'auto' (default) = {DEFAULT_MEMORY_SHARE['cpu']:.0%}% of the available RAM "
+            f"({DEFAULT_MEMORY_SHARE['cuda']:.0%}% of the free GPU memory), '60%%', a size such "
             "as 12G or 800M, or 'off'. What a step needs is measured once per model and task, and cached",
         },
     ),

@@ -49,8 +49,13 @@ class RoundListener:
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
     def report(self, k: int, image: torch.Tensor) -> None:
-        line = event_line("round", round=k, rounds=self.rounds, image_png=png_base64(image))
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, line)
+        # runs inside the batch's solve: a round that cannot be shown (the client's loop closed at
+        # shutdown) is dropped, and the batch, whose other requests share it, goes on
+        try:
+            line = event_line("round", round=k, rounds=self.rounds, image_png=png_base64(image))
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, line)
+        except RuntimeError:
+            pass
 
     def close(self) -> None:
         """No more rounds (called on the loop, after the solve's last report was queued)."""

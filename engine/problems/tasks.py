@@ -33,6 +33,9 @@ class TaskSpec:
     task takes (sigma, op_seed); another task's parameter is refused rather than ignored. Any
     task's parameter reads as an attribute: this task's value, or another task's default."""
 
+    task: str
+    params: TaskParams
+
     def __init__(self, task: str, **params):
         kind = kind_named(task)
         known = every_parameter()
@@ -42,8 +45,17 @@ class TaskSpec:
             owner = owner_of(name)
             if owner is not None and owner != task:
                 raise InputError(f"{name} belongs to task {owner}, not {task}")
-        self.task = task
-        self.params: TaskParams = kind.params(**params)
+        object.__setattr__(self, "task", task)
+        object.__setattr__(self, "params", kind.params(**params))
+
+    def __setattr__(self, name: str, value) -> None:
+        # a parameter set after the fact is checked like one given to the constructor and changes
+        # what the task builds; the task itself is fixed (another task has other parameters)
+        if name not in every_parameter():
+            raise AttributeError(f"a TaskSpec's {name} cannot be set: make a new TaskSpec")
+        given = {f.name: getattr(self.params, f.name) for f in dataclasses.fields(self.params)}
+        rebuilt = TaskSpec(self.task, **{**given, name: value})
+        object.__setattr__(self, "params", rebuilt.params)
 
     def __getattr__(self, name: str):
         # only reached for names that are not attributes: a task parameter, read as described
@@ -93,8 +105,8 @@ class TaskSpec:
 
     def step_key(self) -> dict:
         """What of the task changes what a solver step holds: the operator's kind and the
-        parameters its row names (`step_shape`), not a mask or a noise level. Keys cached on
-        disk have always named a factor (None but for sr), so they stay valid."""
+        parameters its row names (`step_shape`), not a mask or a noise level. Every key names a
+        factor (None but for sr), as keys cached on disk always have."""
         return {"task": self.task, "factor": None, **self.params.step_shape()}
 
     def operator(self, resolution: int, masks: torch.Tensor | None = None) -> Operator:

@@ -38,7 +38,7 @@ class RestoreOptions:
     batch_size: int = 8
     save_degraded: bool = False
     save_strip: bool = False
-    save_loss_plot: bool = False  # <stem>.loss.png, for methods that optimise (not BM3D)
+    save_loss_plot: bool = False  # <stem>.loss.png, for methods that optimise (not the one-pass ones)
     overwrite: bool = False
     lpips_metric: LPIPS | None = None
     show_progress: bool = True
@@ -172,7 +172,9 @@ class FolderRestore:
             pending, notes = self._pending(inputs, sources, records)
             prepared = self._check_inputs(pending)
             if self.plots_skipped:
-                notes.append("no loss plots: BM3D is not an optimisation, so it has no loss curve")
+                notes.append(
+                    f"no loss plots: {self.restorer.method.label} is not an optimisation, so it has no loss curve"
+                )
             for note in [*o.notes, *notes]:
                 print(f"ilo: note: {note}", file=sys.stderr)
             solver = solver or LocalBatches(self.restorer, self.reader)

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ilo.atomic import atomic_write_bytes
+from ilo.choices import DEFAULT_MEMORY_SHARE
 from ilo.engine.problems.tasks import TaskSpec
 from ilo.errors import IloError
 from ilo.host_memory import available_host_memory
@@ -36,7 +37,7 @@ from ilo.paths import cache_dir
 # micro-batches buy no speed (small calls ran faster, benchmarks/results/memory.md), so a fifth
 # leaves the rest of the machine alone at no cost. A GPU needs big batches to be busy, and nothing
 # else should be on it.
-DEFAULT_SHARE = {"cpu": 0.2, "cuda": 0.85}
+DEFAULT_SHARE = DEFAULT_MEMORY_SHARE
 # The default share sizes batches; it must not refuse the one image that fits. Where one row is
 # more than the share, the default still runs one at a time if it takes at most this much of
 # what is available (the rest is the margin for the process's own growth and the machine).

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ilo.atomic import atomic_write_bytes
+from ilo.choices import TASKS
 from ilo.engine.problems.measurement_view import measurement_view
 from ilo.engine.problems.operators import Downsample, Inpainting, Noise, Operator, PartialCirculantCS
 from ilo.engine.solver.encoder import EncoderShape, LatentEncoder
@@ -72,6 +73,7 @@ RANDOM_DEGRADATIONS: dict[str, Callable[[int, int, torch.Generator, Callable[[],
     "cs": _random_sensing,
 }
 FAMILIES = tuple(RANDOM_DEGRADATIONS)
+assert set(FAMILIES) == set(TASKS), "the encoder trains under a degradation of every task (ilo.choices.TASKS)"
 
 
 def random_operator(family: str, batch: int, resolution: int, g: torch.Generator) -> Operator:
