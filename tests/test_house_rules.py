@@ -67,7 +67,7 @@ def _function_lengths(path: Path):
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 name = prefix + child.name
-                yield child.lineno, name, child.end_lineno - child.lineno + 1
+                yield child.lineno, name, (child.end_lineno or child.lineno) - child.lineno + 1
                 yield from walk(child, name + ".")
             elif isinstance(child, ast.ClassDef):
                 yield from walk(child, prefix + child.name + ".")

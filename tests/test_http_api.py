@@ -66,6 +66,7 @@ def test_each_image_of_a_batch_reports_its_rounds_to_its_own_request():
     jobs = [Job(None, first), Job(None), Job(None, third)]  # type: ignore[arg-type]
     assert round_reports([Job(None), Job(None)]) is None  # type: ignore[arg-type]  (nobody streams: no work)
     on_round = round_reports(jobs)
+    assert on_round is not None
     on_round(0, 0, torch.arange(3.0).reshape(3, 1, 1, 1).expand(3, 3, 2, 2))
     on_round(1, 2, torch.full((1, 3, 2, 2), 7.0))  # a later chunk of the batch: image 2 alone
     assert first.rounds == [(0, 0.0)] and third.rounds == [(0, 2.0), (1, 7.0)]

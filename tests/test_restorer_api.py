@@ -237,4 +237,4 @@ def test_the_constructor_says_the_settings_defaults_and_takes_every_setting():
         if f.default is not dataclasses.MISSING and f.name != "task":
             assert signature[f.name].default == f.default, f.name
     r = ilo.Restorer(task="denoise", solver_overrides={"steps": [7, 3]}, encoder="none", warm=False)
-    assert r.settings.config.steps == [7, 3]
+    assert r.settings.config is not None and r.settings.config.steps == [7, 3]
