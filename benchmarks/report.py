@@ -197,11 +197,6 @@ class Script:
         self.redrawn_from = name, record
         return record
 
-    def append_line(self, name: str, line: str) -> None:
-        """One more line of a log-like result (e.g. a JSON record per run) in the output folder."""
-        with open(self._folder() / name, "a") as f:
-            f.write(line.rstrip("\n") + "\n")
-
     def save_figure(self, figure, name: str, machine: str) -> Path:
         """A matplotlib Figure or a PIL image as `<name>` in the output folder, the command, date
         and machine in its PNG text fields (and, on a chart, as a footnote)."""
