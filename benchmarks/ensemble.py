@@ -9,6 +9,10 @@ seeds and measurements; member 0 of an ensemble is ilo-auto's own solve).
     python benchmarks/ensemble.py --set out-of-range --tasks sr-x4 --members 5
     python benchmarks/ensemble.py --set out-of-range --tasks denoise-0.1 --members 20 --restarts 1
     python benchmarks/ensemble.py --redraw          # the figure again, from ensemble.json
+
+Each run is a section of ensemble.md named by its members, starts and set ("Five members, out of
+range"), replacing that section's earlier run and keeping the others; a run over both sets also
+writes ensemble.json and the figure.
 """
 
 from __future__ import annotations
@@ -86,6 +90,20 @@ def report(runs: dict, members: int) -> tuple[str, list[str], list]:
     return "\n".join(lines), checks, panels
 
 
+COUNTS = (
+    "One Two Three Four Five Six Seven Eight Nine Ten Eleven Twelve Thirteen Fourteen Fifteen Sixteen Seventeen "
+    "Eighteen Nineteen Twenty"
+).split()
+WHERE = {"both": "", "in-range": ", in range", "out-of-range": ", out of range"}  # --set -> the heading's end
+
+
+def heading(members: int, restarts: int | None, which: str) -> str:
+    """The run's section of ensemble.md: one per ensemble size, starts per member and set."""
+    count = COUNTS[members - 1] if 0 < members <= len(COUNTS) else str(members)
+    starts = "" if restarts is None else f" of {'one start' if restarts == 1 else f'{restarts} starts'} each"
+    return f"{count} member{'s' if members != 1 else ''}{starts}{WHERE[which]}"
+
+
 def figure(panels: dict, members: int):
     """Mean PSNR per task, in range and out of range: what averaging `members` ilo-auto solves
     adds over one, beside ILO's defaults and the baselines."""
@@ -132,8 +150,11 @@ def main(argv=None) -> int:
         + "\n".join(f"- {c}" for c in checks)
     )
     record = {"members": args.members, "restarts": args.restarts, "runs": runs, "checks": checks}
-    script.write("ensemble", text, record, machine)
-    if len(sets) == 2:
+    both = len(sets) == 2  # the run the JSON and the figure are of (--redraw reads it)
+    script.write_section(
+        "ensemble", heading(args.members, args.restarts, args.set), text, record if both else None, machine
+    )
+    if both:
         script.save_figure(figure(panels, args.members), "ensemble.png", machine)
     return 0
 

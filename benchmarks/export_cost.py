@@ -8,6 +8,9 @@ Each resolution runs in its own process, so peak RSS is that export's alone.
     python benchmarks/export_cost.py --resolutions 64
     python benchmarks/export_cost.py --cold-start 256   # a new node's first use, to its first step
     python benchmarks/export_cost.py --cold-start 32 --replicas 3 [--source OLD_TREE]  # replicas sharing a cache
+
+Every mode writes its own section of export_cost.md (the export, the cold start, the replicas),
+leaving the others as they are; export_cost.json holds the export's rows.
 """
 
 from __future__ import annotations
@@ -145,15 +148,19 @@ def cold_start(script: Script, resolution: int, jobs: list[int]) -> int:
     for n, r in runs.items():
         starts = ", ".join(f"{name} at {t:.0f} s" for name, t in r["bundles_started_at_s"].items())
         lines.append(f"\n{n} worker(s), bundles started (or handed to a worker): {starts}.")
-    script.write("cold_start", "\n".join(lines), {"runs": runs}, machine_line("onnxruntime, one process per run"))
+    print(json.dumps({"runs": runs}))  # the raw reports, which the table does not all carry
+    heading = f"Cold start: a new node's first use (`--cold-start {resolution}`)"
+    script.write_section(
+        "export_cost", heading, "\n".join(lines), None, machine_line("onnxruntime, one process per run")
+    )
     return 0
 
 
-def replicas(script: Script, resolution: int, count: int, source: Path | None) -> int:
+def replicas_once(resolution: int, count: int, source: Path | None) -> dict | None:
     """`count` replicas (Serve replicas, Ray actors) starting at once on one node's empty cache,
-    each a cold start exporting in its own process (ILO_EXPORT_JOBS=1). `source`: the ilo
-    source tree the replicas import instead of this one (a worktree of an earlier commit, for
-    the before-and-after in one run)."""
+    each a cold start exporting in its own process (ILO_EXPORT_JOBS=1), importing ilo from
+    `source` (default: this tree); their reports and the wall time until all were ready, or None
+    (with the failing replica's error shown)."""
     env = {**os.environ, "ILO_EXPORT_JOBS": "1"}
     if source is not None:
         env["PYTHONPATH"] = f"{source}{os.pathsep}{env.get('PYTHONPATH', '')}"
@@ -174,27 +181,40 @@ def replicas(script: Script, resolution: int, count: int, source: Path | None) -
             stdout, stderr = child.communicate()
             if child.returncode:
                 print(stderr[-3000:], file=sys.stderr)
-                return 1
+                return None
             reports.append(json.loads(stdout.strip().splitlines()[-1]))
         wall = time.perf_counter() - t0
-    ready = ", ".join(f"{t:.0f}" for t in sorted(r["ready_s"] for r in reports))
-    rss = ", ".join(f"{r['peak_rss_gib']:.2f}" for r in reports)
-    text = (
-        f"{count} replicas at once, {resolution}², source {source or 'this tree'}: ready after {ready} s "
-        f"(all ready {wall:.0f} s after the start), peak RSS {rss} GiB\n"
-    )
-    print(text, end="")
-    record = {
-        "command": script.command,
-        "date": script.date,
-        "machine": machine_line("onnxruntime, one process per replica"),
-        "resolution": resolution,
-        "replicas": count,
-        "source": str(source or "this tree"),
-        "wall_s": wall,
-        "reports": reports,
-    }
-    script.append_line("cold_start_replicas.jsonl", json.dumps(record))
+    return {"source": str(source or "this tree"), "wall_s": wall, "reports": reports}
+
+
+def replicas(script: Script, resolution: int, count: int, source: Path | None) -> int:
+    """`count` replicas starting at once on one cache, from this tree and then, given a `source`
+    (a worktree of an earlier commit), from that tree: the before-and-after in one run."""
+    runs = []
+    for tree in (None, source) if source is not None else (None,):
+        run = replicas_once(resolution, count, tree)
+        if run is None:
+            return 1
+        runs.append(run)
+    print(json.dumps({"resolution": resolution, "replicas": count, "runs": runs}))  # the raw reports
+    lines = [
+        (
+            f"{count} processes started at once on one empty cache, as {count} Serve replicas or Ray actors on a new "
+            f"node would start: each a cold start of a StyleGAN2 config-f generator at {resolution}² (random weights), "
+            "onnxruntime, an inpainting solve of `--method ilo`, `ILO_EXPORT_JOBS=1` (each exports in its own "
+            "process). The time counts from building the Restorer until the replica is ready for its first step."
+        ),
+        "",
+        "| source | replicas ready after | all ready | peak RSS per replica |",
+        "| --- | --- | --- | --- |",
+    ]
+    for run in runs:
+        ready = ", ".join(f"{t:.0f}" for t in sorted(r["ready_s"] for r in run["reports"]))
+        rss = ", ".join(f"{r['peak_rss_gib']:.2f}" for r in run["reports"])
+        lines.append(f"| {run['source']} | {ready} s | {run['wall_s']:.0f} s | {rss} GiB |")
+    heading = f"Replicas starting together on one cache (`--cold-start {resolution} --replicas {count}`)"
+    machine = machine_line("onnxruntime, one process per replica")
+    script.write_section("export_cost", heading, "\n".join(lines), None, machine)
     return 0
 
 
@@ -206,13 +226,21 @@ def arguments(argv) -> tuple[Script, argparse.Namespace]:
         "--cold-start",
         type=int,
         metavar="RESOLUTION",
-        help="instead: time a new node's first use at this resolution (results/cold_start.{md,json})",
+        help="instead: time a new node's first use at this resolution (its section of export_cost.md)",
     )
     p.add_argument(
         "--export-jobs", type=comma_ints, default="1,2", help="with --cold-start: the export-worker counts to compare"
     )
-    p.add_argument("--replicas", type=int, help="with --cold-start: this many replicas starting at once on one cache")
-    p.add_argument("--source", type=Path, help="with --replicas: the ilo source tree the replicas import")
+    p.add_argument(
+        "--replicas",
+        type=int,
+        help="with --cold-start: this many replicas starting at once on one cache (their section of export_cost.md)",
+    )
+    p.add_argument(
+        "--source",
+        type=Path,
+        help="with --replicas: another ilo source tree (an earlier commit's worktree) whose replicas start after this tree's",
+    )
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     p.add_argument("--cold-child", type=int, help=argparse.SUPPRESS)
     p.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
@@ -261,7 +289,7 @@ def main(argv=None) -> int:
         "(see export/artifacts.py); all their l2 errors are within 1e-2. Files / weights is about 2 because each\n"
         "stage's forward and VJP graphs carry their own copy of the weights.\n"
     )
-    script.write("export_cost", table, {"rows": rows}, machine)
+    script.write_section("export_cost", "Export cost", table, {"rows": rows}, machine)
     return 0
 
 

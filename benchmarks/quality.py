@@ -15,6 +15,10 @@ cropped to the face and resized to 64px by `examples/make_faces.py`.
     python benchmarks/quality.py --tasks inpaint-box --methods ilo,csgm --generated 4
     python benchmarks/quality.py --ilo '{"steps": [400, 100]}'   # try other ILO settings
     python benchmarks/quality.py --redraw              # the loss curves again, from quality.json
+    python benchmarks/quality.py --set out-of-range    # the second section of quality.md, quality_ood.json
+
+Each set is a section of quality.md, replaced by its run and the other's kept; each has its own
+JSON (held_out.py reads both); the figures are the in-range set's.
 """
 
 from __future__ import annotations
@@ -287,6 +291,18 @@ def photo_lines(raw: dict, names: list[str]) -> list[str]:
     return lines
 
 
+# --set -> its section of quality.md, its JSON (held_out.py reads both) and its figures' prefix,
+# None for a set whose figures are not among the results
+SECTIONS = {
+    "in-range": ("In range (the default set)", "quality", "quality"),
+    "out-of-range": (
+        "Out of the generator's range (`--set out-of-range`; every number in quality_ood.json)",
+        "quality_ood",
+        None,
+    ),
+}
+
+
 def arguments(argv) -> tuple[Script, argparse.Namespace]:
     script = Script(
         __file__,
@@ -308,7 +324,7 @@ def arguments(argv) -> tuple[Script, argparse.Namespace]:
         "--set",
         choices=("in-range", "out-of-range"),
         default="in-range",
-        help="generated faces, or faces pushed out of the generator's range (quality_ood.*)",
+        help="generated faces, or faces pushed out of the generator's range (each its section of quality.md)",
     )
     p.add_argument("--generated", type=int, default=8, help="generated ground truths (in-range)")
     p.add_argument("--no-real", action="store_true", help="leave out the real photograph")
@@ -328,7 +344,6 @@ def main(argv=None) -> int:
     gen = load_generator("default")
     ood = args.set == "out-of-range"
     names, truth, note = ground_truths(gen, args.generated, not args.no_real, out_of_range=ood)
-    stem = "quality_ood" if ood else "quality"
     example = names.index(args.example) if args.example in names else len(names) - 1
     methods, task_names = args.methods, args.tasks
     ilo_overrides = json.loads(args.ilo)
@@ -356,26 +371,30 @@ def main(argv=None) -> int:
         "seconds_total": time.perf_counter() - t0,
     }
     text = tables(results, raw, names, note, lambdas) + "\n" + "\n".join(f"- {c}" for c in checks) + "\n"
-    script.write(stem, text, record, machine)
-    script.save_figure(figure(examples, methods), f"{stem}_examples.png", machine)
-    if curves.get(args.curve_task):
-        chart = loss_figure(curves[args.curve_task], args.curve_task, names[example])
-        script.save_figure(chart, f"{stem}_loss_curves.png", machine)
+    heading, stem, figures = SECTIONS[args.set]
+    script.write_section("quality", heading, text, record, machine, json_stem=stem)
+    if figures:
+        script.save_figure(figure(examples, methods), f"{figures}_examples.png", machine)
+        if curves.get(args.curve_task):
+            chart = loss_figure(curves[args.curve_task], args.curve_task, names[example])
+            script.save_figure(chart, f"{figures}_loss_curves.png", machine)
     return 0
 
 
 def redraw(script: Script, args: argparse.Namespace) -> None:
     """The loss-curves figure again from the saved JSON, which holds the curves of the example
     image; not the examples grid, whose restored images the JSON does not hold."""
-    stem = "quality_ood" if args.set == "out-of-range" else "quality"
+    _, stem, figures = SECTIONS[args.set]
+    if not figures:
+        raise SystemExit(f"quality: the {args.set} set has no figures to redraw")
     saved = script.saved(stem)
     curves = saved.get("measurement_curves", {}).get(args.curve_task)
     if not curves:
         raise SystemExit(f"quality: {stem}.json holds no loss curves for {args.curve_task}")
     names = saved["names"]
     example = args.example if args.example in names else names[-1]  # as measured: the last image by default
-    script.save_figure(loss_figure(curves, args.curve_task, example), f"{stem}_loss_curves.png", saved["machine"])
-    print(f"quality: {stem}_examples.png is not redrawn: the JSON holds no images", file=sys.stderr)
+    script.save_figure(loss_figure(curves, args.curve_task, example), f"{figures}_loss_curves.png", saved["machine"])
+    print(f"quality: {figures}_examples.png is not redrawn: the JSON holds no images", file=sys.stderr)
 
 
 def tables(results: dict, raw: dict, names: list[str], note: str, lambdas: dict | None) -> str:

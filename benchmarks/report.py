@@ -8,6 +8,10 @@ headed by the command that wrote it, the machine and the date.
     ...
     script.write("batch_rounding", text, data, machine_line())
 
+A result that is one of several sections of a benchmark's table (another image set, a cold
+start) is written with `script.write_section("export_cost", "Cold start (...)", text, data,
+machine)`: the section of that name is replaced, the file's other sections and header kept.
+
 `--quick` swaps in the script's smallest settings (arguments given on the command line still
 win) and writes under /tmp unless `--out` says otherwise: a check that the script runs, which
 never overwrites benchmarks/results.
@@ -150,16 +154,37 @@ class Script:
     def write(self, stem: str, text: str, data: Mapping[str, Any] | list | None, machine: str) -> None:
         """Print the Markdown, and write `<stem>.md` (headed by `header`) and, unless `data` is
         None, `<stem>.json` (the command, date and machine beside `data`) under the output folder."""
-        out = self._folder()
         title, rest = text.split("\n", 1) if text.startswith("# ") else ("", text)  # the header under a title
         body = (f"{title}\n\n" if title else "") + f"{self.header(machine)}\n\n{rest.strip()}\n"
         print(body)
-        (out / f"{stem}.md").write_text(body)
+        write_atomically(self._folder() / f"{stem}.md", body)
+        self.write_json(stem, data, machine)
+
+    def write_section(
+        self,
+        stem: str,
+        heading: str,
+        text: str,
+        data: Mapping[str, Any] | list | None,
+        machine: str,
+        json_stem: str | None = None,
+    ) -> None:
+        """Print the Markdown, and write it as the section `## <heading>` of `<stem>.md` (headed by
+        `header`; `replace_section` says which section it replaces) and, unless `data` is None,
+        `<json_stem>.json` (default: `<stem>.json`) as `write` does."""
+        body = f"## {heading}\n\n{self.header(machine)}\n\n{text.strip()}\n"
+        print(body)
+        path = self._folder() / f"{stem}.md"
+        write_atomically(path, replace_section(path.read_text() if path.is_file() else "", body))
+        self.write_json(json_stem or stem, data, machine)
+
+    def write_json(self, stem: str, data: Mapping[str, Any] | list | None, machine: str) -> None:
+        """`<stem>.json`: the command, date and machine beside `data` (nothing where it is None)."""
         if data is None:
             return
         record = {"command": self.command, "date": self.date, "machine": machine}
         record.update(data if isinstance(data, Mapping) else {"rows": data})
-        (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
+        write_atomically(self._folder() / f"{stem}.json", json.dumps(record, indent=1) + "\n")
 
     def saved(self, stem: str | None = None) -> dict[str, Any]:
         """The record `write` left as `<stem>.json` (default: the `redraw` stem) in the output
@@ -171,11 +196,6 @@ class Script:
         record = json.loads(path.read_text())
         self.redrawn_from = name, record
         return record
-
-    def append_line(self, name: str, line: str) -> None:
-        """One more line of a log-like result (e.g. a JSON record per run) in the output folder."""
-        with open(self._folder() / name, "a") as f:
-            f.write(line.rstrip("\n") + "\n")
 
     def save_figure(self, figure, name: str, machine: str) -> Path:
         """A matplotlib Figure or a PIL image as `<name>` in the output folder, the command, date
@@ -211,6 +231,36 @@ class Script:
         out = Path(self.args.out)
         out.mkdir(parents=True, exist_ok=True)
         return out
+
+
+def section_name(heading: str) -> str:
+    """What names a section: its heading up to any remark in brackets, which may change from
+    run to run (`Cold start (`--cold-start 256`)` is the section `Cold start`)."""
+    return heading.removeprefix("## ").split(" (", 1)[0].strip()
+
+
+def replace_section(markdown: str, section: str) -> str:
+    """`markdown` with `section` (a `## heading` line and what follows it) in place of the
+    section of the same name, or after the last section where there is none; the text before
+    the first `## ` heading (the file's header) and every other section as they were."""
+    name = section_name(section.split("\n", 1)[0])
+    lines = markdown.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.startswith("## ")] + [len(lines)]
+    for start, end in zip(starts, starts[1:]):
+        if section_name(lines[start].rstrip("\n")) == name:
+            after = "".join(lines[end:])
+            return "".join(lines[:start]) + section.rstrip("\n") + "\n" + ("\n" + after if after else "")
+    before = markdown.rstrip("\n")
+    return (before + "\n\n" if before else "") + section.rstrip("\n") + "\n"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """`text` as `path`, by way of a file beside it renamed over it: an interrupted run leaves
+    the old file whole, never half of the new one."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+        f.write(text)
+    os.chmod(f.name, 0o644)  # as a file written in place would be, not the temporary file's 0600
+    os.replace(f.name, path)
 
 
 def _shown(value: Any) -> str:

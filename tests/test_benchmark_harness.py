@@ -13,7 +13,15 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `benchmarks` is a package beside `ilo`, not part of the install
 
-from benchmarks.report import RESULTS, Script, comma_ints, in_method_order, machine_line
+from benchmarks.report import (
+    RESULTS,
+    Script,
+    comma_ints,
+    in_method_order,
+    machine_line,
+    replace_section,
+    section_name,
+)
 
 SCRIPTS = sorted(
     p.stem
@@ -125,3 +133,35 @@ def test_methods_keep_one_order_in_every_category():
     panels = in_method_order({"set": {"sr-x4": {"csgm": 1.0, "ilo": 2.0}, "denoise": {"bm3d": 3.0, "new": 4.0}}})
     assert [list(by) for by in panels["set"].values()] == [["ilo", "csgm", "bm3d", "new"]] * 2
     assert np.isnan(panels["set"]["sr-x4"]["bm3d"]) and panels["set"]["denoise"]["bm3d"] == 3.0
+
+
+TABLE = "# Title\n\nThe file's header.\n\n## First (`--a`)\n\none\n\n## Second (`--b 1`)\n\ntwo\n\n## Third\n\nthree\n"
+
+
+def test_a_section_replaces_the_one_of_its_name_and_nothing_else():
+    replaced = replace_section(TABLE, "## Second (`--b 2`)\n\nnew two\n")
+    assert replaced == TABLE.replace("## Second (`--b 1`)\n\ntwo\n", "## Second (`--b 2`)\n\nnew two\n")
+    assert replace_section(TABLE, "## Third\n\nnew three") == TABLE.replace("three\n", "new three\n")
+    assert section_name("## Cold start: first use (`--cold-start 256`)") == "Cold start: first use"
+
+
+def test_a_new_section_goes_after_the_others():
+    assert replace_section(TABLE, "## Fourth\n\nfour\n") == TABLE + "\n## Fourth\n\nfour\n"
+    assert replace_section("", "## Only\n\nit\n") == "## Only\n\nit\n"
+    assert replace_section("The header alone.\n", "## One\n\n1\n") == "The header alone.\n\n## One\n\n1\n"
+
+
+def test_write_section_keeps_the_header_and_the_other_sections(tmp_path, capsys):
+    (tmp_path / "table.md").write_text(TABLE)
+    (tmp_path / "table.json").write_text('{"kept": 1}\n')
+    script = _script()
+    script.parse(["--out", str(tmp_path)])
+    script.write_section("table", "Second (`--b 2`)", "new two\n", {"rows": [2]}, "a machine", json_stem="second")
+    expected = f"## Second (`--b 2`)\n\n{script.header('a machine')}\n\nnew two\n"
+    assert (tmp_path / "table.md").read_text() == TABLE.replace("## Second (`--b 1`)\n\ntwo\n", expected)
+    assert json.loads((tmp_path / "second.json").read_text())["rows"] == [2]
+    assert (tmp_path / "table.json").read_text() == '{"kept": 1}\n'  # another run's JSON left alone
+    script.write_section("new", "Only", "it", None, "a machine")
+    assert (tmp_path / "new.md").read_text().startswith("## Only\n\n`python benchmarks/example.py")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.md", "second.json", "table.json", "table.md"]
+    assert "new two" in capsys.readouterr().out
