@@ -24,60 +24,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `benchmarks` importable
 from benchmarks.report import RESULTS, Script, machine_line
+from ilo.engine.solver import classical
+from ilo.engine.solver.classical import MAX_ITER, TOLERANCE, make_prior  # noqa: F401  (make_prior: re-exported)
+from ilo.engine.solver.classical import fista_restore as restore  # the engine's own solve, as `--method tv` runs it
 
-PRIORS = ("tv", "wavelet")
+PRIORS = tuple(classical.PRIORS)
 LAMBDAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
-MAX_ITER, TOLERANCE = 300, 1e-5
+PACKAGE_TABLE = Path(__file__).resolve().parents[1] / "ilo" / "assets" / classical.WEIGHTS_FILE
 TUNING_SEED = 95_000  # generated tuning faces: far from the benchmark's held-out seeds (90_000...)
-
-
-def make_prior(name: str):
-    import deepinv as dinv
-
-    if name == "tv":
-        return dinv.optim.TVPrior(n_it_max=20)  # the prox's inner iterations (warm-started by deepinv)
-    if name == "wavelet":
-        # reflect padding: with zero or symmetric padding db4's border coefficients make FISTA
-        # drift (x4 SR on the tuning set: 19.2-20.2 dB against 24.4). deepinv's FISTA hands the
-        # prox its g_param positionally, so the threshold stays 0.1 * stepsize * lambda.
-        return dinv.optim.WaveletPrior(level=3, wv="db4", p=1, mode="reflect")
-    raise ValueError(f"unknown prior '{name}' (choose from {', '.join(PRIORS)})")
-
-
-def restore(prior: str, op, y: torch.Tensor, lam: float, resolution: int) -> tuple[torch.Tensor, float]:
-    """FISTA on 1/2 ||A x - y||^2 + lam R(x) for [0, 1] images, from the adjoint (the unobserved
-    pixels of an inpainting set to the observed mean, so the prior does not start from black;
-    compressed sensing from mid-grey, as its adjoint is far outside [0, 1]).
-    `op` is this project's operator and y its measurements of [-1, 1] images, as the other
-    methods get them; returns [-1, 1] images and the seconds taken."""
-    import deepinv as dinv
-
-    from ilo.engine.problems.deepinv_physics import OperatorPhysics
-
-    t0 = time.perf_counter()
-    shape = (3, resolution, resolution)
-    physics = OperatorPhysics(op, shape)
-    with torch.no_grad():
-        y_unit = (y + op.A(torch.ones(1, *shape))) / 2  # the inverse of generator_measurements
-        x0 = physics.A_adjoint(y_unit)
-        if y.ndim == 2:  # a vector of measurements: compressed sensing
-            x0 = torch.full_like(x0, 0.5)
-        elif op.observed is not None:
-            mask = op.observed.expand_as(x0)
-            mean = (x0 * mask).sum((2, 3), keepdim=True) / mask.sum((2, 3), keepdim=True).clamp_min(1)
-            x0 = mask * x0 + (1 - mask) * mean
-        norm = float(physics.compute_norm(torch.rand_like(x0), verbose=False))  # ||A||^2 by power iteration
-        solver = dinv.optim.FISTA(
-            data_fidelity=dinv.optim.L2(),
-            prior=make_prior(prior),
-            lambda_reg=lam,
-            stepsize=1.0 / norm,
-            max_iter=MAX_ITER,
-            early_stop=True,
-            thres_conv=TOLERANCE,
-        )
-        x = solver(y_unit, physics, init=(x0, x0.clone())).clamp(0, 1)  # FISTA keeps (x, z)
-    return x * 2 - 1, time.perf_counter() - t0
 
 
 def tuning_set(gen, generated: int = 4) -> tuple[list[str], torch.Tensor]:
@@ -140,7 +94,27 @@ def tune(
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1) + "\n")
     (out / "classical_priors.md").write_text(markdown(report))
+    if out == RESULTS:  # the committed choices are what `--method tv|wavelet` runs at
+        PACKAGE_TABLE.write_text(json.dumps(package_table(report, gen.resolution), indent=1) + "\n")
     return report
+
+
+def package_table(report: dict, resolution: int = 64) -> dict:
+    """The chosen weights as the package ships them (ilo/assets/classical_weights.json): per task,
+    each tuned case with its measurement share, by which the engine picks a case for a user's
+    problem (`ilo.engine.solver.classical.tuned_weight`). `resolution`: the tuning model's."""
+    from benchmarks.quality import TASKS
+
+    tasks: dict[str, list] = {}
+    for case, weights in report["chosen"].items():
+        task = TASKS[case]
+        masks = task.built_in_mask(resolution, case)[None] if task.kind.takes_masks else None
+        op = task.operator(resolution, masks)
+        y = op.A(torch.zeros(1, 3, resolution, resolution))
+        share = round(classical.measurement_share(op, y, resolution), 4)
+        tasks.setdefault(task.task, []).append({"case": case, "share": share, "weights": weights})
+    source = "benchmarks/results/classical_priors.json, the choices of benchmarks/classical_priors.py"
+    return {"written from": source, "tasks": tasks}
 
 
 def markdown(report: dict) -> str:

@@ -34,7 +34,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: `benchmarks` importable
 from benchmarks.classical_priors import PRIORS, chosen_lambdas
-from benchmarks.classical_priors import restore as restore_with_prior
 from benchmarks.out_of_range import out_of_range_truths
 from benchmarks.report import METHOD_COLOURS, Script, comma_list, machine_line
 from ilo import load_generator
@@ -44,6 +43,7 @@ from ilo.engine.api.restorer import method_config
 from ilo.engine.problems.metrics import mean_and_std, restoration_metrics
 from ilo.engine.problems.tasks import TaskSpec, name_seed
 from ilo.engine.solver.baselines import bm3d_denoise
+from ilo.engine.solver.classical import fista_restore
 from ilo.engine.solver.ilo_solver import solve
 
 TASKS = {  # name -> the task, as `ilo restore --clean` would set it up
@@ -114,7 +114,7 @@ def run_task(
             restored, seconds = bm3d_denoise(y, task.sigma)
         elif method in PRIORS:
             assert lambdas is not None
-            restored, seconds = restore_with_prior(method, op, y, lambdas[task_name][method], res)
+            restored, seconds = fista_restore(method, op, y, lambdas[task_name][method], res)
         else:
             config = method_config(method, **(ilo_overrides if method == "ilo" else {}))
             result = solve(y, op, gen, config, image_seeds=seeds)

@@ -222,8 +222,8 @@ def test_every_method_is_one_registry_row():
     from ilo.engine.api.methods import REGISTRY, method
 
     assert tuple(REGISTRY) == METHODS
-    with pytest.raises(ilo.InputError, match="unknown method 'tv'"):
-        method("tv")
+    with pytest.raises(ilo.InputError, match="unknown method 'no-such-method'"):
+        method("no-such-method")
 
 
 def test_the_constructor_says_the_settings_defaults_and_takes_every_setting():

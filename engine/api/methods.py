@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -20,6 +21,7 @@ from ilo.engine.api.results import BatchResult
 from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec
 from ilo.engine.solver.baselines import bm3d_denoise
+from ilo.engine.solver.classical import check_installed, prior_pass
 from ilo.engine.solver.encoder import encoded_images
 from ilo.engine.solver.ilo_solver import ILOConfig, auto_depth_config, csgm_config, pulse_config
 from ilo.errors import InputError
@@ -48,6 +50,7 @@ class Method:
     has_fast: bool = False  # offers a faster schedule from the learned start
     denoiser: bool = False  # serves only tasks a denoiser can (TaskKind.bm3d)
     takes_physics: bool = True  # can solve a DeepInverse physics' measurements
+    check_extra: Callable[[], None] | None = None  # refuses, naming it, an optional extra that is missing
 
     @property
     def optimises(self) -> bool:
@@ -88,6 +91,10 @@ class Method:
             )
 
     def check_task(self, task: TaskSpec) -> None:
+        """Refuse what this method cannot run: its optional extra missing, or a task it does not serve
+        (checked where the method is chosen, before anything is loaded)."""
+        if self.check_extra is not None:
+            self.check_extra()
         if self.denoiser and not task.kind.bm3d:
             raise InputError(f"{self.label} is a denoiser: use it with --task denoise")
 
@@ -101,6 +108,14 @@ REGISTRY: dict[str, Method] = {
         Method("pulse", "PULSE", configure=pulse_config),
         Method("bm3d", "BM3D", one_pass=_bm3d, denoiser=True, takes_physics=False),
         Method("encoder", "the encoder alone", one_pass=_encoder_alone, is_the_encoder=True),
+        # weight-free priors solved by FISTA through DeepInverse (an optional extra), at each task's tuned weight
+        Method("tv", "TV", one_pass=prior_pass("tv"), check_extra=partial(check_installed, "tv")),
+        Method(
+            "wavelet",
+            "the wavelet prior",
+            one_pass=prior_pass("wavelet"),
+            check_extra=partial(check_installed, "wavelet"),
+        ),
     )
 }
 assert tuple(REGISTRY) == METHOD_NAMES, "ilo.choices.METHODS names the same methods, in the same order"
