@@ -45,8 +45,9 @@ def _fractions(text: str) -> list[float]:
 _METHOD_HELP = (
     "'ilo-auto' (default): ILO that chooses per image how deep and how far to fit by held-out "
     "measurements (benchmarks/results/held_out_selection.md compares it with the others); 'ilo': the "
-    "paper's fixed depth; 'csgm', 'pulse' and 'bm3d' are the baselines; 'encoder': the model's trained "
-    "encoder alone (one pass, nothing optimised: the fastest, see --encoder)"
+    "paper's fixed depth; 'csgm', 'pulse' and 'bm3d' are the baselines; 'tv' and 'wavelet': weight-free "
+    "priors solved by FISTA (the deepinv extra); 'encoder': the model's trained encoder alone (one pass, "
+    "nothing optimised: the fastest, see --encoder)"
 )
 
 # The solver group: (flag, the solver setting it overrides or None, argparse keywords). A flag

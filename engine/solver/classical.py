@@ -107,7 +107,12 @@ def fista_restore(
     with torch.no_grad():
         y_unit = (y + op.A(torch.ones(1, *shape, device=y.device))) / 2  # the inverse of generator_measurements
         x0 = _start(op, physics.A_adjoint(y_unit), vector=y.ndim == 2)
-        norm = float(physics.compute_norm(torch.rand_like(x0), verbose=False))  # ||A||^2 by power iteration
+        # ||A||^2 by power iteration, which deepinv starts from the global random state: seeded
+        # here (and the caller's state put back), so the step size and the result depend on the
+        # measurements alone
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            norm = float(physics.compute_sqnorm(x0, verbose=False))
         solver = dinv.optim.FISTA(
             data_fidelity=dinv.optim.L2(),
             prior=made,
