@@ -173,7 +173,7 @@ class FolderRestore:
             prepared = self._check_inputs(pending)
             if self.plots_skipped:
                 notes.append(
-                    f"no loss plots: {self.restorer.method.label} is not an optimisation, so it has no loss curve"
+                    f"no loss plots: {self.restorer.method.label} records no loss curve (only the generator's search does)"
                 )
             for note in [*o.notes, *notes]:
                 print(f"ilo: note: {note}", file=sys.stderr)
