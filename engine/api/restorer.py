@@ -98,7 +98,7 @@ class RestorerSettings:
 
 
 class Restorer:
-    """Restore images by ILO (or CSGM, PULSE-style, BM3D) over one generator, for one task.
+    """Restore images by ILO (or CSGM, PULSE-style, BM3D, TV, wavelet) over one generator, for one task.
 
     >>> r = ilo.Restorer(task="inpaint", centre_box=0.5)        # the embedded 64px face DCGAN
     >>> [out] = r.restore([holed_picture])                      # PIL, numpy, tensor, bytes, path

@@ -92,7 +92,7 @@ SOLVER_FLAGS: tuple[tuple[str, str | None, dict], ...] = (
             "type": _fractions,
             "metavar": "F[,F...]",
             "help": "successive halving: at these fractions of round 0 each image keeps the better half of its "
-            "starts, e.g. 0.5,0.75 (default: every start runs all of round 0)",
+            "starts, e.g. 0.5,0.75 (default: the method's own; ilo halves at 0.25,0.5)",
         },
     ),
     (
