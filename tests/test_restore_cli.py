@@ -329,21 +329,8 @@ def test_held_out_selection_is_recorded_per_image(tmp_path, capsys, clean_dir):
     # issue #19: what chose each image's result (its round, that round's l1 radius, its held-out
     # loss) is in its record and in the metrics table
     out = tmp_path / "o"
-    run_ok(
-        capsys,
-        "restore",
-        clean_dir,
-        "--clean",
-        "--task",
-        "denoise",
-        "--hold-out",
-        "0.2",
-        "--l1-radius",
-        "none,0.3",
-        "--out",
-        out,
-        *FAST,
-    )
+    held_out = ["restore", clean_dir, "--clean", "--task", "denoise", "--hold-out", "0.2", "--l1-radius", "none,0.3"]
+    run_ok(capsys, *held_out, "--out", out, *FAST)
     images = json.loads((out / "metrics.json").read_text())["images"]
     assert len(images) == 3
     for record in images:
@@ -355,23 +342,7 @@ def test_held_out_selection_is_recorded_per_image(tmp_path, capsys, clean_dir):
     )
     assert "hold_out" in err and not (tmp_path / "x").exists()
     # an ensemble records every member's choice; its held-out loss is their mean, its round member 0's
-    run_ok(
-        capsys,
-        "restore",
-        clean_dir,
-        "--clean",
-        "--task",
-        "denoise",
-        "--hold-out",
-        "0.2",
-        "--l1-radius",
-        "none,0.3",
-        "--ensemble",
-        "2",
-        "--out",
-        tmp_path / "e",
-        *FAST,
-    )
+    run_ok(capsys, *held_out, "--ensemble", "2", "--out", tmp_path / "e", *FAST)
     members = json.loads((tmp_path / "e" / "metrics.json").read_text())["images"]
     for record, single in zip(members, images):  # member 0 is the plain solve above
         assert len(record["member_rounds"]) == 2 and record["member_rounds"][0] == single["best_round"]
