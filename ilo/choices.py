@@ -4,7 +4,7 @@ so building the `ilo` parser (and `ilo --help`) does not load torch."""
 TASKS = ("inpaint", "sr", "denoise", "cs")
 CS_MATRICES = ("circulant", "gaussian")
 FIT_MODES = ("crop", "resize", "pad")
-METHODS = ("ilo", "ilo-auto", "csgm", "pulse", "bm3d", "encoder", "tv", "wavelet")
+METHODS = ("ilo", "ilo-auto", "choose", "csgm", "pulse", "bm3d", "encoder", "tv", "wavelet")
 # ILO that decides its depth per image by held-out measurements: the default because it stops
 # each image before it fits the noise, without the ground truth and without extra rounds
 # (benchmarks/results/held_out_selection.md compares it with plain ILO)

@@ -17,6 +17,7 @@ import torch
 
 from ilo.choices import METHODS as METHOD_NAMES
 from ilo.engine.api.batch_solve import SolveJob, OnePass, one_pass_batch, searched_batch
+from ilo.engine.api.choice import chosen_batch
 from ilo.engine.api.results import BatchResult
 from ilo.engine.problems.operators import Operator
 from ilo.engine.problems.tasks import TaskSpec
@@ -51,6 +52,7 @@ class Method:
     denoiser: bool = False  # serves only tasks a denoiser can (TaskKind.bm3d)
     takes_physics: bool = True  # can solve a DeepInverse physics' measurements
     check_extra: Callable[[], None] | None = None  # refuses, naming it, an optional extra that is missing
+    chooses: bool = False  # after its search, takes per image the candidate of smallest estimated error
 
     @property
     def optimises(self) -> bool:
@@ -80,7 +82,7 @@ class Method:
         """The batch solved this method's way: its single pass, or the generator's search."""
         if self.one_pass is not None:
             return one_pass_batch(batch, self.one_pass)
-        return searched_batch(batch)
+        return chosen_batch(batch) if self.chooses else searched_batch(batch)
 
     def check_physics(self) -> None:
         """Refuse a DeepInverse physics where this method cannot solve one."""
@@ -104,6 +106,15 @@ REGISTRY: dict[str, Method] = {
     for m in (
         Method("ilo", "ILO", configure=ILOConfig),
         Method("ilo-auto", "ilo-auto", configure=auto_depth_config, learned_start_by_default=True, has_fast=True),
+        # ilo-auto, then per image the better of it and the classical methods by estimated error (api/choice.py)
+        Method(
+            "choose",
+            "the per-image choice",
+            configure=auto_depth_config,
+            learned_start_by_default=True,
+            has_fast=True,
+            chooses=True,
+        ),
         Method("csgm", "CSGM", configure=csgm_config),
         Method("pulse", "PULSE", configure=pulse_config),
         Method("bm3d", "BM3D", one_pass=_bm3d, denoiser=True, takes_physics=False),

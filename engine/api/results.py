@@ -30,6 +30,12 @@ class BatchResult:
     # hold_out) held-out loss; best_round, the l1 radius and the loss curves are member 0's
     member_rounds: list[list[int]] | None = None
     member_held_out_loss: list[list[float]] | None = None
+    # the choose method, per image: the candidate it returned, and each candidate's estimated error
+    # (measurement units: an MSE of [-1, 1] images on the held-out share, ilo.engine.solver.error_estimates);
+    # best_round, held_out_loss and the loss curves stay ilo-auto's, whichever candidate is returned
+    chosen: list[str] | None = None
+    estimated_error: list[dict[str, float]] | None = None
+    choice_note: str | None = None  # why there are no estimates, where there are none
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,9 @@ class Restored:
     held_out_loss: float | None = None  # with config.hold_out: what chose this iterate (an ensemble: the members' mean)
     member_rounds: list[int] | None = None  # an ensemble: each member's round (best_round is member 0's)
     member_held_out_loss: list[float] | None = None  # an ensemble with config.hold_out: each member's
+    chosen: str | None = None  # the choose method: the candidate returned
+    estimated_error: dict[str, float] | None = None  # the choose method: each candidate's (see BatchResult)
+    choice_note: str | None = None  # the choose method: why nothing was estimated, where nothing was
 
     def to_numpy(self) -> np.ndarray:
         """[H, W, 3] uint8."""
@@ -65,6 +74,9 @@ class Restored:
             "held_out_loss": self.held_out_loss,
             "member_rounds": self.member_rounds,
             "member_held_out_loss": self.member_held_out_loss,
+            "chosen": self.chosen,
+            "estimated_error": self.estimated_error,
+            "choice_note": self.choice_note,
         }
         return {
             "name": self.name,
@@ -94,6 +106,9 @@ def restored_images(prepared: list[Prepared], result: BatchResult) -> list[Resto
             of(result.held_out_loss, i),
             of(result.member_rounds, i),
             of(result.member_held_out_loss, i),
+            of(result.chosen, i),
+            of(result.estimated_error, i),
+            result.choice_note,
         )
         for i, p in enumerate(prepared)
     ]

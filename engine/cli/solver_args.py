@@ -44,7 +44,10 @@ def _fractions(text: str) -> list[float]:
 
 _METHOD_HELP = (
     "'ilo-auto' (default): ILO that chooses per image how deep and how far to fit by held-out "
-    "measurements (benchmarks/results/held_out_selection.md compares it with the others); 'ilo': the "
+    "measurements (benchmarks/results/held_out_selection.md compares it with the others); 'choose': "
+    "ilo-auto, then per image whichever of it, 'tv', 'wavelet' and 'bm3d' has the smallest error estimated "
+    "on its held-out measurements, where they are noisy (denoising: better than ilo-auto and BM3D out of "
+    "range, at 3x ilo-auto's time; benchmarks/results/choice.md); 'ilo': the "
     "paper's fixed depth; 'csgm', 'pulse' and 'bm3d' are the baselines; 'tv' and 'wavelet': weight-free "
     "priors solved by FISTA (the deepinv extra); 'encoder': the model's trained encoder alone (one pass, "
     "nothing optimised: the fastest, see --encoder)"

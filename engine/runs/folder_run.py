@@ -288,6 +288,12 @@ class FolderRestore:
                 best = result.best_round[i]
                 radius = radius_of_round(config, best) if config is not None and best is not None else None
                 record.update(held_out_loss=result.held_out_loss[i], l1_radius=radius)
+            if result.chosen is not None:  # the choose method: what it returned, and what the candidates were judged
+                record["chosen"] = result.chosen[i]
+                if result.estimated_error is not None:
+                    record["estimated_error"] = result.estimated_error[i]
+                if result.choice_note is not None:
+                    record["choice_note"] = result.choice_note
             if result.member_rounds is not None:  # an ensemble: what each member chose (best_round is member 0's)
                 record["member_rounds"] = result.member_rounds[i]
                 if result.member_held_out_loss is not None:

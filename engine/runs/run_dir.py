@@ -169,14 +169,22 @@ class RunDir:
             *[k for k in TABLE_METRICS if any(k in r for r in records)],
             "best_round",
             *[k for k in MEMBER_COLUMNS if any(k in r for r in records)],
+            *(["chosen"] if any("chosen" in r for r in records) else []),
+            *[f"estimated_error_{k}" for k in _estimated(records)],
         ]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for r in records:
-            writer.writerow({k: _cell(r.get(k)) for k in columns})
+            flat = {**r, **{f"estimated_error_{k}": v for k, v in (r.get("estimated_error") or {}).items()}}
+            writer.writerow({k: _cell(flat.get(k)) for k in columns})
         atomic_write_bytes(csv_path, buffer.getvalue().encode())
         return json_path, csv_path
+
+
+def _estimated(records: list[dict]) -> list[str]:
+    """The candidates the choose method estimated, in the order first met (one CSV column each)."""
+    return list(dict.fromkeys(k for r in records for k in (r.get("estimated_error") or {})))
 
 
 def _cell(value) -> str | int | float:

@@ -37,6 +37,7 @@ def bm3d_denoise(y: torch.Tensor, sigma: float | torch.Tensor) -> tuple[torch.Te
         if float(s) <= 0:  # nothing to remove
             out.append(image.detach().cpu().float())
             continue
-        clean = bm3d.bm3d_rgb(unit, float(s)) if unit.shape[2] == 3 else bm3d.bm3d(unit, float(s))
+        with np.errstate(divide="ignore", invalid="ignore"):  # its colour transform's scale on a flat channel
+            clean = bm3d.bm3d_rgb(unit, float(s)) if unit.shape[2] == 3 else bm3d.bm3d(unit, float(s))
         out.append(torch.from_numpy(np.ascontiguousarray(clean)).permute(2, 0, 1).float() * 2 - 1)
     return torch.stack(out).clamp(-1, 1), time.perf_counter() - t0
