@@ -21,6 +21,7 @@ PAGES = {
     "quality": ("Restoration quality", "quality.py"),
     "classical_priors": ("Classical priors: the λ sweep", "classical_priors.py"),
     "held_out_selection": ("ilo-auto: depth chosen per image", "held_out.py"),
+    "choice": ("choose: ILO or a classical method, per image", "choice.py"),
     "ensemble": ("Ensembles (--ensemble K)", "ensemble.py"),
     "learned_start": ("Learned start against random", "learned_start.py"),
     "time_to_quality_learned_default": ("Time to quality", "time_to_quality.py"),
