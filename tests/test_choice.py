@@ -166,13 +166,12 @@ def test_the_candidates_are_those_installed(monkeypatch):
     from ilo.engine.api import choice
     from ilo.engine.problems.operators import Inpainting
 
-    job = type("Job", (), {"y": torch.zeros(1, 3, 64, 64), "model": type("M", (), {"resolution": 64})()})()
-    job.task = TaskSpec("denoise")
-    assert [c.name for c in choice.candidates(Noise(SIGMA), job)] == ["tv", "wavelet", "bm3d"]
+    y = torch.zeros(1, 3, 64, 64)
+    denoise, noisy_inpaint = TaskSpec("denoise"), TaskSpec("inpaint", sigma=SIGMA)
+    assert [c.name for c in choice.candidates(Noise(SIGMA), y, denoise, 64)] == ["tv", "wavelet", "bm3d"]
     monkeypatch.setattr(choice, "installed", lambda module: module not in ("deepinv", "ptwt"))
-    assert [c.name for c in choice.candidates(Noise(SIGMA), job)] == ["bm3d"]
-    job.task = TaskSpec("inpaint", sigma=SIGMA)
-    assert choice.candidates(Inpainting(torch.ones(1, 1, 64, 64), SIGMA), job) == []
+    assert [c.name for c in choice.candidates(Noise(SIGMA), y, denoise, 64)] == ["bm3d"]
+    assert choice.candidates(Inpainting(torch.ones(1, 1, 64, 64), SIGMA), y, noisy_inpaint, 64) == []
 
 
 def test_the_benchmark_scores_the_choice_against_the_oracle_and_says_where_it_misses():
@@ -205,3 +204,17 @@ def _benchmark_choice():
     if root not in sys.path:
         sys.path.insert(0, root)
     return importlib.import_module("benchmarks.choice")
+
+
+def test_a_candidate_whose_images_are_not_numbers_is_never_chosen(monkeypatch):
+    from ilo.engine.api import choice
+
+    broken = choice.Candidate("broken", lambda op, y: torch.full_like(y, float("nan")), True)
+    monkeypatch.setattr(choice, "candidates", lambda *args: [broken])
+    truth = torch.full((1, 3, 64, 64), 0.1)
+    _, y = _noisy(truth)
+    r = ilo.Restorer(task="denoise", sigma=SIGMA, method="choose", solver_overrides={"steps": [2, 1]}, encoder="none")
+    [out] = r.restore([((y[0] + 1) / 2).clamp(0, 1)], names=["grey"])
+    assert out.chosen == "ilo-auto" and out.estimated_error is not None
+    assert out.estimated_error["broken"] is None and torch.isfinite(out.tensor).all()
+    json.dumps(out.metrics(), allow_nan=False)  # what the service answers is valid JSON

@@ -23,7 +23,7 @@ from ilo.engine.api.batch_solve import SolveJob, searched_batch
 from ilo.engine.api.results import BatchResult
 from ilo.engine.problems.held_out import HeldOut, split_measurements
 from ilo.engine.problems.operators import Identity, Operator
-from ilo.engine.problems.tasks import name_seed
+from ilo.engine.problems.tasks import TaskSpec, name_seed
 from ilo.engine.solver.baselines import bm3d_denoise
 from ilo.engine.solver.classical import PRIORS, fista_restore, measurement_share, tuned_weight
 from ilo.engine.solver.error_estimates import denoiser_estimate, refit_estimate
@@ -51,17 +51,17 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def candidates(op: Operator, job: SolveJob) -> list[Candidate]:
-    """The classical candidates installed that can solve `op`: the priors for any linear operator,
-    BM3D for denoising (a plain noisy image)."""
+def candidates(op: Operator, y: torch.Tensor, task: TaskSpec, resolution: int) -> list[Candidate]:
+    """The classical candidates installed that can solve `op` (which measured y, for `task`): the
+    priors for any linear operator, at the task's tuned weight; BM3D for denoising (a plain noisy image)."""
     denoising = isinstance(op, Identity) and float(op.sigma.abs().max()) > 0
     out = []
     if op.linear:
-        share = measurement_share(op, job.y, job.model.resolution)
+        share = measurement_share(op, y, resolution)
         for prior, (_, modules) in PRIORS.items():
             if all(installed(m) for m in modules):
-                weight = tuned_weight(prior, job.task, share)
-                out.append(Candidate(prior, _prior_restore(prior, weight, job.model.resolution), denoising))
+                weight = tuned_weight(prior, task, share)
+                out.append(Candidate(prior, _prior_restore(prior, weight, resolution), denoising))
     if denoising and installed("bm3d"):
         out.append(Candidate("bm3d", lambda o, y: bm3d_denoise(y, o.sigma)[0].to(y.device), True))
     return out
@@ -113,7 +113,7 @@ def _choose(job: SolveJob, searched: torch.Tensor, op: Operator, y: torch.Tensor
     estimates = {SEARCH: refit_estimate(judge, searched, y)}
     outputs: dict[str, torch.Tensor] = {}
     refits: dict[str, Callable[[], torch.Tensor]] = {}
-    for c in candidates(op, job):
+    for c in candidates(op, y, job.task, job.model.resolution):
         estimate, output = _judged(c, op, y, fit_op, fit_y, judge)
         estimates[c.name] = estimate
         if output is None:
@@ -121,15 +121,21 @@ def _choose(job: SolveJob, searched: torch.Tensor, op: Operator, y: torch.Tensor
         else:
             outputs[c.name] = output
     names = list(estimates)
-    best = torch.stack([estimates[k] for k in names]).argmin(0)
+    # a candidate whose estimate is not a number (its images were not) is never chosen
+    best = torch.stack([estimates[k] for k in names]).nan_to_num(nan=float("inf")).argmin(0)
     chosen = [names[int(i)] for i in best]
     images = searched.clone()
-    for k in set(chosen) - {SEARCH}:
+    for k in sorted(set(chosen) - {SEARCH}):
         picked = torch.tensor([c == k for c in chosen], device=images.device)
         with torch.no_grad():
             images[picked] = (outputs[k] if k in outputs else refits[k]())[picked].to(images.device)
-    per_image = [{k: float(estimates[k][i]) for k in names} for i in range(len(chosen))]
+    per_image = [{k: _number(estimates[k][i]) for k in names} for i in range(len(chosen))]
     return images, chosen, per_image
+
+
+def _number(value: torch.Tensor) -> float | None:
+    """An estimate as records hold it: None where it is not a finite number (JSON has none)."""
+    return float(value) if bool(torch.isfinite(value)) else None
 
 
 def _judged(c: Candidate, op, y, fit_op, fit_y, judge: HeldOut) -> tuple[torch.Tensor, torch.Tensor | None]:

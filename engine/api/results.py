@@ -34,7 +34,7 @@ class BatchResult:
     # (measurement units: an MSE of [-1, 1] images on the held-out share, ilo.engine.solver.error_estimates);
     # best_round, held_out_loss and the loss curves stay ilo-auto's, whichever candidate is returned
     chosen: list[str] | None = None
-    estimated_error: list[dict[str, float]] | None = None
+    estimated_error: list[dict[str, float | None]] | None = None  # None: not a finite number
     choice_note: str | None = None  # why there are no estimates, where there are none
 
 
@@ -52,7 +52,7 @@ class Restored:
     member_rounds: list[int] | None = None  # an ensemble: each member's round (best_round is member 0's)
     member_held_out_loss: list[float] | None = None  # an ensemble with config.hold_out: each member's
     chosen: str | None = None  # the choose method: the candidate returned
-    estimated_error: dict[str, float] | None = None  # the choose method: each candidate's (see BatchResult)
+    estimated_error: dict[str, float | None] | None = None  # the choose method: each candidate's (see BatchResult)
     choice_note: str | None = None  # the choose method: why nothing was estimated, where nothing was
 
     def to_numpy(self) -> np.ndarray:

@@ -195,11 +195,14 @@ def _cell(value) -> str | int | float:
 
 
 def _finite(record: dict) -> dict:
-    """JSON has no inf: an exact reconstruction's PSNR is written as null (also inside a list)."""
+    """JSON has no inf or NaN: an exact reconstruction's PSNR, or an estimate that is not a number,
+    is written as null (also inside a list or a mapping)."""
 
     def clean(v):
         if isinstance(v, list):
             return [clean(x) for x in v]
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
         return None if isinstance(v, float) and not math.isfinite(v) else v
 
     return {k: clean(v) for k, v in record.items()}
