@@ -218,3 +218,12 @@ def test_a_candidate_whose_images_are_not_numbers_is_never_chosen(monkeypatch):
     assert out.chosen == "ilo-auto" and out.estimated_error is not None
     assert out.estimated_error["broken"] is None and torch.isfinite(out.tensor).all()
     json.dumps(out.metrics(), allow_nan=False)  # what the service answers is valid JSON
+
+
+def test_the_candidates_phase_says_what_is_running(flat_denoising):
+    """Outside the search nothing else reports progress: each candidate is named as it starts."""
+    pictures, _ = flat_denoising
+    r = ilo.Restorer(task="denoise", sigma=SIGMA, method="choose", solver_overrides={"steps": [2, 1]}, encoder="none")
+    notes: list[str] = []
+    r.solve(r.prepare(pictures, names=NAMES), note=notes.append)
+    assert notes == ["judging tv (1/3)", "judging wavelet (2/3)", "judging bm3d (3/3)"]

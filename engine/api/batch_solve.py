@@ -42,6 +42,7 @@ class SolveJob:
     progress: Callable | None = None
     max_rows: int | None = None  # the most rows one generator call may take; None: the whole batch
     on_round: Callable | None = None  # the solver's on_round(k, first, images) after each round, or None
+    note: Callable[[str], None] | None = None  # a line of progress for work outside the search, or None
 
     @property
     def y(self) -> torch.Tensor:

@@ -113,7 +113,10 @@ def _choose(job: SolveJob, searched: torch.Tensor, op: Operator, y: torch.Tensor
     estimates = {SEARCH: refit_estimate(judge, searched, y)}
     outputs: dict[str, torch.Tensor] = {}
     refits: dict[str, Callable[[], torch.Tensor]] = {}
-    for c in candidates(op, y, job.task, job.model.resolution):
+    judged = candidates(op, y, job.task, job.model.resolution)
+    for i, c in enumerate(judged):
+        if job.note is not None:  # BM3D at 1024² takes minutes an image: say what is running
+            job.note(f"judging {c.name} ({i + 1}/{len(judged)})")
         estimate, output = _judged(c, op, y, fit_op, fit_y, judge)
         estimates[c.name] = estimate
         if output is None:

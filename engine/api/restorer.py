@@ -184,11 +184,12 @@ class Restorer:
         return self._pictures.prepare(images, masks, names, labels)
 
     def solve(
-        self, batch: list[Prepared], progress=None, config: ILOConfig | None = None, *, on_round=None
+        self, batch: list[Prepared], progress=None, config: ILOConfig | None = None, *, on_round=None, note=None
     ) -> BatchResult:
         """Solve prepared measurements as one batch (what every caller ends in). `on_round(k, first,
-        images)`: the solver's report after each round (a search's; a single pass has no rounds)."""
-        return self._solve(batch, progress, config or self.settings.config, on_round=on_round)
+        images)`: the solver's report after each round (a search's; a single pass has no rounds);
+        `note(text)`: a line of progress for work outside the search (the choose method's candidates)."""
+        return self._solve(batch, progress, config or self.settings.config, on_round=on_round, note=note)
 
     def reconstruct(self, y: torch.Tensor, physics, names: Sequence[str] | None = None) -> torch.Tensor:
         """Restore from measurements y of a deepinv physics (or one of this project's linear operators), in
@@ -201,17 +202,30 @@ class Restorer:
         return ((result.images.clamp(-1, 1) + 1) / 2).to(y.device)
 
     def _solve(
-        self, batch: list[Prepared], progress, config: ILOConfig | None, op: Operator | None = None, on_round=None
+        self,
+        batch: list[Prepared],
+        progress,
+        config: ILOConfig | None,
+        op: Operator | None = None,
+        on_round=None,
+        note=None,
     ):
         """The one path of every solve: under the lock, the engine opened on first use, the batch
         split to fit the memory budget, solved by the method; `op`: a physics' in place of the task's."""
         config = config if self.method.optimises else None
         with self._lock:
             max_rows = None if config is None else self._warm_up.max_rows(config, len(batch))
-            return self._run(batch, config, progress, max_rows, op, on_round)
+            return self._run(batch, config, progress, max_rows, op, on_round, note)
 
     def _run(
-        self, batch, config, progress=None, max_rows: int | None = None, op: Operator | None = None, on_round=None
+        self,
+        batch,
+        config,
+        progress=None,
+        max_rows: int | None = None,
+        op: Operator | None = None,
+        on_round=None,
+        note=None,
     ):
         """`batch` solved under the lock already held (the probe's trial steps come here too)."""
         s, engine = self.settings, self._warm_up.opened()
@@ -229,6 +243,7 @@ class Restorer:
             progress=progress,
             max_rows=max_rows,
             on_round=on_round,
+            note=note,
         )
         return self.method.solve(job)
 

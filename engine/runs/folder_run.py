@@ -100,7 +100,7 @@ class LocalBatches:
         for batch in batches:
             prepared = batch.prepared or [self.reader.prepare(p) for p in batch.paths]
             batch.prepared = prepared
-            yield batch, self.restorer.solve(prepared, progress=report)
+            yield batch, self.restorer.solve(prepared, progress=report, note=note)
 
 
 class FolderRestore:
