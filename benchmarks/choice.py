@@ -33,10 +33,16 @@ from benchmarks.report import Script, comma_list, machine_line
 from benchmarks.untuned_set import untuned_truths
 from ilo import Restorer, load_generator
 from ilo.engine.inputs.measurements import Prepared
+from ilo.engine.problems.held_out import split_measurements
 from ilo.engine.problems.metrics import restoration_metrics
+from ilo.engine.problems.tasks import name_seed
+from ilo.engine.solver.baselines import bm3d_denoise
+from ilo.engine.solver.config import AUTO_DEPTH
+from ilo.engine.solver.error_estimates import PROBE_STEP, denoiser_estimate
 
 SINGLE = ("ilo-auto", "tv", "wavelet", "bm3d")  # the candidates, each also run alone
 SETS = ("in-range", "out-of-range", "untuned")
+PROBE_STEPS = (0.01, PROBE_STEP)  # the usual hundredth of the noise std, and the step the estimate takes
 TOLERANCE = {"best_single": 0.2, "regret": 0.5, "in_range_loss": 0.1, "time": 1.3}
 
 
@@ -81,13 +87,38 @@ def run_set(gen, which: str, tasks: list[str], backend: str) -> dict:
                 record.setdefault("psnr_hole", {})[method] = [float(v) for v in metrics["psnr_hole"]]
             record["mse"][method] = [float(v) for v in (result.images - truth).square().flatten(1).mean(1)]
             record["seconds"][method] = seconds / len(names)
+            if method == "bm3d":
+                bm3d_images = result.images
             if method == "choose":
                 record["chosen"], record["estimated_error"] = result.chosen, result.estimated_error
                 record["choice_note"] = result.choice_note
             shown = f"{np.mean(record['psnr'][method]):6.2f} dB ({seconds:.1f}s)"
             print(f"  {which:12s} {task_name:12s} {method:8s} {shown}", file=sys.stderr, flush=True)
         record.update(scores(record))
+        if TASKS[task_name].kind.bm3d:
+            record["probe"] = probe_study(op, batch, truth, bm3d_images)
         out["tasks"][task_name] = record
+    return out
+
+
+def probe_study(op, batch: list[Prepared], truth: torch.Tensor, denoised: torch.Tensor) -> dict:
+    """BM3D's SURE on the held-out share at each probe step: how far two probes' estimates lie
+    apart, and how far their mean lies from BM3D's true error on those pixels (mean over images,
+    MSE of [-1, 1] images)."""
+    y = torch.cat([b.y for b in batch])
+    seeds = [name_seed(0, b.stem) for b in batch]
+    judge = split_measurements(op, y, AUTO_DEPTH["hold_out"], seeds)[2]
+    keep = judge.keep.expand_as(truth)
+    true = ((denoised - truth).square() * keep).flatten(1).sum(1) / keep.flatten(1).sum(1)
+    out = {}
+    for step in PROBE_STEPS:
+        two = [
+            denoiser_estimate(judge, lambda v: bm3d_denoise(v, op.sigma)[0], y, denoised, step, seed) for seed in (1, 2)
+        ]
+        out[str(step)] = {
+            "spread": float((two[0] - two[1]).abs().mean()),
+            "bias": float(((two[0] + two[1]) / 2 - true).mean()),
+        }
     return out
 
 
@@ -171,6 +202,20 @@ def set_table(which: str, data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def probe_lines(data: dict) -> list[str]:
+    """BM3D's SURE at each probe step: the spread between two probes and the bias (x 1e-3)."""
+    lines = []
+    for task_name, r in data["tasks"].items():
+        if "probe" not in r:
+            continue
+        cells = [
+            f"step {step} σ: spread {v['spread'] * 1e3:.2f}, bias {v['bias'] * 1e3:+.2f}"
+            for step, v in r["probe"].items()
+        ]
+        lines.append(f"- {task_name}, BM3D's SURE (×1e-3, MSE of [-1, 1] images): " + "; ".join(cells))
+    return ["", *lines] if lines else []
+
+
 def photo_lines(data: dict) -> list[str]:
     """The real photograph's own numbers: each task's choice beside every single method."""
     if "astronaut" not in data["names"]:
@@ -203,7 +248,7 @@ def main(argv=None) -> int:
     for which in args.sets:
         record[which] = run_set(gen, which, args.tasks, args.backend)
         checks += verdicts(which, record[which]["tasks"])
-        text += [set_table(which, record[which]), *photo_lines(record[which]), ""]
+        text += [set_table(which, record[which]), *probe_lines(record[which]), *photo_lines(record[which]), ""]
     intro = (
         "Mean PSNR (dB) per method; `choose` chooses per image among the others by estimated error; "
         "oracle: each image's best single method, knowing the truth; regret: oracle − choose; rho: Spearman's "

@@ -27,9 +27,11 @@ import torch
 
 from ilo.engine.problems.held_out import HeldOut
 
-# the probe's step, as a share of the noise std: small enough that BM3D's block matching rarely
-# changes, large enough that float rounding does not swamp the difference
-PROBE_STEP = 0.01
+# The probe's step, as a share of the noise std. A hundredth (the usual choice for smooth
+# denoisers) flips a few of BM3D's thresholds and block matches, and each flip divided by so small
+# a step swings the estimate; a tenth averages over them, for a small bias (benchmarks/choice.py
+# measures both, from probe to probe and against the truth).
+PROBE_STEP = 0.1
 PROBE_SEED = 1
 
 
@@ -41,15 +43,20 @@ def refit_estimate(judge: HeldOut, images: torch.Tensor, y: torch.Tensor) -> tor
 
 
 def denoiser_estimate(
-    judge: HeldOut, denoise: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor, denoised: torch.Tensor
+    judge: HeldOut,
+    denoise: Callable[[torch.Tensor], torch.Tensor],
+    y: torch.Tensor,
+    denoised: torch.Tensor,
+    probe_step: float = PROBE_STEP,
+    probe_seed: int = PROBE_SEED,
 ) -> torch.Tensor:
     """[B] Monte-Carlo SURE on the judged pixels of `denoised = denoise(y)` (noisy images y
     [B, 3, H, W] in [-1, 1]): the residual there, less the noise variance, plus twice the variance
     times the divergence per entry, from one probe over the image."""
     batch = y.shape[0]
     std = judge.noise_std(batch, y.device)  # [B, 1, 1, 1], [-1, 1] units
-    probe = torch.randn(y.shape, generator=torch.Generator().manual_seed(PROBE_SEED)).to(y.device)
-    step = PROBE_STEP * std.clamp_min(1e-8)
+    probe = torch.randn(y.shape, generator=torch.Generator().manual_seed(probe_seed)).to(y.device)
+    step = probe_step * std.clamp_min(1e-8)
     with torch.no_grad():
         moved = denoise(y + step * probe)
         # per entry, normalised by the probe's own energy: exact for any multiple of the identity
