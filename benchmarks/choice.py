@@ -113,7 +113,8 @@ def probe_study(op, batch: list[Prepared], truth: torch.Tensor, denoised: torch.
     out = {}
     for step in PROBE_STEPS:
         two = [
-            denoiser_estimate(judge, lambda v: bm3d_denoise(v, op.sigma)[0], y, denoised, step, seed) for seed in (1, 2)
+            denoiser_estimate(judge, lambda v: bm3d_denoise(v, op.sigma)[0], y, denoised, seeds, step, seed)
+            for seed in (1, 2)
         ]
         out[str(step)] = {
             "spread": float((two[0] - two[1]).abs().mean()),

@@ -46,7 +46,8 @@ def test_sure_on_the_held_out_pixels_is_exact_for_the_identity_and_close_for_a_s
     op, y = _noisy(truth)
     judge = _judge(op, y)
     variance = (2 * SIGMA) ** 2
-    identity = denoiser_estimate(judge, lambda v: v, y, y)
+    seeds = list(range(4))
+    identity = denoiser_estimate(judge, lambda v: v, y, y, seeds)
     assert torch.allclose(identity, torch.full_like(identity, variance), rtol=1e-4)
 
     def true_error(images):
@@ -59,7 +60,7 @@ def test_sure_on_the_held_out_pixels_is_exact_for_the_identity_and_close_for_a_s
     estimates, errors = [], []
     for a in (0.2, 0.6):
         out = shrink(y, a)
-        estimates.append(denoiser_estimate(judge, lambda v, a=a: shrink(v, a), y, out))
+        estimates.append(denoiser_estimate(judge, lambda v, a=a: shrink(v, a), y, out, seeds))
         errors.append(true_error(out))
     for est, err in zip(estimates, errors):
         assert (est - err).abs().max() < 0.35 * variance  # the noise's own energy on 10% of the pixels
@@ -227,3 +228,14 @@ def test_the_candidates_phase_says_what_is_running(flat_denoising):
     notes: list[str] = []
     r.solve(r.prepare(pictures, names=NAMES), note=notes.append)
     assert notes == ["judging tv (1/3)", "judging wavelet (2/3)", "judging bm3d (3/3)"]
+
+
+def test_an_image_is_judged_the_same_in_any_batch(flat_denoising):
+    """Its held-out share and SURE's probe come from its own seed: ilo-auto's and BM3D's estimates
+    of an image (and so the choice between them) do not depend on what else is in the batch."""
+    pictures, together = flat_denoising
+    r = ilo.Restorer(task="denoise", sigma=SIGMA, method="choose", solver_overrides={"steps": [2, 1]}, encoder="none")
+    [alone] = r.restore(pictures[1:], names=NAMES[1:])
+    assert together[1].estimated_error is not None and alone.estimated_error is not None
+    for name in ("ilo-auto", "bm3d"):
+        assert alone.estimated_error[name] == pytest.approx(together[1].estimated_error[name], rel=1e-4, abs=1e-7)

@@ -117,7 +117,7 @@ def _choose(job: SolveJob, searched: torch.Tensor, op: Operator, y: torch.Tensor
     for i, c in enumerate(judged):
         if job.note is not None:  # BM3D at 1024² takes minutes an image: say what is running
             job.note(f"judging {c.name} ({i + 1}/{len(judged)})")
-        estimate, output = _judged(c, op, y, fit_op, fit_y, judge)
+        estimate, output = _judged(c, op, y, fit_op, fit_y, judge, seeds)
         estimates[c.name] = estimate
         if output is None:
             refits[c.name] = (lambda c: lambda: c.restore(op, y))(c)
@@ -141,12 +141,14 @@ def _number(value: torch.Tensor) -> float | None:
     return float(value) if bool(torch.isfinite(value)) else None
 
 
-def _judged(c: Candidate, op, y, fit_op, fit_y, judge: HeldOut) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _judged(
+    c: Candidate, op, y, fit_op, fit_y, judge: HeldOut, seeds: list[int]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A candidate's estimated error per image, and its images where judging made them (a
     denoiser's, on every pixel); None where it must be refitted on everything first (a prior fitted
     without the held-out share, refitted only for the images that choose it)."""
     with torch.no_grad():
         if c.denoiser:
             denoised = c.restore(op, y)
-            return denoiser_estimate(judge, lambda v: c.restore(op, v), y, denoised), denoised
+            return denoiser_estimate(judge, lambda v: c.restore(op, v), y, denoised, seeds), denoised
         return refit_estimate(judge, c.restore(fit_op, fit_y), y), None

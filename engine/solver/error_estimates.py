@@ -21,7 +21,7 @@ error of [-1, 1] images on the held-out entries (for compressed sensing, of thei
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -47,15 +47,17 @@ def denoiser_estimate(
     denoise: Callable[[torch.Tensor], torch.Tensor],
     y: torch.Tensor,
     denoised: torch.Tensor,
+    seeds: Sequence[int],
     probe_step: float = PROBE_STEP,
     probe_seed: int = PROBE_SEED,
 ) -> torch.Tensor:
     """[B] Monte-Carlo SURE on the judged pixels of `denoised = denoise(y)` (noisy images y
     [B, 3, H, W] in [-1, 1]): the residual there, less the noise variance, plus twice the variance
-    times the divergence per entry, from one probe over the image."""
+    times the divergence per entry, from one probe over the image, drawn from the image's own
+    seed (`seeds`, one per image) so that its estimate does not depend on its batch."""
     batch = y.shape[0]
     std = judge.noise_std(batch, y.device)  # [B, 1, 1, 1], [-1, 1] units
-    probe = torch.randn(y.shape, generator=torch.Generator().manual_seed(probe_seed)).to(y.device)
+    probe = torch.cat([_probe(y.shape[1:], seed, probe_seed) for seed in seeds]).to(y.device)
     step = probe_step * std.clamp_min(1e-8)
     with torch.no_grad():
         moved = denoise(y + step * probe)
@@ -63,6 +65,11 @@ def denoiser_estimate(
         divergence = (probe * (moved - denoised) / step).flatten(1).sum(1) / probe.square().flatten(1).sum(1)
         variance = std.reshape(-1) ** 2
         return judge.data_fit(denoised, y) - variance + 2 * variance * divergence
+
+
+def _probe(shape: torch.Size, image_seed: int, probe_seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(image_seed * 1_000_003 + probe_seed)
+    return torch.randn((1, *shape), generator=generator)
 
 
 def _noise_variance(judge: HeldOut, batch: int, device) -> torch.Tensor:
