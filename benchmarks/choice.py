@@ -77,6 +77,7 @@ def run_set(gen, which: str, tasks: list[str], backend: str) -> dict:
     for task_name in tasks:
         batch, op = batch_of(gen, task_name, names, truth)
         record: dict[str, Any] = {"psnr": {}, "mse": {}, "seconds": {}}
+        bm3d_images = None
         for method in (*SINGLE, "choose"):
             if method == "bm3d" and not TASKS[task_name].kind.bm3d:
                 continue
@@ -95,7 +96,7 @@ def run_set(gen, which: str, tasks: list[str], backend: str) -> dict:
             shown = f"{np.mean(record['psnr'][method]):6.2f} dB ({seconds:.1f}s)"
             print(f"  {which:12s} {task_name:12s} {method:8s} {shown}", file=sys.stderr, flush=True)
         record.update(scores(record))
-        if TASKS[task_name].kind.bm3d:
+        if bm3d_images is not None:
             record["probe"] = probe_study(op, batch, truth, bm3d_images)
         out["tasks"][task_name] = record
     return out
