@@ -79,12 +79,12 @@ def chosen_batch(job: SolveJob) -> BatchResult:
     why = _unjudged(job, result)
     if why is not None:
         return dataclasses.replace(result, chosen=[SEARCH] * n, choice_note=why)
-    op = job.op
+    op, y = job.op, job.y.to(job.device)
     try:  # the priors run where the search ran (BM3D on the CPU, whatever the device)
         op.to(job.device)
-        images, chosen, per_image = _choose(job, result.images.to(job.device), op, job.y.to(job.device))
+        images, chosen, per_image = _choose(job, result.images.to(job.device), op, y)
         with torch.no_grad():
-            fit = [float(v) for v in op.data_fit(images, job.y.to(job.device))]  # of what is returned
+            fit = [float(v) for v in op.data_fit(images, y)]  # of what is returned
     finally:
         op.cpu()
     return dataclasses.replace(
@@ -111,18 +111,12 @@ def _choose(job: SolveJob, searched: torch.Tensor, op: Operator, y: torch.Tensor
     assert job.config is not None
     fit_op, fit_y, judge = split_measurements(op, y, job.config.hold_out, seeds)
     estimates = {SEARCH: refit_estimate(judge, searched, y)}
-    outputs: dict[str, torch.Tensor] = {}
-    refits: dict[str, Callable[[], torch.Tensor]] = {}
+    finals: dict[str, Callable[[], torch.Tensor]] = {}  # each candidate's images, made when chosen
     judged = candidates(op, y, job.task, job.model.resolution)
     for i, c in enumerate(judged):
         if job.note is not None:  # BM3D at 1024² takes minutes an image: say what is running
             job.note(f"judging {c.name} ({i + 1}/{len(judged)})")
-        estimate, output = _judged(c, op, y, fit_op, fit_y, judge, seeds)
-        estimates[c.name] = estimate
-        if output is None:
-            refits[c.name] = (lambda c: lambda: c.restore(op, y))(c)
-        else:
-            outputs[c.name] = output
+        estimates[c.name], finals[c.name] = _judged(c, op, y, fit_op, fit_y, judge, seeds)
     names = list(estimates)
     # a candidate whose estimate is not a number (its images were not) is never chosen
     best = torch.stack([estimates[k] for k in names]).nan_to_num(nan=float("inf")).argmin(0)
@@ -131,7 +125,7 @@ def _choose(job: SolveJob, searched: torch.Tensor, op: Operator, y: torch.Tensor
     for k in sorted(set(chosen) - {SEARCH}):
         picked = torch.tensor([c == k for c in chosen], device=images.device)
         with torch.no_grad():
-            images[picked] = (outputs[k] if k in outputs else refits[k]())[picked].to(images.device)
+            images[picked] = finals[k]()[picked].to(images.device)
     per_image = [{k: _number(estimates[k][i]) for k in names} for i in range(len(chosen))]
     return images, chosen, per_image
 
@@ -143,12 +137,12 @@ def _number(value: torch.Tensor) -> float | None:
 
 def _judged(
     c: Candidate, op, y, fit_op, fit_y, judge: HeldOut, seeds: list[int]
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A candidate's estimated error per image, and its images where judging made them (a
-    denoiser's, on every pixel); None where it must be refitted on everything first (a prior fitted
-    without the held-out share, refitted only for the images that choose it)."""
+) -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
+    """A candidate's estimated error per image, and how to have its images: a denoiser's are
+    those it was judged by (made on every pixel); a prior judged without the held-out share is
+    refitted on everything, and only if some image chooses it."""
     with torch.no_grad():
         if c.denoiser:
             denoised = c.restore(op, y)
-            return denoiser_estimate(judge, lambda v: c.restore(op, v), y, denoised, seeds), denoised
-        return refit_estimate(judge, c.restore(fit_op, fit_y), y), None
+            return denoiser_estimate(judge, lambda v: c.restore(op, v), y, denoised, seeds), lambda: denoised
+        return refit_estimate(judge, c.restore(fit_op, fit_y), y), lambda: c.restore(op, y)
