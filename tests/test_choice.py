@@ -239,3 +239,15 @@ def test_an_image_is_judged_the_same_in_any_batch(flat_denoising):
     assert together[1].estimated_error is not None and alone.estimated_error is not None
     for name in ("ilo-auto", "bm3d"):
         assert alone.estimated_error[name] == pytest.approx(together[1].estimated_error[name], rel=1e-4, abs=1e-7)
+
+
+def test_with_no_candidate_installed_ilo_auto_is_kept_and_the_record_names_the_extras(monkeypatch):
+    from ilo.engine.api import choice
+
+    monkeypatch.setattr(choice, "installed", lambda module: False)
+    truth = torch.full((1, 3, 64, 64), 0.1)
+    _, y = _noisy(truth)
+    r = ilo.Restorer(task="denoise", sigma=SIGMA, method="choose", solver_overrides={"steps": [2, 1]}, encoder="none")
+    [out] = r.restore([((y[0] + 1) / 2).clamp(0, 1)], names=["grey"])
+    assert out.chosen == "ilo-auto" and out.estimated_error is None
+    assert "ilo-engine[deepinv]" in str(out.choice_note) and "ilo-engine[bm3d]" in str(out.choice_note)

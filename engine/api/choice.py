@@ -101,6 +101,11 @@ def _unjudged(job: SolveJob, result: BatchResult) -> str | None:
         return "an ensemble's mean has fitted every member's held-out share: ilo-auto kept"
     if float(job.op.sigma.abs().max()) == 0:
         return EXACT
+    if not candidates(job.op, job.y, job.task, job.model.resolution):
+        return (
+            "no classical candidate is installed for this task (TV and wavelet: "
+            'pip install "ilo-engine[deepinv]"; BM3D: "ilo-engine[bm3d]"): ilo-auto kept'
+        )
     return None
 
 
